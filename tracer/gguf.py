@@ -1,0 +1,186 @@
+"""GGUF (llama family) -> mlx-lm llama model + `tokenizers` tokenizer.
+
+Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0 stay packed as weight/scales/
+biases with group size 32). llama.cpp permutes Q/K rows for interleaved RoPE,
+so the model is built with `rope_traditional=True`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+from .errors import ModelError
+
+GGUF_GROUP_SIZE = 32
+SUPPORTED_ARCHS = ("llama",)
+
+_LAYER_NAMES = {
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+    "attn_norm": "input_layernorm",
+    "ffn_norm": "post_attention_layernorm",
+}
+_TOP_NAMES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
+
+
+def read_gguf(path: str) -> tuple[dict, dict]:
+    if not os.path.exists(path):
+        raise ModelError(f"model file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+    if magic != b"GGUF":
+        raise ModelError(f"{path} is not a GGUF file (bad magic {magic!r})")
+    try:
+        return mx.load(path, return_metadata=True)
+    except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
+        raise ModelError(f"cannot read GGUF {path}: {str(exc).splitlines()[0]}") from None
+
+
+def _scalar(value):
+    if isinstance(value, mx.array):
+        return value.item()
+    return value
+
+
+def model_args(meta: dict) -> dict:
+    arch = str(meta.get("general.architecture", "?"))
+    if arch not in SUPPORTED_ARCHS:
+        raise ModelError(
+            f"unsupported GGUF architecture '{arch}' (supported: {', '.join(SUPPORTED_ARCHS)})"
+        )
+
+    def get(key, default=None):
+        full = f"{arch}.{key}"
+        if full not in meta:
+            if default is None:
+                raise ModelError(f"GGUF metadata lacks {full}")
+            return default
+        return _scalar(meta[full])
+
+    n_vocab = len(meta.get("tokenizer.ggml.tokens", []))
+    return {
+        "model_type": "llama",
+        "hidden_size": int(get("embedding_length")),
+        "num_hidden_layers": int(get("block_count")),
+        "intermediate_size": int(get("feed_forward_length")),
+        "num_attention_heads": int(get("attention.head_count")),
+        "num_key_value_heads": int(get("attention.head_count_kv", get("attention.head_count"))),
+        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+        "vocab_size": int(get("vocab_size", n_vocab or None)),
+        "rope_theta": float(get("rope.freq_base", 10000.0)),
+        "max_position_embeddings": int(get("context_length", 2048)),
+        "rope_traditional": True,
+        "tie_word_embeddings": True,
+    }
+
+
+def _mlx_name(gguf_name: str) -> str:
+    parts = gguf_name.split(".")
+    if parts[0] == "blk":
+        layer, base, leaf = parts[1], parts[2], parts[3]
+        if base not in _LAYER_NAMES:
+            raise ModelError(f"unexpected GGUF tensor {gguf_name}")
+        return f"model.layers.{layer}.{_LAYER_NAMES[base]}.{leaf}"
+    base, leaf = ".".join(parts[:-1]), parts[-1]
+    if base not in _TOP_NAMES:
+        raise ModelError(f"unexpected GGUF tensor {gguf_name}")
+    return f"{_TOP_NAMES[base]}.{leaf}"
+
+
+def _bits(weights: dict, prefix: str) -> int:
+    packed, scales = weights[prefix + ".weight"], weights[prefix + ".scales"]
+    return packed.shape[-1] * 32 // (scales.shape[-1] * GGUF_GROUP_SIZE)
+
+
+def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32):
+    """A ready mlx-lm llama model from GGUF tensors."""
+    from mlx_lm.models import llama
+
+    args = model_args(meta)
+    mapped = {_mlx_name(k): v for k, v in weights.items()}
+    if "lm_head.weight" in mapped:
+        args["tie_word_embeddings"] = False
+    model = llama.Model(llama.ModelArgs.from_dict(args))
+    quantized = {k[: -len(".scales")] for k in mapped if k.endswith(".scales")}
+    bits_of = {p: _bits(mapped, p) for p in quantized}
+    if dequantize:
+        for prefix in quantized:
+            w = mx.dequantize(
+                mapped.pop(prefix + ".weight"),
+                mapped.pop(prefix + ".scales"),
+                mapped.pop(prefix + ".biases", None),
+                group_size=GGUF_GROUP_SIZE,
+                bits=bits_of[prefix],
+            )
+            mapped[prefix + ".weight"] = w
+    elif quantized:
+        nn.quantize(
+            model,
+            class_predicate=lambda path, module: (
+                {"group_size": GGUF_GROUP_SIZE, "bits": bits_of[path]}
+                if path in bits_of
+                else False
+            ),
+        )
+    mapped = {
+        k: (v.astype(dtype) if mx.issubdtype(v.dtype, mx.floating) and not k.endswith((".scales", ".biases")) else v)
+        for k, v in mapped.items()
+    }
+    try:
+        model.load_weights(list(mapped.items()), strict=True)
+    except ValueError as exc:
+        raise ModelError(f"GGUF tensors do not fit a llama model: {str(exc).splitlines()[0]}") from None
+    mx.eval(model.parameters())
+    return model
+
+
+def build_tokenizer(meta: dict) -> Tokenizer:
+    """A byte-level BPE from the GGUF vocabulary and merges."""
+    model_kind = str(meta.get("tokenizer.ggml.model", ""))
+    if model_kind != "gpt2":
+        raise ModelError(
+            f"unsupported GGUF tokenizer '{model_kind or 'missing'}' (only byte-level BPE 'gpt2' is supported)"
+        )
+    tokens = list(meta.get("tokenizer.ggml.tokens", []))
+    merges = list(meta.get("tokenizer.ggml.merges", []))
+    if not tokens or not merges:
+        raise ModelError("GGUF file has no tokenizer vocabulary/merges")
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    tok = Tokenizer(models.BPE(vocab, pairs, fuse_unk=False))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if str(meta.get("tokenizer.ggml.pre", "")) == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Digits(individual_digits=True), byte_level]
+        )
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    types = meta.get("tokenizer.ggml.token_type")
+    if types is not None:
+        types = types.tolist()
+        special = [t for t, kind in zip(tokens, types) if kind == 3]
+        tok.add_special_tokens(special)
+    if _scalar(meta.get("tokenizer.ggml.add_bos_token", False)):
+        bos_id = int(_scalar(meta["tokenizer.ggml.bos_token_id"]))
+        bos = tokens[bos_id]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", special_tokens=[(bos, bos_id)]
+        )
+    return tok
