@@ -1,0 +1,125 @@
+"""The engine thread: one long-lived thread owns every MLX array and stream.
+
+MLX streams are thread-local, so arrays made on one thread cannot be evaluated
+on another. The UI (or CLI) never touches `mx`: it submits work here and gets
+plain Python values back, through futures and `on_event` callbacks (which run
+on the engine thread and must only hand data on, e.g. `App.post_message`).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Callable
+
+from .errors import TracerError
+from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    n_layers: int
+    summary: str
+    blas: str
+    blas_fast: bool
+    device: str
+
+
+class TraceCancelled(Exception):
+    """Raised inside a trace when its cancel event is set."""
+
+
+class Engine:
+    """Loads a model and runs traces on its own thread, one job at a time."""
+
+    def __init__(self, model_spec: str | None = None, *, keep_quantized: bool = False):
+        self.model_spec = model_spec
+        self.keep_quantized = keep_quantized
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="tracer-engine", daemon=True)
+        self._tracer = None  # tracer.trace.Tracer, only touched on the engine thread
+        self._thread.start()
+
+    # ---- public API (any thread) -------------------------------------------------
+    def load(self, model_spec: str | None = None) -> Future:
+        """Load (or reload) a model; the future gives a ModelInfo."""
+        if model_spec is not None:
+            self.model_spec = model_spec
+        return self.submit(self._load)
+
+    def trace(
+        self,
+        request: TraceRequest,
+        on_event: Callable[[TraceEvent], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Future:
+        """Run one trace; the future gives a TraceResult (or None when cancelled/failed).
+
+        `on_event` receives Started, CellsDone, Log and then exactly one of
+        Finished, Failed or Cancelled."""
+        return self.submit(self._trace, request, on_event or (lambda e: None), cancel or threading.Event())
+
+    def submit(self, fn: Callable, *args) -> Future:
+        """Run `fn(*args)` on the engine thread (for engine-internal use and tests)."""
+        future: Future = Future()
+        self._jobs.put((fn, args, future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    @property
+    def tracer(self):
+        """The loaded Tracer; call only from a function run through submit()."""
+        return self._tracer
+
+    # ---- engine thread ----------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, args, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller through the future
+                future.set_exception(exc)
+
+    def _load(self) -> ModelInfo:
+        import mlx.core as mx
+
+        from . import BLAS
+        from .models import load_model
+        from .trace import Tracer
+
+        lm = load_model(self.model_spec, keep_quantized=self.keep_quantized)
+        self._tracer = Tracer(lm)
+        return ModelInfo(
+            name=lm.name,
+            n_layers=lm.n_layers,
+            summary=lm.summary(),
+            blas=BLAS.describe(),
+            blas_fast=BLAS.fast,
+            device=str(mx.default_device()),
+        )
+
+    def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
+        from .trace import run_trace
+
+        if self._tracer is None:
+            self._load()
+        try:
+            result = run_trace(self._tracer, request, on_event=on_event, cancel=cancel)
+        except TraceCancelled:
+            on_event(Cancelled())
+            return None
+        except TracerError as exc:
+            on_event(Failed(str(exc)))
+            raise
+        on_event(Finished(result, result.seconds))
+        return result
