@@ -1,0 +1,62 @@
+"""Shared fixtures. `import tracer` comes first: it loads the fast BLAS before mlx.core."""
+
+import tracer  # noqa: F401  - must precede any import of mlx.core
+
+import os  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # so tests can `import tiny`
+
+from tiny import ARCHS, make_tiny_model  # noqa: E402
+
+TINY_ARCH = "llama"  # 6 layers, GQA (2 KV heads for 4 query heads)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_root(tmp_path_factory) -> Path:
+    """Session directory holding one tiny model directory per architecture."""
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tiny_model_root):
+    """`make(arch) -> Path`: the tiny model directory for `arch`, built once per session."""
+    built: dict[str, Path] = {}
+
+    def make(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = make_tiny_model(arch, tiny_model_root / arch, seed=0)
+        return built[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model_factory) -> Path:
+    """A tiny random-init llama (6 layers, hidden 64, GQA) as an mlx-lm directory."""
+    return tiny_model_factory(TINY_ARCH)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tiny_model_factory) -> dict[str, Path]:
+    """{arch: directory} for every architecture in tiny.ARCHS."""
+    return {arch: tiny_model_factory(arch) for arch in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    """The tiny llama loaded through tracer.models.load_model (a LoadedModel)."""
+    from tracer.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def embedded_model():
+    """The embedded SmolLM2-135M-Instruct, dequantized to float32 (loads in ~5 s, once)."""
+    from tracer.models import load_model
+
+    return load_model()
