@@ -1,11 +1,148 @@
-"""Headless subcommands (trace, sweep, sweep-report); filled in by the engine issues."""
+"""Headless subcommands: `trace` (and sweeps, in sweep_cli)."""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
+
+from .errors import InputError
+from .events import KINDS, CellsDone, TraceRequest
+
 
 def add_subcommands(sub, add_model_args) -> None:
-    pass
+    p = sub.add_parser("trace", help="trace one prompt headlessly and print or save the grids")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--subject", required=True)
+    add_model_args(p)
+    p.add_argument("--corrupted-prompt", default=None, help="substitute this prompt instead of adding noise")
+    p.add_argument("--target", default=None, help="target token (default: the clean run's top token)")
+    p.add_argument("--kinds", default="hidden,mlp,attn")
+    p.add_argument("--samples", type=int, default=10)
+    p.add_argument("--noise", type=float, default=3.0, help="noise std as a multiple of the embeddings' std")
+    p.add_argument("--window", type=int, default=10)
+    p.add_argument("--positions", default="all", help="all | subject-last | I,J,...")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument("--metric", choices=("recovery", "prob", "logit_diff"), default="recovery", help="grid shown by --format text")
+    p.add_argument("--output", default=None, help="write here instead of stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    try:
+        from .sweep_cli import add_sweep_subcommands
+    except ImportError:
+        return
+    add_sweep_subcommands(sub, add_model_args)
 
 
 def dispatch(args) -> int:
-    raise SystemExit(f"unknown command {args.command}")
+    if args.command == "trace":
+        return trace_command(args)
+    from .sweep_cli import dispatch_sweep
+
+    return dispatch_sweep(args)
+
+
+def parse_positions(text: str):
+    text = text.strip()
+    if text in ("all", "subject-last"):
+        return text
+    try:
+        return tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise InputError(f"--positions must be all, subject-last or comma-separated integers (got {text!r})") from None
+
+
+def parse_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    for k in kinds:
+        if k not in KINDS:
+            raise InputError(f"unknown kind {k!r}: choose from {', '.join(KINDS)}")
+    if not kinds:
+        raise InputError("--kinds is empty")
+    return kinds
+
+
+def check_writable(path: str | None) -> None:
+    """Fail before any work if the output cannot be written."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write output file {path}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write output file {path}")
+
+
+def trace_command(args) -> int:
+    from . import export
+    from .models import load_model
+    from .trace import Tracer, run_trace
+
+    if not args.prompt.strip():
+        raise InputError("the prompt is empty")
+    request = TraceRequest(
+        prompt=args.prompt,
+        subject=args.subject,
+        corrupted_prompt=args.corrupted_prompt,
+        target=args.target,
+        kinds=parse_kinds(args.kinds),
+        samples=args.samples,
+        noise=args.noise,
+        window=args.window,
+        positions=parse_positions(args.positions),
+        seed=args.seed,
+    )
+    if request.samples < 1 or request.window < 1:
+        raise InputError("--samples and --window must be at least 1")
+    check_writable(args.output)
+    tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+    with progress:
+        result = run_trace(tracer, request, on_event=progress.on_event, cancel=threading.Event())
+    for w in result.warnings:
+        print(f"tracer-tui: warning: {w}", file=sys.stderr)
+    if args.format == "json":
+        text = export.to_json_text(result)
+    elif args.format == "csv":
+        text = export.to_csv(result)
+    else:
+        text = export.to_text(result, args.metric)
+    if args.output:
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise InputError(f"cannot write output file {args.output}: {exc.strerror}") from None
+        print(f"wrote {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+class _Progress:
+    """A rich progress bar on stderr while a trace runs (only on a terminal)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("tracing"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
+                TimeRemainingColumn(), console=Console(stderr=True), transient=True,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task("trace", total=None)
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def on_event(self, event) -> None:
+        if self._bar is not None and isinstance(event, CellsDone):
+            self._bar.update(self._task, completed=event.done, total=event.total)

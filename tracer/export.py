@@ -1,0 +1,107 @@
+"""A TraceResult as JSON (the documented schema), long-format CSV, or a labelled text table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+METRICS = ("prob", "recovery", "logit_diff")
+METRIC_TITLES = {"prob": "P(target)", "recovery": "recovery %", "logit_diff": "logit difference"}
+
+
+def to_json(result) -> dict:
+    req = result.request
+    return {
+        "model": result.model,
+        "tokens": list(result.tokens),
+        "subject_range": list(result.subject_range),
+        "target": {"id": result.target_id, "text": result.target_text},
+        "clean_prob": result.clean_prob,
+        "corrupted_prob": result.corrupted_prob,
+        "config": {
+            "kinds": list(req.kinds),
+            "samples": req.samples if result.corruption == "noise" else 1,
+            "noise": req.noise,
+            "noise_std": result.noise_std,
+            "window": req.window,
+            "positions": result.positions if result.positions == "all" else list(result.positions),
+            "seed": req.seed,
+            "corruption": result.corruption,
+        },
+        "grids": {kind: {m: grid[m] for m in METRICS} for kind, grid in result.grids.items()},
+        "timing": {"seconds": result.seconds},
+    }
+
+
+def to_json_text(result) -> str:
+    return json.dumps(to_json(result), indent=1) + "\n"
+
+
+def row_labels(result) -> list[tuple[int, str]]:
+    """(token index, label) of each grid row."""
+    if result.positions == "all":
+        return [(i, t) for i, t in enumerate(result.tokens)]
+    return [(p, result.tokens[p]) for p in result.positions]
+
+
+def to_csv(result) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["kind", "token_index", "token", "layer", "prob", "recovery", "logit_diff"])
+    for kind, grid in result.grids.items():
+        if result.positions == "all":
+            rows = [(i, result.tokens[i]) for i in range(len(result.tokens))]
+        else:  # one row restoring all chosen positions together
+            rows = [("+".join(str(p) for p in result.positions), "+".join(result.tokens[p] for p in result.positions))]
+        for r, (index, token) in enumerate(rows):
+            for layer in range(len(grid["prob"][r])):
+                writer.writerow([kind, index, token, layer, *(f"{grid[m][r][layer]:.6g}" for m in METRICS)])
+    return out.getvalue()
+
+
+def show_token(text: str) -> str:
+    """Whitespace made visible: ' Tower' -> '␣Tower'."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
+def header(result) -> str:
+    lines = [
+        f"model: {result.model}",
+        f"prompt: {result.request.prompt!r}  subject: {result.request.subject!r} "
+        f"(tokens {result.subject_range[0]}..{result.subject_range[1] - 1})",
+        f"target: {result.target_text!r} (id {result.target_id})",
+        f"clean P(target) = {result.clean_prob:.4f}   corrupted P(target) = {result.corrupted_prob:.4f}",
+    ]
+    if result.corruption == "noise":
+        req = result.request
+        lines.append(f"corruption: noise, k={req.noise:g} (std {result.noise_std:.4f}), {req.samples} samples, seed {req.seed}")
+    else:
+        lines.append(f"corruption: substitution with {result.request.corrupted_prompt!r}")
+    return "\n".join(lines)
+
+
+def grid_table(result, kind: str, metric: str = "recovery") -> str:
+    """Tokens down, layers across; subject rows marked with '*'."""
+    grid = result.grids[kind][metric]
+    fmt = {"prob": "{:6.3f}", "recovery": "{:6.1f}", "logit_diff": "{:6.2f}"}[metric]
+    labels = row_labels(result)
+    if result.positions != "all":
+        labels = [(-1, " + ".join(show_token(t) for _, t in labels))]
+    b, e = result.subject_range
+    names = [("*" if b <= i < e else " ") + show_token(t) if i >= 0 else t for i, t in labels]
+    width = max(12, max(len(n) for n in names) + 1)
+    n_layers = len(grid[0])
+    lines = [f"{kind} - {METRIC_TITLES[metric]} (rows: {'tokens' if result.positions == 'all' else 'restored positions'}; columns: layers)"]
+    lines.append(" " * width + "".join(f"{layer:>7d}" for layer in range(n_layers)))
+    for name, row in zip(names, grid):
+        lines.append(name.ljust(width) + "".join(" " + fmt.format(v) for v in row))
+    return "\n".join(lines)
+
+
+def to_text(result, metric: str = "recovery") -> str:
+    parts = [header(result), ""]
+    for kind in result.grids:
+        parts += [grid_table(result, kind, metric), ""]
+    parts.append(f"'*' marks subject tokens. {result.seconds:.1f} s.")
+    return "\n".join(parts) + "\n"
