@@ -100,10 +100,12 @@ def _backbone(model: nn.Module) -> nn.Module:
     raise ModelError(f"cannot find the token embedding in {type(model).__module__}")
 
 
-def _owned_layers(layers: list, owners) -> list:
+def _owned_layers(model, layers: list, owners) -> list:
     """The list object that really holds the blocks. `model.layers` is often a
     property returning a copy (e.g. qwen2's `pipeline_layers` slice); a block
     Slot on a copy would wrap nothing."""
+    if model.layers is layers:  # a stored list, not a fresh copy
+        return layers
     for owner in owners:
         for value in owner.values() if isinstance(owner, nn.Module) else ():
             if value is layers:
@@ -127,7 +129,7 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     if not isinstance(layers, list) or not layers:
         raise ModelError(f"{type(model).__module__}: `layers` is not a non-empty list")
     backbone = _backbone(model)
-    layers = _owned_layers(layers, (backbone, model))
+    layers = _owned_layers(model, layers, (backbone, model))
     embed_name, embed = _child(backbone, EMBED_NAMES)
     norm_name, _ = _child(backbone, NORM_NAMES)
     attn, mlp = [], []
