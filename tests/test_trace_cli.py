@@ -1,0 +1,93 @@
+"""`tracer-tui trace`: the documented JSON schema, CSV, text, and one-line errors with exit 2."""
+
+import csv
+import io
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tracer.cli import run_cli
+from tracer.events import TraceRequest
+from tracer.models import load_model
+from tracer.trace import Tracer, run_trace
+
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+def _trace(capsys, model_dir, *extra):
+    code = run_cli(["trace", "--model", str(model_dir), "--prompt", PROMPT, "--subject", "Eiffel Tower", *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_json_schema_and_values(capsys, tiny_model_dir):
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "2", "--window", "3",
+                            "--kinds", "hidden,mlp", "--seed", "5")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"model", "tokens", "subject_range", "target", "clean_prob", "corrupted_prob", "config", "grids", "timing"}
+    assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": 3.0, "noise_std": doc["config"]["noise_std"],
+                             "window": 3, "positions": "all", "seed": 5, "corruption": "noise"}
+    assert set(doc["target"]) == {"id", "text"} and set(doc["grids"]) == {"hidden", "mlp"}
+    T = len(doc["tokens"])
+    for grid in doc["grids"].values():
+        assert set(grid) == {"prob", "recovery", "logit_diff"}
+        assert np.array(grid["prob"]).shape == (T, 6)
+    # same numbers as the engine called directly
+    tracer = Tracer(load_model(str(tiny_model_dir)))
+    direct = run_trace(tracer, TraceRequest(PROMPT, "Eiffel Tower", kinds=("hidden", "mlp"), samples=2, window=3, seed=5))
+    np.testing.assert_allclose(doc["grids"]["mlp"]["prob"], direct.grids["mlp"]["prob"], atol=1e-7)
+    assert doc["config"]["noise_std"] == pytest.approx(direct.noise_std)
+    assert doc["subject_range"] == list(direct.subject_range)
+
+
+def test_csv_is_long_format(capsys, tiny_model_dir):
+    code, out, _ = _trace(capsys, tiny_model_dir, "--format", "csv", "--samples", "1", "--kinds", "attn")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert list(rows[0]) == ["kind", "token_index", "token", "layer", "prob", "recovery", "logit_diff"]
+    n_tokens = len({r["token_index"] for r in rows})
+    assert len(rows) == n_tokens * 6 and {r["kind"] for r in rows} == {"attn"}
+
+
+def test_text_output_to_file_with_chosen_positions(capsys, tiny_model_dir, tmp_path):
+    target = tmp_path / "grid.txt"
+    code, out, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--samples", "1", "--output", str(target))
+    assert code == 0 and out == "" and "wrote" in err
+    text = target.read_text()
+    assert "clean P(target)" in text and "hidden - recovery %" in text and "mlp - recovery %" in text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--prompt", "", "--subject", "x"], "prompt is empty"),
+        (["--prompt", PROMPT, "--subject", "Louvre"], "not found"),
+        (["--prompt", PROMPT, "--subject", ""], "subject is empty"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--corrupted-prompt", "Hello"], "tokens"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--window", "0"], "window"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--samples", "0"], "samples"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "resid"], "unknown kind"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--positions", "40"], "out of range"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--output", "/nonexistent/dir/x.json"], "cannot write"),
+        (["--prompt", "word " * 300, "--subject", "word"], "context"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, tiny_model_dir, args, message):
+    code = run_cli(["trace", "--model", str(tiny_model_dir), "--samples", "1", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tracer-tui: error:") and message in lines[0], err
+
+
+def test_console_script_trace_subprocess(tiny_model_dir):
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui", "trace", "--model", str(tiny_model_dir), "--prompt", PROMPT,
+         "--subject", "Nowhere"], capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"tracer-tui: error: subject 'Nowhere' not found in prompt {PROMPT!r}"
