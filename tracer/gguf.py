@@ -36,6 +36,13 @@ _TOP_NAMES = {
 }
 
 
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line (MLX puts the parameter names it
+    complains about on the following lines), capped at `limit` characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def read_gguf(path: str) -> tuple[dict, dict]:
     if not os.path.exists(path):
         raise ModelError(f"model file not found: {path}")
@@ -49,7 +56,7 @@ def read_gguf(path: str) -> tuple[dict, dict]:
     try:
         return mx.load(path, return_metadata=True)
     except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
-        raise ModelError(f"cannot read GGUF {path}: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"cannot read GGUF {path}: {one_line(exc)}") from None
 
 
 def _scalar(value):
@@ -145,7 +152,7 @@ def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32
     try:
         model.load_weights(list(mapped.items()), strict=True)
     except ValueError as exc:
-        raise ModelError(f"GGUF tensors do not fit a llama model: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"GGUF tensors do not fit a llama model: {one_line(exc)}") from None
     mx.eval(model.parameters())
     return model
 

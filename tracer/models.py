@@ -108,9 +108,8 @@ def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
         model, wrapper = mlx_utils.load(spec, trust_remote_code=False)
     except ModelError:
         raise
-    except Exception as exc:  # mlx-lm raises many kinds; show the first line only
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError(f"cannot load model {spec}: {first}") from None
+    except Exception as exc:  # mlx-lm raises many kinds; show them as one line
+        raise ModelError(f"cannot load model {spec}: {gguf.one_line(exc)}") from None
     backend = getattr(getattr(wrapper, "_tokenizer", None), "_tokenizer", None)
     if not isinstance(backend, Tokenizer):
         raise ModelError(f"{spec}: only fast (tokenizer.json) tokenizers are supported")
