@@ -1,0 +1,286 @@
+"""The `sweep` and `sweep-report` subcommands: argument parsing, rich progress, report output.
+
+commands.py calls `add_sweep_subcommands(sub, add_model_args)` while building the
+parser and `dispatch_sweep(args)` (None when the command is not one of these).
+All MLX work runs on the Engine's thread; this thread only renders progress and
+turns Ctrl-C into a clean cancel (the fact in progress is dropped, the file stays valid).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+from .errors import InputError
+from .events import KINDS
+
+COMMANDS = ("sweep", "sweep-report")
+
+
+def add_sweep_subcommands(sub, add_model_args) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="trace many facts (ROME's known_1000 format) into a resumable JSONL file",
+        description="Trace every fact the model predicts correctly; one JSON line per fact, resumable.",
+    )
+    p.add_argument("facts", metavar="FACTS.json", help="facts in ROME's known_1000 format")
+    add_model_args(p)
+    p.add_argument("--output", "-o", metavar="RESULTS.jsonl", help="results file; rerun the same command to resume")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N facts of the file")
+    p.add_argument("--kinds", nargs="+", default=list(KINDS), metavar="KIND", help=f"states to restore: {' '.join(KINDS)} (default: all)")
+    p.add_argument("--samples", type=int, default=10, metavar="N", help="noise samples per trace (default 10)")
+    p.add_argument("--noise", type=float, default=3.0, metavar="K", help="noise std = K x embedding std (default 3)")
+    p.add_argument("--window", type=int, default=10, metavar="W", help="layers restored around each mlp/attn cell (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--check-only", action="store_true", help="only count the facts the model predicts correctly; write nothing")
+
+    r = sub.add_parser(
+        "sweep-report",
+        help="average indirect effect curves of a sweep's results",
+        description="The paper's average indirect effect per kind at six token groups, from a sweep's JSONL.",
+    )
+    r.add_argument("results", metavar="RESULTS.jsonl")
+    r.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    r.add_argument("--no-plots", action="store_true", help="text format: tables only")
+
+
+def dispatch_sweep(args) -> int | None:
+    if args.command == "sweep":
+        return _sweep(args)
+    if args.command == "sweep-report":
+        return _report(args)
+    return None
+
+
+# ---- sweep ----------------------------------------------------------------------------------
+
+
+def _kinds(values: list[str]) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for v in values for k in v.split(",") if k.strip())
+    return kinds
+
+
+def _sweep(args) -> int:
+    from .sweep import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
+
+    facts = load_facts(args.facts)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise InputError(f"--limit must be at least 1 (got {args.limit})")
+        facts = facts[: args.limit]
+    if not facts:
+        raise InputError(f"{args.facts} holds no facts")
+    config = SweepConfig(None, _kinds(args.kinds), args.samples, args.noise, args.window, args.seed)
+    if not args.check_only:
+        if not args.output:
+            raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")
+        state = prepare_output(args.output, facts, config)  # settings and file checks before loading the model
+        ResultsWriter(args.output, ResultsState(args.output)).close()  # writable, not locked by another sweep
+        if state.records:
+            in_run = sum(1 for f in facts if f.known_id in state.records)
+            print(f"resuming {args.output}: {in_run} of {len(facts)} facts already done", file=sys.stderr)
+
+    from .engine import Engine
+
+    engine = Engine(args.model, keep_quantized=args.keep_quantized)
+    try:
+        started = time.perf_counter()
+        info = engine.load().result()
+        print(f"model: {info.summary} (loaded in {time.perf_counter() - started:.1f} s); BLAS: {info.blas}", file=sys.stderr)
+        if args.check_only:
+            return _check_only(engine, facts)
+        return _run(engine, facts, args.output, config)
+    finally:
+        _close(engine)
+
+
+def _close(engine) -> None:
+    """Stop the engine thread and wait for it: exiting while it still runs aborts the process
+    in MLX's teardown ("terminate called without an active exception")."""
+    engine.close()
+    thread = getattr(engine, "_thread", None)
+    if thread is not None:
+        thread.join(timeout=30)
+
+
+def _wait(future, cancel: threading.Event):
+    """The future's result; the first Ctrl-C cancels cleanly, a second one gives up waiting."""
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\ninterrupted: finishing the file (Ctrl-C again to quit at once)", file=sys.stderr)
+        return future.result()
+
+
+def _check_only(engine, facts) -> int:
+    from .sweep import SKIP_REASONS, TracerBackend, count_known
+
+    cancel = threading.Event()
+    with _Progress() as progress:
+        fut = engine.submit(lambda: count_known(TracerBackend(engine.tracer), facts, on_event=progress.on_event))
+        known, reasons, _ = _wait(fut, cancel)
+    print(f"{known} of {len(facts)} facts predicted correctly (first token of ' ' + attribute is the clean top token)")
+    for reason, n in sorted(reasons.items()):
+        print(f"  skipped {n}: {reason} ({SKIP_REASONS.get(reason, reason)})")
+    return 0
+
+
+def _run(engine, facts, output, config) -> int:
+    from .sweep import SKIP_REASONS, TracerBackend, run_sweep
+
+    cancel = threading.Event()
+    with _Progress() as progress:
+        fut = engine.submit(
+            lambda: run_sweep(TracerBackend(engine.tracer), facts, output, config, on_event=progress.on_event, cancel=cancel)
+        )
+        summary = _wait(fut, cancel)
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.skipped_by_reason.items()))
+    if summary.dropped_tail:
+        print(f"{output}: an incomplete last line was removed and its fact redone", file=sys.stderr)
+    state = "cancelled" if summary.cancelled else "done"
+    print(
+        f"sweep {state}: {summary.kept} of {summary.facts} facts traced, {summary.skipped} skipped"
+        + (f" ({reasons})" if reasons else "")
+        + f"; {summary.traced_now} traced in this run ({summary.seconds:.0f} s)"
+    )
+    for reason in sorted(summary.skipped_by_reason):
+        print(f"  {reason}: {SKIP_REASONS.get(reason, reason)}")
+    if summary.cancelled:
+        remaining = summary.facts - summary.kept - summary.skipped
+        print(f"{remaining} facts left: rerun the same command to resume")
+        return 130
+    print(f"results: {output}  (tracer-tui sweep-report {output})")
+    return 0
+
+
+class _Progress:
+    """Rich progress bars on a terminal; one plain line per fact otherwise (logs, nohup)."""
+
+    def __init__(self):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal
+        self.progress = None
+        self.check_task = self.trace_task = None
+        self.trace_total = 0
+        self.trace_started = 0.0
+        self.facts_done = 0
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self.console,
+                speed_estimate_period=600,
+            )
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
+
+    def on_event(self, event) -> None:  # called on the engine thread
+        from .sweep import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
+
+        p = self.progress
+        if isinstance(event, SweepStarted):
+            if event.dropped_tail:
+                self.console.print(f"{event.path}: the last line is incomplete; redoing that fact")
+        elif isinstance(event, FactsChecked):
+            if p is not None:
+                if self.check_task is None:
+                    self.check_task = p.add_task("checking predictions", total=event.total, note="")
+                p.update(self.check_task, completed=event.checked, note=f"{event.kept} known")
+            elif event.checked == event.total:
+                self.console.print(f"checked {event.total} facts: {event.kept} predicted correctly, {event.skipped} skipped")
+        elif isinstance(event, TracingStarted):
+            self.trace_total = event.total
+            self.trace_started = time.perf_counter()
+            if p is not None:
+                self.trace_task = p.add_task("tracing facts", total=max(event.total, 1), note="")
+            else:
+                self.console.print(f"tracing {event.total} facts")
+        elif isinstance(event, FactStarted):
+            if p is not None:
+                p.update(self.trace_task, completed=event.index, note=f"known_id {event.fact.known_id}")
+        elif isinstance(event, FactProgress):
+            if p is not None and event.total:
+                p.update(self.trace_task, completed=self.facts_done + event.done / event.total)
+        elif isinstance(event, FactDone):
+            self.facts_done = event.index + 1
+            if p is not None:
+                p.update(self.trace_task, completed=self.facts_done)
+            else:
+                elapsed = time.perf_counter() - self.trace_started
+                left = elapsed / self.facts_done * (event.total - self.facts_done)
+                r = event.record
+                self.console.print(
+                    f"[{self.facts_done}/{event.total}] known_id {r['known_id']} {r['subject']!r}: "
+                    f"p_clean {r['clean_prob']:.3f}, p_corrupted {r['corrupted_prob']:.3f} "
+                    f"({event.seconds:.1f} s; ETA {_duration(left)})",
+                    highlight=False,
+                    markup=False,
+                    soft_wrap=True,
+                )
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+# ---- sweep-report -----------------------------------------------------------------------------
+
+
+def _report(args) -> int:
+    from .sweep_report import load_report, render
+
+    report = load_report(args.results)
+    to_terminal = args.output is None and sys.stdout.isatty()
+    if args.format == "text":
+        from .sweep_report import render_text
+
+        text = render_text(report, plots=not args.no_plots, color=to_terminal)
+    else:
+        text = render(report, args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+__all__ = ["COMMANDS", "add_sweep_subcommands", "dispatch_sweep"]
