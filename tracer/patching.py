@@ -5,16 +5,27 @@ A `Tap` wraps a block, an attention or an MLP module. Per forward it is given a
 (layers below a row group's first restored layer), and/or overwrite selected
 (row, position) entries with clean values: `h = where(mask, clean, h)`.
 With no plan a tap is transparent.
+
+Plans live in thread-local storage, so several engine workers (each on its own
+thread and MLX stream) can run forwards through the same model at once.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from .anatomy import Anatomy, Slot, find_anatomy
+from .fastops import install_fast_mlp
+
+_local = threading.local()
+
+
+def _plans() -> dict:
+    return getattr(_local, "plans", None) or {}
 
 
 @dataclass
@@ -30,7 +41,6 @@ class Tap(nn.Module):
     def __init__(self, inner: nn.Module):
         super().__init__()
         self.inner = inner
-        object.__setattr__(self, "plan", None)
 
     def __getattr__(self, name):  # transparent to code reading the wrapped module's attributes
         try:
@@ -41,7 +51,7 @@ class Tap(nn.Module):
             return getattr(self["inner"], name)
 
     def __call__(self, *args, **kwargs):
-        plan = self.plan
+        plan = _plans().get(id(self))
         if plan is None:
             return self.inner(*args, **kwargs)
         out = plan.replay if plan.replay is not None else self.inner(*args, **kwargs)
@@ -57,7 +67,7 @@ class EmbedTap(Tap):
 
     def __call__(self, ids):
         out = self.inner(ids)
-        delta = self.plan
+        delta = _plans().get(id(self))
         return out if delta is None else out + delta.astype(out.dtype)
 
     def as_linear(self, x):
@@ -80,16 +90,59 @@ def _install(slot: Slot, cls) -> Tap:
     return tap
 
 
+class PrefixCache:
+    """A KV cache holding given keys/values for the first `offset` positions (the
+    corrupted run's), so a forward can compute only the later positions. With no
+    prefix it records the keys/values it sees."""
+
+    def __init__(self, keys=None, values=None):
+        self.keys, self.values = keys, values
+        self.offset = 0 if keys is None else keys.shape[2]
+
+    def update_and_fetch(self, keys, values):
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = mx.concatenate([self.keys, keys], axis=2)
+            self.values = mx.concatenate([self.values, values], axis=2)
+        self.offset += keys.shape[2]
+        return self.keys, self.values
+
+    @property
+    def state(self):
+        return self.keys, self.values
+
+    def make_mask(self, n, **kwargs):
+        from mlx_lm.models.cache import create_attention_mask
+
+        return create_attention_mask(n, offset=self.offset, **kwargs)
+
+    def empty(self):
+        return self.keys is None
+
+
+def supports_prefix_cache(model) -> bool:
+    """True when every layer uses a plain (non-rotating, non-quantized) KV cache."""
+    from mlx_lm.models.cache import KVCache, make_prompt_cache
+
+    try:
+        caches = make_prompt_cache(model)
+    except Exception:  # a model without cache support: compute every position
+        return False
+    return len(caches) == len(model.layers) and all(type(c) is KVCache for c in caches)
+
+
 class PatchableModel:
     """A model with taps installed on every block, attention and MLP output."""
 
     KIND_SLOTS = ("hidden", "attn", "mlp")
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, *, fast_activation: bool = True):
         self.model = model
         anatomy: Anatomy = find_anatomy(model)
         self.anatomy = anatomy
         self.n_layers = anatomy.n_layers
+        self.fast_mlp = install_fast_mlp(model, anatomy) if fast_activation else False
         self.embed = _install(anatomy.embed, EmbedTap)
         self.taps = {
             "hidden": [_install(anatomy.block(i), Tap) for i in range(self.n_layers)],
@@ -99,32 +152,30 @@ class PatchableModel:
         self.last_only = anatomy.final_norm is not None
         if self.last_only:
             _install(anatomy.final_norm, LastPosition)
+        self.prefix_cache = supports_prefix_cache(model)
 
     def embedding_std(self) -> float:
         w = self.anatomy.embed_weight().astype(mx.float32)
         return float(mx.sqrt(mx.var(w)).item())
 
-    def clear(self) -> None:
-        object.__setattr__(self.embed, "plan", None)
-        for taps in self.taps.values():
-            for tap in taps:
-                object.__setattr__(tap, "plan", None)
-
-    def forward(self, ids: mx.array, *, delta=None, plans=None) -> mx.array:
-        """Last-position logits [B, V] with the given plans; plans: {(kind, layer): TapPlan}."""
-        self.clear()
+    def forward(self, ids: mx.array, *, delta=None, plans=None, cache=None) -> mx.array:
+        """Last-position logits [B, V]; plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer."""
+        table = {id(self.taps[kind][layer]): plan for (kind, layer), plan in (plans or {}).items()}
+        if delta is not None:
+            table[id(self.embed)] = delta
+        _local.plans = table
         try:
-            object.__setattr__(self.embed, "plan", delta)
-            for (kind, layer), plan in (plans or {}).items():
-                object.__setattr__(self.taps[kind][layer], "plan", plan)
-            logits = self.model(ids)
+            logits = self.model(ids, cache=cache) if cache is not None else self.model(ids)
         finally:
-            self.clear()
+            _local.plans = None
         return logits[:, -1, :]
 
     def record(self, ids: mx.array, *, delta=None):
-        """Run once, keeping every block/attn/MLP output: ({kind: [L x [B, T, D]]}, logits [B, V])."""
+        """Run once, keeping every block/attn/MLP output and each layer's keys/values:
+        ({kind: [L x [B, T, D]]}, logits [B, V], [L x (keys, values)] or None)."""
         plans = {(k, i): TapPlan(record=True) for k in self.KIND_SLOTS for i in range(self.n_layers)}
-        logits = self.forward(ids, delta=delta, plans=plans)
+        cache = [PrefixCache() for _ in range(self.n_layers)] if self.prefix_cache else None
+        logits = self.forward(ids, delta=delta, plans=plans, cache=cache)
         states = {k: [plans[(k, i)].recorded for i in range(self.n_layers)] for k in self.KIND_SLOTS}
-        return states, logits
+        kv = [c.state for c in cache] if cache is not None else None
+        return states, logits, kv

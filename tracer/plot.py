@@ -140,7 +140,7 @@ def draw_grid(
 
 
 def row_label(token: str, in_subject: bool = False, limit: int = 12) -> str:
-    """A token as a row label: spaces shown as '·', newlines as '↵', subject tokens starred."""
+    """A token as a row label: spaces shown as "␣", newlines as "⏎", subject tokens starred."""
     text = visible(token)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
@@ -148,7 +148,7 @@ def row_label(token: str, in_subject: bool = False, limit: int = 12) -> str:
 
 
 def visible(token: str) -> str:
-    return token.replace(" ", "·").replace("\n", "↵").replace("\t", "→").replace("\r", "␍") or "∅"
+    return token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍") or "∅"
 
 
 def text_height(n_rows: int) -> int:

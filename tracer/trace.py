@@ -1,14 +1,8 @@
-"""A TraceRequest -> cells -> batched patched forwards -> TraceEvents and a TraceResult.
+"""A TraceRequest -> clean and corrupted runs -> scheduled patched forwards -> events and a result.
 
-Schedule: every cell is (kind, restored layers, restored positions, grid row).
-Rows of one forward are (cell, noise sample). A cell's *start layer* is the
-first layer whose computation differs from the corrupted run: layer l+1 for
-`hidden` at l (block l's output is the corrupted one with the clean value
-written in), the window's first layer for `mlp`/`attn`. Cells are grouped by
-start layer and every layer below it is replayed from the cached corrupted run
-(MLX's lazy graph never computes the unused layers). Positions before the first
-corrupted token carry exactly the clean state, so their cells equal the
-corrupted run and are not run at all.
+See schedule.py for how cells become batched forwards. Cells restoring only
+positions before the first corrupted token equal the corrupted run exactly
+(those positions carry the clean state already) and are not run at all.
 """
 
 from __future__ import annotations
@@ -16,7 +10,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -26,28 +19,9 @@ from .errors import InputError
 from .events import KINDS, CellsDone, Log, Prediction, Started, TraceRequest, TraceResult
 from .metrics import cell_metrics
 from .models import LoadedModel
-from .patching import PatchableModel, TapPlan
-from .prompts import Tokens, check_substitution, subject_span, target_token, tokenize
-
-
-@dataclass
-class Cell:
-    kind: str
-    row: int  # grid row
-    layer: int  # grid column
-    layers: tuple[int, int]  # restored layers [l0, l1)
-    positions: tuple[int, ...]
-
-    @property
-    def start(self) -> int:
-        return self.layers[1] if self.kind == "hidden" else self.layers[0]
-
-
-def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
-    """Restored layers [l0, l1): one layer for `hidden`, a window of `window` centred on it otherwise."""
-    if kind == "hidden":
-        return layer, layer + 1
-    return max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
+from .patching import PatchableModel
+from .schedule import Corrupted, batch_limits, make_cells, make_chunks, run_chunk, window_layers  # noqa: F401
+from .prompts import check_substitution, subject_span, target_token, tokenize
 
 
 class Tracer:
@@ -77,10 +51,6 @@ class Tracer:
             out.append(_top(self.tokenizer, np.array(probs), k))
         return out
 
-    def rows_per_batch(self, n_tokens: int) -> int:
-        if self.max_rows:
-            return self.max_rows
-        return _rows_for_memory(self.lm.model, n_tokens)
 
 
 def _context_length(model) -> int | None:
@@ -90,37 +60,6 @@ def _context_length(model) -> int | None:
         if value:
             return int(value)
     return None
-
-
-def _rows_for_memory(model, n_tokens: int) -> int:
-    """Rows per forward from the model size and free memory: large batches keep GEMMs efficient,
-    but the activations of one forward (~ rows x tokens x (a few hidden + ffn + a vocab row)) must fit."""
-    args = getattr(model, "args", None)
-    hidden = getattr(args, "hidden_size", 1024) or 1024
-    ffn = getattr(args, "intermediate_size", 4 * hidden) or 4 * hidden
-    vocab = getattr(args, "vocab_size", 50000) or 50000
-    per_row = 4 * (n_tokens * (8 * hidden + 3 * ffn) + 2 * vocab)
-    free = _free_memory_bytes()
-    budget = max(64 << 20, free // 8)
-    # about 2k token-rows per forward saturate the GEMMs on CPU; more only costs memory
-    rows = min(budget // per_row, max(16, 2048 // max(1, n_tokens)))
-    return int(max(1, rows))
-
-
-def _free_memory_bytes() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import os
-
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def _top(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
@@ -154,18 +93,6 @@ def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
     return sorted({p % n_tokens for p in chosen})
 
 
-def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int) -> list[Cell]:
-    cells = []
-    for kind in kinds:
-        for layer in range(n_layers):
-            span = window_layers(kind, layer, window, n_layers)
-            if positions == "all":
-                cells += [Cell(kind, t, layer, span, (t,)) for t in range(n_tokens)]
-            else:
-                cells.append(Cell(kind, 0, layer, span, tuple(positions)))
-    return cells
-
-
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
     from .engine import TraceCancelled
 
@@ -197,10 +124,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         mode = "noise"
 
     # clean and corrupted runs, recorded
-    clean_states, clean_logits = pm.record(mx.array([clean.ids]))
+    clean_states, clean_logits, _ = pm.record(mx.array([clean.ids]))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
-    corrupt_states, corrupt_logits = pm.record(corrupt_batch, delta=delta)
-    mx.eval(clean_states, clean_logits, corrupt_states, corrupt_logits)
+    corrupt_states, corrupt_logits, corrupt_kv = pm.record(corrupt_batch, delta=delta)
+    mx.eval(clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv)
     clean_probs = np.array(mx.softmax(clean_logits.astype(mx.float32), axis=-1))[0]
     corrupt_probs = np.array(mx.softmax(corrupt_logits.astype(mx.float32), axis=-1)).mean(axis=0)
     if req.target:
@@ -246,21 +173,19 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         deliver(unaffected, [p_corrupt] * len(unaffected), [base_logit_diff] * len(unaffected))
     todo = [c for c in cells if max(c.positions) >= first_corrupt]
 
-    clean_t = {k: [s[0] for s in clean_states[k]] for k in clean_states}  # [T, D] per layer
-    rows_cap = max(1, tracer.rows_per_batch(T) // n_samples)
-    by_start = defaultdict(list)
-    for cell in todo:
-        by_start[cell.start].append(cell)
-    for start in sorted(by_start):
-        group = by_start[start]
-        for i in range(0, len(group), rows_cap):
-            if cancel is not None and cancel.is_set():
-                raise TraceCancelled()
-            chunk = group[i : i + rows_cap]
-            probs, diffs = _patched_batch(
-                pm, chunk, start, n_samples, T, corrupt_ids, delta, clean_t, corrupt_states, target_id, corrupt_top_id
-            )
-            deliver(chunk, probs, diffs)
+    run = Corrupted(
+        ids=corrupt_ids, n_samples=n_samples, delta=delta, states=corrupt_states, kv=corrupt_kv,
+        clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
+        target_id=target_id, top_id=corrupt_top_id,
+    )
+    max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows)
+    chunks = make_chunks(todo, n_samples, T, max_rows=max_rows, target_tokens=target_tokens,
+                         use_prefix=pm.prefix_cache and corrupt_kv is not None)
+    for chunk in chunks:
+        if cancel is not None and cancel.is_set():
+            raise TraceCancelled()
+        probs, diffs = run_chunk(pm, chunk, run)
+        deliver(chunk.cells, probs, diffs)
     if cancel is not None and cancel.is_set():
         raise TraceCancelled()
 
@@ -283,28 +208,3 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         seconds=time.perf_counter() - started_at,
         warnings=warnings,
     )
-
-
-def _patched_batch(pm, cells, start, n_samples, T, corrupt_ids, delta, clean_t, corrupt_states, target_id, top_id):
-    """One forward for `cells` x `n_samples` rows that all start computing at layer `start`."""
-    n_rows = len(cells) * n_samples
-    sample_of_row = mx.array(np.tile(np.arange(n_samples), len(cells)))
-    plans: dict = {}
-    for layer in range(min(start, pm.n_layers)):
-        plans[("hidden", layer)] = TapPlan(replay=corrupt_states["hidden"][layer][sample_of_row])
-    masks = defaultdict(lambda: np.zeros((n_rows, T, 1), dtype=bool))
-    for c_i, cell in enumerate(cells):
-        rows = slice(c_i * n_samples, (c_i + 1) * n_samples)
-        for layer in range(*cell.layers):
-            masks[(cell.kind, layer)][rows, list(cell.positions), 0] = True
-    for (kind, layer), mask in masks.items():
-        plan = plans.setdefault((kind, layer), TapPlan())
-        plan.mask, plan.clean = mx.array(mask), clean_t[kind][layer]
-    ids = mx.array([corrupt_ids] * n_rows)
-    row_delta = None if delta is None or start > 0 else delta[sample_of_row]
-    logits = pm.forward(ids, delta=row_delta, plans=plans).astype(mx.float32)
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    p_target = mx.exp(logp[:, target_id]).reshape(len(cells), n_samples).mean(axis=1)
-    diff = (logits[:, target_id] - logits[:, top_id]).reshape(len(cells), n_samples).mean(axis=1)
-    mx.eval(p_target, diff)
-    return p_target.tolist(), diff.tolist()

@@ -1,0 +1,172 @@
+"""Cells, their grouping into batched forwards, and one patched forward.
+
+A cell is (kind, restored layers, restored positions, grid row/column). Rows of
+one forward are (cell, noise sample). Work that cannot change is never done:
+- a cell's *start layer* is the first layer whose computation differs from the
+  corrupted run (l+1 for `hidden` at l, the window's first layer otherwise);
+  a forward's rows share a start layer and every layer below it is replayed
+  from the cached corrupted run (MLX's lazy graph never computes them);
+- positions before a chunk's first restored position equal the corrupted run
+  at every layer: their keys/values come from the corrupted run's cache and
+  only the later positions are computed (`tmin`);
+- logits are computed at the last position only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from .patching import PatchableModel, PrefixCache, TapPlan
+
+
+@dataclass
+class Cell:
+    kind: str
+    row: int  # grid row
+    layer: int  # grid column
+    layers: tuple[int, int]  # restored layers [l0, l1)
+    positions: tuple[int, ...]
+
+    @property
+    def start(self) -> int:
+        return self.layers[1] if self.kind == "hidden" else self.layers[0]
+
+
+@dataclass
+class Chunk:
+    start: int
+    tmin: int  # first computed position
+    cells: list[Cell]
+
+
+@dataclass
+class Corrupted:
+    """Everything a patched forward needs from the clean and corrupted runs (all evaluated)."""
+
+    ids: list[int]
+    n_samples: int
+    delta: mx.array | None  # [N, T, D] noise, or None (substitution)
+    states: dict  # kind -> [L x [N, T, D]] corrupted outputs
+    kv: list | None  # [L x (keys, values)] of the corrupted run, [N, heads, T, hd]
+    clean: dict  # kind -> [L x [T, D]] clean outputs
+    target_id: int
+    top_id: int
+
+
+def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
+    """Restored layers [l0, l1): one layer for `hidden`, a window of `window` centred on it otherwise."""
+    if kind == "hidden":
+        return layer, layer + 1
+    return max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
+
+
+def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int) -> list[Cell]:
+    cells = []
+    for kind in kinds:
+        for layer in range(n_layers):
+            span = window_layers(kind, layer, window, n_layers)
+            if positions == "all":
+                cells += [Cell(kind, t, layer, span, (t,)) for t in range(n_tokens)]
+            else:
+                cells.append(Cell(kind, 0, layer, span, tuple(positions)))
+    return cells
+
+
+def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: int,
+                target_tokens: int, use_prefix: bool) -> list[Chunk]:
+    """Group cells by start layer; within a group, cells with later first positions
+    go together so each forward computes few positions, until it holds about
+    `target_tokens` token-rows (large enough for efficient GEMMs)."""
+    by_start = defaultdict(list)
+    for cell in cells:
+        by_start[cell.start].append(cell)
+    chunks = []
+    for start in sorted(by_start):
+        group = sorted(by_start[start], key=lambda c: -min(c.positions))
+        current: list[Cell] = []
+        for cell in group:
+            tmin = min(cell.positions) if use_prefix else 0
+            rows = (len(current) + 1) * n_samples
+            if current and (rows > max_rows or rows * (n_tokens - tmin) > target_tokens):
+                chunks.append(_chunk(start, current, use_prefix))
+                current = []
+            current.append(cell)
+        if current:
+            chunks.append(_chunk(start, current, use_prefix))
+    return chunks
+
+
+def _chunk(start: int, cells: list[Cell], use_prefix: bool) -> Chunk:
+    return Chunk(start, min(min(c.positions) for c in cells) if use_prefix else 0, cells)
+
+
+def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int) -> int:
+    """Block evaluations (token x layer) a chunk costs: the work measure of a schedule."""
+    return len(chunk.cells) * n_samples * (n_tokens - chunk.tmin) * max(0, n_layers - chunk.start)
+
+
+def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[float], list[float]]:
+    """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell."""
+    cells, start, tmin, N = chunk.cells, chunk.start, chunk.tmin, run.n_samples
+    T = len(run.ids)
+    n_rows = len(cells) * N
+    sample_of_row = mx.array(np.tile(np.arange(N), len(cells)))
+    plans: dict = {}
+    for layer in range(min(start, pm.n_layers)):
+        plans[("hidden", layer)] = TapPlan(replay=run.states["hidden"][layer][sample_of_row, tmin:])
+    masks = defaultdict(lambda: np.zeros((n_rows, T - tmin, 1), dtype=bool))
+    for c_i, cell in enumerate(cells):
+        rows = slice(c_i * N, (c_i + 1) * N)
+        for layer in range(*cell.layers):
+            masks[(cell.kind, layer)][rows, [p - tmin for p in cell.positions], 0] = True
+    for (kind, layer), mask in masks.items():
+        plan = plans.setdefault((kind, layer), TapPlan())
+        plan.mask, plan.clean = mx.array(mask), run.clean[kind][layer][tmin:]
+    ids = mx.array([run.ids[tmin:]] * n_rows)
+    delta = None if run.delta is None or start > 0 else run.delta[sample_of_row, tmin:]
+    cache = None
+    if tmin > 0:
+        cache = [PrefixCache(k[sample_of_row, :, :tmin], v[sample_of_row, :, :tmin]) for k, v in run.kv]
+    logits = pm.forward(ids, delta=delta, plans=plans, cache=cache).astype(mx.float32)
+    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    p_target = mx.exp(logp[:, run.target_id]).reshape(len(cells), N).mean(axis=1)
+    diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(len(cells), N).mean(axis=1)
+    mx.eval(p_target, diff)
+    return p_target.tolist(), diff.tolist()
+
+
+def batch_limits(model, n_tokens: int, max_rows: int | None = None) -> tuple[int, int]:
+    """(max rows, target token-rows) per forward, from the model's size and free memory.
+    About 2k token-rows saturate CPU GEMMs; beyond that a batch only costs memory."""
+    args = getattr(model, "args", None)
+    hidden = getattr(args, "hidden_size", 1024) or 1024
+    ffn = getattr(args, "intermediate_size", 4 * hidden) or 4 * hidden
+    vocab = getattr(args, "vocab_size", 50000) or 50000
+    per_token = 4 * (10 * hidden + 4 * ffn)  # activations alive during one block, float32
+    per_row = n_tokens * per_token + 4 * 3 * vocab  # + last-position logits and softmax
+    budget = max(64 << 20, free_memory_bytes() // 8)
+    rows = max(1, int(budget // per_row))
+    target = max(256, min(4096, int(budget // per_token)))
+    target = min(target, 2048)
+    if max_rows:
+        rows = max_rows
+    return rows, target
+
+
+def free_memory_bytes() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
