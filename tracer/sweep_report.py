@@ -40,6 +40,7 @@ GROUP_LABELS = {
     "last": "last token",
 }
 THIRDS = ("early", "middle", "late")
+PLAIN_MARKERS = dict(zip(GROUPS, "fmSnrL"))  # without colour, each curve is drawn with its own letter
 
 
 def token_groups(n_tokens: int, subject_range) -> dict[str, list[int]]:
@@ -346,7 +347,10 @@ def plot_text(report: SweepReport, kind: str, *, width: int = 100, height: int =
     for g in GROUPS:
         c = report.curves[kind][g]
         if c.n:
-            plt.plot(layers, [0.0 if math.isnan(v) else v for v in c.mean], label=GROUP_LABELS[g], marker="braille")
+            marker = "braille" if color else PLAIN_MARKERS[g]
+            plt.plot(layers, [0.0 if math.isnan(v) else v for v in c.mean], label=GROUP_LABELS[g], marker=marker)
+    step = max(1, math.ceil(report.n_layers / 8))
+    plt.xticks(sorted(set(range(0, report.n_layers, step)) | {report.n_layers - 1}))
     plt.title(f"{kind}: average indirect effect over {report.kept} facts")
     plt.xlabel("layer")
     text = plt.build()
