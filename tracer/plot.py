@@ -134,8 +134,8 @@ def draw_grid(
     plt.xlim(0, width - 1)
     plt.ylim(0, height - 1)
     xt = _ticks(n_cols, width, 4) if n_cols else []
-    plt.xticks([sum(_bins(c, n_cols, width)) / 2 for c in xt], [str(c) for c in xt])
-    plt.yticks([height - 1 - sum(_bins(r, n_rows, height)) / 2 for r in yt], [row_labels[i] for i in yt])
+    plt.xticks([sum(_bins(c, n_cols, width)) // 2 for c in xt], [str(c) for c in xt])
+    plt.yticks([height - 1 - sum(_bins(r, n_rows, height)) // 2 for r in yt], [row_labels[i] for i in yt])
     return None if rng is None else (lo, hi)
 
 

@@ -1,9 +1,449 @@
-"""Placeholder until the Textual app lands: print the model summary."""
+"""The Textual app. It presents; the Engine (its own thread) does every bit of MLX work.
+
+Workers here only submit to the engine and wait on futures; engine callbacks only post
+messages (tui.runner). `make_app` builds the app for the command line and for tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import get_current_worker
+
+from tracer.engine import Engine, ModelInfo
+from tracer.events import KINDS, Cancelled, Failed, Finished, Log, Started, TraceRequest, TraceResult
+
+from . import exporting
+from .commands import TracerCommands
+from .config import load_config, save_config
+from .messages import CellsArrived, EngineFailed, EngineReady, RunCrashed, RunEvent, TokensPreviewed
+from .runner import Progress, RunChannel, preview_tokens
+from .screens.help import HelpScreen
+from .themes import DEFAULT_THEME, load_themes
+from .widgets.grid import MODES, GridData, GridPane, GridTable
+from .widgets.log import RunLog
+from .widgets.prompt_form import PromptForm
+from .widgets.run_status import RunStatus
+from .widgets.settings import SettingsError, SettingsPanel, ViewBar
+from .widgets.token_strip import TokenStrip
+
+METRIC_ORDER = ("recovery", "prob", "logit_diff")
+THEME_CYCLE = ("dark", "light", "high-contrast")
+
+
+class TracerApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "tracer-tui"
+    COMMANDS = App.COMMANDS | {TracerCommands}
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
+    BINDINGS = [
+        Binding("ctrl+r", "run", "Run", id="run", tooltip="Trace the prompt for the current view"),
+        Binding("escape", "cancel", "Cancel", id="cancel", tooltip="Stop the running trace"),
+        Binding("ctrl+s", "export", "Export", id="export", tooltip="Write the grid as .txt, .csv and .json"),
+        Binding("ctrl+o", "toggle_view", "View", id="view", tooltip="Chosen positions <-> all tokens"),
+        Binding("ctrl+g", "next_kind", "Kind", id="kind", tooltip="Next kind in the all-tokens view"),
+        Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
+        Binding("ctrl+t", "next_theme", "Theme", id="theme", show=False, tooltip="Next theme"),
+        Binding("f1,question_mark", "help", "Help", id="help", key_display="?", tooltip="Keys and how to read the grid"),
+        Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
+        Binding("f3", "show_tab('tab-table')", "Table", show=False),
+        Binding("f4", "show_tab('tab-log')", "Log", show=False),
+        Binding("f5", "show_tab('tab-settings')", "Settings", show=False),
+    ]
+
+    def __init__(self, engine: Engine | None = None, model_spec: str | None = None, theme: str | None = None,
+                 keep_quantized: bool = False, export_dir: str = "exports") -> None:
+        super().__init__()
+        self.owns_engine = engine is None
+        self.engine = engine or Engine(model_spec, keep_quantized=keep_quantized)
+        self.model_spec = model_spec if engine is None else engine.model_spec
+        self.export_dir = export_dir
+        self.model_info: ModelInfo | None = None
+        self.run_id = 0
+        self.channel: RunChannel | None = None
+        self.cancel_event: threading.Event | None = None
+        self.running_mode: str | None = None
+        self.progress = Progress()
+        self.grids: dict[str, GridData | None] = {m: None for m in MODES}
+        self.results: dict[str, TraceResult | None] = {m: None for m in MODES}
+        self.view_mode, self.view_kind, self.metric = "positions", "mlp", "recovery"
+        self.last_export: dict[str, str] | None = None
+        self._dirty = False
+        self._startup_notes: list[tuple[str, str]] = []
+        self._setup_themes(theme)
+
+    # ---- layout ---------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield PromptForm(id="form")
+        yield TokenStrip(id="strip")
+        yield ViewBar(id="viewbar")
+        yield RunStatus(id="status")
+        with TabbedContent(id="tabs"):
+            with TabPane("Grid", id="tab-grid"):
+                yield GridPane(id="grid")
+            with TabPane("Table", id="tab-table"):
+                yield GridTable(id="table")
+            with TabPane("Log", id="tab-log"):
+                yield RunLog(id="log")
+            with TabPane("Settings", id="tab-settings"):
+                yield SettingsPanel(export_dir=self.export_dir, id="settings")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.sub_title = f"loading {self.model_spec or 'the embedded SmolLM2-135M'}…"
+        self.query_one(GridPane).loading = True
+        self.query_one(TokenStrip).show_note("(loading the model…)")
+        self.query_one(RunStatus).idle("loading the model…")
+        for level, text in self._startup_notes:
+            self.report(text, level)
+        self.watch(self, "theme", self._theme_changed, init=False)  # persist choices from now on
+        self.set_interval(0.2, self._tick)
+        self.query_one("#prompt").focus()
+        self._load_model()
+
+    def on_unmount(self) -> None:
+        if self.cancel_event is not None:
+            self.cancel_event.set()
+        if self.owns_engine:
+            self.engine.close()
+
+    # ---- reporting ------------------------------------------------------------------
+    def report(self, text: str, level: str = "info", notify: bool = True) -> None:
+        """A log line, and for warnings/errors a notification too. Never raises."""
+        try:
+            self.query_one(RunLog).line(text, level)
+        except Exception:  # before compose: keep it for on_mount
+            self._startup_notes.append((level, text))
+            return
+        if notify and level in ("warning", "error"):
+            self.notify(text, severity=level, timeout=8 if level == "error" else 5)
+        elif notify and level == "done":
+            self.notify(text, timeout=4)
+
+    # ---- themes -----------------------------------------------------------------------
+    def _setup_themes(self, requested: str | None) -> None:
+        loaded = load_themes()
+        for theme in loaded.themes.values():
+            self.register_theme(theme)
+        self.tracer_theme_names = sorted(loaded.themes, key=lambda n: (n not in THEME_CYCLE, THEME_CYCLE.index(n) if n in THEME_CYCLE else 0, n))
+        for error in loaded.errors:
+            self._startup_notes.append(("error", error))
+        config, error = load_config()
+        if error:
+            self._startup_notes.append(("warning", error))
+        name = requested or config.get("theme") or DEFAULT_THEME
+        if name not in self.available_themes:
+            self._startup_notes.append(("warning", f"unknown theme {name!r}; themes: {', '.join(self.tracer_theme_names)}"))
+            name = DEFAULT_THEME if DEFAULT_THEME in self.available_themes else "textual-dark"
+        self.theme = name
+
+    def _theme_changed(self, name: str) -> None:
+        error = save_config({"theme": name})
+        if error:
+            self.report(error, "warning")
+
+    def action_set_theme(self, name: str) -> None:
+        if name in self.available_themes:
+            self.theme = name
+        else:
+            self.report(f"unknown theme {name!r}", "warning")
+
+    def action_next_theme(self) -> None:
+        names = self.tracer_theme_names or list(self.available_themes)
+        i = names.index(self.theme) + 1 if self.theme in names else 0
+        self.theme = names[i % len(names)]
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    # ---- model ------------------------------------------------------------------------
+    @work(thread=True, group="load", exit_on_error=False)
+    def _load_model(self) -> None:
+        worker = get_current_worker()
+        future = self.engine.load()
+        while not worker.is_cancelled:
+            try:
+                info = future.result(timeout=0.2)
+            except FutureTimeout:
+                continue
+            except Exception as exc:  # ModelError and anything else: shown, never raised
+                self.post_message(EngineFailed(str(exc) or type(exc).__name__))
+                return
+            self.post_message(EngineReady(info))
+            return
+
+    def on_engine_ready(self, message: EngineReady) -> None:
+        info = self.model_info = message.info
+        self.sub_title = f"{info.name} · {info.n_layers} layers · BLAS: {info.blas.split(' (')[0]}"
+        self.query_one(GridPane).loading = False
+        self.query_one(RunStatus).idle(f"ready: {info.name}, {info.n_layers} layers. Press enter or ctrl+r to trace.")
+        self.report(f"model: {info.summary}; BLAS: {info.blas}; device {info.device}")
+        if not info.blas_fast:
+            self.report(f"no fast BLAS: tracing will be slow ({info.blas})", "warning")
+        self._request_preview()
+
+    def on_engine_failed(self, message: EngineFailed) -> None:
+        self.sub_title = "no model loaded"
+        self.query_one(GridPane).loading = False
+        self.query_one(RunStatus).idle(f"model failed to load: {message.message}", error=True)
+        self.query_one(TokenStrip).show_note("(no model)")
+        self.report(f"model failed to load: {message.message}", "error")
+
+    # ---- token strip preview ----------------------------------------------------------
+    @on(PromptForm.Changed)
+    def _form_changed(self) -> None:
+        if hasattr(self, "_preview_timer"):
+            self._preview_timer.stop()
+        self._preview_timer = self.set_timer(0.25, self._request_preview)
+
+    def _request_preview(self) -> None:
+        if self.model_info is None:
+            return
+        values = self.query_one(PromptForm).values()
+        future = self.engine.submit(preview_tokens, self.engine, values.prompt, values.subject)
+        future.add_done_callback(lambda f: self.post_message(f.result()) if f.exception() is None else None)
+
+    def on_tokens_previewed(self, message: TokensPreviewed) -> None:
+        values = self.query_one(PromptForm).values()
+        if (message.prompt, message.subject) != (values.prompt, values.subject):
+            return  # stale: the user kept typing
+        strip = self.query_one(TokenStrip)
+        strip.set_tokens(message.tokens, message.subject_range, source=(message.prompt, message.subject),
+                         note=message.error or "")
+
+    def action_select_subject_last(self) -> None:
+        strip = self.query_one(TokenStrip)
+        if strip.subject_range:
+            strip.selected = frozenset({strip.subject_range[1] - 1})
+
+    # ---- running ----------------------------------------------------------------------
+    @on(PromptForm.Submitted)
+    def action_run(self) -> None:
+        request = self._build_request()
+        if request is None:
+            return
+        if self.cancel_event is not None:
+            self.cancel_event.set()  # the old run stops at its next batch; its events are ignored
+        self.run_id += 1
+        self.cancel_event = threading.Event()
+        self.channel = RunChannel(self, self.run_id)
+        self.running_mode = self.view_mode
+        self.progress = Progress()
+        self.query_one(RunLog).settings(self.run_id, request, MODES[self.view_mode])
+        self.query_one(RunStatus).running(self.progress, "recording clean and corrupted runs…")
+        self._trace(request, self.run_id, self.channel, self.cancel_event)
+
+    def _build_request(self) -> TraceRequest | None:
+        form = self.query_one(PromptForm).values()
+        problem = None
+        if not form.prompt.strip():
+            problem = "the prompt is empty"
+        elif not form.subject.strip():
+            problem = "the subject is empty"
+        elif form.subject.strip() not in form.prompt:
+            problem = f"subject {form.subject!r} is not in the prompt"
+        if problem is None:
+            try:
+                settings = self.query_one(SettingsPanel).read()
+            except SettingsError as exc:
+                problem = str(exc)
+        if problem:
+            self.report(f"cannot run: {problem}", "error")
+            return None
+        positions: str | tuple[int, ...] = "all"
+        if self.view_mode == "positions":
+            strip = self.query_one(TokenStrip)
+            if strip.is_current(form.prompt, form.subject):
+                positions = strip.positions
+                if not positions:
+                    self.report("cannot run: choose at least one token in the strip (click or space)", "error")
+                    return None
+            else:
+                positions = "subject-last"
+                self.report("token strip not ready: restoring the subject's last token", "info", notify=False)
+        return TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
+                            kinds=settings.kinds, samples=settings.samples, noise=settings.noise,
+                            window=settings.window, positions=positions, seed=settings.seed)
+
+    @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
+    def _trace(self, request: TraceRequest, run_id: int, channel: RunChannel, cancel: threading.Event) -> None:
+        """Submit to the engine and wait; never touches MLX."""
+        worker = get_current_worker()
+        future = self.engine.trace(request, channel.on_event, cancel)
+        while True:
+            if worker.is_cancelled:
+                cancel.set()
+                return
+            try:
+                future.result(timeout=0.1)
+                return
+            except FutureTimeout:
+                continue
+            except Exception as exc:
+                if not channel.finished:  # Failed was not reported through on_event
+                    self.post_message(RunCrashed(run_id, f"{type(exc).__name__}: {exc}"))
+                return
+
+    def action_cancel(self) -> None:
+        if self.cancel_event is None or self.cancel_event.is_set():
+            return
+        self.cancel_event.set()
+        self.query_one(RunStatus).running(self.progress, "cancelling…")
+        self.report("cancelling…", notify=False)
+
+    @property
+    def trace_active(self) -> bool:
+        return self.cancel_event is not None and not self.cancel_event.is_set()
+
+    def on_cells_arrived(self, message: CellsArrived) -> None:
+        if message.run_id != self.run_id or self.channel is None:
+            return
+        grid = self.grids.get(self.running_mode or "")
+        for event in self.channel.drain():
+            if grid is not None:
+                grid.apply(event)
+            self.progress.update(event.done, event.total)
+        self._dirty = True
+
+    def on_run_event(self, message: RunEvent) -> None:
+        if message.run_id != self.run_id:
+            return
+        event, mode = message.event, self.running_mode or self.view_mode
+        if isinstance(event, Started):
+            positions = () if self.request_positions_all(mode) else self._started_positions(event)
+            self.grids[mode] = GridData.from_started(mode, event, positions)
+            self.results[mode] = None
+            self.progress.update(0, event.total_cells)
+            strip = self.query_one(TokenStrip)
+            if tuple(event.tokens) != strip.tokens:
+                form = self.query_one(PromptForm).values()
+                strip.set_tokens(event.tokens, tuple(event.subject_range), source=(form.prompt, form.subject))
+            self.report(f"  {len(event.tokens)} tokens, {event.total_cells} cells, target {event.target_text!r}: "
+                        f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
+            self._show_view()
+        elif isinstance(event, Log):
+            self.report(event.text, event.level)
+        elif isinstance(event, Finished):
+            self._finished(mode, event.result)
+        elif isinstance(event, Failed):
+            self._stopped(f"run failed: {event.message}", "error")
+        elif isinstance(event, Cancelled):
+            self._stopped(f"cancelled after {self.progress.done}/{self.progress.total} cells", "warning")
+
+    def request_positions_all(self, mode: str) -> bool:
+        return mode == "all"
+
+    def _started_positions(self, event: Started) -> tuple[int, ...]:
+        strip = self.query_one(TokenStrip)
+        if strip.positions and tuple(event.tokens) == strip.tokens:
+            return strip.positions
+        return (event.subject_range[1] - 1,)
+
+    def on_run_crashed(self, message: RunCrashed) -> None:
+        if message.run_id == self.run_id:
+            self._stopped(f"run failed: {message.message}", "error")
+
+    def _finished(self, mode: str, result: TraceResult) -> None:
+        positions = [] if result.positions == "all" else list(result.positions)
+        grid = GridData.from_result(mode, result)
+        grid.positions = positions
+        self.grids[mode], self.results[mode] = grid, result
+        self.progress.update(grid.done, grid.done)
+        self.cancel_event = None
+        self.query_one(RunLog).result(result)
+        self._show_view()
+        peak = self.query_one(GridPane).current
+        from .widgets.grid import peak_sentence
+
+        summary = peak_sentence(peak) if peak and self.view_mode == mode else ""
+        self.query_one(RunStatus).idle(f"done in {result.seconds:.1f} s ({grid.done} cells). {summary}")
+        self.report(f"trace done in {result.seconds:.1f} s. {summary}", "done")
+
+    def _stopped(self, text: str, level: str) -> None:
+        self.cancel_event = None
+        self.query_one(RunStatus).idle(text, error=level == "error")
+        self.report(text, level)
+        self._dirty = True
+
+    # ---- views ------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.trace_active and self.progress.total:
+            self.query_one(RunStatus).running(self.progress)
+        if self._dirty:
+            self._show_view()
+
+    def _show_view(self) -> None:
+        self._dirty = False
+        grid = self.grids.get(self.view_mode)
+        view = grid.view(self.view_kind, self.metric) if grid else None
+        hint = None
+        if view is None:
+            hint = f"No {MODES[self.view_mode]} trace yet: press ctrl+r (or enter in the prompt) to run."
+        with self.batch_update():
+            self.query_one(GridPane).show(view, hint)
+            self.query_one(GridTable).show(view)
+
+    @on(ViewBar.Changed)
+    def _view_changed(self, message: ViewBar.Changed) -> None:
+        self.view_mode, self.view_kind, self.metric = message.mode, message.kind, message.metric
+        self._show_view()
+
+    def action_toggle_view(self) -> None:
+        self.query_one(ViewBar).set_state(mode="all" if self.view_mode == "positions" else "positions")
+
+    def action_next_kind(self) -> None:
+        grid = self.grids.get("all")
+        kinds = grid.kinds if grid else KINDS
+        nxt = kinds[(kinds.index(self.view_kind) + 1) % len(kinds)] if self.view_kind in kinds else kinds[0]
+        self.query_one(ViewBar).set_state(kind=nxt)
+        if self.view_mode != "all":
+            self.notify(f"kind {nxt} (shown in the all-tokens view: ctrl+o)", timeout=3)
+
+    def action_next_metric(self) -> None:
+        self.query_one(ViewBar).set_state(metric=METRIC_ORDER[(METRIC_ORDER.index(self.metric) + 1) % 3])
+
+    def action_show_tab(self, tab: str) -> None:
+        self.query_one(TabbedContent).active = tab
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    # ---- export -----------------------------------------------------------------------
+    def action_export(self) -> None:
+        result = self.results.get(self.view_mode)
+        if result is None:
+            self.report(f"nothing to export: no finished {MODES[self.view_mode]} trace yet", "warning")
+            return
+        try:
+            folder = self.query_one(SettingsPanel).read().export_dir
+        except SettingsError:
+            folder = self.export_dir
+        view = self.grids[self.view_mode].view(self.view_kind, self.metric)  # type: ignore[union-attr]
+        try:
+            paths = exporting.write_exports(result, view, folder, stamp=time.strftime("%Y%m%d-%H%M%S"))
+        except OSError as exc:
+            self.report(f"export failed: {exc}", "error")
+            return
+        self.last_export = paths
+        self.report(f"exported {paths['txt']} (+ .csv, .json)", "done")
+
+
+def make_app(engine: Engine | None = None, model_spec: str | None = None, theme: str | None = None,
+             keep_quantized: bool = False, export_dir: str = "exports") -> TracerApp:
+    """Build the app; the command line and the tests both come through here."""
+    return TracerApp(engine=engine, model_spec=model_spec, theme=theme, keep_quantized=keep_quantized,
+                     export_dir=export_dir)
 
 
 def run_app(args) -> int:
-    from tracer.models import load_model
-
-    lm = load_model(args.model, keep_quantized=args.keep_quantized)
-    print(lm.summary())
-    return 0
+    app = make_app(model_spec=getattr(args, "model", None), theme=getattr(args, "theme", None),
+                   keep_quantized=bool(getattr(args, "keep_quantized", False)),
+                   export_dir=getattr(args, "export_dir", None) or "exports")
+    app.run()
+    return int(app.return_code or 0)

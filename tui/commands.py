@@ -1,0 +1,45 @@
+"""The command palette (ctrl+p) offers every action by name."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+# (title, help, app action string)
+COMMANDS = [
+    ("Run trace", "trace the prompt for the current view", "run"),
+    ("Cancel run", "stop the running trace", "cancel"),
+    ("Export grid", "write the grid as .txt, .csv and .json", "export"),
+    ("Toggle view", "chosen positions <-> all tokens", "toggle_view"),
+    ("Next kind", "hidden -> mlp -> attn in the all-tokens view", "next_kind"),
+    ("Next metric", "recovery % -> probability -> logit difference", "next_metric"),
+    ("Show grid", "the heatmap tab", "show_tab('tab-grid')"),
+    ("Show table", "the numbers tab", "show_tab('tab-table')"),
+    ("Show log", "settings, predictions and timings of every run", "show_tab('tab-log')"),
+    ("Show settings", "kinds, samples, noise k, window, seed, export folder", "show_tab('tab-settings')"),
+    ("Choose positions: subject's last token", "reset the token strip's selection", "select_subject_last"),
+    ("Next theme", "cycle dark, light, high-contrast", "next_theme"),
+    ("Help", "what the app does and every key", "help"),
+]
+
+
+class TracerCommands(Provider):
+    """Actions by name, plus 'Theme: <name>' for every registered tracer theme."""
+
+    def _commands(self) -> list[tuple[str, str, str]]:
+        items = list(COMMANDS)
+        for name in getattr(self.app, "tracer_theme_names", []):
+            items.append((f"Theme: {name}", f"switch to the {name} theme", f"set_theme({name!r})"))
+        return items
+
+    async def discover(self) -> Hits:
+        for title, help_text, action in self._commands():
+            yield DiscoveryHit(title, partial(self.app.run_action, action), help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, help_text, action in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), partial(self.app.run_action, action), help=help_text)

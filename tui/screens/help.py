@@ -1,0 +1,69 @@
+"""`?` / F1: what the app does and every key, in one scrollable page."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Markdown
+
+HELP = """\
+# tracer-tui
+
+**Causal tracing** (Meng et al., *Locating and Editing Factual Associations in GPT*, 2022):
+corrupt the subject of a prompt, then restore one hidden state (or an MLP / attention output)
+at a time from the clean run and measure how much of the answer's probability comes back.
+
+## A run, step by step
+1. Type a **prompt** and the **subject** inside it (the Eiffel example is pre-filled).
+   A **target** is optional (default: the clean run's top token). A **corrupted** prompt
+   switches from noise to substitution (it must tokenize to the same length).
+2. In the **token strip**, the subject is underlined and its last token is chosen.
+   Click chips (or focus the strip, move with ←/→ and press space) to choose the positions
+   to restore in the *chosen positions* view.
+3. Press **enter** in the form or **ctrl+r**. The grid fills in as cells finish; **esc** cancels.
+4. **ctrl+s** writes the grid as text (plot + numbers), CSV and JSON to the export folder.
+
+## Views
+* *chosen positions*: rows are kinds (hidden, mlp, attn), columns are layers.
+* *all tokens*: the paper's picture, tokens × layers for one kind (**ctrl+g** picks the kind).
+* **ctrl+n** cycles the metric: recovery %, probability, logit difference.
+* **F2** grid · **F3** table · **F4** log · **F5** settings (samples, noise k, window, kinds).
+
+## Keys
+| key | action |
+|---|---|
+| enter / ctrl+r | run the trace for the current view |
+| esc | cancel the running trace |
+| ctrl+o | toggle view: chosen positions ↔ all tokens |
+| ctrl+g | next kind (all-tokens view) |
+| ctrl+n | next metric |
+| ctrl+s | export the current grid |
+| ctrl+t | next theme (dark, light, high-contrast); ctrl+p → "theme" for all |
+| ctrl+p | command palette: every action by name |
+| ? / F1 | this help |
+| ctrl+q | quit |
+
+Themes are TOML files: copy one from `themes/` into `~/.config/tracer-tui/themes/` to make your own.
+"""
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90%; max-width: 100; height: 90%;
+        border: thick $primary; background: $surface; padding: 0 1;
+    }
+    """
+    BINDINGS = [
+        Binding("escape,q,f1,question_mark", "dismiss", "Close help"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Markdown(HELP)
+
+    def action_dismiss(self, result=None):  # type: ignore[override]
+        return super().action_dismiss(result)

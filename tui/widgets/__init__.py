@@ -1,0 +1,1 @@
+"""The app's widgets; each carries its own DEFAULT_CSS."""

@@ -1,0 +1,46 @@
+"""The run log: settings, predictions, warnings, errors and timings of every run."""
+
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from tracer.events import TraceRequest, TraceResult
+
+LEVEL_STYLES = {"info": "", "warning": "bold yellow", "error": "bold red", "done": "bold green"}
+
+
+class RunLog(RichLog):
+    DEFAULT_CSS = """
+    RunLog { height: 1fr; padding: 0 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=5000)
+        self.lines_text: list[str] = []  # plain copies, for tests and export
+
+    def line(self, text: str, level: str = "info") -> None:
+        stamp = time.strftime("%H:%M:%S")
+        label = "" if level in ("info", "done") else f"{level}: "
+        self.lines_text.append(f"{stamp} {label}{text}")
+        out = Text(f"{stamp} ", style="dim")
+        out.append(f"{label}{text}", style=LEVEL_STYLES.get(level, ""))
+        self.write(out)
+
+    def settings(self, run_id: int, req: TraceRequest, mode: str) -> None:
+        corruption = (f"substitution with {req.corrupted_prompt!r}" if req.corrupted_prompt is not None
+                      else f"noise k={req.noise:g}, {req.samples} samples, seed {req.seed}")
+        where = "all tokens" if req.positions == "all" else f"positions {list(req.positions) if not isinstance(req.positions, str) else req.positions}"
+        self.line(f"run {run_id}: prompt {req.prompt!r}, subject {req.subject!r}, target {req.target or '(clean top)'!r}")
+        self.line(f"  {corruption}; kinds {', '.join(req.kinds)}; window {req.window}; {where} ({mode} view)")
+
+    def result(self, res: TraceResult) -> None:
+        def top(preds):
+            return ", ".join(f"{p.text!r} {p.prob:.3f}" for p in preds)
+
+        self.line(f"  target {res.target_text!r}: clean P = {res.clean_prob:.4f}, corrupted P = {res.corrupted_prob:.4f}")
+        self.line(f"  clean top-3: {top(res.clean_top)}")
+        self.line(f"  corrupted top-3: {top(res.corrupted_top)}")
+        self.line(f"  finished in {res.seconds:.2f} s", "done")

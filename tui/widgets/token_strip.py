@@ -1,0 +1,140 @@
+"""One chip per prompt token: subject tokens marked, chosen patch positions highlighted.
+
+Mouse: click a chip to toggle it. Keyboard: left/right (home/end) move the cursor,
+space or enter toggles. Chips wrap onto more lines when the prompt is long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.widget import Widget
+
+from tracer.plot import visible
+
+
+class TokenStrip(Widget, can_focus=True):
+    DEFAULT_CSS = """
+    TokenStrip {
+        height: auto;
+        max-height: 6;
+        padding: 0 1;
+        overflow-y: auto;
+    }
+    TokenStrip:focus { background: $boost; }
+    TokenStrip > .token-strip--label { color: $text-muted; }
+    TokenStrip > .token-strip--chip { background: $panel; color: $foreground; }
+    TokenStrip > .token-strip--subject { background: $panel; color: $accent; text-style: bold underline; }
+    TokenStrip > .token-strip--selected { background: $primary; color: $background; text-style: bold; }
+    TokenStrip > .token-strip--cursor { text-style: reverse; }
+    TokenStrip > .token-strip--note { color: $warning; }
+    """
+    COMPONENT_CLASSES = {
+        "token-strip--label", "token-strip--chip", "token-strip--subject",
+        "token-strip--selected", "token-strip--cursor", "token-strip--note",
+    }
+    BINDINGS = [
+        Binding("left", "move(-1)", "Previous token", show=False),
+        Binding("right", "move(1)", "Next token", show=False),
+        Binding("home", "move_to(0)", "First token", show=False),
+        Binding("end", "move_to(-1)", "Last token", show=False),
+        Binding("space,enter", "toggle_cursor", "Toggle position", tooltip="Restore this token's states in the components view"),
+    ]
+
+    @dataclass
+    class Toggled(Message):
+        """The chosen positions changed."""
+
+        strip: "TokenStrip"
+        selected: tuple[int, ...]
+
+    tokens: reactive[tuple[str, ...]] = reactive((), layout=True)
+    subject_range: reactive[tuple[int, int] | None] = reactive(None)
+    selected: reactive[frozenset[int]] = reactive(frozenset())
+    cursor: reactive[int] = reactive(0)
+    note: reactive[str] = reactive("", layout=True)
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.source: tuple[str, str] | None = None  # the (prompt, subject) these tokens came from
+
+    # ---- data in -----------------------------------------------------------------
+    def set_tokens(self, tokens: list[str], subject_range: tuple[int, int] | None, source=None, note: str = "") -> None:
+        """Show new tokens. The same tokens keep their selection; new ones preselect the
+        subject's last token."""
+        tokens = tuple(tokens)
+        same = tokens == self.tokens and subject_range == self.subject_range
+        self.source = source
+        self.note = note
+        if not same:
+            self.tokens = tokens
+            self.subject_range = subject_range
+            last = subject_range[1] - 1 if subject_range else None
+            self.selected = frozenset() if last is None else frozenset({last})
+            self.cursor = last if last is not None else 0
+            self.post_message(self.Toggled(self, self.positions))
+        self.refresh()
+
+    def show_note(self, note: str) -> None:
+        self.note = note
+
+    @property
+    def positions(self) -> tuple[int, ...]:
+        return tuple(sorted(self.selected))
+
+    def is_current(self, prompt: str, subject: str) -> bool:
+        return self.source == (prompt, subject) and bool(self.tokens)
+
+    # ---- actions -----------------------------------------------------------------
+    def toggle(self, index: int) -> None:
+        if not 0 <= index < len(self.tokens):
+            return
+        self.selected = self.selected ^ {index}
+        self.cursor = index
+        self.post_message(self.Toggled(self, self.positions))
+
+    def action_toggle_chip(self, index: int) -> None:  # from a chip's @click
+        self.toggle(int(index))
+
+    def action_toggle_cursor(self) -> None:
+        self.toggle(self.cursor)
+
+    def action_move(self, step: int) -> None:
+        if self.tokens:
+            self.cursor = max(0, min(len(self.tokens) - 1, self.cursor + step))
+
+    def action_move_to(self, index: int) -> None:
+        if self.tokens:
+            self.cursor = index % len(self.tokens)
+
+    # ---- drawing -----------------------------------------------------------------
+    def render(self) -> Text:
+        style = self.get_component_rich_style
+        text = Text(no_wrap=False, overflow="fold")
+        text.append("Tokens ", style("token-strip--label"))
+        if not self.tokens:
+            text.append(self.note or "(none yet)", style("token-strip--note" if self.note else "token-strip--label"))
+            return text
+        b, e = self.subject_range or (-1, -1)
+        for i, token in enumerate(self.tokens):
+            part = "token-strip--selected" if i in self.selected else "token-strip--subject" if b <= i < e else "token-strip--chip"
+            chip_style = style(part)
+            if i == self.cursor and self.has_focus:
+                chip_style += style("token-strip--cursor")
+            chip_style += Style(meta={"@click": f"toggle_chip({i})"})
+            text.append(visible(token), chip_style)
+            text.append(" ")
+        if self.note:
+            text.append(f" {self.note}", style("token-strip--note"))
+        return text
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
