@@ -24,6 +24,7 @@ import csv
 import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,6 +159,58 @@ def read_results(path: str) -> tuple[list[dict], list[str]]:
             raise InputError(f"{path} line {line_no} is not a sweep result line")
         records.append(obj)
     return records, warnings
+
+
+class ResultsTail:
+    """Follows a results file that a sweep may still be appending to: `poll()` returns the
+    records of the complete lines added since the last call (reading only the new bytes).
+    A file that shrank or was replaced starts over (`reset` is then True)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.offset = 0
+        self.records: list[dict] = []
+        self.bad_lines = 0
+        self._ident = None
+
+    def poll(self) -> tuple[list[dict], bool]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return [], False
+        except OSError as exc:
+            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        reset = False
+        ident = (st.st_dev, st.st_ino)
+        if st.st_size < self.offset or (self._ident is not None and ident != self._ident):
+            self.offset, self.records, self.bad_lines, reset = 0, [], 0, True
+        self._ident = ident
+        if st.st_size == self.offset:
+            return [], reset
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read(st.st_size - self.offset)
+        except IsADirectoryError:
+            raise InputError(f"results file is a directory: {self.path}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        end = data.rfind(b"\n") + 1  # only complete lines; a torn one waits for its newline
+        new = []
+        for raw in data[:end].split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                obj = None
+            if isinstance(obj, dict) and obj.get("status") in ("kept", "skipped"):
+                new.append(obj)
+            else:
+                self.bad_lines += 1
+        self.offset += end
+        self.records += new
+        return new, reset
 
 
 # ---- aggregation --------------------------------------------------------------------------

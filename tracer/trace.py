@@ -20,6 +20,7 @@ from .events import KINDS, CellsDone, Log, Prediction, Started, TraceRequest, Tr
 from .metrics import cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
+from .workers import Workers, default_workers
 from .schedule import Corrupted, batch_limits, make_cells, make_chunks, run_chunk, window_layers  # noqa: F401
 from .prompts import check_substitution, subject_span, target_token, tokenize
 
@@ -27,7 +28,7 @@ from .prompts import check_substitution, subject_span, target_token, tokenize
 class Tracer:
     """A loaded model ready for tracing. Use from one thread only (the engine's)."""
 
-    def __init__(self, lm: LoadedModel, *, max_rows: int | None = None):
+    def __init__(self, lm: LoadedModel, *, max_rows: int | None = None, workers: int | None = None):
         self.lm = lm
         self.tokenizer = lm.tokenizer
         self.patchable = PatchableModel(lm.model)
@@ -35,6 +36,7 @@ class Tracer:
         self.embedding_std = self.patchable.embedding_std()
         self.max_rows = max_rows
         self.context_length = _context_length(lm.model)
+        self.workers = Workers(default_workers() if workers is None else workers)
 
     def tokenize(self, prompt: str, subject: str | None = None):
         """(token texts, subject range or None) for previews."""
@@ -178,13 +180,11 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id,
     )
+    mx.eval(run.clean)  # workers may only share evaluated arrays (streams are per thread)
     max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows)
     chunks = make_chunks(todo, n_samples, T, max_rows=max_rows, target_tokens=target_tokens,
                          use_prefix=pm.prefix_cache and corrupt_kv is not None)
-    for chunk in chunks:
-        if cancel is not None and cancel.is_set():
-            raise TraceCancelled()
-        probs, diffs = run_chunk(pm, chunk, run)
+    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
     if cancel is not None and cancel.is_set():
         raise TraceCancelled()
