@@ -74,6 +74,7 @@ class TracerApp(App):
         self.results: dict[str, TraceResult | None] = {m: None for m in MODES}
         self.view_mode, self.view_kind, self.metric = "positions", "mlp", "recovery"
         self.last_export: dict[str, str] | None = None
+        self.last_request: TraceRequest | None = None
         self._dirty = False
         self._startup_notes: list[tuple[str, str]] = []
         self._setup_themes(theme)
@@ -230,6 +231,7 @@ class TracerApp(App):
         if self.cancel_event is not None:
             self.cancel_event.set()  # the old run stops at its next batch; its events are ignored
         self.run_id += 1
+        self.last_request = request
         self.cancel_event = threading.Event()
         self.channel = RunChannel(self, self.run_id)
         self.running_mode = self.view_mode

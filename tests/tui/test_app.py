@@ -1,0 +1,205 @@
+"""Driving the app as a user would: launch, edit, choose tokens, run, cancel, bad input."""
+
+from __future__ import annotations
+
+import time
+
+from conftest import notifications, ready, wait_for
+from textual.coordinate import Coordinate
+from textual.widgets import Input
+
+from tracer.events import CellsDone, Started
+from tracer.plot import format_value, visible
+from tui.app import make_app
+from tui.messages import CellsArrived, RunEvent
+from tui.runner import RunChannel
+from tui.widgets.grid import GridPane, GridTable
+from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
+from tui.widgets.token_strip import TokenStrip
+
+
+def chip_offset(strip: TokenStrip, index: int) -> tuple[int, int]:
+    """Where chip `index` is drawn (one line of chips: true for the short test prompts)."""
+    x = 1 + len("Tokens ") + sum(len(visible(t)) + 1 for t in strip.tokens[:index])
+    return x + 1, 0
+
+
+async def test_launch_loads_in_background_with_eiffel_prefilled(tiny_model_dir):
+    app = make_app(model_spec=str(tiny_model_dir))
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert app.query_one(GridPane).loading or app.model_info is not None  # the screen is up at once
+        assert app.query_one("#prompt", Input).value == EIFFEL_PROMPT
+        assert app.query_one("#subject", Input).value == EIFFEL_SUBJECT
+        await ready(pilot)
+        assert "6 layers" in app.sub_title and "BLAS" in app.sub_title
+        assert not app.query_one(GridPane).loading
+        strip = app.query_one(TokenStrip)
+        assert strip.tokens[1:3] == (" Eiffel", " Tower") and strip.subject_range == (1, 3)
+        assert strip.positions == (2,)  # the subject's last token is preselected
+
+
+async def test_token_strip_follows_the_prompt_and_toggles_by_mouse_and_keyboard(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        strip = app.query_one(TokenStrip)
+        await pilot.click(TokenStrip, offset=chip_offset(strip, 5))
+        assert strip.positions == (2, 5)
+        await pilot.click(TokenStrip, offset=chip_offset(strip, 2))
+        assert strip.positions == (5,)
+        strip.focus()
+        await pilot.press("home", "right", "space")
+        assert strip.positions == (1, 5)
+        await pilot.press("end", "enter")
+        assert strip.positions == (1, 5, len(strip.tokens) - 1)
+        # editing the prompt re-tokenizes; the new subject's last token is chosen
+        app.query_one("#prompt", Input).value = "Big Ben is located in the city of"
+        app.query_one("#subject", Input).value = "Big Ben"
+        big_ben = ("Big Ben is located in the city of", "Big Ben")
+        await wait_for(pilot, lambda: strip.source == big_ben, what="new tokens")
+        assert "".join(strip.tokens) == big_ben[0]
+        assert strip.subject_range is not None and strip.positions == (strip.subject_range[1] - 1,)
+        app.query_one("#subject", Input).value = "Louvre"
+        await wait_for(pilot, lambda: "not found" in strip.note, what="a 'not found' note")
+        assert app.is_running
+
+
+async def run_and_wait(pilot, timeout=60.0):
+    app = pilot.app
+    before = app.run_id
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: app.run_id > before and app.cancel_event is None, timeout, "the run to end")
+    await pilot.pause(0.3)
+
+
+async def test_grid_and_table_show_exactly_the_engines_values(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        strip = app.query_one(TokenStrip)
+        await pilot.click(TokenStrip, offset=chip_offset(strip, 4))  # positions (2, 4)
+        await run_and_wait(pilot)
+        result = app.results["positions"]
+        assert result is not None and result.positions == [2, 4]
+        expected = engine.trace(app.last_request).result(timeout=60)
+        assert result.grids == expected.grids
+        grid = app.grids["positions"]
+        for kind in expected.grids:
+            for metric in ("prob", "recovery", "logit_diff"):
+                assert grid.values[kind][metric] == expected.grids[kind][metric]
+        view = app.query_one(GridPane).current
+        assert view.values == [expected.grids[k]["recovery"][0] for k in expected.grids]
+        table = app.query_one(GridTable)
+        for r, kind in enumerate(expected.grids):
+            for c, value in enumerate(expected.grids[kind]["recovery"][0]):
+                assert table.get_cell_at(Coordinate(r, c + 1)).plain == format_value(value, "recovery")
+        peak = app.query_one("#peak").render()
+        assert str(peak).startswith("peak: ") and "' Eiffel' + ' located'" not in str(peak)
+        # the paper's tokens x layers view: another run, same checks
+        await pilot.press("ctrl+o", "ctrl+g")  # all tokens; kind mlp -> attn
+        assert app.view_mode == "all" and app.view_kind == "attn"
+        await run_and_wait(pilot)
+        expected = engine.trace(app.last_request).result(timeout=60)
+        assert app.results["all"].grids == expected.grids
+        assert app.query_one(GridPane).current.values == expected.grids["attn"]["recovery"]
+        await pilot.press("ctrl+n")  # metric: probability
+        assert app.query_one(GridPane).current.values == expected.grids["attn"]["prob"]
+        assert table.get_cell_at(Coordinate(0, 1)).plain == format_value(expected.grids["attn"]["prob"][0][0], "prob")
+        log = "\n".join(app.query_one("#log").lines_text)
+        assert "clean top-3" in log and "corrupted top-3" in log and "finished in" in log
+
+
+async def test_grid_fills_in_live_from_cells_done_events(engine):
+    """Synthetic events through the same path the engine thread uses."""
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.run_id, app.running_mode = 99, "all"
+        channel = app.channel = RunChannel(app, 99)
+        tokens = ["The", " Eiffel", " Tower", " is"]
+        channel.on_event(Started(tokens, (1, 3), 0.5, 0.1, (4, 6), ("hidden", "mlp"), " Paris", 48))
+        await pilot.pause(0.1)
+        for i in range(3):
+            cells = [(i, layer) for layer in range(6)]
+            channel.on_event(CellsDone("hidden", cells, [0.1 * i] * 6, [10.0 * i] * 6, [0.0] * 6, 6 * (i + 1), 48))
+        await wait_for(pilot, lambda: app.progress.done == 18, what="the cells")
+        await pilot.pause(0.3)
+        view = app.query_one(GridPane).current
+        assert app.view_mode == "positions"  # the all-tokens grid is filled in the background
+        grid = app.grids["all"]
+        assert grid.values["hidden"]["recovery"][2] == [20.0] * 6
+        assert grid.values["hidden"]["recovery"][3] == [None] * 6
+        assert view is None or view.title.startswith("recovery")
+        await pilot.press("ctrl+o", "ctrl+g", "ctrl+g", "ctrl+g")  # all tokens, kind back to hidden
+        assert app.view_kind == "hidden"
+        view = app.query_one(GridPane).current
+        assert view.values[1] == [10.0] * 6 and view.values[3] == [None] * 6
+        assert app.query_one(GridTable).get_cell_at(Coordinate(3, 1)).plain == "·"
+        stale = CellsArrived(98)  # an older run's events are ignored
+        app.post_message(stale)
+        await pilot.pause()
+        assert app.progress.done == 18
+
+
+async def test_cancel_stops_a_long_run_within_a_second(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.query_one("#samples", Input).value = "3000"
+        await pilot.press("ctrl+o")  # all tokens: 162 cells x 3000 samples
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: app.progress.done > 0, what="the first cells")
+        await pilot.pause(0.3)
+        assert app.query_one("#prompt").has_focus or True
+        await pilot.press("x")  # the UI still takes typing while the engine works
+        start = time.monotonic()
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: app.cancel_event is None, timeout=10, what="the cancellation")
+        assert time.monotonic() - start < 1.5
+        assert app.results["all"] is None and app.progress.done < app.progress.total
+        assert any("cancelled" in m for _, m in notifications(app))
+        assert app.is_running
+
+
+async def test_starting_a_new_run_cancels_the_old_one(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.query_one("#samples", Input).value = "3000"
+        await pilot.press("ctrl+o", "ctrl+r")
+        await wait_for(pilot, lambda: app.progress.done > 0, what="the first cells")
+        first_cancel = app.cancel_event
+        app.query_one("#samples", Input).value = "2"
+        await pilot.press("ctrl+r")
+        assert first_cancel.is_set() and app.run_id == 2
+        await wait_for(pilot, lambda: app.results["all"] is not None, timeout=60, what="the second run")
+        assert app.results["all"].request.samples == 2
+
+
+async def test_bad_input_notifies_and_the_app_keeps_running(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        prompt, subject = app.query_one("#prompt", Input), app.query_one("#subject", Input)
+        cases = [
+            (lambda: setattr(prompt, "value", ""), "prompt is empty"),
+            (lambda: (setattr(prompt, "value", EIFFEL_PROMPT), setattr(subject, "value", "Louvre")), "not in the prompt"),
+            (lambda: (setattr(subject, "value", EIFFEL_SUBJECT), setattr(app.query_one("#samples", Input), "value", "0")),
+             "samples must be at least 1"),
+        ]
+        for change, message in cases:
+            change()
+            await pilot.press("ctrl+r")
+            await wait_for(pilot, lambda: any(message in m for _, m in notifications(app)), 10, message)
+        app.query_one("#samples", Input).value = "2"
+        app.query_one("#corrupted", Input).value = "The Eiffel Tower is located in the big old city of Rome"
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: any(s == "error" and "run failed" in m for s, m in notifications(app)), 30,
+                       "the substitution length error")
+        assert app.cancel_event is None and app.is_running
+        log = "\n".join(app.query_one("#log").lines_text)
+        assert "prompt is empty" in log and "run failed" in log
+        # the app still works after all that
+        app.query_one("#corrupted", Input).value = ""
+        await run_and_wait(pilot)
+        assert app.results["positions"] is not None
