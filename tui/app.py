@@ -9,10 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import wraps
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
@@ -35,6 +37,22 @@ from .widgets.token_strip import TokenStrip
 
 METRIC_ORDER = ("recovery", "prob", "logit_diff")
 THEME_CYCLE = ("dark", "light", "high-contrast")
+
+
+def while_ui(handler):
+    """For handlers of messages from the engine thread: one that arrives while the app is
+    closing (its widgets already gone) is dropped instead of raising NoMatches."""
+
+    @wraps(handler)
+    def wrapper(self, *args):
+        try:
+            return handler(self, *args)
+        except NoMatches:
+            if self.screen_stack and self.query(PromptForm):
+                raise  # a real bug: the widgets are there
+            return None
+
+    return wrapper
 
 
 class TracerApp(App):
@@ -178,6 +196,7 @@ class TracerApp(App):
             self.post_message(EngineReady(info))
             return
 
+    @while_ui
     def on_engine_ready(self, message: EngineReady) -> None:
         info = self.model_info = message.info
         self.sub_title = f"{info.name} · {info.n_layers} layers · BLAS: {info.blas.split(' (')[0]}"
@@ -188,6 +207,7 @@ class TracerApp(App):
             self.report(f"no fast BLAS: tracing will be slow ({info.blas})", "warning")
         self._request_preview()
 
+    @while_ui
     def on_engine_failed(self, message: EngineFailed) -> None:
         self.sub_title = "no model loaded"
         self.query_one(GridPane).loading = False
@@ -209,6 +229,7 @@ class TracerApp(App):
         future = self.engine.submit(preview_tokens, self.engine, values.prompt, values.subject)
         future.add_done_callback(lambda f: self.post_message(f.result()) if f.exception() is None else None)
 
+    @while_ui
     def on_tokens_previewed(self, message: TokensPreviewed) -> None:
         values = self.query_one(PromptForm).values()
         if (message.prompt, message.subject) != (values.prompt, values.subject):
@@ -302,6 +323,7 @@ class TracerApp(App):
     def trace_active(self) -> bool:
         return self.cancel_event is not None and not self.cancel_event.is_set()
 
+    @while_ui
     def on_cells_arrived(self, message: CellsArrived) -> None:
         if message.run_id != self.run_id or self.channel is None:
             return
@@ -312,6 +334,7 @@ class TracerApp(App):
             self.progress.update(event.done, event.total)
         self._dirty = True
 
+    @while_ui
     def on_run_event(self, message: RunEvent) -> None:
         if message.run_id != self.run_id:
             return
@@ -346,6 +369,7 @@ class TracerApp(App):
             return strip.positions
         return (event.subject_range[1] - 1,)
 
+    @while_ui
     def on_run_crashed(self, message: RunCrashed) -> None:
         if message.run_id == self.run_id:
             self._stopped(f"run failed: {message.message}", "error")
