@@ -86,7 +86,7 @@ def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: i
     for cell in cells:
         by_start[cell.start].append(cell)
     chunks = []
-    for start in sorted(by_start):
+    for start in sorted(by_start, reverse=True):  # late starts are cheap: first cells arrive fast
         group = sorted(by_start[start], key=lambda c: -min(c.positions))
         current: list[Cell] = []
         for cell in group:
