@@ -536,3 +536,64 @@ def test_sweep_cli_end_to_end_with_tiny_model_and_resume(tmp_path, capsys, tiny_
     assert code == 2 and "--samples 2 (this run: 3)" in stderr
     code, stdout, _ = cli(["sweep", facts, "--model", str(tiny_model_dir), "--check-only"], capsys)
     assert code == 0 and "2 of 4 facts predicted correctly" in stdout
+
+
+# ---- the TUI screen ------------------------------------------------------------------------------
+
+
+def _host(screen):
+    from textual.app import App
+
+    class Host(App):
+        def on_mount(self):
+            self.push_screen(screen)
+
+    return Host()
+
+
+async def test_sweep_screen_shows_a_results_file_and_follows_it(tmp_path):
+    from textual.widgets import DataTable, Static
+
+    from tui.widgets.sweep_view import SweepPlot, SweepScreen
+
+    path = tmp_path / "r.jsonl"
+    records = synthetic_records()
+    path.write_text("".join(json.dumps(r) + "\n" for r in records[:2]))
+    screen = SweepScreen(results=str(path))
+    async with _host(screen).run_test(size=(140, 48)) as pilot:
+        await pilot.pause()
+        summary = str(screen.query_one("#sweep-summary", Static).render())
+        assert "Facts: 2 traced, 0 skipped" in summary
+        table = screen.query_one("#sweep-table", DataTable)
+        assert table.row_count == 3 + 1 + 1 + 3  # layers, n, peak, thirds
+        assert screen.query_one(SweepPlot).report.kept == 2 and screen.kind == "mlp"
+        with open(path, "a") as f:  # a sweep elsewhere appends two more facts, the last one torn
+            f.write(json.dumps(records[2]) + "\n" + json.dumps(records[3]) + "\n" + json.dumps(records[0])[:30])
+        screen.poll()
+        await pilot.pause()
+        assert "Facts: 3 traced, 1 skipped (1 wrong-prediction)" in str(screen.query_one("#sweep-summary", Static).render())
+        assert math.isclose(screen.report.curves["mlp"]["last_subject"].mean[1], 0.3)
+
+
+async def test_sweep_screen_runs_a_sweep_on_the_engine_thread(tmp_path, tiny_model_dir, tiny_facts):
+    from textual.widgets import Static
+
+    from tracer.engine import Engine
+    from tui.widgets.sweep_view import SweepScreen
+
+    facts = write_json(tmp_path / "facts.json", tiny_facts)
+    out = str(tmp_path / "r.jsonl")
+    engine = Engine(str(tiny_model_dir))
+    try:
+        screen = SweepScreen(engine=engine, results=out, facts=facts, config=SweepConfig(None, ("mlp",), samples=2, window=2))
+        async with _host(screen).run_test(size=(140, 48)) as pilot:
+            for _ in range(300):
+                await pilot.pause(0.1)
+                if screen.running is None and os.path.exists(out) and len(lines_of(out)) == 4:
+                    break
+            await pilot.pause()
+            status = str(screen.query_one("#sweep-status", Static).render())
+            assert "sweep done: 2 of 4 traced, 2 skipped" in status, status
+            assert screen.report is not None and screen.report.kept == 2
+    finally:
+        engine.close()

@@ -1,0 +1,378 @@
+"""The sweep screen: the average indirect effect curves of a results file, live.
+
+`SweepScreen(results=PATH)` follows a results file (one written by
+`tracer-tui sweep` in another terminal, or by this screen) and redraws the
+curves as lines arrive. With an engine and a facts file it also runs the sweep
+itself: the work goes to the engine thread through `Engine.submit`; the engine
+thread only posts messages here. The view is always of the file, so a resumed
+sweep shows the facts already done at once.
+
+Mount it with `app.push_screen(SweepScreen(engine=app.engine, results="r.jsonl"))`
+(add `facts="known_1000.json", config=SweepConfig(...), limit=N` to run one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
+from textual_plotext import PlotextPlot
+
+from tracer.errors import TracerError
+from tracer.sweep import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
+from tracer.sweep_report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
+
+POLL_SECONDS = 1.0
+
+
+class SweepPlot(PlotextPlot):
+    """Six curves (token groups) over layers for one kind, in this widget's own plotext figure."""
+
+    DEFAULT_CSS = """
+    SweepPlot { height: 1fr; min-height: 12; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.report: SweepReport | None = None
+        self.kind: str | None = None
+        self.placeholder = "No results yet: open a results file, or run a sweep."
+
+    def show(self, report: SweepReport | None, kind: str | None) -> None:
+        self.report, self.kind = report, kind
+        self.refresh()
+
+    def render(self):
+        width, height = self.size.width, self.size.height
+        report, kind = self.report, self.kind
+        if report is None or kind is None or not report.kept or report.n_layers < 1:
+            return Text(self.placeholder, style="italic", justify="center")
+        if width < 20 or height < 6:
+            return Text("(too small to draw)", style="italic", justify="center")
+        plt = self.plt
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
+        plt.theme(self._get_plotext_theme_name(self.app.theme))
+        layers = list(range(report.n_layers))
+        for group in GROUPS:
+            curve = report.curves[kind][group]
+            if curve.n:
+                plt.plot(layers, [0.0 if v != v else v for v in curve.mean], label=GROUP_LABELS[group], marker="braille")
+        plt.title(f"{kind}: average indirect effect (p_patched - p_corrupted) over {report.kept} facts")
+        plt.xlabel("layer")
+        return Text.from_ansi(plt.build())
+
+
+@dataclass
+class _Running:
+    cancel: threading.Event
+    total: int = 0  # facts to trace
+    done: int = 0
+
+
+class SweepScreen(Screen):
+    """Open a sweep's results (or run a sweep) and watch the average indirect effect curves."""
+
+    BINDINGS = [
+        Binding("escape", "close", "Back", id="sweep-back", tooltip="Back to the trace view (stops a running sweep)"),
+        Binding("ctrl+g", "next_kind", "Kind", id="sweep-kind", tooltip="Next kind (hidden, mlp, attn)"),
+        Binding("ctrl+r", "run", "Run sweep", id="sweep-run", tooltip="Run (or resume) the sweep of the facts file"),
+        Binding("ctrl+x", "stop", "Stop", id="sweep-stop", tooltip="Stop the running sweep; the file stays valid"),
+    ]
+
+    DEFAULT_CSS = """
+    SweepScreen { layout: vertical; }
+    SweepScreen #sweep-files { height: auto; }
+    SweepScreen #sweep-files Input { width: 1fr; }
+    SweepScreen #sweep-files Button { width: auto; min-width: 8; }
+    SweepScreen #sweep-summary { height: auto; padding: 0 1; color: $text; }
+    SweepScreen #sweep-body { height: 1fr; }
+    SweepScreen #sweep-table { height: 14; }
+    SweepScreen #sweep-status-row { height: 1; }
+    SweepScreen #sweep-status { width: 1fr; padding: 0 1; color: $text-muted; }
+    SweepScreen #sweep-progress { width: 40; }
+    """
+
+    class RecordsChanged(Message):
+        """Poll the file now (a fact finished). A burst collapses into one."""
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, SweepScreen.RecordsChanged)
+
+    @dataclass
+    class Progressed(Message):
+        """A sweep event other than a finished fact, from the engine thread."""
+
+        event: object
+
+    @dataclass
+    class Ended(Message):
+        """The sweep returned (summary), or failed (error)."""
+
+        summary: SweepSummary | None
+        error: str | None = None
+
+    def __init__(
+        self,
+        *,
+        engine=None,
+        results: str | None = None,
+        facts: str | None = None,
+        config: SweepConfig | None = None,
+        limit: int | None = None,
+        name: str | None = None,
+        id: str | None = None,
+    ) -> None:
+        super().__init__(name=name, id=id)
+        self.engine = engine
+        self.initial_results = results or ""
+        self.initial_facts = facts or ""
+        self.config = config or SweepConfig()
+        self.limit = limit
+        self.tail: ResultsTail | None = None
+        self.report: SweepReport | None = None
+        self.kind: str | None = None
+        self.running: _Running | None = None
+        self._events: deque = deque()
+
+    # ---- layout ----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="sweep-files"):
+            yield Input(self.initial_results, placeholder="results.jsonl", id="sweep-results")
+            yield Button("Open", id="sweep-open")
+            yield Input(self.initial_facts, placeholder="facts.json (known_1000 format), to run a sweep", id="sweep-facts")
+            yield Button("Run", id="sweep-run-button", variant="primary", disabled=self.engine is None)
+            yield Button("Stop", id="sweep-stop-button", variant="error", disabled=True)
+        yield Static("", id="sweep-summary")
+        with Vertical(id="sweep-body"):
+            yield SweepPlot(id="sweep-plot")
+            yield DataTable(id="sweep-table", zebra_stripes=True, cursor_type="row")
+        with Horizontal(id="sweep-status-row"):
+            yield Static("", id="sweep-status")
+            yield ProgressBar(id="sweep-progress", show_eta=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#sweep-progress", ProgressBar).display = False
+        self.set_interval(POLL_SECONDS, self.poll)
+        if self.initial_results:
+            self.open(self.initial_results)
+            if self.initial_facts and self.engine is not None:
+                self.action_run()
+
+    # ---- opening and following a file ----------------------------------------------------------
+    def open(self, path: str) -> None:
+        self.tail = ResultsTail(path)
+        self.report = None
+        self.poll()
+        if self.tail.records or self.running:
+            return
+        self.status(f"{path}: no results yet (waiting for lines)")
+
+    def poll(self) -> None:
+        if self.tail is None:
+            return
+        try:
+            new, reset = self.tail.poll()
+        except TracerError as exc:
+            self.status(str(exc), error=True)
+            return
+        if new or reset or self.report is None and self.tail.records:
+            self.redraw()
+
+    def redraw(self) -> None:
+        records = self.tail.records if self.tail else []
+        self.report = aggregate(records, self.tail.path if self.tail else "") if records else None
+        report = self.report
+        if report is not None and report.kinds and self.kind not in report.kinds:
+            self.kind = "mlp" if "mlp" in report.kinds else report.kinds[0]
+        summary = self.query_one("#sweep-summary", Static)
+        if report is None:
+            summary.update("")
+        else:
+            lines = summary_lines(report)
+            if self.tail and self.tail.bad_lines:
+                lines.append(f"{self.tail.bad_lines} unreadable line(s) left out")
+            summary.update(Text("\n".join(lines)))
+        with self.app.batch_update():
+            self.query_one(SweepPlot).show(report, self.kind)
+            self.fill_table()
+
+    def fill_table(self) -> None:
+        table = self.query_one("#sweep-table", DataTable)
+        table.clear(columns=True)
+        report, kind = self.report, self.kind
+        if report is None or kind is None or not report.kept:
+            return
+        table.add_columns("layer", *(GROUP_LABELS[g] for g in GROUPS))
+        curves = report.curves[kind]
+
+        def cell(g, layer):
+            c = curves[g]
+            return f"{c.mean[layer]:+.4f} ± {c.std[layer]:.4f}" if c.n else "–"
+
+        for layer in range(report.n_layers):
+            table.add_row(str(layer), *(cell(g, layer) for g in GROUPS), key=f"L{layer}")
+        table.add_row("n", *(str(curves[g].n) for g in GROUPS), key="n")
+        table.add_row(
+            "peak",
+            *(f"L{curves[g].peak_layer} ({curves[g].peak:+.4f})" if curves[g].peak_layer is not None else "–" for g in GROUPS),
+            key="peak",
+        )
+        for t, (name, (s, e)) in enumerate(zip(THIRDS, report.thirds)):
+            values = [curves[g].thirds[t] for g in GROUPS]
+            table.add_row(f"{name} {s}-{e - 1}", *("–" if v is None else f"{v:+.4f}" for v in values), key=name)
+
+    def status(self, text: str, *, error: bool = False) -> None:
+        self.query_one("#sweep-status", Static).update(Text(text, style="bold red" if error else ""))
+
+    # ---- actions ----------------------------------------------------------------------------
+    @on(Button.Pressed, "#sweep-open")
+    @on(Input.Submitted, "#sweep-results")
+    def _open_pressed(self) -> None:
+        path = self.query_one("#sweep-results", Input).value.strip()
+        if not path:
+            self.status("type the path of a results file", error=True)
+            return
+        if self.running:
+            self.status("a sweep is running: stop it before opening another file", error=True)
+            return
+        self.open(path)
+
+    @on(Button.Pressed, "#sweep-run-button")
+    @on(Input.Submitted, "#sweep-facts")
+    def _run_pressed(self) -> None:
+        self.action_run()
+
+    @on(Button.Pressed, "#sweep-stop-button")
+    def _stop_pressed(self) -> None:
+        self.action_stop()
+
+    def action_next_kind(self) -> None:
+        if self.report is None or not self.report.kinds:
+            return
+        kinds = self.report.kinds
+        self.kind = kinds[(kinds.index(self.kind) + 1) % len(kinds)] if self.kind in kinds else kinds[0]
+        self.redraw()
+
+    def action_close(self) -> None:
+        self.action_stop()
+        self.app.pop_screen()
+
+    def action_stop(self) -> None:
+        if self.running is not None:
+            self.running.cancel.set()
+            self.status("stopping after the current batch…")
+
+    def action_run(self) -> None:
+        from tracer.sweep import load_facts, prepare_output
+
+        if self.engine is None:
+            self.status("no engine: this screen can only show results", error=True)
+            return
+        if self.running is not None:
+            self.status("a sweep is already running", error=True)
+            return
+        results = self.query_one("#sweep-results", Input).value.strip()
+        facts_path = self.query_one("#sweep-facts", Input).value.strip()
+        if not results or not facts_path:
+            self.status("a sweep needs a facts file and a results file", error=True)
+            return
+        try:  # cheap checks here, before the engine is busy: one line on failure
+            facts = load_facts(facts_path)
+            if self.limit:
+                facts = facts[: self.limit]
+            prepare_output(results, facts, self.config)
+        except TracerError as exc:
+            self.status(str(exc), error=True)
+            return
+        self.open(results)
+        self.running = _Running(threading.Event())
+        self.query_one("#sweep-run-button", Button).disabled = True
+        self.query_one("#sweep-stop-button", Button).disabled = False
+        self.status(f"sweep of {len(facts)} facts starting…")
+        engine, config, cancel = self.engine, self.config, self.running.cancel
+
+        def job():  # engine thread
+            from tracer.sweep import TracerBackend, run_sweep
+
+            return run_sweep(TracerBackend(engine.tracer), facts, results, config, on_event=self._on_sweep_event, cancel=cancel)
+
+        if engine.tracer is None:
+            engine.load()  # jobs run in order: the model is loaded before the sweep starts
+        engine.submit(job).add_done_callback(self._on_done)
+
+    # ---- from the engine thread: post, never wait -----------------------------------------------
+    def _on_sweep_event(self, event) -> None:
+        if isinstance(event, FactDone):
+            self.post_message(self.RecordsChanged())
+        if isinstance(event, (FactDone, FactStarted, FactsChecked, TracingStarted)):
+            self.post_message(self.Progressed(event))
+        elif isinstance(event, FactProgress):
+            self._events.append(event)  # the latest is enough; drained with the next message
+            self.post_message(self.Progressed(None))
+
+    def _on_done(self, future) -> None:
+        exc = future.exception()
+        if exc is None:
+            self.post_message(self.Ended(future.result()))
+        else:
+            self.post_message(self.Ended(None, str(exc) if isinstance(exc, TracerError) else f"{type(exc).__name__}: {exc}"))
+
+    # ---- back on the UI thread ------------------------------------------------------------------
+    def on_sweep_screen_records_changed(self, message: RecordsChanged) -> None:
+        self.poll()
+
+    def on_sweep_screen_progressed(self, message: Progressed) -> None:
+        run, event = self.running, message.event
+        if run is None:
+            return
+        bar = self.query_one("#sweep-progress", ProgressBar)
+        if isinstance(event, FactsChecked):
+            self.status(f"checking predictions: {event.checked}/{event.total} ({event.kept} known)")
+        elif isinstance(event, TracingStarted):
+            run.total = event.total
+            bar.display = True
+            bar.update(total=max(1, event.total), progress=0)
+            self.status(f"tracing {event.total} facts")
+        elif isinstance(event, FactStarted):
+            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} ({event.fact.subject})")
+        elif isinstance(event, FactDone):
+            run.done = event.index + 1
+            bar.update(progress=run.done)
+        latest = None
+        while self._events:
+            latest = self._events.popleft()
+        if latest is not None and latest.total and run.total:
+            bar.update(progress=run.done + latest.done / latest.total)
+
+    def on_sweep_screen_ended(self, message: Ended) -> None:
+        self.running = None
+        self.query_one("#sweep-run-button", Button).disabled = self.engine is None
+        self.query_one("#sweep-stop-button", Button).disabled = True
+        self.query_one("#sweep-progress", ProgressBar).display = False
+        self.poll()
+        if message.error:
+            self.status(message.error, error=True)
+            return
+        s = message.summary
+        state = "stopped" if s.cancelled else "done"
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(s.skipped_by_reason.items()))
+        self.status(
+            f"sweep {state}: {s.kept} of {s.facts} traced, {s.skipped} skipped" + (f" ({reasons})" if reasons else "")
+            + (" — run again to resume" if s.cancelled else "")
+        )
+
+    def on_unmount(self) -> None:
+        if self.running is not None:
+            self.running.cancel.set()
