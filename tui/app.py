@@ -409,29 +409,37 @@ class TracerApp(App):
         view = grid.view(self.view_kind, self.metric) if grid else None
         hint = None
         if view is None:
-            hint = f"No {MODES[self.view_mode]} trace yet: press ctrl+r (or enter in the prompt) to run."
+            hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
         with self.batch_update():
             self.query_one(GridPane).show(view, hint)
             self.query_one(GridTable).show(view)
 
-    @on(ViewBar.Changed)
-    def _view_changed(self, message: ViewBar.Changed) -> None:
-        self.view_mode, self.view_kind, self.metric = message.mode, message.kind, message.metric
+    def set_view(self, mode: str | None = None, kind: str | None = None, metric: str | None = None) -> None:
+        """Change what the grid shows, at once (keys pressed right after run with it)."""
+        self.view_mode = mode or self.view_mode
+        self.view_kind = kind or self.view_kind
+        self.metric = metric or self.metric
+        self.query_one(ViewBar).set_state(self.view_mode, self.view_kind, self.metric)
         self._show_view()
 
+    @on(ViewBar.Changed)
+    def _view_changed(self, message: ViewBar.Changed) -> None:
+        if (message.mode, message.kind, message.metric) != (self.view_mode, self.view_kind, self.metric):
+            self.set_view(message.mode, message.kind, message.metric)
+
     def action_toggle_view(self) -> None:
-        self.query_one(ViewBar).set_state(mode="all" if self.view_mode == "positions" else "positions")
+        self.set_view(mode="all" if self.view_mode == "positions" else "positions")
 
     def action_next_kind(self) -> None:
         grid = self.grids.get("all")
         kinds = grid.kinds if grid else KINDS
         nxt = kinds[(kinds.index(self.view_kind) + 1) % len(kinds)] if self.view_kind in kinds else kinds[0]
-        self.query_one(ViewBar).set_state(kind=nxt)
+        self.set_view(kind=nxt)
         if self.view_mode != "all":
             self.notify(f"kind {nxt} (shown in the all-tokens view: ctrl+o)", timeout=3)
 
     def action_next_metric(self) -> None:
-        self.query_one(ViewBar).set_state(metric=METRIC_ORDER[(METRIC_ORDER.index(self.metric) + 1) % 3])
+        self.set_view(metric=METRIC_ORDER[(METRIC_ORDER.index(self.metric) + 1) % len(METRIC_ORDER)])
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab

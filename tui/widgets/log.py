@@ -40,7 +40,6 @@ class RunLog(RichLog):
         def top(preds):
             return ", ".join(f"{p.text!r} {p.prob:.3f}" for p in preds)
 
-        self.line(f"  target {res.target_text!r}: clean P = {res.clean_prob:.4f}, corrupted P = {res.corrupted_prob:.4f}")
         self.line(f"  clean top-3: {top(res.clean_top)}")
         self.line(f"  corrupted top-3: {top(res.corrupted_top)}")
         self.line(f"  finished in {res.seconds:.2f} s", "done")

@@ -138,5 +138,4 @@ class ViewBar(Horizontal):
     def on_select_changed(self, event: Select.Changed) -> None:
         event.stop()
         mode, kind, metric = self.state()
-        self.query_one("#view-kind", Select).disabled = mode != "all"
         self.post_message(self.Changed(self, mode, kind, metric))
