@@ -28,7 +28,7 @@ def add_sweep_subcommands(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--output", "-o", metavar="RESULTS.jsonl", help="results file; rerun the same command to resume")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N facts of the file")
-    p.add_argument("--kinds", nargs="+", default=list(KINDS), metavar="KIND", help=f"states to restore: {' '.join(KINDS)} (default: all)")
+    p.add_argument("--kinds", default=",".join(KINDS), metavar="K1,K2", help=f"states to restore, comma-separated: {','.join(KINDS)} (default: all)")
     p.add_argument("--samples", type=int, default=10, metavar="N", help="noise samples per trace (default 10)")
     p.add_argument("--noise", type=float, default=3.0, metavar="K", help="noise std = K x embedding std (default 3)")
     p.add_argument("--window", type=int, default=10, metavar="W", help="layers restored around each mlp/attn cell (default 10)")
@@ -57,9 +57,8 @@ def dispatch_sweep(args) -> int | None:
 # ---- sweep ----------------------------------------------------------------------------------
 
 
-def _kinds(values: list[str]) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for v in values for k in v.split(",") if k.strip())
-    return kinds
+def _kinds(text: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in text.split(",") if k.strip())
 
 
 def _sweep(args) -> int:
