@@ -103,15 +103,20 @@ def draw_grid(
     Coordinates are canvas bins (measured with one empty build), so every cell gets whole
     characters and cells tile without gaps. `colour(t)` maps a cell's place on the scale
     (0 = lo, 1 = hi) to RGB; without it cells are shade characters. Returns the scale (lo, hi)."""
-    plt.clear_data()
     n_rows = len(values)
     n_cols = max((len(r) for r in values), default=0)
+    yt = list(range(n_rows)) if n_rows <= 60 else _ticks(n_rows, 60, 1)
+    # probe: the final labels and one invisible point (without data plotext drops the axes' ticks)
+    plt.clear_data()
+    plt.scatter([0, 1], [0, 1], marker=" ")
     plt.title(title)
     plt.xlabel(xlabel)
-    yt = list(range(n_rows)) if n_rows <= 60 else _ticks(n_rows, 60, 1)
-    plt.yticks(list(range(len(yt))), [row_labels[i] for i in yt])  # probe: final labels, any place
+    plt.yticks(list(range(len(yt))), [row_labels[i] for i in yt])
     plt.xticks([0], ["0"])
     width, height = canvas_size(plt)
+    plt.clear_data()
+    plt.title(title)
+    plt.xlabel(xlabel)
     rng = value_range(values)
     if rng is not None:
         lo = rng[0] if lo is None else lo

@@ -19,7 +19,7 @@ def export_text(result, view, width: int = 100) -> str:
 
 def write_exports(result, view, folder: str | Path, stamp: str) -> dict[str, str]:
     """Write <folder>/trace-<stamp>.{txt,csv,json}; raises OSError when the folder is unusable."""
-    folder = Path(folder).expanduser()
+    folder = Path(folder).expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
     base = folder / f"trace-{stamp}"
     n = 1

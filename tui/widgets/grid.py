@@ -145,7 +145,7 @@ class GridPlot(PlotextPlot):
 
 
 class GridPane(VerticalScroll):
-    """Plot, colour legend and the peak in words."""
+    """The peak in words and the colour legend (on top, so they stay in view), then the plot."""
 
     DEFAULT_CSS = """
     GridPane { height: 1fr; }
@@ -158,9 +158,9 @@ class GridPane(VerticalScroll):
         self.current: GridView | None = None
 
     def compose(self) -> ComposeResult:
-        yield GridPlot(id="plot")
-        yield Static(id="legend")
         yield Static(id="peak")
+        yield Static(id="legend")
+        yield GridPlot(id="plot")
 
     def show(self, view: GridView | None, placeholder: str | None = None) -> None:
         self.current = view
@@ -211,7 +211,7 @@ class GridTable(DataTable):
             self.clear(columns=True)
             self.add_column("row", key="row")
             for c in range(n_cols):
-                self.add_column(f"L{c}", key=f"L{c}")
+                self.add_column(f"L{c}", key=f"L{c}", width=6)  # fits -100.0, +12.34, 0.123
             for label, row in zip(view.labels, texts):
                 self.add_row(Text(label), *(Text(t, justify="right") for t in row))
             self.shape_key, self.texts = key, texts
@@ -219,6 +219,6 @@ class GridTable(DataTable):
         for r, row in enumerate(texts):
             for c, t in enumerate(row):
                 if self.texts[r][c] != t:
-                    self.update_cell_at(Coordinate(r, c + 1), Text(t, justify="right"))
+                    self.update_cell_at(Coordinate(r, c + 1), Text(t, justify="right"), update_width=True)
         self.texts = texts
 
