@@ -35,6 +35,7 @@ class Tracer:
         self.n_layers = self.patchable.n_layers
         self.embedding_std = self.patchable.embedding_std()
         self.max_rows = max_rows
+        self.target_tokens: int | None = None  # token-rows per forward; None: from batch_limits
         self.context_length = _context_length(lm.model)
         self.workers = Workers(default_workers() if workers is None else workers)
 
@@ -182,6 +183,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     )
     mx.eval(run.clean)  # workers may only share evaluated arrays (streams are per thread)
     max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows)
+    target_tokens = tracer.target_tokens or target_tokens
     chunks = make_chunks(todo, n_samples, T, max_rows=max_rows, target_tokens=target_tokens,
                          use_prefix=pm.prefix_cache and corrupt_kv is not None)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
