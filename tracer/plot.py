@@ -96,24 +96,33 @@ def draw_grid(
     colour: Callable[[float], tuple[int, int, int]] | None = None,
     lo: float | None = None,
     hi: float | None = None,
+    canvas_cache: dict | None = None,
 ) -> tuple[float, float] | None:
     """Draw `values` (rows x layers, row 0 on top; None = not done yet) into the plotext
     figure `plt`, whose size must already be set (`plotsize`).
 
     Coordinates are canvas bins (measured with one empty build), so every cell gets whole
     characters and cells tile without gaps. `colour(t)` maps a cell's place on the scale
-    (0 = lo, 1 = hi) to RGB; without it cells are shade characters. Returns the scale (lo, hi)."""
+    (0 = lo, 1 = hi) to RGB; without it cells are shade characters. Returns the scale (lo, hi).
+    `canvas_cache` (a dict the caller keeps) saves the probe when nothing that sizes the
+    canvas has changed."""
     n_rows = len(values)
     n_cols = max((len(r) for r in values), default=0)
     yt = list(range(n_rows)) if n_rows <= 60 else _ticks(n_rows, 60, 1)
-    # probe: the final labels and one invisible point (without data plotext drops the axes' ticks)
-    plt.clear_data()
-    plt.scatter([0, 1], [0, 1], marker=" ")
-    plt.title(title)
-    plt.xlabel(xlabel)
-    plt.yticks(list(range(len(yt))), [row_labels[i] for i in yt])
-    plt.xticks([0], ["0"])
-    width, height = canvas_size(plt)
+    key = (tuple(plt._size), title, xlabel, tuple(row_labels[i] for i in yt))
+    if canvas_cache is not None and key in canvas_cache:
+        width, height = canvas_cache[key]
+    else:  # probe: the final labels and an invisible point (without data plotext drops the ticks)
+        plt.clear_data()
+        plt.scatter([0, 1], [0, 1], marker=" ")
+        plt.title(title)
+        plt.xlabel(xlabel)
+        plt.yticks(list(range(len(yt))), [row_labels[i] for i in yt])
+        plt.xticks([0], ["0"])
+        width, height = canvas_size(plt)
+        if canvas_cache is not None:
+            canvas_cache.clear()
+            canvas_cache[key] = (width, height)
     plt.clear_data()
     plt.title(title)
     plt.xlabel(xlabel)

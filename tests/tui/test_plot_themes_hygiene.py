@@ -102,3 +102,18 @@ def test_the_ui_never_imports_mlx_and_the_engine_plot_never_imports_textual():
     assert "textual" in ui and not any(m == "mlx" or m.startswith("mlx.") for m in ui)
     plot = _imports("import tracer.plot, tracer.export")
     assert not any(m == "textual" or m.startswith("textual.") for m in plot)
+
+
+def test_canvas_cache_gives_the_same_drawing():
+    from plotext._figure import _figure_class as Figure
+
+    values = [[float(c * r) for c in range(9)] for r in range(4)]
+    cache: dict = {}
+    drawings = []
+    for _ in range(3):
+        fig = Figure()
+        fig._limit_size(False, False)
+        fig.plotsize(70, 14)
+        draw_grid(fig, values, ["a", "b", "c", "d"], title="t", colour=lambda t: (int(255 * t), 0, 0), canvas_cache=cache)
+        drawings.append(fig.build())
+    assert len(cache) == 1 and drawings[0] == drawings[1] == drawings[2]

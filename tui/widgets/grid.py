@@ -121,6 +121,7 @@ class GridPlot(PlotextPlot):
         self.grid_view: GridView | None = None
         self.placeholder = "No trace yet: press ctrl+r (or enter in the prompt) to run."
         self.scale: tuple[float, float] | None = None
+        self.canvas_cache: dict = {}
 
     def show(self, view: GridView | None, placeholder: str | None = None) -> None:
         self.grid_view = view
@@ -140,7 +141,8 @@ class GridPlot(PlotextPlot):
         plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
         plt.theme(self._get_plotext_theme_name(self.app.theme))
         scale = heat_scale(self.app.theme_variables, view.kind)
-        self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at)
+        self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at,
+                               canvas_cache=self.canvas_cache)
         return Text.from_ansi(plt.build())
 
 
