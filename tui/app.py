@@ -9,22 +9,21 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
-from functools import wraps
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from tracer.engine import Engine, ModelInfo
-from tracer.events import KINDS, Cancelled, Failed, Finished, Log, Started, TraceRequest, TraceResult
+from tracer.events import KINDS, TraceRequest, TraceResult
 
 from . import exporting
 from .commands import TracerCommands
+from .running import RunMixin, while_ui
 from .config import load_config, save_config
-from .messages import CellsArrived, EngineFailed, EngineReady, RunCrashed, RunEvent, TokensPreviewed
+from .messages import EngineFailed, EngineReady, TokensPreviewed
 from .runner import Progress, RunChannel, preview_tokens
 from .screens.help import HelpScreen
 from .themes import DEFAULT_THEME, load_themes
@@ -39,23 +38,7 @@ METRIC_ORDER = ("recovery", "prob", "logit_diff")
 THEME_CYCLE = ("dark", "light", "high-contrast")
 
 
-def while_ui(handler):
-    """For handlers of messages from the engine thread: one that arrives while the app is
-    closing (its widgets already gone) is dropped instead of raising NoMatches."""
-
-    @wraps(handler)
-    def wrapper(self, *args):
-        try:
-            return handler(self, *args)
-        except NoMatches:
-            if self.screen_stack and self.query(PromptForm):
-                raise  # a real bug: the widgets are there
-            return None
-
-    return wrapper
-
-
-class TracerApp(App):
+class TracerApp(RunMixin, App):
     CSS_PATH = "app.tcss"
     TITLE = "tracer-tui"
     COMMANDS = App.COMMANDS | {TracerCommands}
@@ -243,158 +226,8 @@ class TracerApp(App):
         if strip.subject_range:
             strip.selected = frozenset({strip.subject_range[1] - 1})
 
-    # ---- running ----------------------------------------------------------------------
-    @on(PromptForm.Submitted)
-    def action_run(self) -> None:
-        request = self._build_request()
-        if request is None:
-            return
-        if self.cancel_event is not None:
-            self.cancel_event.set()  # the old run stops at its next batch; its events are ignored
-        self.run_id += 1
-        self.last_request = request
-        self.cancel_event = threading.Event()
-        self.channel = RunChannel(self, self.run_id)
-        self.running_mode = self.view_mode
-        self.progress = Progress()
-        self.query_one(RunLog).settings(self.run_id, request, MODES[self.view_mode])
-        self.query_one(RunStatus).running(self.progress, "recording clean and corrupted runs…")
-        self._trace(request, self.run_id, self.channel, self.cancel_event)
-
-    def _build_request(self) -> TraceRequest | None:
-        form = self.query_one(PromptForm).values()
-        problem = None
-        if not form.prompt.strip():
-            problem = "the prompt is empty"
-        elif not form.subject.strip():
-            problem = "the subject is empty"
-        elif form.subject.strip() not in form.prompt:
-            problem = f"subject {form.subject!r} is not in the prompt"
-        if problem is None:
-            try:
-                settings = self.query_one(SettingsPanel).read()
-            except SettingsError as exc:
-                problem = str(exc)
-        if problem:
-            self.report(f"cannot run: {problem}", "error")
-            return None
-        positions: str | tuple[int, ...] = "all"
-        if self.view_mode == "positions":
-            strip = self.query_one(TokenStrip)
-            if strip.is_current(form.prompt, form.subject):
-                positions = strip.positions
-                if not positions:
-                    self.report("cannot run: choose at least one token in the strip (click or space)", "error")
-                    return None
-            else:
-                positions = "subject-last"
-                self.report("token strip not ready: restoring the subject's last token", "info", notify=False)
-        return TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
-                            kinds=settings.kinds, samples=settings.samples, noise=settings.noise,
-                            window=settings.window, positions=positions, seed=settings.seed)
-
-    @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
-    def _trace(self, request: TraceRequest, run_id: int, channel: RunChannel, cancel: threading.Event) -> None:
-        """Submit to the engine and wait; never touches MLX."""
-        worker = get_current_worker()
-        future = self.engine.trace(request, channel.on_event, cancel)
-        while True:
-            if worker.is_cancelled:
-                cancel.set()
-                return
-            try:
-                future.result(timeout=0.1)
-                return
-            except FutureTimeout:
-                continue
-            except Exception as exc:
-                if not channel.finished:  # Failed was not reported through on_event
-                    self.post_message(RunCrashed(run_id, f"{type(exc).__name__}: {exc}"))
-                return
-
-    def action_cancel(self) -> None:
-        if self.cancel_event is None or self.cancel_event.is_set():
-            return
-        self.cancel_event.set()
-        self.query_one(RunStatus).running(self.progress, "cancelling…")
-        self.report("cancelling…", notify=False)
-
-    @property
-    def trace_active(self) -> bool:
-        return self.cancel_event is not None and not self.cancel_event.is_set()
-
-    @while_ui
-    def on_cells_arrived(self, message: CellsArrived) -> None:
-        if message.run_id != self.run_id or self.channel is None:
-            return
-        grid = self.grids.get(self.running_mode or "")
-        for event in self.channel.drain():
-            if grid is not None:
-                grid.apply(event)
-            self.progress.update(event.done, event.total)
-        self._dirty = True
-
-    @while_ui
-    def on_run_event(self, message: RunEvent) -> None:
-        if message.run_id != self.run_id:
-            return
-        event, mode = message.event, self.running_mode or self.view_mode
-        if isinstance(event, Started):
-            positions = () if self.request_positions_all(mode) else self._started_positions(event)
-            self.grids[mode] = GridData.from_started(mode, event, positions)
-            self.results[mode] = None
-            self.progress.update(0, event.total_cells)
-            strip = self.query_one(TokenStrip)
-            if tuple(event.tokens) != strip.tokens:
-                form = self.query_one(PromptForm).values()
-                strip.set_tokens(event.tokens, tuple(event.subject_range), source=(form.prompt, form.subject))
-            self.report(f"  {len(event.tokens)} tokens, {event.total_cells} cells, target {event.target_text!r}: "
-                        f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
-            self._show_view()
-        elif isinstance(event, Log):
-            self.report(event.text, event.level)
-        elif isinstance(event, Finished):
-            self._finished(mode, event.result)
-        elif isinstance(event, Failed):
-            self._stopped(f"run failed: {event.message}", "error")
-        elif isinstance(event, Cancelled):
-            self._stopped(f"cancelled after {self.progress.done}/{self.progress.total} cells", "warning")
-
-    def request_positions_all(self, mode: str) -> bool:
-        return mode == "all"
-
-    def _started_positions(self, event: Started) -> tuple[int, ...]:
-        strip = self.query_one(TokenStrip)
-        if strip.positions and tuple(event.tokens) == strip.tokens:
-            return strip.positions
-        return (event.subject_range[1] - 1,)
-
-    @while_ui
-    def on_run_crashed(self, message: RunCrashed) -> None:
-        if message.run_id == self.run_id:
-            self._stopped(f"run failed: {message.message}", "error")
-
-    def _finished(self, mode: str, result: TraceResult) -> None:
-        positions = [] if result.positions == "all" else list(result.positions)
-        grid = GridData.from_result(mode, result)
-        grid.positions = positions
-        self.grids[mode], self.results[mode] = grid, result
-        self.progress.update(grid.done, grid.done)
-        self.cancel_event = None
-        self.query_one(RunLog).result(result)
-        self._show_view()
-        peak = self.query_one(GridPane).current
-        from .widgets.grid import peak_sentence
-
-        summary = peak_sentence(peak) if peak and self.view_mode == mode else ""
-        self.query_one(RunStatus).idle(f"done in {result.seconds:.1f} s ({grid.done} cells). {summary}")
-        self.report(f"trace done in {result.seconds:.1f} s. {summary}", "done")
-
-    def _stopped(self, text: str, level: str) -> None:
-        self.cancel_event = None
-        self.query_one(RunStatus).idle(text, error=level == "error")
-        self.report(text, level)
-        self._dirty = True
+    def on_prompt_form_submitted(self, message: PromptForm.Submitted) -> None:
+        self.action_run()
 
     # ---- views ------------------------------------------------------------------------
     def _tick(self) -> None:
