@@ -68,8 +68,12 @@ class Engine:
         self._jobs.put((fn, args, future))
         return future
 
-    def close(self) -> None:
+    def close(self, wait: bool = True, timeout: float | None = 30.0) -> None:
+        """Stop the engine thread after the job in hand. Join it (the default) before the
+        process exits: MLX aborts the process if a thread that used it is torn down alive."""
         self._jobs.put(None)
+        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
 
     @property
     def tracer(self):
@@ -81,6 +85,8 @@ class Engine:
         while True:
             job = self._jobs.get()
             if job is None:
+                if self._tracer is not None:
+                    self._tracer.workers.close()
                 return
             fn, args, future = job
             if not future.set_running_or_notify_cancel():

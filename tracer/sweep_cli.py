@@ -92,16 +92,7 @@ def _sweep(args) -> int:
             return _check_only(engine, facts)
         return _run(engine, facts, args.output, config)
     finally:
-        _close(engine)
-
-
-def _close(engine) -> None:
-    """Stop the engine thread and wait for it: exiting while it still runs aborts the process
-    in MLX's teardown ("terminate called without an active exception")."""
-    engine.close()
-    thread = getattr(engine, "_thread", None)
-    if thread is not None:
-        thread.join(timeout=30)
+        engine.close()  # joins the engine thread: exiting with it alive aborts in MLX's teardown
 
 
 def _wait(future, cancel: threading.Event):
