@@ -66,6 +66,7 @@ class TracerApp(RunMixin, App):
         self.model_spec = model_spec if engine is None else engine.model_spec
         self.export_dir = export_dir
         self.model_info: ModelInfo | None = None
+        self.model_error: str | None = None
         self.run_id = 0
         self.channel: RunChannel | None = None
         self.cancel_event: threading.Event | None = None
@@ -192,6 +193,7 @@ class TracerApp(RunMixin, App):
 
     @while_ui
     def on_engine_failed(self, message: EngineFailed) -> None:
+        self.model_error = message.message
         self.sub_title = "no model loaded"
         self.query_one(GridPane).loading = False
         self.query_one(RunStatus).idle(f"model failed to load: {message.message}", error=True)
@@ -205,6 +207,7 @@ class TracerApp(RunMixin, App):
             self._preview_timer.stop()
         self._preview_timer = self.set_timer(0.25, self._request_preview)
 
+    @while_ui
     def _request_preview(self) -> None:
         if self.model_info is None:
             return

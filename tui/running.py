@@ -12,6 +12,7 @@ from textual import work
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
+from tracer.errors import TracerError
 from tracer.events import Cancelled, Failed, Finished, Log, Started, TraceRequest, TraceResult
 
 from .messages import CellsArrived, RunCrashed, RunEvent
@@ -47,6 +48,9 @@ class RunMixin:
     running_positions: str | tuple[int, ...] = "all"
 
     def action_run(self) -> None:
+        if self.model_error is not None:
+            self.report(f"cannot run: no model loaded ({self.model_error})", "error")
+            return
         request = self._build_request()
         if request is None:
             return
@@ -111,7 +115,8 @@ class RunMixin:
                 continue
             except Exception as exc:
                 if not channel.finished:  # Failed was not reported through on_event
-                    self.post_message(RunCrashed(run_id, f"{type(exc).__name__}: {exc}"))
+                    text = str(exc) if isinstance(exc, TracerError) else f"{type(exc).__name__}: {exc}"
+                    self.post_message(RunCrashed(run_id, text))
                 return
 
     def action_cancel(self) -> None:

@@ -203,3 +203,15 @@ async def test_bad_input_notifies_and_the_app_keeps_running(engine):
         app.query_one("#corrupted", Input).value = ""
         await run_and_wait(pilot)
         assert app.results["positions"] is not None
+
+
+async def test_a_model_that_cannot_load_is_reported_and_the_app_stays_up(tmp_path):
+    app = make_app(model_spec=str(tmp_path / "no-such-model"))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.model_error is not None, 30, "the load failure")
+        await pilot.pause()
+        assert "no model" in app.sub_title
+        assert any(s == "error" and "failed to load" in m for s, m in notifications(app))
+        await pilot.press("ctrl+r")
+        assert any("cannot run: no model loaded" in m for _, m in notifications(app))
+        assert app.is_running
