@@ -51,7 +51,7 @@ class TracerApp(RunMixin, App):
         Binding("ctrl+g", "next_kind", "Kind", id="kind", tooltip="Next kind in the all-tokens view"),
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("ctrl+t", "next_theme", "Theme", id="theme", show=False, tooltip="Next theme"),
-        Binding("f1,question_mark", "help", "Help", id="help", key_display="?", tooltip="Keys and how to read the grid"),
+        Binding("f1,question_mark", "help", "Help", id="help", key_display="?/f1", tooltip="Keys and how to read the grid"),
         Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
         Binding("f3", "show_tab('tab-table')", "Table", show=False),
         Binding("f4", "show_tab('tab-log')", "Log", show=False),
