@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from conftest import notifications, ready, wait_for
+from tui_helpers import notifications, ready, wait_for
 from textual.coordinate import Coordinate
 from textual.widgets import Input
 

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 
-from conftest import notifications, ready, wait_for
+from tui_helpers import notifications, ready, wait_for
 from textual.widgets import Footer, Input
 
 from tracer import export
