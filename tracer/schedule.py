@@ -140,10 +140,10 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
     return p_target.tolist(), diff.tolist()
 
 
-# Token-rows per forward. On this 2-core CPU, 512 beat 1024 and 2048 (benchmarks/trace_speed.py):
+# Token-rows per forward. On this 2-core CPU, 256 beat 512 and 1024 (benchmarks/trace_speed.py):
 # smaller forwards group cells by first restored position more tightly, which saves more block
 # evaluations than the larger GEMMs gain. A GPU wants big batches.
-CPU_TARGET_TOKENS = 512
+CPU_TARGET_TOKENS = 256
 GPU_TARGET_TOKENS = 8192
 
 

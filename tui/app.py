@@ -233,6 +233,7 @@ class TracerApp(RunMixin, App):
         self.action_run()
 
     # ---- views ------------------------------------------------------------------------
+    @while_ui
     def _tick(self) -> None:
         if self.trace_active and self.progress.total:
             self.query_one(RunStatus).running(self.progress)
