@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print version and the BLAS in use")
     _add_model_args(parser)
     parser.add_argument("--theme", default=None, help="colour theme (dark, light, high-contrast)")
+    parser.add_argument("--export-dir", default=None, help="where the app's export key writes (default: ./exports)")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     doctor = sub.add_parser("doctor", help="check BLAS speed and load the model")
     _add_model_args(doctor)

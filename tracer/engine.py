@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import TracerError
+from .errors import ModelError, TracerError
 from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
 
 
@@ -61,6 +61,15 @@ class Engine:
         `on_event` receives Started, CellsDone, Log and then exactly one of
         Finished, Failed or Cancelled."""
         return self.submit(self._trace, request, on_event or (lambda e: None), cancel or threading.Event())
+
+    def tokenize(self, prompt: str, subject: str | None = None):
+        """(token texts, subject range or None), computed on the calling thread: tokenizing
+        uses only the model's `tokenizers` tokenizer, no MLX, so the UI may call it while a
+        trace runs. Raises ModelError before a model is loaded, InputError for bad input."""
+        tracer = self._tracer
+        if tracer is None:
+            raise ModelError("the model is not loaded")
+        return tracer.tokenize(prompt, subject)
 
     def submit(self, fn: Callable, *args) -> Future:
         """Run `fn(*args)` on the engine thread (for engine-internal use and tests)."""
@@ -117,9 +126,9 @@ class Engine:
     def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
         from .trace import run_trace
 
-        if self._tracer is None:
-            self._load()
         try:
+            if self._tracer is None:
+                self._load()
             result = run_trace(self._tracer, request, on_event=on_event, cancel=cancel)
         except TraceCancelled:
             on_event(Cancelled())

@@ -6,6 +6,8 @@ messages (tui.runner). `make_app` builds the app for the command line and for te
 
 from __future__ import annotations
 
+import os
+
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,6 +40,10 @@ METRIC_ORDER = ("recovery", "prob", "logit_diff")
 THEME_CYCLE = ("dark", "light", "high-contrast")
 
 
+# the paper's known facts, where this checkout sits beside the project's shared data
+DEFAULT_FACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "known_1000.json")
+
+
 class TracerApp(RunMixin, App):
     CSS_PATH = "app.tcss"
     TITLE = "tracer-tui"
@@ -56,6 +62,7 @@ class TracerApp(RunMixin, App):
         Binding("f3", "show_tab('tab-table')", "Table", show=False),
         Binding("f4", "show_tab('tab-log')", "Log", show=False),
         Binding("f5", "show_tab('tab-settings')", "Settings", show=False),
+        Binding("f6", "sweeps", "Sweeps", id="sweeps", tooltip="Average indirect effect over many facts (open or run a sweep)"),
     ]
 
     def __init__(self, engine: Engine | None = None, model_spec: str | None = None, theme: str | None = None,
@@ -212,8 +219,8 @@ class TracerApp(RunMixin, App):
         if self.model_info is None:
             return
         values = self.query_one(PromptForm).values()
-        future = self.engine.submit(preview_tokens, self.engine, values.prompt, values.subject)
-        future.add_done_callback(lambda f: self.post_message(f.result()) if f.exception() is None else None)
+        # tokenizing needs no MLX (Engine.tokenize is thread-safe), so the strip follows typing even mid-run
+        self.post_message(preview_tokens(self.engine, values.prompt, values.subject))
 
     @while_ui
     def on_tokens_previewed(self, message: TokensPreviewed) -> None:
@@ -280,6 +287,23 @@ class TracerApp(RunMixin, App):
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+
+    def action_sweeps(self) -> None:
+        """The sweep screen, with the settings pane's kinds/samples/noise/window/seed."""
+        from tracer.sweep import SweepConfig
+
+        from .widgets.sweep_view import SweepScreen
+
+        if isinstance(self.screen, SweepScreen):
+            return
+        try:
+            s = self.query_one(SettingsPanel).read()
+            config = SweepConfig(kinds=s.kinds, samples=s.samples, noise=s.noise, window=s.window, seed=s.seed)
+        except SettingsError as exc:
+            self.report(f"settings: {exc}", "error")
+            return
+        facts = DEFAULT_FACTS if os.path.exists(DEFAULT_FACTS) else None
+        self.push_screen(SweepScreen(engine=self.engine, results="results.jsonl", facts=facts, config=config))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

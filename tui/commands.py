@@ -20,6 +20,7 @@ COMMANDS = [
     ("Show settings", "kinds, samples, noise k, window, seed, export folder", "show_tab('tab-settings')"),
     ("Choose positions: subject's last token", "reset the token strip's selection", "select_subject_last"),
     ("Next theme", "cycle dark, light, high-contrast", "next_theme"),
+    ("Sweeps: average indirect effect", "open a results file or run a sweep over many facts", "sweeps"),
     ("Help", "what the app does and every key", "help"),
 ]
 

@@ -84,19 +84,16 @@ class Progress:
 
 
 def preview_tokens(engine, prompt: str, subject: str) -> TokensPreviewed:
-    """Tokenize for the token strip. Runs on the engine thread (through Engine.submit):
-    the tokenizer belongs to the loaded model. Bad input comes back as `error`."""
-    tracer = engine.tracer
-    if tracer is None:
-        return TokensPreviewed(prompt, subject, error="the model is not loaded")
+    """Tokenize for the token strip, on any thread (Engine.tokenize uses no MLX).
+    Bad input comes back as `error`."""
     try:
-        tokens, _ = tracer.tokenize(prompt)
+        tokens, _ = engine.tokenize(prompt)
     except TracerError as exc:
         return TokensPreviewed(prompt, subject, error=str(exc))
     if not subject.strip():
         return TokensPreviewed(prompt, subject, list(tokens), None, "the subject is empty")
     try:
-        _, span = tracer.tokenize(prompt, subject)
+        _, span = engine.tokenize(prompt, subject)
     except TracerError as exc:
         return TokensPreviewed(prompt, subject, list(tokens), None, str(exc))
     return TokensPreviewed(prompt, subject, list(tokens), tuple(span) if span else None)

@@ -40,6 +40,7 @@ at a time from the clean run and measure how much of the answer's probability co
 | ctrl+g | next kind (all-tokens view) |
 | ctrl+n | next metric |
 | ctrl+s | export the current grid |
+| F6 | sweeps: average indirect effect over many facts (open a results file or run a sweep) |
 | ctrl+t | next theme (dark, light, high-contrast); ctrl+p → "theme" for all |
 | ctrl+p | command palette: every action by name |
 | ? / F1 | this help |
