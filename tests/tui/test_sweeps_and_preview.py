@@ -1,0 +1,52 @@
+"""F6 opens the sweep screen with the settings; the token strip follows typing during a run."""
+
+from __future__ import annotations
+
+import threading
+
+from tui_helpers import ready, wait_for
+from textual.widgets import Input
+
+from tracer.events import TraceRequest
+from tui.app import make_app
+from tui.widgets.sweep_view import SweepScreen
+from tui.widgets.token_strip import TokenStrip
+
+
+async def test_f6_opens_the_sweep_screen_with_the_settings(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.query_one("#samples", Input).value = "4"
+        await pilot.press("f6")
+        await wait_for(pilot, lambda: isinstance(app.screen, SweepScreen), what="the sweep screen")
+        assert app.screen.config.samples == 4
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not isinstance(app.screen, SweepScreen), what="back to the tracer")
+        assert app.is_running
+
+
+async def test_token_strip_follows_typing_while_the_engine_is_busy(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        gate = threading.Event()
+        engine.submit(gate.wait, 30)  # the engine thread is busy until released
+        try:
+            app.query_one("#prompt", Input).value = "Big Ben is located in the city of"
+            app.query_one("#subject", Input).value = "Big Ben"
+            strip = app.query_one(TokenStrip)
+            target = ("Big Ben is located in the city of", "Big Ben")
+            await wait_for(pilot, lambda: strip.source == target, timeout=5, what="tokens while busy")
+            assert "".join(strip.tokens) == target[0]
+        finally:
+            gate.set()
+
+
+def test_engine_tokenize_needs_no_engine_thread(engine):
+    tokens, span = engine.tokenize("The Eiffel Tower is located in the city of", "Eiffel Tower")
+    assert "".join(tokens) == "The Eiffel Tower is located in the city of"
+    assert "".join(tokens[span[0]:span[1]]).strip() == "Eiffel Tower"
+    done = engine.trace(TraceRequest("The Eiffel Tower is located in the city of", "Eiffel Tower",
+                                     kinds=("hidden",), samples=1)).result(timeout=60)
+    assert done.tokens == tokens and tuple(done.subject_range) == tuple(span)
