@@ -11,7 +11,9 @@ token-layer count and useful FLOPs of our schedule against a measured GEMM peak.
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import sys
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
@@ -29,30 +31,11 @@ from tracer.prompts import subject_span, tokenize  # noqa: E402
 from tracer.schedule import batch_limits, make_cells, make_chunks, token_layers, window_layers  # noqa: E402
 from tracer.trace import Tracer, run_trace  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from oracle import _Hook as Hook  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)
+
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
-
-
-class Hook(nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        object.__setattr__(self, "fn", None)
-
-    def __getattr__(self, name):
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "inner" or "inner" not in self:
-                raise
-            return getattr(self["inner"], name)
-
-    def __call__(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
-        return out if self.fn is None else self.fn(out)
-
-    def as_linear(self, x):
-        return self.inner.as_linear(x)
 
 
 def naive_paper_loop(lm, kinds, samples, noise_k, window, seed):

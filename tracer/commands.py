@@ -107,15 +107,20 @@ def trace_command(args) -> int:
         text = export.to_csv(result)
     else:
         text = export.to_text(result, args.metric)
-    if args.output:
-        try:
-            with open(args.output, "w", encoding="utf-8") as f:
-                f.write(text)
-        except OSError as exc:
-            raise InputError(f"cannot write output file {args.output}: {exc.strerror}") from None
-        print(f"wrote {args.output}", file=sys.stderr)
-    else:
+    return write_output(args.output, text)
+
+
+def write_output(path: str | None, text: str) -> int:
+    """Write `text` to `path` (saying so on stderr), or to stdout when no path is given."""
+    if path is None:
         sys.stdout.write(text)
+        return 0
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write output file {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

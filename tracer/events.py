@@ -8,7 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import InputError
+
 KINDS = ("hidden", "mlp", "attn")
+
+
+def check_settings(kinds, samples: int, window: int, noise: float) -> None:
+    """The settings every trace needs, checked in one place (InputError names the bad one)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown or not kinds:
+        raise InputError(f"unknown kind {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(KINDS)}")
+    if samples < 1:
+        raise InputError(f"samples must be at least 1 (got {samples})")
+    if window < 1:
+        raise InputError(f"window must be at least 1 (got {window})")
+    if noise < 0:
+        raise InputError(f"noise must be non-negative (got {noise})")
 
 
 @dataclass(frozen=True)

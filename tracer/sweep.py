@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from .errors import InputError, TracerError
-from .events import KINDS, CellsDone, TraceRequest, TraceResult
+from .events import KINDS, CellsDone, TraceRequest, TraceResult, check_settings
 
 FORMAT_VERSION = 1
 REQUIRED_FIELDS = ("known_id", "subject", "attribute")
@@ -123,17 +123,9 @@ class SweepConfig:
     seed: int = 0
 
     def __post_init__(self):
-        unknown = [k for k in self.kinds if k not in KINDS]
-        if unknown or not self.kinds:
-            raise InputError(f"unknown kind {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(KINDS)}")
+        check_settings(self.kinds, self.samples, self.window, self.noise)
         if len(set(self.kinds)) != len(self.kinds):
             raise InputError(f"kinds repeat: {', '.join(self.kinds)}")
-        if self.samples < 1:
-            raise InputError(f"samples must be at least 1 (got {self.samples})")
-        if self.window < 1:
-            raise InputError(f"window must be at least 1 (got {self.window})")
-        if self.noise < 0:
-            raise InputError(f"noise must be non-negative (got {self.noise})")
 
     def to_dict(self) -> dict:
         return {

@@ -261,16 +261,9 @@ def _report(args) -> int:
         text = render_text(report, plots=not args.no_plots, color=to_terminal)
     else:
         text = render(report, args.format)
-    if args.output is None:
-        sys.stdout.write(text)
-        return 0
-    try:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"wrote {args.output}", file=sys.stderr)
-    return 0
+    from .commands import write_output
+
+    return write_output(args.output, text)
 
 
 __all__ = ["COMMANDS", "add_sweep_subcommands", "dispatch_sweep"]

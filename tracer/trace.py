@@ -16,7 +16,7 @@ import numpy as np
 
 from .corruption import noise_delta
 from .errors import InputError
-from .events import KINDS, CellsDone, Log, Prediction, Started, TraceRequest, TraceResult
+from .events import CellsDone, check_settings, Log, Prediction, Started, TraceRequest, TraceResult
 from .metrics import cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
@@ -70,18 +70,6 @@ def _top(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
     return [Prediction(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in idx]
 
 
-def _check_request(req: TraceRequest, n_layers: int) -> None:
-    unknown = [k for k in req.kinds if k not in KINDS]
-    if unknown or not req.kinds:
-        raise InputError(f"unknown kind {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(KINDS)}")
-    if req.samples < 1:
-        raise InputError(f"samples must be at least 1 (got {req.samples})")
-    if req.window < 1:
-        raise InputError(f"window must be at least 1 (got {req.window})")
-    if req.noise < 0:
-        raise InputError(f"noise must be non-negative (got {req.noise})")
-
-
 def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
     if positions == "all":
         return "all"
@@ -102,7 +90,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
     pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
-    _check_request(req, L)
+    check_settings(req.kinds, req.samples, req.window, req.noise)
     clean = tokenize(tok, req.prompt)
     T = len(clean)
     if tracer.context_length and T > tracer.context_length:
