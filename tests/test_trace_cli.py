@@ -91,3 +91,17 @@ def test_console_script_trace_subprocess(tiny_model_dir):
     )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip() == f"tracer-tui: error: subject 'Nowhere' not found in prompt {PROMPT!r}"
+
+
+def test_slow_blas_is_said_plainly(tiny_model_dir):
+    import os
+
+    env = dict(os.environ, TRACER_BLAS="none")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tui", "trace", "--model", str(tiny_model_dir), "--prompt", PROMPT,
+         "--subject", "Eiffel Tower", "--samples", "1", "--kinds", "hidden", "--format", "csv"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: slow BLAS" in proc.stderr and "TRACER_BLAS" in proc.stderr
+    assert proc.stdout.startswith("kind,token_index")

@@ -95,6 +95,10 @@ def trace_command(args) -> int:
     if request.samples < 1 or request.window < 1:
         raise InputError("--samples and --window must be at least 1")
     check_writable(args.output)
+    from . import BLAS
+
+    if not BLAS.fast:
+        print(f"tracer-tui: warning: slow BLAS: {BLAS.note}", file=sys.stderr)
     tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     with progress:
