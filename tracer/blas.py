@@ -2,7 +2,7 @@
 
 MLX's Linux CPU wheel links a bundled *reference* BLAS (~5 GFLOP/s). Its
 `cblas_sgemm` is resolved through the global symbol table, so a real BLAS
-loaded first with RTLD_GLOBAL takes its place (~65x faster GEMM). This must
+loaded first with RTLD_GLOBAL takes its place (30-65x faster GEMM). This must
 run before the first `import mlx.core` anywhere in the process; `tracer`'s
 package import does it.
 """
@@ -96,7 +96,7 @@ def load_fast_blas() -> BlasInfo:
     if os.environ.get(ENV_VAR, "").lower() == "none":
         _loaded = BlasInfo(
             "reference", None, False,
-            f"disabled by {ENV_VAR}=none; unset {ENV_VAR} to use a real BLAS (~65x faster matmul)",
+            f"disabled by {ENV_VAR}=none; unset {ENV_VAR} to use a real BLAS (30-65x faster matmul)",
         )
         return _loaded
     if "mlx.core" in sys.modules:
@@ -115,7 +115,7 @@ def load_fast_blas() -> BlasInfo:
             continue
         _loaded = BlasInfo(name, path, True)
         return _loaded
-    note = "only MLX's bundled reference BLAS (~65x slower matmul); " + _FIX_HINT
+    note = "only MLX's bundled reference BLAS (30-65x slower matmul); " + _FIX_HINT
     _loaded = BlasInfo("reference", None, False, note)
     return _loaded
 

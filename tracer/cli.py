@@ -86,7 +86,7 @@ def _doctor(args) -> int:
     rate = gemm_gflops(512 if not BLAS.fast else 1024, repeats=2 if not BLAS.fast else 5)
     print(f"float32 GEMM on CPU: {rate:.1f} GFLOP/s")
     if not BLAS.fast:
-        print("warning: tracing will be ~65x slower than it should be. " + BLAS.note, file=sys.stderr)
+        print("warning: tracing will be 30-65x slower than it should be. " + BLAS.note, file=sys.stderr)
     if not args.no_model:
         import time
 
