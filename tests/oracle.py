@@ -12,7 +12,7 @@ import numpy as np
 from tracer.anatomy import find_anatomy
 from tracer.corruption import noise_delta
 from tracer.prompts import subject_span, tokenize
-from tracer.trace import window_layers
+from tracer.schedule import window_layers
 
 
 class _Hook(nn.Module):

@@ -8,7 +8,8 @@ from tracer.errors import InputError
 from tracer.events import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
-from tracer.trace import Tracer, run_trace, window_layers
+from tracer.schedule import window_layers
+from tracer.trace import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -21,7 +21,7 @@ from .metrics import cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
 from .workers import Workers, default_workers
-from .schedule import Corrupted, batch_limits, make_cells, make_chunks, run_chunk, window_layers  # noqa: F401
+from .schedule import Corrupted, batch_limits, make_cells, make_chunks, run_chunk
 from .prompts import check_substitution, subject_span, target_token, tokenize
 
 
