@@ -23,6 +23,7 @@ import mlx.nn as nn  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tracer import BLAS  # noqa: E402
+from tracer.blas import set_blas_threads  # noqa: E402
 from tracer.anatomy import find_anatomy  # noqa: E402
 from tracer.corruption import noise_delta  # noqa: E402
 from tracer.events import TraceRequest  # noqa: E402
@@ -137,6 +138,9 @@ def main() -> None:
     ours_tl = sum(token_layers(c, args.samples, T, L) for c in chunks)
     paper_tl = len(kinds) * T * L * (args.samples + 1) * T * L
     flops = flops_per_token_layer(lm.model)
+    # single-stream measurements (and the naive loop) get every core for each GEMM;
+    # the engine's workers had set one BLAS thread per worker
+    set_blas_threads(os.cpu_count() or 1)
     peak = gemm_peak()
     block_us = block_us_per_token(tr.lm)
 

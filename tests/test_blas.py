@@ -136,3 +136,20 @@ def test_unusable_candidates_are_skipped(fresh_loader, tmp_path):
     fresh_loader.setattr(blas, "candidates", lambda: cands)
     info = blas.load_fast_blas()
     assert (info.name, info.path, info.fast) == ("openblas", good, True)
+
+
+def test_blas_threads_can_be_set_for_the_engine_workers():
+    import ctypes
+
+    import tracer
+    from tracer.blas import set_blas_threads
+
+    if tracer.BLAS.name != "openblas":
+        pytest.skip("thread control checked on OpenBLAS")
+    lib = ctypes.CDLL(tracer.BLAS.path)
+    before = lib.openblas_get_num_threads()
+    try:
+        assert set_blas_threads(1) and lib.openblas_get_num_threads() == 1
+        assert set_blas_threads(2) and lib.openblas_get_num_threads() == min(2, os.cpu_count() or 1)
+    finally:
+        set_blas_threads(before)

@@ -34,6 +34,10 @@ def _own_stream() -> None:
 class Workers:
     def __init__(self, n: int):
         self.n = max(1, n)
+        if self.n > 1 and mx.default_device() == mx.cpu:
+            from .blas import set_blas_threads
+
+            set_blas_threads((os.cpu_count() or 1) // self.n)
         self._pool = (
             ThreadPoolExecutor(self.n, thread_name_prefix="tracer-worker", initializer=_own_stream)
             if self.n > 1
