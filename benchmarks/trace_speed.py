@@ -33,7 +33,7 @@ from tracer.schedule import batch_limits, make_cells, make_chunks, token_layers,
 from tracer.trace import Tracer, run_trace  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from oracle import _Hook as Hook  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)
+from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -42,16 +42,9 @@ SUBJECT = "Eiffel Tower"
 def naive_paper_loop(lm, kinds, samples, noise_k, window, seed):
     """One forward of [clean, corrupted x N] per cell, full logits, clean row's state copied in."""
     model, tok = lm.model, lm.tokenizer
-    anatomy = find_anatomy(model)
+    anatomy, hooks = install_hooks(model)
     L = anatomy.n_layers
-    embed = Hook(anatomy.embed.get())
-    anatomy.embed.set(embed)
-    slots = {"hidden": [anatomy.block(i) for i in range(L)], "attn": anatomy.attn, "mlp": anatomy.mlp}
-    hooks = {}
-    for kind, kind_slots in slots.items():
-        for i, slot in enumerate(kind_slots):
-            hooks[(kind, i)] = Hook(slot.get())
-            slot.set(hooks[(kind, i)])
+    embed = hooks["embed"]
     tokens = tokenize(tok, PROMPT)
     T = len(tokens)
     span = subject_span(PROMPT, SUBJECT, tokens)

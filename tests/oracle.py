@@ -37,19 +37,26 @@ class _Hook(nn.Module):
         return self.inner.as_linear(x)
 
 
-def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise=3.0, window=3, seed=0,
-                 corrupted_prompt=None, positions="all", target_id=None):
-    """{kind: {"prob": grid, "logit_diff": grid}}, p_clean, p_corrupted, target id."""
-    model, tok = lm.model, lm.tokenizer
+def install_hooks(model):
+    """Wrap the embedding and every block/attention/MLP output in a _Hook:
+    (anatomy, {"embed": hook, (kind, layer): hook})."""
     anatomy = find_anatomy(model)
-    L = anatomy.n_layers
     hooks = {"embed": _Hook(anatomy.embed.get())}
     anatomy.embed.set(hooks["embed"])
-    slots = {"hidden": [anatomy.block(i) for i in range(L)], "attn": anatomy.attn, "mlp": anatomy.mlp}
+    slots = {"hidden": [anatomy.block(i) for i in range(anatomy.n_layers)], "attn": anatomy.attn, "mlp": anatomy.mlp}
     for kind, kind_slots in slots.items():
         for i, slot in enumerate(kind_slots):
             hooks[(kind, i)] = _Hook(slot.get())
             slot.set(hooks[(kind, i)])
+    return anatomy, hooks
+
+
+def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise=3.0, window=3, seed=0,
+                 corrupted_prompt=None, positions="all", target_id=None):
+    """{kind: {"prob": grid, "logit_diff": grid}}, p_clean, p_corrupted, target id."""
+    model, tok = lm.model, lm.tokenizer
+    anatomy, hooks = install_hooks(model)
+    L = anatomy.n_layers
 
     clean = tokenize(tok, prompt)
     T = len(clean)

@@ -476,16 +476,23 @@ def _top_list(preds) -> list:
     return [[p.token_id, p.text, p.prob] for p in preds]
 
 
-def kept_record(fact: Fact, config: SweepConfig, result: TraceResult) -> dict:
+def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
+    """What every line holds, kept or skipped: the format, the fact and the settings."""
     return {
         "v": FORMAT_VERSION,
-        "status": "kept",
+        "status": status,
         "known_id": fact.known_id,
         "relation_id": fact.relation_id,
         "prompt": fact.prompt,
         "subject": fact.subject,
         "attribute": fact.attribute,
         "config": config.to_dict(),
+    }
+
+
+def kept_record(fact: Fact, config: SweepConfig, result: TraceResult) -> dict:
+    return {
+        **_fact_fields(fact, config, "kept"),
         "tokens": list(result.tokens),
         "subject_range": list(result.subject_range),
         "target": result.target_text,
@@ -503,14 +510,7 @@ def kept_record(fact: Fact, config: SweepConfig, result: TraceResult) -> dict:
 
 def skipped_record(fact: Fact, config: SweepConfig, check: Check) -> dict:
     return {
-        "v": FORMAT_VERSION,
-        "status": "skipped",
-        "known_id": fact.known_id,
-        "relation_id": fact.relation_id,
-        "prompt": fact.prompt,
-        "subject": fact.subject,
-        "attribute": fact.attribute,
-        "config": config.to_dict(),
+        **_fact_fields(fact, config, "skipped"),
         "skipped": check.reason,
         "detail": check.detail,
         "target": check.target,
