@@ -111,12 +111,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--window", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target-tokens", type=int, default=None, help="token-rows per forward (default: the engine's)")
     ap.add_argument("--skip-naive", action="store_true", help="only our engine (the naive loop takes minutes)")
     args = ap.parse_args()
     kinds = tuple(args.kinds.split(","))
 
     lm = load_model()
     tr = Tracer(lm)
+    tr.target_tokens = args.target_tokens
     req = TraceRequest(PROMPT, SUBJECT, kinds=kinds, samples=args.samples, window=args.window, seed=args.seed)
     first = []
     start = time.perf_counter()
@@ -127,8 +129,11 @@ def main() -> None:
     T, L = len(result.tokens), tr.n_layers
     cells = [c for c in make_cells(kinds, "all", T, L, args.window) if max(c.positions) >= result.subject_range[0]]
     rows, target = batch_limits(lm.model, T)
-    chunks = make_chunks(cells, args.samples, T, max_rows=rows, target_tokens=target, use_prefix=tr.patchable.prefix_cache)
-    ours_tl = sum(token_layers(c, args.samples, T, L) for c in chunks)
+    target = tr.target_tokens or target
+    packed = tr.patchable.packed is not None
+    chunks = make_chunks(cells, args.samples, T, max_rows=rows, target_tokens=target,
+                         use_prefix=tr.patchable.prefix_cache, packed=packed)
+    ours_tl = sum(token_layers(c, args.samples, T, L, packed) for c in chunks)
     paper_tl = len(kinds) * T * L * (args.samples + 1) * T * L
     flops = flops_per_token_layer(lm.model)
     # single-stream measurements (and the naive loop) get every core for each GEMM;

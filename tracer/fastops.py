@@ -4,18 +4,21 @@ MLX's CPU `exp`/`sigmoid` cost ~15 ns per element on one core: in a SmolLM2
 block the SiLU alone takes as long as all seven matmuls. Here sigmoid is built
 from basic elementwise ops (each ~0.3 ns per element): exp(-x) = 2^n * 2^f,
 with n = round(-x log2 e) placed into the float's exponent bits and 2^f from a
-degree-6 polynomial on [-0.5, 0.5]. Relative error ~1e-6, like MLX's own.
+degree-6 polynomial on [-0.5, 0.5]. Relative error ~1e-6, like MLX's own. Compiled
+(fused into one kernel), it costs ~5 ns per element instead of ~20.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import mlx.core as mx
 import mlx.nn as nn
 
 _NEG_LOG2E = -1.4426950408889634
 _ROUND = 12582912.0  # 1.5 * 2**23: adding and subtracting it rounds a float32 to the nearest integer
+_local = threading.local()
 _EXP2 = [math.log(2) ** k / math.factorial(k) for k in range(7)]  # 2^f = e^(f ln 2)
 
 # model types whose MLP is down(silu(gate(x)) * up(x)) with these names
@@ -34,6 +37,18 @@ def silu_mul(gate: mx.array, up: mx.array) -> mx.array:
     return gate / (1.0 + p * two_n) * up
 
 
+def fused_silu_mul(gate: mx.array, up: mx.array) -> mx.array:
+    """silu_mul compiled into one fused kernel: ~3x faster on CPU (one pass over memory
+    instead of ~15). MLX builds the kernel with the system's C++ compiler and silently
+    runs the ops unfused where there is none. Each thread compiles its own copy: one
+    compiled function called from several threads (each with its own stream) can abort
+    the process at exit."""
+    fused = getattr(_local, "silu_mul", None)
+    if fused is None:
+        fused = _local.silu_mul = mx.compile(lambda g, u: silu_mul(g, u))
+    return fused(gate, up)
+
+
 class FastSwiGLU(nn.Module):
     """The same MLP (same Linear layers) with silu_mul as its activation."""
 
@@ -43,7 +58,7 @@ class FastSwiGLU(nn.Module):
 
     def __call__(self, x):
         m = self.inner
-        return m.down_proj(silu_mul(m.gate_proj(x), m.up_proj(x)))
+        return m.down_proj(fused_silu_mul(m.gate_proj(x), m.up_proj(x)))
 
 
 def install_fast_mlp(model: nn.Module, anatomy) -> bool:

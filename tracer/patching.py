@@ -20,6 +20,7 @@ import mlx.nn as nn
 
 from .anatomy import Anatomy, Slot, find_anatomy
 from .fastops import install_fast_mlp
+from .packed import PackedForward, supports_packed
 
 _local = threading.local()
 
@@ -137,7 +138,7 @@ class PatchableModel:
 
     KIND_SLOTS = ("hidden", "attn", "mlp")
 
-    def __init__(self, model: nn.Module, *, fast_activation: bool = True):
+    def __init__(self, model: nn.Module, *, fast_activation: bool = True, packed: bool = True):
         self.model = model
         anatomy: Anatomy = find_anatomy(model)
         self.anatomy = anatomy
@@ -153,6 +154,10 @@ class PatchableModel:
         if self.last_only:
             _install(anatomy.final_norm, LastPosition)
         self.prefix_cache = supports_prefix_cache(model)
+        # the packed forward (packed.py) for plain llama-style models; None: the generic one
+        self.packed = (
+            PackedForward(model, anatomy) if packed and self.prefix_cache and supports_packed(model, anatomy) else None
+        )
 
     def embedding_std(self) -> float:
         w = self.anatomy.embed_weight().astype(mx.float32)

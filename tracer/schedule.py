@@ -78,10 +78,12 @@ def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int) -> l
 
 
 def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: int,
-                target_tokens: int, use_prefix: bool) -> list[Chunk]:
+                target_tokens: int, use_prefix: bool, packed: bool = False) -> list[Chunk]:
     """Group cells by start layer; within a group, cells with later first positions
     go together so each forward computes few positions, until it holds about
-    `target_tokens` token-rows (large enough for efficient GEMMs)."""
+    `target_tokens` token-rows (large enough for efficient GEMMs). A packed forward
+    (packed.py) computes each row from its own first position; a dense one from the
+    chunk's."""
     by_start = defaultdict(list)
     for cell in cells:
         by_start[cell.start].append(cell)
@@ -89,13 +91,16 @@ def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: i
     for start in sorted(by_start, reverse=True):  # late starts are cheap: first cells arrive fast
         group = sorted(by_start[start], key=lambda c: -min(c.positions))
         current: list[Cell] = []
+        tokens = 0
         for cell in group:
             tmin = min(cell.positions) if use_prefix else 0
             rows = (len(current) + 1) * n_samples
-            if current and (rows > max_rows or rows * (n_tokens - tmin) > target_tokens):
+            tokens_with = tokens + n_samples * (n_tokens - tmin) if packed else rows * (n_tokens - tmin)
+            if current and (rows > max_rows or tokens_with > target_tokens):
                 chunks.append(_chunk(start, current, use_prefix))
-                current = []
+                current, tokens_with = [], n_samples * (n_tokens - tmin)
             current.append(cell)
+            tokens = tokens_with
         if current:
             chunks.append(_chunk(start, current, use_prefix))
     return chunks
@@ -105,14 +110,24 @@ def _chunk(start: int, cells: list[Cell], use_prefix: bool) -> Chunk:
     return Chunk(start, min(min(c.positions) for c in cells) if use_prefix else 0, cells)
 
 
-def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int) -> int:
-    """Block evaluations (token x layer) a chunk costs: the work measure of a schedule."""
-    return len(chunk.cells) * n_samples * (n_tokens - chunk.tmin) * max(0, n_layers - chunk.start)
+def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, packed: bool = False) -> int:
+    """Block evaluations (token x layer) a chunk costs: the work measure of a schedule.
+    Packed: each cell's rows from its own first position, and the last layer at the
+    last position only."""
+    layers = max(0, n_layers - chunk.start)
+    if not packed:
+        return len(chunk.cells) * n_samples * (n_tokens - chunk.tmin) * layers
+    if layers == 0:
+        return 0
+    return sum(n_samples * ((n_tokens - min(c.positions)) * (layers - 1) + 1) for c in chunk.cells)
 
 
 def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[float], list[float]]:
     """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell."""
     cells, start, tmin, N = chunk.cells, chunk.start, chunk.tmin, run.n_samples
+    if pm.packed is not None and run.kv is not None:
+        logits = pm.packed.logits(run, cells, start).astype(mx.float32)
+        return _summarize(logits, run, len(cells), N)
     T = len(run.ids)
     n_rows = len(cells) * N
     sample_of_row = mx.array(np.tile(np.arange(N), len(cells)))
@@ -133,9 +148,13 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
     if tmin > 0:
         cache = [PrefixCache(k[sample_of_row, :, :tmin], v[sample_of_row, :, :tmin]) for k, v in run.kv]
     logits = pm.forward(ids, delta=delta, plans=plans, cache=cache).astype(mx.float32)
+    return _summarize(logits, run, len(cells), N)
+
+
+def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[list[float], list[float]]:
     logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-    p_target = mx.exp(logp[:, run.target_id]).reshape(len(cells), N).mean(axis=1)
-    diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(len(cells), N).mean(axis=1)
+    p_target = mx.exp(logp[:, run.target_id]).reshape(n_cells, N).mean(axis=1)
+    diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
     mx.eval(p_target, diff)
     return p_target.tolist(), diff.tolist()
 

@@ -1,0 +1,82 @@
+"""The CPU fast paths: the polynomial SiLU (plain and fused) and the packed forward."""
+
+import threading
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from tracer.events import TraceRequest
+from tracer.fastops import fused_silu_mul, silu_mul
+from tracer.models import load_model
+from tracer.trace import Tracer, run_trace
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+
+
+def _reference(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
+    g = gate.astype(np.float64)
+    return g / (1.0 + np.exp(-g)) * up.astype(np.float64)
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    gate = np.concatenate([np.linspace(-100, 100, 4001), rng.normal(0, 3, 4000)]).astype(np.float32)
+    up = rng.normal(0, 1, gate.shape).astype(np.float32)
+    return gate, up
+
+
+@pytest.mark.parametrize("fn", [silu_mul, fused_silu_mul], ids=["plain", "fused"])
+def test_silu_mul_matches_float64(fn):
+    gate, up = _inputs()
+    got = np.array(fn(mx.array(gate), mx.array(up)))
+    want = _reference(gate, up)
+    # relative to the value, with an absolute floor where silu underflows towards 0
+    assert np.all(np.abs(got - want) <= 2e-6 * np.abs(want) + 1e-30 + 1e-7 * np.abs(up))
+    assert got[0] == 0.0 or abs(got[0]) < 1e-30  # silu(-100) ~ -4e-42
+    assert got[4000] == pytest.approx(100 * up[4000], rel=1e-6)
+
+
+def test_fused_silu_mul_on_worker_threads_with_own_streams():
+    gate, up = _inputs()
+    want = np.array(silu_mul(mx.array(gate), mx.array(up)))
+    results = {}
+
+    def work(i):
+        mx.set_default_stream(mx.new_stream(mx.cpu))
+        results[i] = np.array(fused_silu_mul(mx.array(gate), mx.array(up)))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(2):
+        np.testing.assert_allclose(results[i], want, rtol=2e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch,packed", [("llama", True), ("qwen2", True), ("gemma2", False), ("gpt2", False),
+                                         ("phi3", False), ("olmo2", False)])
+def test_packed_forward_used_for_plain_llama_style_models(tiny_model_factory, arch, packed):
+    tracer = Tracer(load_model(str(tiny_model_factory(arch))), workers=1)
+    assert (tracer.patchable.packed is not None) == packed
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("positions", ["all", (1, 3, -1)])
+def test_packed_equals_dense_with_mixed_rows(tiny_model_factory, arch, positions):
+    """One chunk per start layer mixes rows with different first positions (and cells
+    restoring several positions): the packed forward equals the dense one."""
+    tracer = Tracer(load_model(str(tiny_model_factory(arch))), workers=1)
+    tracer.target_tokens = 10**6
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp", "attn"), samples=3, window=3, seed=5,
+                       positions=positions)
+    packed = run_trace(tracer, req)
+    tracer.patchable.packed = None
+    dense = run_trace(tracer, req)
+    for kind in req.kinds:
+        for metric in ("prob", "logit_diff"):
+            np.testing.assert_allclose(np.array(packed.grids[kind][metric]), np.array(dense.grids[kind][metric]),
+                                       atol=1e-5, err_msg=f"{arch} {kind} {metric}")
+    assert np.ptp(np.array(packed.grids["mlp"]["prob"])) > 1e-4
