@@ -128,9 +128,9 @@ def main() -> None:
 
     T, L = len(result.tokens), tr.n_layers
     cells = [c for c in make_cells(kinds, "all", T, L, args.window) if max(c.positions) >= result.subject_range[0]]
-    rows, target = batch_limits(lm.model, T)
-    target = tr.target_tokens or target
     packed = tr.patchable.packed is not None
+    rows, target = batch_limits(lm.model, T, packed=packed)
+    target = tr.target_tokens or target
     chunks = make_chunks(cells, args.samples, T, max_rows=rows, target_tokens=target,
                          use_prefix=tr.patchable.prefix_cache, packed=packed)
     ours_tl = sum(token_layers(c, args.samples, T, L, packed) for c in chunks)

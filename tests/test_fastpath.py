@@ -1,5 +1,7 @@
 """The CPU fast paths: the polynomial SiLU (plain and fused) and the packed forward."""
 
+import json
+import shutil
 import threading
 
 import mlx.core as mx
@@ -63,12 +65,35 @@ def test_packed_forward_used_for_plain_llama_style_models(tiny_model_factory, ar
     assert (tracer.patchable.packed is not None) == packed
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+ROPE_VARIANTS = {
+    "traditional": {"rope_traditional": True},  # the embedded SmolLM2's (GGUF) layout
+    "llama3-scaled": {"rope_scaling": {"type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64}},
+}
+
+
+@pytest.fixture(scope="module")
+def model_variant(tiny_model_factory, tmp_path_factory):
+    """`get(name)`: a tiny model directory: an arch, or the llama with a ROPE_VARIANTS config."""
+
+    def get(name):
+        if name not in ROPE_VARIANTS:
+            return tiny_model_factory(name)
+        path = tmp_path_factory.mktemp(name)
+        shutil.copytree(tiny_model_factory("llama"), path, dirs_exist_ok=True)
+        config = json.loads((path / "config.json").read_text())
+        (path / "config.json").write_text(json.dumps({**config, **ROPE_VARIANTS[name]}))
+        return path
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", *ROPE_VARIANTS])
 @pytest.mark.parametrize("positions", ["all", (1, 3, -1)])
-def test_packed_equals_dense_with_mixed_rows(tiny_model_factory, arch, positions):
+def test_packed_equals_dense_with_mixed_rows(model_variant, arch, positions):
     """One chunk per start layer mixes rows with different first positions (and cells
     restoring several positions): the packed forward equals the dense one."""
-    tracer = Tracer(load_model(str(tiny_model_factory(arch))), workers=1)
+    tracer = Tracer(load_model(str(model_variant(arch))), workers=1)
     tracer.target_tokens = 10**6
     req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp", "attn"), samples=3, window=3, seed=5,
                        positions=positions)
@@ -80,3 +105,13 @@ def test_packed_equals_dense_with_mixed_rows(tiny_model_factory, arch, positions
             np.testing.assert_allclose(np.array(packed.grids[kind][metric]), np.array(dense.grids[kind][metric]),
                                        atol=1e-5, err_msg=f"{arch} {kind} {metric}")
     assert np.ptp(np.array(packed.grids["mlp"]["prob"])) > 1e-4
+
+
+def test_rope_variants_take_their_paths(model_variant):
+    """Plain RoPE uses the fused tables; other rotary classes their own module."""
+    from tracer.packed import _Rope
+
+    positions = np.array([0, 3, 7])
+    for name, tables in (("traditional", True), ("llama3-scaled", False)):
+        attn = load_model(str(model_variant(name))).model.layers[0].self_attn
+        assert (_Rope(attn.rope, attn.head_dim, positions).tables is not None) == tables

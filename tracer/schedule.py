@@ -56,6 +56,7 @@ class Corrupted:
     clean: dict  # kind -> [L x [T, D]] clean outputs
     target_id: int
     top_id: int
+    kv_rows: list | None = None  # kv as [L x (keys, values)] [N*T, heads*hd] rows (packed forward)
 
 
 def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
@@ -125,7 +126,7 @@ def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, pac
 def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[float], list[float]]:
     """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell."""
     cells, start, tmin, N = chunk.cells, chunk.start, chunk.tmin, run.n_samples
-    if pm.packed is not None and run.kv is not None:
+    if pm.packed is not None and run.kv_rows is not None:
         logits = pm.packed.logits(run, cells, start).astype(mx.float32)
         return _summarize(logits, run, len(cells), N)
     T = len(run.ids)
@@ -159,14 +160,17 @@ def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[
     return p_target.tolist(), diff.tolist()
 
 
-# Token-rows per forward. On this 2-core CPU, 256 beat 512 and 1024 (benchmarks/trace_speed.py):
-# smaller forwards group cells by first restored position more tightly, which saves more block
-# evaluations than the larger GEMMs gain. A GPU wants big batches.
+# Token-rows per forward, measured on this 2-core CPU (benchmarks/trace_speed.py). Dense: 256
+# beat 512 and 1024, since smaller forwards group cells by first restored position more tightly,
+# which saves more block evaluations than the larger GEMMs gain. Packed forwards waste nothing on
+# grouping: 512 beat 256, 384 and 1024 (bigger GEMMs, yet arrays that stay in cache). A GPU wants
+# big batches.
 CPU_TARGET_TOKENS = 256
+CPU_PACKED_TARGET_TOKENS = 512
 GPU_TARGET_TOKENS = 8192
 
 
-def batch_limits(model, n_tokens: int, max_rows: int | None = None) -> tuple[int, int]:
+def batch_limits(model, n_tokens: int, max_rows: int | None = None, packed: bool = False) -> tuple[int, int]:
     """(max rows, target token-rows) per forward, from the model's size and free memory."""
     args = getattr(model, "args", None)
     hidden = getattr(args, "hidden_size", 1024) or 1024
@@ -176,7 +180,9 @@ def batch_limits(model, n_tokens: int, max_rows: int | None = None) -> tuple[int
     per_row = n_tokens * per_token + 4 * 3 * vocab  # + last-position logits and softmax
     budget = max(64 << 20, free_memory_bytes() // 8)
     rows = max_rows or max(1, int(budget // per_row))
-    preferred = CPU_TARGET_TOKENS if mx.default_device() == mx.cpu else GPU_TARGET_TOKENS
+    preferred = GPU_TARGET_TOKENS
+    if mx.default_device() == mx.cpu:
+        preferred = CPU_PACKED_TARGET_TOKENS if packed else CPU_TARGET_TOKENS
     target = max(n_tokens, min(preferred, int(budget // per_token)))
     return rows, target
 

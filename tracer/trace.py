@@ -169,12 +169,15 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id,
     )
-    mx.eval(run.clean)  # workers may only share evaluated arrays (streams are per thread)
-    max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows)
-    target_tokens = tracer.target_tokens or target_tokens
     use_prefix = pm.prefix_cache and corrupt_kv is not None
+    packed = use_prefix and pm.packed is not None
+    if packed:
+        pm.packed.prepare(run)
+    mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
+    max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows, packed)
+    target_tokens = tracer.target_tokens or target_tokens
     chunks = make_chunks(todo, n_samples, T, max_rows=max_rows, target_tokens=target_tokens,
-                         use_prefix=use_prefix, packed=use_prefix and pm.packed is not None)
+                         use_prefix=use_prefix, packed=packed)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
     if cancel is not None and cancel.is_set():
