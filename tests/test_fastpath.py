@@ -115,3 +115,35 @@ def test_rope_variants_take_their_paths(model_variant):
     for name, tables in (("traditional", True), ("llama3-scaled", False)):
         attn = load_model(str(model_variant(name))).model.layers[0].self_attn
         assert (_Rope(attn.rope, attn.head_dim, positions).tables is not None) == tables
+
+
+def test_logsumexp_matches_float64():
+    from tracer.fastops import logsumexp
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(0, 4, (3, 5000)), np.full((1, 5000), -1e4)], axis=0).astype(np.float32)
+    x[3, 7] = 20.0  # one dominant entry, the rest underflow
+    x[0, :10] = -200.0  # below exp's range
+    got = np.array(logsumexp(mx.array(x)))[:, 0]
+    x64 = x.astype(np.float64)
+    top = x64.max(axis=1)
+    want = top + np.log(np.exp(x64 - top[:, None]).sum(axis=1))
+    mlx_own = np.array(mx.logsumexp(mx.array(x), axis=-1))
+    # float32 summation dominates the error: as accurate as MLX's own, within 1e-6
+    assert np.all(np.abs(got - want) <= np.abs(mlx_own - want) + 1e-6)
+    assert np.abs(got - want).max() < 1e-5
+    assert got[3] == pytest.approx(20.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("n,T,heads,kv_heads", [(6, 10, 9, 3), (1, 7, 4, 4), (3, 3, 6, 2)])
+def test_attention_equals_mlx_sdpa(n, T, heads, kv_heads):
+    from tracer.packed import attention
+
+    mx.random.seed(n + T)
+    q = mx.random.normal((5, heads, n, 16))
+    k, v = mx.random.normal((5, kv_heads, T, 16)), mx.random.normal((5, kv_heads, T, 16))
+    offset = T - n  # the queries are the last n positions
+    mask = np.where(np.arange(T)[None, :] <= np.arange(offset, T)[:, None], 0.0, -np.inf).astype(np.float32)
+    got = attention(q, k, v, 0.25, mx.array(mask) if n > 1 else None)
+    want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal" if n > 1 else None)
+    np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-6)

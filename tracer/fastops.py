@@ -56,6 +56,30 @@ def per_thread_compiled(fn):
 fused_silu_mul = per_thread_compiled(silu_mul)
 
 
+def _exp_below(x: mx.array, top: mx.array) -> mx.array:
+    """exp(x - top) for x <= top, by the same 2^n * polynomial(f) construction."""
+    z = mx.maximum((x - top) * -_NEG_LOG2E, -126.0)
+    n = (z + _ROUND) - _ROUND
+    f = z - n
+    p = _EXP2[6]
+    for c in reversed(_EXP2[:6]):
+        p = p * f + c
+    return p * ((n.astype(mx.int32) + 127) << 23).view(mx.float32)
+
+
+exp_below = per_thread_compiled(_exp_below)
+
+
+def logsumexp(x: mx.array) -> mx.array:
+    """log(sum(exp(x))) over the last axis, keepdims; on CPU with the fused polynomial
+    exp (~3 ns per element against MLX's ~12: the softmax over a 49k vocabulary costs as
+    much as the logits' matmul otherwise)."""
+    if mx.default_device() != mx.cpu or x.dtype != mx.float32:
+        return mx.logsumexp(x, axis=-1, keepdims=True)
+    top = mx.max(x, axis=-1, keepdims=True)
+    return top + mx.log(exp_below(x, top).sum(axis=-1, keepdims=True))
+
+
 class FastSwiGLU(nn.Module):
     """The same MLP (same Linear layers) with silu_mul as its activation."""
 

@@ -27,7 +27,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .fastops import per_thread_compiled
+from .fastops import exp_below, per_thread_compiled
 
 
 PACKED_MODULES = {"mlx_lm.models.llama", "mlx_lm.models.qwen2"}
@@ -135,6 +135,23 @@ class _Rope:
         return _rotate_fused[self.rope.traditional](x.reshape(m, heads, -1), cos, sin)
 
 
+def attention(q, keys, values, scale: float, mask=None):
+    """Softmax attention of q [R, H, n, hd] over keys/values [R, kv_heads, T, hd] (query head h
+    reads kv head h // (H / kv_heads)); mask: additive [n, T]. Small-T attention on CPU: one
+    batched matmul per kv head group and a fused exp, 2-3x faster than MLX's CPU
+    scaled_dot_product_attention here (its many tiny matmuls and ~12 ns exp)."""
+    R, H, n, hd = q.shape
+    kv_heads = keys.shape[1]
+    group = H // kv_heads
+    scores = (q.reshape(R, kv_heads, group * n, hd) @ keys.swapaxes(-1, -2)) * scale
+    if mask is not None:
+        scores = scores + mx.tile(mask, (group, 1))
+    # masked scores are -inf: exp_below clamps them to 2^-126, nothing next to the row's max of 1
+    weights = exp_below(scores, mx.max(scores, axis=-1, keepdims=True))
+    weights = weights / weights.sum(axis=-1, keepdims=True)
+    return (weights @ values).reshape(R, H, n, hd)
+
+
 class PackedForward:
     """Patched forwards for one model, packed as described above."""
 
@@ -187,6 +204,8 @@ class PackedForward:
             h = run.states["hidden"][start - 1].reshape(-1, D)[lay.source]
             h = restore("hidden", start - 1, h)
         ropes = {}  # layers with equal rotary settings share tables
+        causal = mx.array(np.where(np.arange(T)[None, :] <= np.arange(lay.t0, T)[:, None], 0.0, -np.inf),
+                          dtype=mx.float32)  # [Tq, T]: query at position t0 + i sees keys <= t0 + i
 
         for layer in range(start, L):
             block, attn = self.blocks[layer], self.attns[layer]
@@ -196,7 +215,7 @@ class PackedForward:
             keys, values = self._kv(attn, rope, a, run.kv_rows[layer], lay, T)
             if layer == L - 1:  # only each row's last position goes on
                 q = rope(attn.q_proj(a[mx.array(last)]), attn.n_heads, last)[:, :, None, :]
-                out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=attn.scale)
+                out = attention(q, keys, values, attn.scale)
                 out = attn.o_proj(out.reshape(R, -1))
                 h = h[mx.array(last)] + restore("attn", layer, out, last)
                 h = h + restore("mlp", layer, self.mlps[layer](block.post_attention_layernorm(h)), last)
@@ -204,7 +223,7 @@ class PackedForward:
                 break
             q = rope(attn.q_proj(a), attn.n_heads).reshape(M, -1)
             q = q[lay.to_padded].reshape(R, Tq, attn.n_heads, -1).transpose(0, 2, 1, 3)
-            out = mx.fast.scaled_dot_product_attention(q, keys, values, scale=attn.scale, mask="causal")
+            out = attention(q, keys, values, attn.scale, causal)
             out = out.transpose(0, 2, 1, 3).reshape(R * Tq, -1)[lay.from_padded]
             h = h + restore("attn", layer, attn.o_proj(out))
             h = h + restore("mlp", layer, self.mlps[layer](block.post_attention_layernorm(h)))

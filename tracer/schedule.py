@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from .fastops import logsumexp
 from .patching import PatchableModel, PrefixCache, TapPlan
 
 
@@ -153,7 +154,7 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
 
 
 def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[list[float], list[float]]:
-    logp = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    logp = logits - logsumexp(logits)
     p_target = mx.exp(logp[:, run.target_id]).reshape(n_cells, N).mean(axis=1)
     diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
     mx.eval(p_target, diff)
