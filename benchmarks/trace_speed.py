@@ -29,8 +29,8 @@ from tracer.corruption import noise_delta  # noqa: E402
 from tracer.events import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.prompts import subject_span, tokenize  # noqa: E402
-from tracer.schedule import batch_limits, make_cells, make_chunks, token_layers, window_layers  # noqa: E402
-from tracer.trace import Tracer, run_trace  # noqa: E402
+from tracer.schedule import make_cells, token_layers, window_layers  # noqa: E402
+from tracer.trace import Tracer, plan_chunks, run_trace  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)
@@ -129,11 +129,7 @@ def main() -> None:
 
     T, L = len(result.tokens), tr.n_layers
     cells = [c for c in make_cells(kinds, "all", T, L, args.window) if max(c.positions) >= result.subject_range[0]]
-    packed = tr.patchable.packed is not None
-    rows, target = batch_limits(lm.model, T, packed=packed)
-    target = tr.target_tokens or target
-    chunks = make_chunks(cells, args.samples, T, max_rows=rows, target_tokens=target,
-                         use_prefix=tr.patchable.prefix_cache, packed=packed)
+    chunks, packed = plan_chunks(tr, cells, args.samples, T, use_prefix=tr.patchable.prefix_cache)
     ours_tl = sum(token_layers(c, args.samples, T, L, packed) for c in chunks)
     paper_tl = len(kinds) * T * L * (args.samples + 1) * T * L
     flops = flops_per_token_layer(lm.model)

@@ -15,7 +15,10 @@ from tracer.prompts import subject_span, tokenize
 from tracer.schedule import window_layers
 
 
-class _Hook(nn.Module):
+class Hook(nn.Module):
+    """A pass-through wrapper (held as `.inner`, like tracer's own) whose `fn`, when set,
+    maps the wrapped module's output."""
+
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
@@ -38,15 +41,15 @@ class _Hook(nn.Module):
 
 
 def install_hooks(model):
-    """Wrap the embedding and every block/attention/MLP output in a _Hook:
+    """Wrap the embedding and every block/attention/MLP output in a Hook:
     (anatomy, {"embed": hook, (kind, layer): hook})."""
     anatomy = find_anatomy(model)
-    hooks = {"embed": _Hook(anatomy.embed.get())}
+    hooks = {"embed": Hook(anatomy.embed.get())}
     anatomy.embed.set(hooks["embed"])
     slots = {"hidden": [anatomy.block(i) for i in range(anatomy.n_layers)], "attn": anatomy.attn, "mlp": anatomy.mlp}
     for kind, kind_slots in slots.items():
         for i, slot in enumerate(kind_slots):
-            hooks[(kind, i)] = _Hook(slot.get())
+            hooks[(kind, i)] = Hook(slot.get())
             slot.set(hooks[(kind, i)])
     return anatomy, hooks
 

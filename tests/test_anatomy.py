@@ -4,6 +4,7 @@ shapes the attention / MLP / block slots actually produce in a forward pass."""
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
+from oracle import Hook
 from tiny import ARCHS, HIDDEN, n_layers
 
 from tracer.anatomy import find_anatomy
@@ -13,28 +14,17 @@ from tracer.models import load_model
 PROMPT = "The Eiffel Tower is located in the city of"
 
 
-class Recorder(nn.Module):
-    """Pass-through wrapper (held as `.inner`, like tracer's own wrappers) that records output shapes."""
+def recorder(inner, log: list, key) -> Hook:
+    """A pass-through wrapper that logs the wrapped module's output shape."""
 
-    def __init__(self, inner, log: list, key):
-        super().__init__()
-        self.inner = inner
-        self._log = log
-        self._key = key
-
-    def __getattr__(self, name):  # blocks are read by their model (llama reads `layer.use_sliding`)
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "inner" or "inner" not in self:
-                raise
-            return getattr(self["inner"], name)
-
-    def __call__(self, *args, **kwargs):
-        out = self.inner(*args, **kwargs)
+    def record(out):
         first = out[0] if isinstance(out, tuple) else out
-        self._log.append((self._key, tuple(first.shape)))
+        log.append((key, tuple(first.shape)))
         return out
+
+    hook = Hook(inner)
+    hook.fn = record
+    return hook
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +70,7 @@ def test_slot_outputs_are_hidden_states(arch, loaded):
     try:
         # wrap inner slots first: attn/mlp live inside the blocks
         for (kind, i, slot), orig in reversed(list(zip(slots, originals))):
-            slot.set(Recorder(orig, log, (kind, i)))
+            slot.set(recorder(orig, log, (kind, i)))
         out = model(x)
         mx.eval(out)
     finally:

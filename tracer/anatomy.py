@@ -58,16 +58,17 @@ class Anatomy:
         return Slot(self.layers, i)
 
     def embed_weight(self) -> mx.array:
-        emb = _unwrap(self.embed.get())
+        emb = unwrap(self.embed.get())
         if isinstance(emb, nn.QuantizedEmbedding):
             return mx.dequantize(emb.weight, emb.scales, emb.biases, emb.group_size, emb.bits)
         return emb.weight
 
     def embed_weight_dtype(self):
-        return _unwrap(self.embed.get()).weight.dtype
+        return unwrap(self.embed.get()).weight.dtype
 
 
-def _unwrap(module):
+def unwrap(module):
+    """The module a chain of wrappers (each holding it as `.inner`) stands for."""
     while hasattr(module, "inner"):
         module = module.inner
     return module
@@ -134,7 +135,7 @@ def find_anatomy(model: nn.Module) -> Anatomy:
     norm_name, _ = _child(backbone, NORM_NAMES)
     attn, mlp = [], []
     for i, block in enumerate(layers):
-        block = _unwrap(block)
+        block = unwrap(block)
         a_name, _ = _child(block, ATTENTION_NAMES)
         m_name, _ = _child(block, MLP_NAMES)
         if a_name is None or m_name is None:
@@ -145,9 +146,9 @@ def find_anatomy(model: nn.Module) -> Anatomy:
             )
         attn.append(Slot(block, a_name))
         mlp.append(Slot(block, m_name))
-    hidden = int(_unwrap(embed).weight.shape[-1])
-    if isinstance(_unwrap(embed), nn.QuantizedEmbedding):
-        hidden = hidden * 32 // _unwrap(embed).bits
+    hidden = int(unwrap(embed).weight.shape[-1])
+    if isinstance(unwrap(embed), nn.QuantizedEmbedding):
+        hidden = hidden * 32 // unwrap(embed).bits
     return Anatomy(
         embed=Slot(backbone, embed_name),
         final_norm=Slot(backbone, norm_name) if norm_name else None,

@@ -24,16 +24,19 @@ _EXP2 = [math.log(2) ** k / math.factorial(k) for k in range(7)]  # 2^f = e^(f l
 SWIGLU_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3", "olmo2"}
 
 
-def silu_mul(gate: mx.array, up: mx.array) -> mx.array:
-    """silu(gate) * up = gate / (1 + exp(-gate)) * up."""
-    z = mx.clip(gate * _NEG_LOG2E, -126.0, 126.0)
+def _exp2(z: mx.array) -> mx.array:
+    """2^z for z in [-126, 126]: 2^n in the exponent bits (n = round(z)) times 2^f, f = z - n."""
     n = (z + _ROUND) - _ROUND
     f = z - n
     p = _EXP2[6]
     for c in reversed(_EXP2[:6]):
         p = p * f + c
-    two_n = ((n.astype(mx.int32) + 127) << 23).view(mx.float32)
-    return gate / (1.0 + p * two_n) * up
+    return p * ((n.astype(mx.int32) + 127) << 23).view(mx.float32)
+
+
+def silu_mul(gate: mx.array, up: mx.array) -> mx.array:
+    """silu(gate) * up = gate / (1 + exp(-gate)) * up."""
+    return gate / (1.0 + _exp2(mx.clip(gate * _NEG_LOG2E, -126.0, 126.0))) * up
 
 
 def per_thread_compiled(fn):
@@ -57,14 +60,8 @@ fused_silu_mul = per_thread_compiled(silu_mul)
 
 
 def _exp_below(x: mx.array, top: mx.array) -> mx.array:
-    """exp(x - top) for x <= top, by the same 2^n * polynomial(f) construction."""
-    z = mx.maximum((x - top) * -_NEG_LOG2E, -126.0)
-    n = (z + _ROUND) - _ROUND
-    f = z - n
-    p = _EXP2[6]
-    for c in reversed(_EXP2[:6]):
-        p = p * f + c
-    return p * ((n.astype(mx.int32) + 127) << 23).view(mx.float32)
+    """exp(x - top) for x <= top (below e^-87 it gives 2^-126, not 0)."""
+    return _exp2(mx.maximum((x - top) * -_NEG_LOG2E, -126.0))
 
 
 exp_below = per_thread_compiled(_exp_below)

@@ -27,16 +27,11 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from .anatomy import unwrap
 from .fastops import exp_below, per_thread_compiled
 
 
 PACKED_MODULES = {"mlx_lm.models.llama", "mlx_lm.models.qwen2"}
-
-
-def _unwrap(module):
-    while hasattr(module, "inner") and isinstance(module, nn.Module) and "inner" in module:
-        module = module["inner"]
-    return module
 
 
 def supports_packed(model, anatomy) -> bool:
@@ -46,8 +41,8 @@ def supports_packed(model, anatomy) -> bool:
     if inner is None or getattr(inner, "swa_idx", None) is not None:
         return False
     for i in range(anatomy.n_layers):
-        block = _unwrap(anatomy.block(i).get())
-        attn = _unwrap(block.self_attn)
+        block = unwrap(anatomy.block(i).get())
+        attn = unwrap(block.self_attn)
         if not all(hasattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "rope", "scale")):
             return False
         if any(hasattr(attn, n) for n in ("q_norm", "k_norm")):
@@ -158,12 +153,12 @@ class PackedForward:
     def __init__(self, model, anatomy):
         self.model = model
         self.n_layers = anatomy.n_layers
-        self.blocks = [_unwrap(anatomy.block(i).get()) for i in range(self.n_layers)]
-        self.attns = [_unwrap(b.self_attn) for b in self.blocks]
+        self.blocks = [unwrap(anatomy.block(i).get()) for i in range(self.n_layers)]
+        self.attns = [unwrap(b.self_attn) for b in self.blocks]
         self.head_dims = [a.q_proj.weight.shape[0] // a.n_heads for a in self.attns]
         self.mlps = [b.mlp["inner"] if "inner" in b.mlp else b.mlp for b in self.blocks]  # FastSwiGLU stays
-        self.embed = _unwrap(anatomy.embed.get())
-        self.norm = _unwrap(anatomy.final_norm.get())
+        self.embed = unwrap(anatomy.embed.get())
+        self.norm = unwrap(anatomy.final_norm.get())
 
     def prepare(self, run) -> None:
         """The corrupted run's keys/values as [N*T, kv_heads*hd] rows, once per trace."""

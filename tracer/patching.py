@@ -138,7 +138,7 @@ class PatchableModel:
 
     KIND_SLOTS = ("hidden", "attn", "mlp")
 
-    def __init__(self, model: nn.Module, *, fast_activation: bool = True, packed: bool = True):
+    def __init__(self, model: nn.Module, *, fast_activation: bool = True):
         self.model = model
         anatomy: Anatomy = find_anatomy(model)
         self.anatomy = anatomy
@@ -155,9 +155,7 @@ class PatchableModel:
             _install(anatomy.final_norm, LastPosition)
         self.prefix_cache = supports_prefix_cache(model)
         # the packed forward (packed.py) for plain llama-style models; None: the generic one
-        self.packed = (
-            PackedForward(model, anatomy) if packed and self.prefix_cache and supports_packed(model, anatomy) else None
-        )
+        self.packed = PackedForward(model, anatomy) if self.prefix_cache and supports_packed(model, anatomy) else None
 
     def embedding_std(self) -> float:
         w = self.anatomy.embed_weight().astype(mx.float32)

@@ -70,6 +70,15 @@ def _top(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
     return [Prediction(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in idx]
 
 
+def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix: bool):
+    """(the batched forwards the cells run in, whether they run packed)."""
+    packed = use_prefix and tracer.patchable.packed is not None
+    max_rows, target_tokens = batch_limits(tracer.lm.model, n_tokens, tracer.max_rows, packed)
+    chunks = make_chunks(cells, n_samples, n_tokens, max_rows=max_rows,
+                         target_tokens=tracer.target_tokens or target_tokens, use_prefix=use_prefix, packed=packed)
+    return chunks, packed
+
+
 def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
     if positions == "all":
         return "all"
@@ -170,14 +179,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         target_id=target_id, top_id=corrupt_top_id,
     )
     use_prefix = pm.prefix_cache and corrupt_kv is not None
-    packed = use_prefix and pm.packed is not None
-    if packed:
+    if use_prefix and pm.packed is not None:
         pm.packed.prepare(run)
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
-    max_rows, target_tokens = batch_limits(tracer.lm.model, T, tracer.max_rows, packed)
-    target_tokens = tracer.target_tokens or target_tokens
-    chunks = make_chunks(todo, n_samples, T, max_rows=max_rows, target_tokens=target_tokens,
-                         use_prefix=use_prefix, packed=packed)
+    chunks, _ = plan_chunks(tracer, todo, n_samples, T, use_prefix)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
     if cancel is not None and cancel.is_set():
