@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import mlx.core as mx
 
@@ -45,8 +44,10 @@ class Workers:
         )
 
     def map(self, fn, items, cancel: threading.Event | None = None):
-        """Yield (item, fn(item)) in order, keeping at most `n` items in flight so a
-        cancel takes effect within one batch per worker."""
+        """Yield (item, fn(item)) as each finishes, keeping at most `n` items in flight so
+        a cancel takes effect within one batch per worker. Yielding in completion order
+        keeps every worker busy: in submission order, a worker whose item finished first
+        would wait for the slower one ahead of it."""
         cancelled = lambda: cancel is not None and cancel.is_set()  # noqa: E731
         if self._pool is None:
             for item in items:
@@ -54,7 +55,7 @@ class Workers:
                     return
                 yield item, fn(item)
             return
-        pending: deque = deque()
+        pending: dict = {}  # future -> item
         iterator = iter(items)
         try:
             while True:
@@ -62,15 +63,16 @@ class Workers:
                     item = next(iterator, None)
                     if item is None:
                         break
-                    pending.append((item, self._pool.submit(fn, item)))
+                    pending[self._pool.submit(fn, item)] = item
                 if not pending:
                     return
-                item, future = pending.popleft()
-                yield item, future.result()
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield pending.pop(future), future.result()
         finally:
-            for _, future in pending:
+            for future in pending:
                 future.cancel()
-            for _, future in pending:
+            for future in pending:
                 if not future.cancelled():
                     future.exception()  # wait: no worker may still be using this trace's arrays
 
