@@ -154,8 +154,8 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
 
 
 def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[list[float], list[float]]:
-    logp = logits - logsumexp(logits)
-    p_target = mx.exp(logp[:, run.target_id]).reshape(n_cells, N).mean(axis=1)
+    log_p = logits[:, run.target_id] - logsumexp(logits)[:, 0]  # only the target's column
+    p_target = mx.exp(log_p).reshape(n_cells, N).mean(axis=1)
     diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
     mx.eval(p_target, diff)
     return p_target.tolist(), diff.tolist()
@@ -164,10 +164,10 @@ def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[
 # Token-rows per forward, measured on this 2-core CPU (benchmarks/trace_speed.py). Dense: 256
 # beat 512 and 1024, since smaller forwards group cells by first restored position more tightly,
 # which saves more block evaluations than the larger GEMMs gain. Packed forwards waste nothing on
-# grouping: 512 beat 256, 384 and 1024 (bigger GEMMs, yet arrays that stay in cache). A GPU wants
-# big batches.
+# grouping: with one eval per layer (packed.py), 768 and 1024 (34.8-35.7 s) beat 512 (38-40 s);
+# 768 keeps the last-position logits smaller. A GPU wants big batches.
 CPU_TARGET_TOKENS = 256
-CPU_PACKED_TARGET_TOKENS = 512
+CPU_PACKED_TARGET_TOKENS = 768
 GPU_TARGET_TOKENS = 8192
 
 
