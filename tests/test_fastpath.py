@@ -8,7 +8,8 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tracer.events import TraceRequest
+from tracer.errors import TraceCancelled
+from tracer.events import CellsDone, TraceRequest
 from tracer.fastops import fused_silu_mul, silu_mul
 from tracer.models import load_model
 from tracer.trace import Tracer, run_trace
@@ -147,3 +148,32 @@ def test_attention_equals_mlx_sdpa(n, T, heads, kv_heads):
     got = attention(q, k, v, 0.25, mx.array(mask) if n > 1 else None)
     want = mx.fast.scaled_dot_product_attention(q, k, v, scale=0.25, mask="causal" if n > 1 else None)
     np.testing.assert_allclose(np.array(got), np.array(want), atol=2e-6)
+
+
+class CancelOnSecondCheck(threading.Event):
+    """Reads as set from its second check on: the first is the workers' check before
+    the first forward, so the second can only be one made inside that forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.checks = 0
+
+    def is_set(self):
+        self.checks += 1
+        return self.checks >= 2
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # the packed forward and the generic one
+def test_cancel_stops_a_forward_between_layers(tiny_model_factory, arch):
+    tracer = Tracer(load_model(str(tiny_model_factory(arch))), workers=1)
+    tracer.target_tokens = 10**6  # one big forward per start layer
+    cancel = CancelOnSecondCheck()
+    events = []
+    # mlp cells start at their window's first layer, so every forward computes layers
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("mlp",), samples=2, window=3, seed=1)
+    with pytest.raises(TraceCancelled):
+        run_trace(tracer, req, on_event=events.append, cancel=cancel)
+    assert cancel.checks == 2
+    done = [e for e in events if isinstance(e, CellsDone)]
+    # only the cells that need no forward (positions before the subject) were delivered
+    assert all(e.cells and all(row < 1 for row, _ in e.cells) for e in done)

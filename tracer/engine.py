@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ModelError, TracerError
+from .errors import ModelError, TraceCancelled, TracerError  # noqa: F401  (TraceCancelled: re-exported)
 from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
 
 
@@ -26,10 +26,6 @@ class ModelInfo:
     blas: str
     blas_fast: bool
     device: str
-
-
-class TraceCancelled(Exception):
-    """Raised inside a trace when its cancel event is set."""
 
 
 class Engine:

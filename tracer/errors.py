@@ -12,3 +12,8 @@ class ModelError(TracerError):
 class InputError(TracerError):
     """A prompt, subject or setting is unusable."""
 
+
+class TraceCancelled(Exception):
+    """Raised inside a trace when its cancel event is set (between layers of a forward,
+    or between forwards)."""
+

@@ -19,6 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .anatomy import Anatomy, Slot, find_anatomy
+from .errors import TraceCancelled
 from .fastops import install_fast_mlp
 from .packed import PackedForward, supports_packed
 
@@ -70,6 +71,9 @@ class BlockTap(Tap):
         out = super().__call__(*args, **kwargs)
         if getattr(_local, "eval_blocks", False) and isinstance(out, mx.array):
             mx.eval(out)
+            cancel = getattr(_local, "cancel", None)
+            if cancel is not None and cancel.is_set():
+                raise TraceCancelled()
         return out
 
 
@@ -171,19 +175,20 @@ class PatchableModel:
         w = self.anatomy.embed_weight().astype(mx.float32)
         return float(mx.sqrt(mx.var(w)).item())
 
-    def forward(self, ids: mx.array, *, delta=None, plans=None, cache=None) -> mx.array:
-        """Last-position logits [B, V]; plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer."""
+    def forward(self, ids: mx.array, *, delta=None, plans=None, cache=None, cancel=None) -> mx.array:
+        """Last-position logits [B, V]; plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer;
+        cancel: an Event checked after each block (on CPU), raising TraceCancelled once set."""
         table = {id(self.taps[kind][layer]): plan for (kind, layer), plan in (plans or {}).items()}
         if delta is not None:
             table[id(self.embed)] = delta
         _local.plans = table
         # on CPU, evaluate block by block: MLX's CPU stream thread idles a quarter of the
         # time when handed a whole forward's graph at once (see packed.py)
-        _local.eval_blocks = mx.default_device() == mx.cpu
+        _local.eval_blocks, _local.cancel = mx.default_device() == mx.cpu, cancel
         try:
             logits = self.model(ids, cache=cache) if cache is not None else self.model(ids)
         finally:
-            _local.plans, _local.eval_blocks = None, False
+            _local.plans, _local.eval_blocks, _local.cancel = None, False, None
         return logits[:, -1, :]
 
     def record(self, ids: mx.array, *, delta=None):

@@ -15,6 +15,7 @@ one forward are (cell, noise sample). Work that cannot change is never done:
 from __future__ import annotations
 
 import os
+import threading
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -58,6 +59,7 @@ class Corrupted:
     target_id: int
     top_id: int
     kv_rows: list | None = None  # kv as [L x (keys, values)] [N*T, heads*hd] rows (packed forward)
+    cancel: threading.Event | None = None  # checked between layers: a cancel stops a forward midway
 
 
 def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
@@ -149,7 +151,7 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
     cache = None
     if tmin > 0:
         cache = [PrefixCache(k[sample_of_row, :, :tmin], v[sample_of_row, :, :tmin]) for k, v in run.kv]
-    logits = pm.forward(ids, delta=delta, plans=plans, cache=cache).astype(mx.float32)
+    logits = pm.forward(ids, delta=delta, plans=plans, cache=cache, cancel=run.cancel).astype(mx.float32)
     return _summarize(logits, run, len(cells), N)
 
 

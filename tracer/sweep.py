@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .errors import InputError, TracerError
+from .errors import InputError, TracerError, TraceCancelled
 from .events import KINDS, CellsDone, TraceRequest, TraceResult, check_settings
 
 FORMAT_VERSION = 1
@@ -533,8 +533,6 @@ def run_sweep(
     Runs on the calling thread (which must own the backend's model). Setting
     `cancel` stops at the next batch boundary; the fact in progress is not
     written, so the file stays valid and a rerun resumes."""
-    from .engine import TraceCancelled
-
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
     if config.model is None:

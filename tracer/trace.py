@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from .corruption import noise_delta
-from .errors import InputError
+from .errors import InputError, TraceCancelled
 from .events import CellsDone, check_settings, Log, Prediction, Started, TraceRequest, TraceResult
 from .metrics import cell_metrics
 from .models import LoadedModel
@@ -94,8 +94,6 @@ def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
-    from .engine import TraceCancelled
-
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
     pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
@@ -176,7 +174,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     run = Corrupted(
         ids=corrupt_ids, n_samples=n_samples, delta=delta, states=corrupt_states, kv=corrupt_kv,
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
-        target_id=target_id, top_id=corrupt_top_id,
+        target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
     )
     use_prefix = pm.prefix_cache and corrupt_kv is not None
     if use_prefix and pm.packed is not None:
