@@ -8,7 +8,7 @@ from tracer.errors import InputError
 from tracer.events import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
-from tracer.schedule import window_layers
+from tracer.schedule import make_cells, make_chunks, token_layers, window_layers
 from tracer.trace import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -167,3 +167,15 @@ def test_embedded_model_eiffel(embedded_model):
     assert b <= row < e, f"early/middle peak on token {row}, subject is {b}..{e - 1}"
     row, _ = np.unravel_index(np.argmax(late), late.shape)
     assert row == grid.shape[0] - 1
+
+
+def test_chunks_cover_every_cell_once_cheapest_first_then_costliest():
+    cells = make_cells(("hidden", "mlp", "attn"), "all", 10, 30, 10)
+    for packed in (True, False):
+        chunks = make_chunks(cells, 10, 10, max_rows=10**6, target_tokens=768, use_prefix=True, packed=packed)
+        assert sorted(id(c) for ch in chunks for c in ch.cells) == sorted(id(c) for c in cells)
+        assert all(c.start == ch.start and min(c.positions) >= ch.tmin for ch in chunks for c in ch.cells)
+        cost = [token_layers(ch, 10, 10, 30, packed) for ch in chunks]
+        assert cost[0] == min(cost)  # the first cells arrive at once
+        rest = [(ch.start, ch.tmin) for ch in chunks[1:]]
+        assert rest == sorted(rest) and chunks[1].start == 0  # then the most layers first

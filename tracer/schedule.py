@@ -92,7 +92,7 @@ def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: i
     for cell in cells:
         by_start[cell.start].append(cell)
     chunks = []
-    for start in sorted(by_start, reverse=True):  # late starts are cheap: first cells arrive fast
+    for start in sorted(by_start, reverse=True):
         group = sorted(by_start[start], key=lambda c: -min(c.positions))
         current: list[Cell] = []
         tokens = 0
@@ -107,7 +107,9 @@ def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: i
             tokens = tokens_with
         if current:
             chunks.append(_chunk(start, current, use_prefix))
-    return chunks
+    # the cheapest forward first, so the first cells arrive at once; then the costliest first
+    # (most layers, most positions), so the workers finish together on small ones
+    return chunks[:1] + sorted(chunks[1:], key=lambda c: (c.start, c.tmin))
 
 
 def _chunk(start: int, cells: list[Cell], use_prefix: bool) -> Chunk:
