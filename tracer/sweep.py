@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from .errors import InputError, TracerError, TraceCancelled
+from .errors import InputError, TraceCancelled, TracerError, read_user_file
 from .events import KINDS, CellsDone, TraceRequest, TraceResult, check_settings
 
 FORMAT_VERSION = 1
@@ -60,15 +60,9 @@ class Fact:
 
 def load_facts(path: str) -> list[Fact]:
     """Facts from a JSON list in ROME's known_1000 format; any problem is one InputError line."""
+    raw = read_user_file(path, "facts file")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"facts file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"facts file is a directory: {path}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read facts file {path}: {exc.strerror or exc}") from None
+        data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         raise InputError(f"facts file {path} is not UTF-8 text") from None
     except json.JSONDecodeError as exc:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, read_user_file
 
 GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
 GROUP_LABELS = {
@@ -131,15 +131,7 @@ class SweepReport:
 def read_results(path: str) -> tuple[list[dict], list[str]]:
     """Every result line of a sweep file. A torn last line (a sweep still writing, or
     killed) is left out with a warning; a bad line elsewhere is an InputError."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise InputError(f"results file not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"results file is a directory: {path}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_user_file(path, "results file")
     records, warnings = [], []
     segments, offset = [], 0  # (line number, bytes, ends with a newline) of each non-blank line
     for i, raw in enumerate(data.split(b"\n")):
