@@ -21,7 +21,7 @@ blocks, full attention) whenever the prefix cache is available.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -62,10 +62,26 @@ class _Layout:
     tok_pos: np.ndarray  # [M] position of each token
     tok_row: np.ndarray  # [M] row of each token
     source: mx.array  # [M] row of the corrupted run's [N*T] states each token replays
-    to_padded: mx.array  # [R*(T-t0)] token at each padded query slot (padding reads token 0)
-    from_padded: mx.array  # [M] padded query slot of each token
-    kv_source: mx.array  # [R*T] for each (row, position): a row of [corrupted N*T; computed M]
+    to_padded: np.ndarray  # [R*(T-t0)] token at each padded query slot (padding reads token 0)
+    from_padded: np.ndarray  # [M] padded query slot of each token
+    kv_source: np.ndarray  # [R*T] for each (row, position): a row of [corrupted N*T; computed M]
     last: np.ndarray  # [R] each row's last token
+    _gathers: dict = field(default_factory=dict, repr=False)
+
+    def head_gathers(self, heads: int, kv_heads: int) -> tuple[mx.array, mx.array, mx.array]:
+        """Indices that gather per-head vectors [*, hd] straight into attention's layouts (no
+        transposed copies): queries [M*heads] -> [R, heads, T-t0]; keys/values [(N*T+M)*kv_heads]
+        -> [R, kv_heads, T]; outputs [R, heads, T-t0] -> [M, heads]."""
+        key = (heads, kv_heads)
+        if key not in self._gathers:
+            Tq, T = len(self.to_padded) // self.R, len(self.kv_source) // self.R
+            per_head = np.arange(heads)[None, :, None]
+            q = self.to_padded.reshape(self.R, 1, Tq) * heads + per_head
+            kv = self.kv_source.reshape(self.R, 1, T) * kv_heads + np.arange(kv_heads)[None, :, None]
+            row, slot = np.divmod(self.from_padded, Tq)
+            out = (row[:, None] * heads + np.arange(heads)[None, :]) * Tq + slot[:, None]
+            self._gathers[key] = tuple(mx.array(i.reshape(-1)) for i in (q, kv, out))
+        return self._gathers[key]
 
     @classmethod
     def of(cls, cells, N: int, T: int) -> "_Layout":
@@ -84,8 +100,8 @@ class _Layout:
         pos = np.arange(T)[None, :]
         kv_source = np.where(pos < row_tmin[:, None], row_sample[:, None] * T + pos,
                              N * T + first[:, None] + pos - row_tmin[:, None])
-        return cls(R, M, t0, tok_pos, tok_row, mx.array(row_sample[tok_row] * T + tok_pos), mx.array(to_padded),
-                   mx.array(from_padded), mx.array(kv_source.reshape(-1)), np.cumsum(lengths) - 1)
+        return cls(R, M, t0, tok_pos, tok_row, mx.array(row_sample[tok_row] * T + tok_pos), to_padded,
+                   from_padded, kv_source.reshape(-1), np.cumsum(lengths) - 1)
 
 
 def _rotate(x, cos, sin, traditional: bool):
@@ -222,10 +238,11 @@ class PackedForward:
                 h = h + restore("mlp", layer, self.mlps[layer](block.post_attention_layernorm(h)), last)
                 h = restore("hidden", layer, h, last)
                 break
-            q = rope(attn.q_proj(a), attn.n_heads).reshape(M, -1)
-            q = q[lay.to_padded].reshape(R, Tq, attn.n_heads, -1).transpose(0, 2, 1, 3)
+            to_queries, _, from_outputs = lay.head_gathers(attn.n_heads, attn.n_kv_heads)
+            q = rope(attn.q_proj(a), attn.n_heads)  # [M, heads, hd]
+            q = q.reshape(M * attn.n_heads, -1)[to_queries].reshape(R, attn.n_heads, Tq, -1)
             out = attention(q, keys, values, attn.scale, causal)
-            out = out.transpose(0, 2, 1, 3).reshape(R * Tq, -1)[lay.from_padded]
+            out = out.reshape(R * attn.n_heads * Tq, -1)[from_outputs].reshape(M, -1)
             h = h + restore("attn", layer, attn.o_proj(out))
             h = h + restore("mlp", layer, self.mlps[layer](block.post_attention_layernorm(h)))
             h = restore("hidden", layer, h)
@@ -244,9 +261,10 @@ class PackedForward:
     def _kv(attn, rope, a, cached, lay: _Layout, T: int):
         """Keys and values [R, kv_heads, T, hd]: computed where a row is computed, the
         corrupted run's (cached, as [N*T, kv_heads*hd] rows) elsewhere; one gather each."""
+        _, to_kv, _ = lay.head_gathers(attn.n_heads, attn.n_kv_heads)
         keys = rope(attn.k_proj(a), attn.n_kv_heads).reshape(lay.M, -1)
         out = []
         for new, old in ((keys, cached[0]), (attn.v_proj(a), cached[1])):
-            rows = mx.concatenate([old, new])[lay.kv_source]
-            out.append(rows.reshape(lay.R, T, attn.n_kv_heads, -1).transpose(0, 2, 1, 3))
+            rows = mx.concatenate([old, new]).reshape(-1, old.shape[1] // attn.n_kv_heads)
+            out.append(rows[to_kv].reshape(lay.R, attn.n_kv_heads, T, -1))
         return out
