@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ModelError, TraceCancelled, TracerError  # noqa: F401  (TraceCancelled: re-exported)
+from .errors import ModelError, TraceCancelled, TracerError
 from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
 
 

@@ -87,7 +87,7 @@ def make_chunks(cells: list[Cell], n_samples: int, n_tokens: int, *, max_rows: i
     go together so each forward computes few positions, until it holds about
     `target_tokens` token-rows (large enough for efficient GEMMs). A packed forward
     (packed.py) computes each row from its own first position; a dense one from the
-    chunk's."""
+    chunk's. Order: the cheapest forward, then the costliest first."""
     by_start = defaultdict(list)
     for cell in cells:
         by_start[cell.start].append(cell)

@@ -11,7 +11,7 @@ from textual.widgets import Input
 from tracer.events import CellsDone, Started
 from tracer.plot import format_value, visible
 from tui.app import make_app
-from tui.messages import CellsArrived, RunEvent
+from tui.messages import CellsArrived
 from tui.runner import RunChannel
 from tui.widgets.grid import GridPane, GridTable
 from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
