@@ -5,21 +5,8 @@ prompt, ...), keeps the facts the model predicts correctly (the clean run's top
 token is the first token of " " + attribute), traces each kept fact with
 positions="all" (a tokens x layers grid per kind) and appends one JSON line per
 fact as it finishes. Facts it skips get a line too ({"status": "skipped", ...}),
-so a rerun neither traces nor re-checks anything already in the file.
-
-The file (format version 1), one JSON object per line, each self-contained:
-    common:  v, status ("kept"/"skipped"), known_id, relation_id, prompt, subject,
-             attribute, config {model, kinds, samples, noise, window, seed}
-    kept:    tokens, subject_range [b, e), target, target_id, clean_prob,
-             corrupted_prob, clean_top, corrupted_top ([id, text, p] each),
-             noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds, warnings
-    skipped: skipped (reason code), detail (one line), target, target_id, top ([id, text, p])
-
-Durability: a line is written with one os.write on an O_APPEND descriptor and
-then fsync'ed, so a run killed (even with SIGKILL) loses at most the fact it was
-tracing. A last line without its newline or that does not parse is cut away
-when the sweep resumes, and that fact is redone. A bad line anywhere else is an
-error: the file was edited, not interrupted.
+so a rerun neither traces nor re-checks anything already in the file. The facts
+file, the settings and the results file's format live in `sweep_files`.
 
 Aggregation (the paper's average indirect effect) lives in `sweep_report`.
 Everything here runs on one thread: the engine's (Engine.submit) or the CLI's.
@@ -27,307 +14,34 @@ Everything here runs on one thread: the engine's (Engine.submit) or the CLI's.
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .errors import InputError, TraceCancelled, TracerError, read_user_file
-from .events import KINDS, CellsDone, TraceRequest, TraceResult, check_settings
+from .errors import InputError, TraceCancelled, TracerError
+from .events import CellsDone, TraceRequest, TraceResult
+from .sweep_files import (
+    SKIP_INPUT,
+    SKIP_REASONS,
+    SKIP_WRONG,
+    Check,
+    Fact,
+    ResultsState,
+    ResultsWriter,
+    SweepConfig,
+    config_mismatch,
+    kept_record,
+    load_facts,
+    prepare_output,
+    scan_results,
+    skipped_record,
+)
 
-FORMAT_VERSION = 1
-REQUIRED_FIELDS = ("known_id", "subject", "attribute")
-SKIP_WRONG = "wrong-prediction"  # the clean top token is not the attribute's first token
-SKIP_INPUT = "bad-input"  # subject not in the prompt, empty attribute, prompt too long, ...
-SKIP_REASONS = {SKIP_WRONG: "the model predicts another token", SKIP_INPUT: "unusable prompt, subject or attribute"}
 CHECK_BATCH = 64  # prompts per batched clean forward
 
 
-# ---- facts ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fact:
-    known_id: int | str
-    subject: str
-    attribute: str
-    prompt: str
-    relation_id: str | None = None
-
-
-def load_facts(path: str) -> list[Fact]:
-    """Facts from a JSON list in ROME's known_1000 format; any problem is one InputError line."""
-    raw = read_user_file(path, "facts file")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"facts file {path} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"facts file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(data, list):
-        raise InputError(f"facts file {path} must hold a JSON list of facts (known_1000 format), not a {type(data).__name__}")
-    facts: list[Fact] = []
-    seen: set = set()
-    for i, item in enumerate(data):
-        where = f"facts file {path}: fact #{i}"
-        if not isinstance(item, dict):
-            raise InputError(f"{where} is a {type(item).__name__}, not an object")
-        missing = [k for k in REQUIRED_FIELDS if k not in item]
-        if "prompt" not in item and "template" not in item:
-            missing.append("prompt")
-        if missing:
-            raise InputError(f"{where} has no {', '.join(repr(m) for m in missing)} (need known_id, subject, attribute, prompt)")
-        known_id = item["known_id"]
-        if not isinstance(known_id, (int, str)) or isinstance(known_id, bool):
-            raise InputError(f"{where}: known_id must be a number or a string")
-        for key in ("subject", "attribute"):
-            if not isinstance(item[key], str):
-                raise InputError(f"{where}: {key} must be a string")
-        prompt = item.get("prompt")
-        if prompt is None:
-            template = item["template"]
-            if not isinstance(template, str) or "{}" not in template:
-                raise InputError(f"{where}: template must be a string with a {{}} for the subject")
-            prompt = template.format(item["subject"])
-        if not isinstance(prompt, str):
-            raise InputError(f"{where}: prompt must be a string")
-        if known_id in seen:
-            raise InputError(f"{where}: known_id {known_id!r} appears twice")
-        seen.add(known_id)
-        relation = item.get("relation_id")
-        facts.append(Fact(known_id, item["subject"], item["attribute"], prompt, relation if isinstance(relation, str) else None))
-    return facts
-
-
-# ---- configuration ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Everything that changes a fact's numbers; stored in every line, compared on resume."""
-
-    model: str | None = None  # the loaded model's name; None until the model is loaded
-    kinds: tuple[str, ...] = KINDS
-    samples: int = 10
-    noise: float = 3.0
-    window: int = 10
-    seed: int = 0
-
-    def __post_init__(self):
-        check_settings(self.kinds, self.samples, self.window, self.noise)
-        if len(set(self.kinds)) != len(self.kinds):
-            raise InputError(f"kinds repeat: {', '.join(self.kinds)}")
-
-    def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "kinds": list(self.kinds),
-            "samples": self.samples,
-            "noise": self.noise,
-            "window": self.window,
-            "seed": self.seed,
-        }
-
-    def request(self, fact: Fact) -> TraceRequest:
-        return TraceRequest(
-            prompt=fact.prompt,
-            subject=fact.subject,
-            target=fact.attribute,
-            kinds=tuple(self.kinds),
-            samples=self.samples,
-            noise=self.noise,
-            window=self.window,
-            positions="all",
-            seed=self.seed,
-        )
-
-
-_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "window": "--window", "seed": "--seed", "model": "--model"}
-
-
-def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = True) -> str | None:
-    """A short phrase naming the first setting that differs, or None when they agree."""
-    current = config.to_dict()
-    for key, flag in _FLAG.items():
-        if key == "model" and (not check_model or config.model is None):
-            continue
-        a, b = stored.get(key), current[key]
-        if key == "noise" and isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            same = abs(float(a) - float(b)) < 1e-12
-        else:
-            same = a == b
-        if not same:
-            show = lambda v: ",".join(v) if isinstance(v, list) else v  # noqa: E731
-            return f"{flag} {show(a)} (this run: {show(b)})"
-    return None
-
-
-# ---- the results file ---------------------------------------------------------------------
-
-
-@dataclass
-class ResultsState:
-    """What an existing results file holds, as far as resuming needs."""
-
-    path: str
-    records: dict = field(default_factory=dict)  # known_id -> {"status", "prompt", "subject", "skipped"}
-    config: dict | None = None
-    good_bytes: int = 0  # the file's length up to the end of its last good line
-    dropped_tail: int = 0  # bytes of a partial or corrupt last line (to be cut away)
-
-    @property
-    def kept(self) -> int:
-        return sum(1 for r in self.records.values() if r["status"] == "kept")
-
-    @property
-    def skipped(self) -> int:
-        return sum(1 for r in self.records.values() if r["status"] == "skipped")
-
-
-def _parse_line(raw: bytes) -> dict | None:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(obj, dict) or obj.get("status") not in ("kept", "skipped") or "known_id" not in obj:
-        return None
-    if not isinstance(obj.get("config"), dict):
-        return None
-    return obj
-
-
-def scan_results(path: str) -> ResultsState:
-    """Read an existing results file (a missing or empty one is a fresh start).
-
-    A partial or unparsable LAST line is reported in `dropped_tail` (an
-    interrupted write); a bad line anywhere else, or lines written with
-    different settings, raise InputError."""
-    state = ResultsState(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return state
-    except IsADirectoryError:
-        raise InputError(f"output {path} is a directory") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    segments, offset = [], 0  # (offset, bytes, ends with a newline) of each non-blank line
-    for raw in data.split(b"\n"):
-        if raw.strip():
-            segments.append((offset, raw, offset + len(raw) < len(data)))
-        offset += len(raw) + 1
-    for i, (start, raw, complete) in enumerate(segments):
-        obj = _parse_line(raw) if complete else None
-        if obj is None:
-            if i == len(segments) - 1:  # a torn or garbled last line: cut away, redo that fact
-                state.dropped_tail = len(data) - start
-                state.good_bytes = start
-                return state
-            line_no = data.count(b"\n", 0, start) + 1
-            raise InputError(f"{path} line {line_no} is not a sweep result line; fix or remove it, or choose another --output")
-        if obj.get("v") != FORMAT_VERSION:
-            line_no = data.count(b"\n", 0, start) + 1
-            raise InputError(f"{path} line {line_no} has format version {obj.get('v')!r}; this tracer-tui writes version {FORMAT_VERSION}")
-        if state.config is None:
-            state.config = obj["config"]
-        elif obj["config"] != state.config:
-            line_no = data.count(b"\n", 0, start) + 1
-            raise InputError(f"{path} mixes results of different settings (line {line_no}); use one file per setting")
-        state.records[obj["known_id"]] = {
-            "status": obj["status"],
-            "prompt": obj.get("prompt"),
-            "subject": obj.get("subject"),
-            "skipped": obj.get("skipped"),
-        }
-    state.good_bytes = len(data)
-    return state
-
-
-class ResultsWriter:
-    """Appends whole lines durably; holds an exclusive lock so two sweeps never share a file."""
-
-    def __init__(self, path: str, state: ResultsState):
-        self.path = path
-        try:
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except IsADirectoryError:
-            raise InputError(f"output {path} is a directory") from None
-        except OSError as exc:
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
-        try:
-            import fcntl
-
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except ImportError:  # not on POSIX: no lock
-            pass
-        except OSError as exc:
-            os.close(self.fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise InputError(f"{path} is being written by another sweep") from None
-            raise InputError(f"cannot lock {path}: {exc.strerror or exc}") from None
-        if state.dropped_tail:
-            os.ftruncate(self.fd, state.good_bytes)
-            os.fsync(self.fd)
-
-    def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        view = memoryview(line)
-        while view:  # one write in practice; a short write continues the same line
-            n = os.write(self.fd, view)
-            view = view[n:]
-        os.fsync(self.fd)
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-def prepare_output(path: str, facts: list[Fact], config: SweepConfig) -> ResultsState:
-    """Scan `path` and check it fits this sweep (settings, same facts); before loading the model."""
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise InputError(f"cannot write {path}: directory {parent} does not exist")
-    state = scan_results(path)
-    if state.config is not None:
-        diff = config_mismatch(state.config, config)
-        if diff:
-            raise InputError(f"{path} was written with {diff}; use the same settings to resume, or another --output")
-    by_id = {f.known_id: f for f in facts}
-    for known_id, rec in state.records.items():
-        fact = by_id.get(known_id)
-        if fact is not None and (rec["prompt"] != fact.prompt or rec["subject"] != fact.subject):
-            raise InputError(
-                f"{path} holds known_id {known_id!r} for a different fact ({rec['prompt']!r}); "
-                "is this the same facts file? choose another --output"
-            )
-    return state
-
-
 # ---- the model side -----------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    """Does the model predict the fact? (one clean forward)"""
-
-    ok: bool
-    reason: str | None = None  # SKIP_WRONG or SKIP_INPUT when not ok
-    detail: str = ""
-    target_id: int | None = None
-    target: str | None = None
-    top: tuple[int, str, float] | None = None  # (id, text, prob) of the clean top token
-    target_prob: float | None = None
 
 
 class Backend(Protocol):
@@ -466,53 +180,6 @@ SweepEvent = SweepStarted | FactsChecked | FactSkipped | TracingStarted | FactSt
 # ---- the sweep ------------------------------------------------------------------------------
 
 
-def _top_list(preds) -> list:
-    return [[p.token_id, p.text, p.prob] for p in preds]
-
-
-def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
-    """What every line holds, kept or skipped: the format, the fact and the settings."""
-    return {
-        "v": FORMAT_VERSION,
-        "status": status,
-        "known_id": fact.known_id,
-        "relation_id": fact.relation_id,
-        "prompt": fact.prompt,
-        "subject": fact.subject,
-        "attribute": fact.attribute,
-        "config": config.to_dict(),
-    }
-
-
-def kept_record(fact: Fact, config: SweepConfig, result: TraceResult) -> dict:
-    return {
-        **_fact_fields(fact, config, "kept"),
-        "tokens": list(result.tokens),
-        "subject_range": list(result.subject_range),
-        "target": result.target_text,
-        "target_id": result.target_id,
-        "clean_prob": result.clean_prob,
-        "corrupted_prob": result.corrupted_prob,
-        "clean_top": _top_list(result.clean_top),
-        "corrupted_top": _top_list(result.corrupted_top),
-        "noise_std": result.noise_std,
-        "grids": {kind: {"prob": grid["prob"]} for kind, grid in result.grids.items()},
-        "seconds": round(result.seconds, 3),
-        "warnings": list(result.warnings),
-    }
-
-
-def skipped_record(fact: Fact, config: SweepConfig, check: Check) -> dict:
-    return {
-        **_fact_fields(fact, config, "skipped"),
-        "skipped": check.reason,
-        "detail": check.detail,
-        "target": check.target,
-        "target_id": check.target_id,
-        "top": list(check.top) if check.top else None,
-    }
-
-
 def run_sweep(
     backend: Backend,
     facts: list[Fact],
@@ -642,7 +309,9 @@ __all__ = [
     "FactSkipped",
     "FactStarted",
     "FactsChecked",
+    "ResultsState",
     "ResultsWriter",
+    "SKIP_REASONS",
     "SweepConfig",
     "SweepStarted",
     "SweepSummary",
