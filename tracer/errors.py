@@ -31,3 +31,9 @@ class TraceCancelled(Exception):
     """Raised inside a trace when its cancel event is set (between layers of a forward,
     or between forwards)."""
 
+
+def check_cancel(cancel) -> None:
+    """Raise TraceCancelled once `cancel` (a threading.Event, or None) is set."""
+    if cancel is not None and cancel.is_set():
+        raise TraceCancelled()
+

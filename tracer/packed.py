@@ -28,7 +28,7 @@ import mlx.nn as nn
 import numpy as np
 
 from .anatomy import unwrap
-from .errors import TraceCancelled
+from .errors import check_cancel
 from .fastops import exp_below, per_thread_compiled
 
 
@@ -248,8 +248,7 @@ class PackedForward:
             h = restore("hidden", layer, h)
             if self.eval_each_layer:
                 mx.eval(h)
-                if run.cancel is not None and run.cancel.is_set():
-                    raise TraceCancelled()
+                check_cancel(run.cancel)
         else:  # no layer computed (start == L): the replayed state's last positions
             h = h[mx.array(last)]
         return self._head(self.norm(h))

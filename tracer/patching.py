@@ -19,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from .anatomy import Anatomy, Slot, find_anatomy
-from .errors import TraceCancelled
+from .errors import check_cancel
 from .fastops import install_fast_mlp
 from .packed import PackedForward, supports_packed
 
@@ -71,9 +71,7 @@ class BlockTap(Tap):
         out = super().__call__(*args, **kwargs)
         if getattr(_local, "eval_blocks", False) and isinstance(out, mx.array):
             mx.eval(out)
-            cancel = getattr(_local, "cancel", None)
-            if cancel is not None and cancel.is_set():
-                raise TraceCancelled()
+            check_cancel(getattr(_local, "cancel", None))
         return out
 
 

@@ -158,9 +158,9 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
 
 
 def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[list[float], list[float]]:
-    log_p = logits[:, run.target_id] - logsumexp(logits)[:, 0]  # only the target's column
-    p_target = mx.exp(log_p).reshape(n_cells, N).mean(axis=1)
-    diff = (logits[:, run.target_id] - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
+    target = logits[:, run.target_id]
+    p_target = mx.exp(target - logsumexp(logits)[:, 0]).reshape(n_cells, N).mean(axis=1)  # the target's column only
+    diff = (target - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
     mx.eval(p_target, diff)
     return p_target.tolist(), diff.tolist()
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .errors import InputError, TraceCancelled, TracerError
+from .errors import InputError, TraceCancelled, TracerError, check_cancel
 from .events import CellsDone, TraceRequest, TraceResult
 from .sweep_files import (
     SKIP_INPUT,
@@ -224,8 +224,7 @@ def run_sweep(
             to_trace: list[Fact] = []
             kept_now = skipped_now = 0
             for start in range(0, len(todo), CHECK_BATCH * 4):
-                if cancel is not None and cancel.is_set():
-                    raise TraceCancelled()
+                check_cancel(cancel)
                 chunk = todo[start : start + CHECK_BATCH * 4]
                 for fact, check in zip(chunk, backend.check(chunk)):
                     if check.ok:
@@ -242,8 +241,7 @@ def run_sweep(
             # 2. trace the known facts, one line each as it finishes
             emit(TracingStarted(len(to_trace)))
             for index, fact in enumerate(to_trace):
-                if cancel is not None and cancel.is_set():
-                    raise TraceCancelled()
+                check_cancel(cancel)
                 emit(FactStarted(index, len(to_trace), fact))
                 fact_started = time.perf_counter()
 

@@ -15,7 +15,7 @@ import mlx.core as mx
 import numpy as np
 
 from .corruption import noise_delta
-from .errors import InputError, TraceCancelled
+from .errors import InputError, check_cancel
 from .events import CellsDone, check_settings, Log, Prediction, Started, TraceRequest, TraceResult
 from .metrics import cell_metrics
 from .models import LoadedModel
@@ -176,15 +176,13 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
     )
-    use_prefix = pm.prefix_cache and corrupt_kv is not None
-    if use_prefix and pm.packed is not None:
+    chunks, packed = plan_chunks(tracer, todo, n_samples, T, use_prefix=pm.prefix_cache and corrupt_kv is not None)
+    if packed:
         pm.packed.prepare(run)
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
-    chunks, _ = plan_chunks(tracer, todo, n_samples, T, use_prefix)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
-    if cancel is not None and cancel.is_set():
-        raise TraceCancelled()
+    check_cancel(cancel)
 
     return TraceResult(
         model=tracer.lm.name,
