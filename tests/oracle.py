@@ -10,7 +10,6 @@ import mlx.nn as nn
 import numpy as np
 
 from tracer.anatomy import find_anatomy
-from tracer.corruption import noise_delta
 from tracer.prompts import subject_span, tokenize
 from tracer.schedule import window_layers
 
@@ -54,9 +53,16 @@ def install_hooks(model):
     return anatomy, hooks
 
 
-def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise=3.0, window=3, seed=0,
-                 corrupted_prompt=None, positions="all", target_id=None):
-    """{kind: {"prob": grid, "logit_diff": grid}}, p_clean, p_corrupted, target id."""
+def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window=3, seed=1,
+                 corrupted_prompt=None, positions="all", target_id=None, sever=(), replace=False,
+                 noise_draws=None):
+    """{kind: {"prob": grid, "logit_diff": grid}}, p_clean, p_corrupted, target id.
+
+    Noise as ROME draws and adds it: RandomState(seed).randn(N, e - b, D) x noise_std, added
+    to the subject's embeddings in float64 (or replacing them) and rounded once to float32.
+    sever: also the grids "hidden-severed-<kind>": hidden cells with that kind's outputs at
+    the restored positions held at the corrupted run's values in every layer above the
+    restored one. noise_draws: [N, e - b, D] noise used instead of the Gaussian draws."""
     model, tok = lm.model, lm.tokenizer
     anatomy, hooks = install_hooks(model)
     L = anatomy.n_layers
@@ -65,15 +71,20 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise=3.0, window=3, 
     T = len(clean)
     span = subject_span(prompt, subject, clean)
     if corrupted_prompt is None:
-        std = noise * float(mx.sqrt(mx.var(anatomy.embed_weight().astype(mx.float32))).item())
-        delta = mx.array(noise_delta(seed, samples, T, span, anatomy.hidden_size, std))
+        b, e = span
+        z = np.random.RandomState(seed).randn(samples, e - b, anatomy.hidden_size)
+        x = np.array(anatomy.embed.get().inner(mx.array([clean.ids]))[0].astype(mx.float32), dtype=np.float64)
+        noised = np.repeat(x[None], samples, axis=0)
+        noise = noise_std * z if noise_draws is None else noise_draws
+        noised[:, b:e] = (0.0 if replace else x[None, b:e]) + noise
+        embeds = mx.array(noised.astype(np.float32))
         corrupt_ids = mx.array([clean.ids] * samples)
     else:
-        delta = None
+        embeds = None
         corrupt_ids = mx.array([tokenize(tok, corrupted_prompt).ids])
 
     def last_logits(ids, with_noise):
-        hooks["embed"].fn = (lambda e: e + delta) if with_noise and delta is not None else None
+        hooks["embed"].fn = (lambda e: mx.array(embeds)) if with_noise and embeds is not None else None
         out = model(ids)[:, -1, :].astype(mx.float32)
         hooks["embed"].fn = None
         return np.array(out, dtype=np.float64)
@@ -92,32 +103,45 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise=3.0, window=3, 
         e = np.exp(x - x.max(axis=-1, keepdims=True))
         return e / e.sum(axis=-1, keepdims=True)
 
+    corrupted_values = {}
+    for key, hook in hooks.items():
+        if key != "embed":
+            hook.fn = (lambda k: (lambda out: corrupted_values.__setitem__(k, out) or out))(key)
     corrupt_logits = last_logits(corrupt_ids, True)
+    mx.eval(list(corrupted_values.values()))
+    for key, hook in hooks.items():
+        hook.fn = None
     p_clean_all = softmax(clean_logits)[0]
     p_corrupt_all = softmax(corrupt_logits).mean(axis=0)
     target = int(np.argmax(p_clean_all)) if target_id is None else target_id
     top = int(np.argmax(p_corrupt_all))
 
     rows = list(range(T)) if positions == "all" else [None]
+    def at(restore):
+        keep = np.zeros((1, T, 1), dtype=bool)
+        keep[0, restore, 0] = True
+        return mx.array(keep)
+
+    series = [(kind, None, kind) for kind in kinds] + [("hidden", s, f"hidden-severed-{s}") for s in sever]
     grids = {}
-    for kind in kinds:
+    for kind, severed, name in series:
         prob = np.zeros((len(rows), L))
         diff = np.zeros((len(rows), L))
         for r, t in enumerate(rows):
             restore = [t] if t is not None else list(positions)
             for layer in range(L):
                 l0, l1 = window_layers(kind, layer, window, L)
+                touched = []
                 for j in range(l0, l1):
-                    def patch(out, j=j):
-                        clean_out = recorded[(kind, j)]
-                        keep = np.zeros((1, T, 1), dtype=bool)
-                        keep[0, restore, 0] = True
-                        return mx.where(mx.array(keep), clean_out, out)
-                    hooks[(kind, j)].fn = patch
+                    hooks[(kind, j)].fn = lambda out, j=j: mx.where(at(restore), recorded[(kind, j)], out)
+                    touched.append((kind, j))
+                for j in range(L) if severed else ():
+                    hooks[(severed, j)].fn = lambda out, j=j: mx.where(at(restore), corrupted_values[(severed, j)], out)
+                    touched.append((severed, j))
                 logits = last_logits(corrupt_ids, True)
-                for j in range(l0, l1):
-                    hooks[(kind, j)].fn = None
+                for key in touched:
+                    hooks[key].fn = None
                 prob[r, layer] = softmax(logits)[:, target].mean()
                 diff[r, layer] = (logits[:, target] - logits[:, top]).mean()
-        grids[kind] = {"prob": prob, "logit_diff": diff}
+        grids[name] = {"prob": prob, "logit_diff": diff}
     return grids, float(p_clean_all[target]), float(p_corrupt_all[target]), target

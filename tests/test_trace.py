@@ -46,10 +46,12 @@ def test_engine_equals_oracle(tracers, arch, mode):
     tracer, oracle_lm = tracers(arch)
     corrupted = _substitute(tracer.tokenizer) if mode == "substitution" else None
     kinds = ("hidden", "mlp", "attn")
-    req = TraceRequest(PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=kinds, samples=3, noise=3.0, window=3, seed=7)
+    req = TraceRequest(PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=kinds, samples=3, noise="s3", window=3,
+                       seed=7)
     result = run_trace(tracer, req)
     expected, p_clean, p_corrupt, target = oracle_trace(
-        oracle_lm, PROMPT, SUBJECT, kinds=kinds, samples=3, window=3, seed=7, corrupted_prompt=corrupted
+        oracle_lm, PROMPT, SUBJECT, kinds=kinds, samples=3, window=3, seed=7, corrupted_prompt=corrupted,
+        noise_std=result.noise_std,
     )
     assert result.target_id == target
     assert result.clean_prob == pytest.approx(p_clean, abs=1e-5)
@@ -76,7 +78,7 @@ def test_chosen_positions_equal_oracle(tracers, mode):
                        samples=4, window=4, positions=positions, seed=3)
     result = run_trace(tracer, req)
     expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=4, window=4, seed=3,
-                                corrupted_prompt=corrupted, positions=list(positions))
+                                corrupted_prompt=corrupted, positions=list(positions), noise_std=result.noise_std)
     assert result.positions == list(positions)
     for kind in req.kinds:
         assert len(result.grids[kind]["prob"]) == 1
@@ -119,7 +121,7 @@ def test_noise_is_seeded_and_reported(tracers):
     c = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=2, seed=2))
     assert a.grids == b.grids
     assert a.corrupted_prob != c.corrupted_prob
-    assert a.noise_std == pytest.approx(3.0 * tracer.embedding_std)
+    assert a.noise_std == pytest.approx(3.0 * tracer.subject_sigma())
 
 
 def test_target_option_and_multi_token_warning(tracers):

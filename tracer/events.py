@@ -8,36 +8,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import InputError
-
-KINDS = ("hidden", "mlp", "attn")
+from .settings import KINDS, SETTING_NAMES, TraceSettings  # noqa: F401  (KINDS re-exported)
 
 
-def check_settings(kinds, samples: int, window: int, noise: float) -> None:
-    """The settings every trace needs, checked in one place (InputError names the bad one)."""
-    unknown = [k for k in kinds if k not in KINDS]
-    if unknown or not kinds:
-        raise InputError(f"unknown kind {unknown[0] if unknown else '(none)'!r}: choose from {', '.join(KINDS)}")
-    if samples < 1:
-        raise InputError(f"samples must be at least 1 (got {samples})")
-    if window < 1:
-        raise InputError(f"window must be at least 1 (got {window})")
-    if noise < 0:
-        raise InputError(f"noise must be non-negative (got {noise})")
+def check_settings(kinds, samples: int, window: int, noise) -> None:
+    """Validate settings the old way (sweep config); TraceSettings raises InputError on a bad one."""
+    TraceSettings(kinds=kinds, samples=samples, window=window, noise=noise)
 
 
 @dataclass(frozen=True)
-class TraceRequest:
+class TraceRequest(TraceSettings):
+    """One trace: what to trace, with the settings (TraceSettings' fields, keyword-only).
+
+    Args:
+        prompt: the clean prompt.
+        subject: the words whose embeddings are corrupted (first occurrence in the prompt).
+        corrupted_prompt: set: substitution mode (the corrupted run is this prompt); None: noise.
+        target: the token whose probability is traced; None: the clean run's top token.
+        positions: "all" (the paper's token x layer grid), "subject-last", or token indices
+            restored together (one row per kind).
+    """
+
     prompt: str
     subject: str
-    corrupted_prompt: str | None = None  # set: substitution mode; None: noise mode
-    target: str | None = None  # None: the clean run's top token
-    kinds: tuple[str, ...] = KINDS
-    samples: int = 10
-    noise: float = 3.0  # k: noise std = k x std of the token-embedding values
-    window: int = 10
-    positions: str | tuple[int, ...] = "all"  # "all", "subject-last" or token indices
-    seed: int = 0
+    corrupted_prompt: str | None = None
+    target: str | None = None
+    positions: str | tuple[int, ...] = "all"
+
+    @property
+    def settings(self) -> TraceSettings:
+        return TraceSettings(**{n: getattr(self, n) for n in SETTING_NAMES})
 
 
 @dataclass

@@ -196,27 +196,36 @@ class PackedForward:
         R, M, Tq = lay.R, lay.M, T - lay.t0
         last = lay.last
 
-        restores = {}  # (kind, layer) -> [M] bool
+        restores, freezes = {}, {}  # (kind, layer) -> [M] bool
         for c_i, cell in enumerate(cells):
             hit = (lay.tok_row // N == c_i) & np.isin(lay.tok_pos, cell.positions)
             for layer in range(*cell.layers):
-                key = (cell.kind, layer)
-                restores[key] = restores.get(key, np.zeros(M, dtype=bool)) | hit
+                restores[(cell.kind, layer)] = restores.get((cell.kind, layer), False) | hit
+            for layer in cell.frozen(L):
+                freezes[(cell.sever, layer)] = freezes.get((cell.sever, layer), False) | hit
 
         def restore(kind, layer, h, sel=None):
-            """h with the clean values where (kind, layer) restores; sel: the tokens h holds."""
+            """h with the clean values where (kind, layer) restores, and the corrupted run's where it
+            is frozen (severed paths); sel: the tokens h holds."""
             mask = restores.get((kind, layer))
-            if mask is None:
-                return h
-            positions = lay.tok_pos if sel is None else lay.tok_pos[sel]
-            mask = mask if sel is None else mask[sel]
-            return mx.where(mx.array(mask[:, None]), run.clean[kind][layer][mx.array(positions)], h)
+            if mask is not None:
+                positions = lay.tok_pos if sel is None else lay.tok_pos[sel]
+                mask = mask if sel is None else mask[sel]
+                h = mx.where(mx.array(mask[:, None]), run.clean[kind][layer][mx.array(positions)], h)
+            frozen = freezes.get((kind, layer))
+            if frozen is not None:
+                source = lay.source if sel is None else lay.source[mx.array(sel)]
+                frozen = frozen if sel is None else frozen[sel]
+                values = run.states[kind][layer].reshape(-1, h.shape[-1])[source]
+                h = mx.where(mx.array(frozen[:, None]), values, h)
+            return h
 
         D = run.clean["hidden"][0].shape[-1]
         if start == 0:
-            h = self.embed(mx.array(np.asarray(run.ids)[lay.tok_pos]))
-            if run.delta is not None:
-                h = h + run.delta.reshape(-1, D)[lay.source]
+            if run.embeds is not None:
+                h = run.embeds.reshape(-1, D)[lay.source]
+            else:
+                h = self.embed(mx.array(np.asarray(run.ids)[lay.tok_pos]))
         else:
             h = run.states["hidden"][start - 1].reshape(-1, D)[lay.source]
             h = restore("hidden", start - 1, h)

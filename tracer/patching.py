@@ -35,6 +35,8 @@ class TapPlan:
     replay: mx.array | None = None  # [B, T, D] used instead of computing
     mask: mx.array | None = None  # [B, T, 1] bool: where to restore
     clean: mx.array | None = None  # [T, D] (or [B, T, D]) clean values
+    freeze: mx.array | None = None  # [B, T, 1] bool: where to hold the corrupted run's value
+    frozen: mx.array | None = None  # [B, T, D] the corrupted run's values (severed paths)
     record: bool = False
     recorded: mx.array | None = None
 
@@ -59,6 +61,8 @@ class Tap(nn.Module):
         out = plan.replay if plan.replay is not None else self.inner(*args, **kwargs)
         if plan.mask is not None:
             out = mx.where(plan.mask, plan.clean, out)
+        if plan.freeze is not None:
+            out = mx.where(plan.freeze, plan.frozen, out)
         if plan.record:
             plan.recorded = out
         return out
@@ -76,12 +80,14 @@ class BlockTap(Tap):
 
 
 class EmbedTap(Tap):
-    """Adds a per-row offset to the embedding output (noise on the subject)."""
+    """The embedding output, or given per-row embeddings instead (the noised subject,
+    computed exactly in corruption.py)."""
 
     def __call__(self, ids):
-        out = self.inner(ids)
-        delta = _plans().get(id(self))
-        return out if delta is None else out + delta.astype(out.dtype)
+        embeds = _plans().get(id(self))
+        # a new array object: some models add position embeddings in place (`h += wpe(...)`),
+        # which in MLX rewrites the very array object they were handed
+        return self.inner(ids) if embeds is None else mx.array(embeds)
 
     def as_linear(self, x):
         return self.inner.as_linear(x)
@@ -169,16 +175,13 @@ class PatchableModel:
         # the packed forward (packed.py) for plain llama-style models; None: the generic one
         self.packed = PackedForward(model, anatomy) if self.prefix_cache and supports_packed(model, anatomy) else None
 
-    def embedding_std(self) -> float:
-        w = self.anatomy.embed_weight().astype(mx.float32)
-        return float(mx.sqrt(mx.var(w)).item())
-
-    def forward(self, ids: mx.array, *, delta=None, plans=None, cache=None, cancel=None) -> mx.array:
-        """Last-position logits [B, V]; plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer;
+    def forward(self, ids: mx.array, *, embeds=None, plans=None, cache=None, cancel=None) -> mx.array:
+        """Last-position logits [B, V]; embeds: [B, T, D] used instead of the embedding output;
+        plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer;
         cancel: an Event checked after each block (on CPU), raising TraceCancelled once set."""
         table = {id(self.taps[kind][layer]): plan for (kind, layer), plan in (plans or {}).items()}
-        if delta is not None:
-            table[id(self.embed)] = delta
+        if embeds is not None:
+            table[id(self.embed)] = embeds
         _local.plans = table
         # on CPU, evaluate block by block: MLX's CPU stream thread idles a quarter of the
         # time when handed a whole forward's graph at once (see packed.py)
@@ -189,12 +192,12 @@ class PatchableModel:
             _local.plans, _local.eval_blocks, _local.cancel = None, False, None
         return logits[:, -1, :]
 
-    def record(self, ids: mx.array, *, delta=None):
+    def record(self, ids: mx.array, *, embeds=None):
         """Run once, keeping every block/attn/MLP output and each layer's keys/values:
         ({kind: [L x [B, T, D]]}, logits [B, V], [L x (keys, values)] or None)."""
         plans = {(k, i): TapPlan(record=True) for k in self.KIND_SLOTS for i in range(self.n_layers)}
         cache = [PrefixCache() for _ in range(self.n_layers)] if self.prefix_cache else None
-        logits = self.forward(ids, delta=delta, plans=plans, cache=cache)
+        logits = self.forward(ids, embeds=embeds, plans=plans, cache=cache)
         states = {k: [plans[(k, i)].recorded for i in range(self.n_layers)] for k in self.KIND_SLOTS}
         kv = [c.state for c in cache] if cache is not None else None
         return states, logits, kv

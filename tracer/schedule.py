@@ -24,6 +24,7 @@ import numpy as np
 
 from .fastops import logsumexp
 from .patching import PatchableModel, PrefixCache, TapPlan
+from .settings import severed_name
 
 
 @dataclass
@@ -33,6 +34,16 @@ class Cell:
     layer: int  # grid column
     layers: tuple[int, int]  # restored layers [l0, l1)
     positions: tuple[int, ...]
+    sever: str | None = None  # hidden cells only: this kind's outputs above the layer stay corrupted
+    grid: str = ""  # the grid the cell belongs to (default: its kind)
+
+    def __post_init__(self):
+        self.grid = self.grid or self.kind
+
+    def frozen(self, n_layers: int) -> range:
+        """Layers whose `sever` outputs are held at their corrupted values at the cell's positions:
+        those above the restored layer (freezing lower ones changes nothing, ROME-METHOD.md D6.6)."""
+        return range(self.layers[1], n_layers) if self.sever else range(0)
 
     @property
     def start(self) -> int:
@@ -52,7 +63,7 @@ class Corrupted:
 
     ids: list[int]
     n_samples: int
-    delta: mx.array | None  # [N, T, D] noise, or None (substitution)
+    embeds: mx.array | None  # [N, T, D] the noised embeddings, or None (substitution)
     states: dict  # kind -> [L x [N, T, D]] corrupted outputs
     kv: list | None  # [L x (keys, values)] of the corrupted run, [N, heads, T, hd]
     clean: dict  # kind -> [L x [T, D]] clean outputs
@@ -69,15 +80,18 @@ def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[in
     return max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
 
 
-def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int) -> list[Cell]:
+def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int, sever=()) -> list[Cell]:
+    """Every cell of the grids: per kind, then per severed kind (hidden cells with `sever` set)."""
+    series = [(kind, None) for kind in kinds] + [("hidden", s) for s in sever]
     cells = []
-    for kind in kinds:
+    for kind, severed in series:
+        grid = severed_name(severed) if severed else kind
         for layer in range(n_layers):
             span = window_layers(kind, layer, window, n_layers)
             if positions == "all":
-                cells += [Cell(kind, t, layer, span, (t,)) for t in range(n_tokens)]
+                cells += [Cell(kind, t, layer, span, (t,), severed, grid) for t in range(n_tokens)]
             else:
-                cells.append(Cell(kind, 0, layer, span, tuple(positions)))
+                cells.append(Cell(kind, 0, layer, span, tuple(positions), severed, grid))
     return cells
 
 
@@ -140,20 +154,28 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
     plans: dict = {}
     for layer in range(min(start, pm.n_layers)):
         plans[("hidden", layer)] = TapPlan(replay=run.states["hidden"][layer][sample_of_row, tmin:])
-    masks = defaultdict(lambda: np.zeros((n_rows, T - tmin, 1), dtype=bool))
+    def new_mask():
+        return np.zeros((n_rows, T - tmin, 1), dtype=bool)
+
+    masks, freezes = defaultdict(new_mask), defaultdict(new_mask)
     for c_i, cell in enumerate(cells):
-        rows = slice(c_i * N, (c_i + 1) * N)
+        rows, cols = slice(c_i * N, (c_i + 1) * N), [p - tmin for p in cell.positions]
         for layer in range(*cell.layers):
-            masks[(cell.kind, layer)][rows, [p - tmin for p in cell.positions], 0] = True
+            masks[(cell.kind, layer)][rows, cols, 0] = True
+        for layer in cell.frozen(pm.n_layers):
+            freezes[(cell.sever, layer)][rows, cols, 0] = True
     for (kind, layer), mask in masks.items():
         plan = plans.setdefault((kind, layer), TapPlan())
         plan.mask, plan.clean = mx.array(mask), run.clean[kind][layer][tmin:]
+    for (kind, layer), mask in freezes.items():
+        plan = plans.setdefault((kind, layer), TapPlan())
+        plan.freeze, plan.frozen = mx.array(mask), run.states[kind][layer][sample_of_row, tmin:]
     ids = mx.array([run.ids[tmin:]] * n_rows)
-    delta = None if run.delta is None or start > 0 else run.delta[sample_of_row, tmin:]
+    embeds = None if run.embeds is None or start > 0 else run.embeds[sample_of_row, tmin:]
     cache = None
     if tmin > 0:
         cache = [PrefixCache(k[sample_of_row, :, :tmin], v[sample_of_row, :, :tmin]) for k, v in run.kv]
-    logits = pm.forward(ids, delta=delta, plans=plans, cache=cache, cancel=run.cancel).astype(mx.float32)
+    logits = pm.forward(ids, embeds=embeds, plans=plans, cache=cache, cancel=run.cancel).astype(mx.float32)
     return _summarize(logits, run, len(cells), N)
 
 

@@ -14,9 +14,9 @@ from collections import defaultdict
 import mlx.core as mx
 import numpy as np
 
-from .corruption import noise_delta
+from . import corruption
 from .errors import InputError, check_cancel
-from .events import CellsDone, check_settings, Log, Prediction, Started, TraceRequest, TraceResult
+from .events import CellsDone, Log, Prediction, Started, TraceRequest, TraceResult
 from .metrics import cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
@@ -33,11 +33,33 @@ class Tracer:
         self.tokenizer = lm.tokenizer
         self.patchable = PatchableModel(lm.model)
         self.n_layers = self.patchable.n_layers
-        self.embedding_std = self.patchable.embedding_std()
+        self._sigmas: dict[str, float] = {}  # per model, computed once when first needed
         self.max_rows = max_rows
         self.target_tokens: int | None = None  # token-rows per forward; None: from batch_limits
         self.context_length = _context_length(lm.model)
         self.workers = Workers(default_workers() if workers is None else workers)
+
+    def subject_sigma(self) -> float:
+        """ROME's sigma: the std of the known_1000 subjects' token embeddings (float64)."""
+        if "subject" not in self._sigmas:
+            ids = corruption.subject_token_ids(self.tokenizer, corruption.known_subjects())
+            self._sigmas["subject"] = corruption.pooled_std(self.embed_rows(ids))
+        return self._sigmas["subject"]
+
+    def embedding_sigma(self) -> float:
+        """The std of all token-embedding values (float64)."""
+        if "embedding" not in self._sigmas:
+            self._sigmas["embedding"] = corruption.pooled_std(self.patchable.anatomy.embed_weight())
+        return self._sigmas["embedding"]
+
+    def noise_std(self, rule) -> float:
+        """The absolute noise std of a NoiseRule for this model."""
+        return corruption.noise_std(rule, self.subject_sigma, self.embedding_sigma)
+
+    def embed_rows(self, ids: list[int]) -> np.ndarray:
+        """The embedding module's outputs for the token ids, [len(ids), D] in float64."""
+        out = self.patchable.embed(mx.array([ids]))[0].astype(mx.float32)
+        return np.array(out, dtype=np.float64)
 
     def tokenize(self, prompt: str, subject: str | None = None):
         """(token texts, subject range or None) for previews."""
@@ -97,7 +119,6 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
     pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
-    check_settings(req.kinds, req.samples, req.window, req.noise)
     clean = tokenize(tok, req.prompt)
     T = len(clean)
     if tracer.context_length and T > tracer.context_length:
@@ -112,19 +133,23 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         first_corrupt = check_substitution(clean, corrupted)
         if first_corrupt == T:
             warnings.append("the corrupted prompt tokenizes exactly like the prompt: nothing is corrupted")
-        n_samples, corrupt_ids, delta, noise_std = 1, corrupted.ids, None, 0.0
+        n_samples, corrupt_ids, embeds, noise_std = 1, corrupted.ids, None, 0.0
         mode = "substitution"
     else:
         n_samples, corrupt_ids = req.samples, clean.ids
-        noise_std = req.noise * tracer.embedding_std
-        delta = mx.array(noise_delta(req.seed, n_samples, T, subject, pm.anatomy.hidden_size, noise_std))
+        rule = req.noise_rule
+        noise_std = tracer.noise_std(rule)
+        noise = corruption.draws(rule, req.seed, n_samples, subject[1] - subject[0], pm.anatomy.hidden_size, noise_std)
+        x = tracer.embed_rows(clean.ids)
+        dtype = pm.embed(mx.array([clean.ids[:1]])).dtype
+        embeds = mx.array(corruption.corrupted_embeddings(x, subject, noise, replace=req.replace)).astype(dtype)
         first_corrupt = subject[0]
         mode = "noise"
 
     # clean and corrupted runs, recorded
     clean_states, clean_logits, _ = pm.record(mx.array([clean.ids]))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
-    corrupt_states, corrupt_logits, corrupt_kv = pm.record(corrupt_batch, delta=delta)
+    corrupt_states, corrupt_logits, corrupt_kv = pm.record(corrupt_batch, embeds=embeds)
     mx.eval(clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv)
     clean_probs = np.array(mx.softmax(clean_logits.astype(mx.float32), axis=-1))[0]
     corrupt_probs = np.array(mx.softmax(corrupt_logits.astype(mx.float32), axis=-1)).mean(axis=0)
@@ -141,10 +166,11 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     corrupt_np_logits = np.array(corrupt_logits.astype(mx.float32))
     base_logit_diff = float(np.mean(corrupt_np_logits[:, target_id] - corrupt_np_logits[:, corrupt_top_id]))
 
-    cells = make_cells(req.kinds, positions, T, L, req.window)
+    cells = make_cells(req.kinds, positions, T, L, req.window, req.sever)
     shape = (T if positions == "all" else 1, L)
-    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in ("prob", "recovery", "logit_diff")} for k in req.kinds}
-    emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, tuple(req.kinds), target_text, len(cells)))
+    names = req.grid_names
+    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in ("prob", "recovery", "logit_diff")} for k in names}
+    emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, names, target_text, len(cells)))
     for w in warnings:
         emit(Log("warning", w))
 
@@ -154,7 +180,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         nonlocal done
         by_kind = defaultdict(list)
         for cell, p, d in zip(batch_cells, probs, diffs):
-            by_kind[cell.kind].append((cell, p, d))
+            by_kind[cell.grid].append((cell, p, d))
         for kind, items in by_kind.items():
             rec = [cell_metrics(p, p_clean, p_corrupt) for _, p, _ in items]
             for (cell, p, d), r in zip(items, rec):
@@ -172,7 +198,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     todo = [c for c in cells if max(c.positions) >= first_corrupt]
 
     run = Corrupted(
-        ids=corrupt_ids, n_samples=n_samples, delta=delta, states=corrupt_states, kv=corrupt_kv,
+        ids=corrupt_ids, n_samples=n_samples, embeds=embeds, states=corrupt_states, kv=corrupt_kv,
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
     )
