@@ -29,8 +29,9 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
     assert code == 0, err
     doc = json.loads(out)
     assert set(doc) == {"model", "tokens", "subject_range", "target", "clean_prob", "corrupted_prob", "config", "grids", "timing"}
-    assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": 3.0, "noise_std": doc["config"]["noise_std"],
-                             "window": 3, "positions": "all", "seed": 5, "corruption": "noise"}
+    assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": "s3", "noise_std": doc["config"]["noise_std"],
+                             "replace": False, "window": 3, "positions": "all", "seed": 5, "sever": [],
+                             "corruption": "noise"}
     assert set(doc["target"]) == {"id", "text"} and set(doc["grids"]) == {"hidden", "mlp"}
     T = len(doc["tokens"])
     for grid in doc["grids"].values():
@@ -41,6 +42,7 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
     direct = run_trace(tracer, TraceRequest(PROMPT, "Eiffel Tower", kinds=("hidden", "mlp"), samples=2, window=3, seed=5))
     np.testing.assert_allclose(doc["grids"]["mlp"]["prob"], direct.grids["mlp"]["prob"], atol=1e-7)
     assert doc["config"]["noise_std"] == pytest.approx(direct.noise_std)
+    assert direct.noise_std == pytest.approx(3 * tracer.subject_sigma())
     assert doc["subject_range"] == list(direct.subject_range)
 
 
@@ -105,3 +107,28 @@ def test_slow_blas_is_said_plainly(tiny_model_dir):
     assert proc.returncode == 0, proc.stderr
     assert "warning: slow BLAS" in proc.stderr and "TRACER_BLAS" in proc.stderr
     assert proc.stdout.startswith("kind,token_index")
+
+
+def test_noise_rule_replace_and_sever_flags(capsys, tiny_model_dir):
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "2", "--kinds", "hidden",
+                            "--positions", "subject-last", "--noise", "0.25", "--replace", "--sever", "mlp,attn")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["config"]["noise"], doc["config"]["noise_std"], doc["config"]["replace"]) == ("0.25", 0.25, True)
+    assert doc["config"]["sever"] == ["mlp", "attn"]
+    assert set(doc["grids"]) == {"hidden", "hidden-severed-mlp", "hidden-severed-attn"}
+    code, out, _ = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "hidden", "--noise", "u0.3",
+                          "--positions", "subject-last")
+    assert code == 0 and "corruption: noise u0.3 (uniform on +-0.3, std 0.1732), added" in out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--noise", "nan"], "bad noise rule"), (["--noise", "1e39"], "out of range"), (["--seed", "-1"], "seed"),
+    (["--samples", "1000000000"], "samples must be between 1 and 10000"), (["--sever", "mlp", "--kinds", "mlp"],
+                                                                            "include hidden"),
+    (["--noise", "t3", "--samples", "800"], "at most 1000"),
+])
+def test_bad_settings_are_one_line_exit_2(capsys, tiny_model_dir, flags, message):
+    code, out, err = _trace(capsys, tiny_model_dir, *flags)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and message in err, err

@@ -7,7 +7,8 @@ import sys
 import threading
 
 from .errors import InputError
-from .events import KINDS, CellsDone, TraceRequest
+from .events import CellsDone, TraceRequest
+from .settings import add_settings_arguments, settings_from_args
 
 
 def add_subcommands(sub, add_model_args) -> None:
@@ -17,12 +18,8 @@ def add_subcommands(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--corrupted-prompt", default=None, help="substitute this prompt instead of adding noise")
     p.add_argument("--target", default=None, help="target token (default: the clean run's top token)")
-    p.add_argument("--kinds", default="hidden,mlp,attn")
-    p.add_argument("--samples", type=int, default=10)
-    p.add_argument("--noise", type=float, default=3.0, help="noise std as a multiple of the embeddings' std")
-    p.add_argument("--window", type=int, default=10)
-    p.add_argument("--positions", default="all", help="all | subject-last | I,J,...")
-    p.add_argument("--seed", type=int, default=0)
+    add_settings_arguments(p)
+    p.add_argument("--positions", default="all", help="all | subject-last | I,J,... (default: all)")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
     p.add_argument("--metric", choices=("recovery", "prob", "logit_diff"), default="recovery", help="grid shown by --format text")
     p.add_argument("--output", default=None, help="write here instead of stdout")
@@ -52,16 +49,6 @@ def parse_positions(text: str):
         raise InputError(f"--positions must be all, subject-last or comma-separated integers (got {text!r})") from None
 
 
-def parse_kinds(text: str) -> tuple[str, ...]:
-    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
-    for k in kinds:
-        if k not in KINDS:
-            raise InputError(f"unknown kind {k!r}: choose from {', '.join(KINDS)}")
-    if not kinds:
-        raise InputError("--kinds is empty")
-    return kinds
-
-
 def check_writable(path: str | None) -> None:
     """Fail before any work if the output cannot be written."""
     if path is None:
@@ -80,20 +67,15 @@ def trace_command(args) -> int:
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
+    settings = settings_from_args(args)
     request = TraceRequest(
-        prompt=args.prompt,
-        subject=args.subject,
+        args.prompt,
+        args.subject,
         corrupted_prompt=args.corrupted_prompt,
         target=args.target,
-        kinds=parse_kinds(args.kinds),
-        samples=args.samples,
-        noise=args.noise,
-        window=args.window,
         positions=parse_positions(args.positions),
-        seed=args.seed,
+        **settings.to_dict(),
     )
-    if request.samples < 1 or request.window < 1:
-        raise InputError("--samples and --window must be at least 1")
     check_writable(args.output)
     from . import BLAS
 

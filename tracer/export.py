@@ -24,9 +24,11 @@ def to_json(result) -> dict:
             "samples": req.samples if result.corruption == "noise" else 1,
             "noise": req.noise,
             "noise_std": result.noise_std,
+            "replace": req.replace,
             "window": req.window,
             "positions": result.positions if result.positions == "all" else list(result.positions),
             "seed": req.seed,
+            "sever": list(req.sever),
             "corruption": result.corruption,
         },
         "grids": {kind: {m: grid[m] for m in METRICS} for kind, grid in result.grids.items()},
@@ -75,7 +77,9 @@ def header(result) -> str:
     ]
     if result.corruption == "noise":
         req = result.request
-        lines.append(f"corruption: noise, k={req.noise:g} (std {result.noise_std:.4f}), {req.samples} samples, seed {req.seed}")
+        how = "replacing the subject embeddings" if req.replace else "added to the subject embeddings"
+        lines.append(f"corruption: noise {req.noise_rule.describe(result.noise_std)}, {how}, "
+                     f"{req.samples} samples, seed {req.seed}")
     else:
         lines.append(f"corruption: substitution with {result.request.corrupted_prompt!r}")
     return "\n".join(lines)

@@ -297,7 +297,7 @@ class TracerApp(RunMixin, App):
         if isinstance(self.screen, SweepScreen):
             return
         try:
-            s = self.query_one(SettingsPanel).read()
+            s = self.query_one(SettingsPanel).read().trace
             config = SweepConfig(kinds=s.kinds, samples=s.samples, noise=s.noise, window=s.window, seed=s.seed)
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")

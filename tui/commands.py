@@ -17,7 +17,7 @@ COMMANDS = [
     ("Show grid", "the heatmap tab", "show_tab('tab-grid')"),
     ("Show table", "the numbers tab", "show_tab('tab-table')"),
     ("Show log", "settings, predictions and timings of every run", "show_tab('tab-log')"),
-    ("Show settings", "kinds, samples, noise k, window, seed, export folder", "show_tab('tab-settings')"),
+    ("Show settings", "kinds, samples, noise rule, window, seed, sever, export folder", "show_tab('tab-settings')"),
     ("Choose positions: subject's last token", "reset the token strip's selection", "select_subject_last"),
     ("Next theme", "cycle dark, light, high-contrast", "next_theme"),
     ("Sweeps: average indirect effect", "open a results file or run a sweep over many facts", "sweeps"),

@@ -185,7 +185,7 @@ async def test_bad_input_notifies_and_the_app_keeps_running(engine):
             (lambda: setattr(prompt, "value", ""), "prompt is empty"),
             (lambda: (setattr(prompt, "value", EIFFEL_PROMPT), setattr(subject, "value", "Louvre")), "not in the prompt"),
             (lambda: (setattr(subject, "value", EIFFEL_SUBJECT), setattr(app.query_one("#samples", Input), "value", "0")),
-             "samples must be at least 1"),
+             "samples must be between 1"),
         ]
         for change, message in cases:
             change()

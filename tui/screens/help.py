@@ -29,7 +29,7 @@ at a time from the clean run and measure how much of the answer's probability co
 * *chosen positions*: rows are kinds (hidden, mlp, attn), columns are layers.
 * *all tokens*: the paper's picture, tokens × layers for one kind (**ctrl+g** picks the kind).
 * **ctrl+n** cycles the metric: recovery %, probability, logit difference.
-* **F2** grid · **F3** table · **F4** log · **F5** settings (samples, noise k, window, kinds).
+* **F2** grid · **F3** table · **F4** log · **F5** settings (samples, noise rule, window, kinds, severed paths).
 
 ## Keys
 | key | action |

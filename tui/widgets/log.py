@@ -31,15 +31,18 @@ class RunLog(RichLog):
 
     def settings(self, run_id: int, req: TraceRequest, mode: str) -> None:
         corruption = (f"substitution with {req.corrupted_prompt!r}" if req.corrupted_prompt is not None
-                      else f"noise k={req.noise:g}, {req.samples} samples, seed {req.seed}")
+                      else f"noise {req.noise}{' replacing' if req.replace else ''}, {req.samples} samples, seed {req.seed}")
         where = "all tokens" if req.positions == "all" else f"positions {list(req.positions) if not isinstance(req.positions, str) else req.positions}"
         self.line(f"run {run_id}: prompt {req.prompt!r}, subject {req.subject!r}, target {req.target or '(clean top)'!r}")
-        self.line(f"  {corruption}; kinds {', '.join(req.kinds)}; window {req.window}; {where} ({mode} view)")
+        severed = f"; severed {', '.join(req.sever)}" if req.sever else ""
+        self.line(f"  {corruption}; kinds {', '.join(req.kinds)}{severed}; window {req.window}; {where} ({mode} view)")
 
     def result(self, res: TraceResult) -> None:
         def top(preds):
             return ", ".join(f"{p.text!r} {p.prob:.3f}" for p in preds)
 
+        if res.corruption == "noise":
+            self.line(f"  noise {res.request.noise_rule.describe(res.noise_std)}")
         self.line(f"  clean top-3: {top(res.clean_top)}")
         self.line(f"  corrupted top-3: {top(res.corrupted_top)}")
         self.line(f"  finished in {res.seconds:.2f} s", "done")

@@ -1,16 +1,17 @@
-"""Trace settings (kinds, samples, noise k, window, seed, export folder) and the view bar
+"""Trace settings (kinds, samples, noise rule, window, seed, replace, sever, export folder) and the view bar
 (which grid is shown: chosen positions or all tokens, which kind, which metric)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
-from tracer.events import KINDS
+from tracer.errors import InputError
+from tracer.settings import KINDS, SEVERABLE, TraceSettings
 
 METRIC_CHOICES = [("recovery %", "recovery"), ("probability", "prob"), ("logit difference", "logit_diff")]
 MODE_CHOICES = [("chosen positions", "positions"), ("all tokens", "all")]
@@ -18,12 +19,8 @@ KIND_CHOICES = [(k, k) for k in KINDS]
 
 
 @dataclass
-class TraceSettings:
-    kinds: tuple[str, ...]
-    samples: int
-    noise: float
-    window: int
-    seed: int
+class PanelSettings:
+    trace: TraceSettings  # validated by the engine's one settings record
     export_dir: str
 
 
@@ -31,7 +28,18 @@ class SettingsError(ValueError):
     """A setting the user typed is unusable; the message says which and why."""
 
 
+_FIELDS = {f.name: f for f in fields(TraceSettings)}
+_DEFAULT = TraceSettings()
+
+
+def _help(name: str) -> str:
+    return _FIELDS[name].metadata["help"]
+
+
 class SettingsPanel(VerticalScroll):
+    """The trace settings' fields (defaults and help from tracer.settings.TraceSettings) and the
+    export folder."""
+
     DEFAULT_CSS = """
     SettingsPanel { padding: 0 1; }
     SettingsPanel > Horizontal { height: auto; margin-bottom: 1; }
@@ -50,50 +58,46 @@ class SettingsPanel(VerticalScroll):
         with Horizontal():
             yield Label("Kinds")
             for kind in KINDS:
-                yield Checkbox(kind, True, id=f"kind-{kind}", compact=True)
+                yield Checkbox(kind, kind in _DEFAULT.kinds, id=f"kind-{kind}", compact=True)
+        for name, label, kind in (("samples", "Samples", "integer"), ("noise", "Noise rule", "text"),
+                                  ("window", "Window", "integer"), ("seed", "Seed", "integer")):
+            with Horizontal():
+                yield Label(label)
+                yield Input(str(getattr(_DEFAULT, name)), type=kind, id=name, compact=True, tooltip=_help(name))
+                yield Static(_help(name), classes="hint")
         with Horizontal():
-            yield Label("Samples")
-            yield Input("10", type="integer", id="samples", compact=True, tooltip="noise draws averaged per cell")
-            yield Static("noise draws per cell (noise mode)", classes="hint")
+            yield Label("Corruption")
+            yield Checkbox("replace", _DEFAULT.replace, id="replace", compact=True, tooltip=_help("replace"))
+            yield Static(_help("replace"), classes="hint")
         with Horizontal():
-            yield Label("Noise k")
-            yield Input("3.0", type="number", id="noise", compact=True, tooltip="noise std = k x embedding std")
-            yield Static("noise std = k × std of the embeddings", classes="hint")
-        with Horizontal():
-            yield Label("Window")
-            yield Input("10", type="integer", id="window", compact=True, tooltip="layers restored around each mlp/attn cell")
-            yield Static("layers restored around each mlp/attn cell", classes="hint")
-        with Horizontal():
-            yield Label("Seed")
-            yield Input("0", type="integer", id="seed", compact=True)
-            yield Static("noise seed (same draws for every cell)", classes="hint")
+            yield Label("Sever")
+            for kind in SEVERABLE:
+                yield Checkbox(kind, kind in _DEFAULT.sever, id=f"sever-{kind}", compact=True)
+            yield Static(_help("sever"), classes="hint")
         with Horizontal():
             yield Label("Export folder")
             yield Input(self._export_dir, id="export-dir", compact=True, tooltip="where ctrl+s writes .txt/.csv/.json")
 
-    def read(self) -> TraceSettings:
+    def read(self) -> PanelSettings:
         """The settings, checked; raises SettingsError naming the bad field."""
-        kinds = tuple(k for k in KINDS if self.query_one(f"#kind-{k}", Checkbox).value)
-        if not kinds:
-            raise SettingsError("choose at least one kind (hidden, mlp, attn) in Settings")
-        samples = self._number("samples", int, 1)
-        noise = self._number("noise", float, 0.0)
-        window = self._number("window", int, 1)
-        seed = self._number("seed", int, None)
-        export_dir = self.query_one("#export-dir", Input).value.strip() or "exports"
-        return TraceSettings(kinds, samples, noise, window, seed, export_dir)
-
-    def _number(self, field: str, kind, minimum):
-        text = self.query_one(f"#{field}", Input).value.strip()
+        values = {
+            "kinds": tuple(k for k in KINDS if self.query_one(f"#kind-{k}", Checkbox).value),
+            "noise": self.query_one("#noise", Input).value,
+            "replace": self.query_one("#replace", Checkbox).value,
+            "sever": tuple(k for k in SEVERABLE if self.query_one(f"#sever-{k}", Checkbox).value),
+        }
+        for name in ("samples", "window", "seed"):
+            text = self.query_one(f"#{name}", Input).value.strip()
+            try:
+                values[name] = int(text)
+            except ValueError:
+                raise SettingsError(f"{name}: {text!r} is not a whole number") from None
         try:
-            value = kind(text)
-        except ValueError:
-            raise SettingsError(f"{field}: {text!r} is not {'a whole number' if kind is int else 'a number'}") from None
-        if value != value or value in (float("inf"), float("-inf")):
-            raise SettingsError(f"{field}: {text!r} is not a finite number")
-        if minimum is not None and value < minimum:
-            raise SettingsError(f"{field} must be at least {minimum} (got {text})")
-        return value
+            trace = TraceSettings(**values)
+        except InputError as exc:
+            raise SettingsError(str(exc)) from None
+        export_dir = self.query_one("#export-dir", Input).value.strip() or "exports"
+        return PanelSettings(trace, export_dir)
 
     def set_value(self, field: str, value) -> None:
         widget = self.query_one(f"#{field}")

@@ -1,0 +1,66 @@
+"""Severed paths (the paper's Figure 3): the engine's batched series against a one-forward-per-cell loop."""
+
+import numpy as np
+import pytest
+
+from oracle import oracle_trace
+from tracer.events import TraceRequest
+from tracer.models import load_model
+from tracer.prompts import tokenize
+from tracer.trace import Tracer, run_trace
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+SEVERED = ("hidden-severed-mlp", "hidden-severed-attn")
+
+
+@pytest.fixture(scope="module")
+def models(tiny_model_factory):
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            path = str(tiny_model_factory(arch))
+            cache[arch] = (Tracer(load_model(path), max_rows=7), load_model(path))
+        return cache[arch]
+
+    return get
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # the packed forward, and the generic one
+@pytest.mark.parametrize("positions", ["all", "subject-last", "chosen"])
+def test_severed_series_equal_oracle(models, arch, positions):
+    tracer, oracle_lm = models(arch)
+    n = len(tokenize(tracer.tokenizer, PROMPT))
+    chosen = {"all": "all", "subject-last": "subject-last", "chosen": (2, n - 1)}[positions]
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), sever=("mlp", "attn"), samples=3, positions=chosen)
+    result = run_trace(tracer, req)
+    assert set(result.grids) == {"hidden", *SEVERED}
+    oracle_positions = {"all": "all", "subject-last": [result.subject_range[1] - 1], "chosen": [2, n - 1]}[positions]
+    expected, p_clean, p_corrupt, _ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=("hidden",), samples=3,
+                                                   noise_std=result.noise_std, positions=oracle_positions,
+                                                   sever=("mlp", "attn"))
+    for name in ("hidden", *SEVERED):
+        np.testing.assert_allclose(result.grids[name]["prob"], expected[name]["prob"], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(result.grids[name]["logit_diff"], expected[name]["logit_diff"], atol=1e-4)
+        recovery = 100 * (np.array(result.grids[name]["prob"]) - p_corrupt) / (p_clean - p_corrupt)
+        np.testing.assert_allclose(result.grids[name]["recovery"], recovery, atol=100 * 2e-5 / abs(p_clean - p_corrupt))
+    # severing changes something (the test could fail), and never at the last layer: nothing is above it
+    change = np.abs(np.array(result.grids["hidden"]["prob"]) - result.grids["hidden-severed-mlp"]["prob"])
+    assert change.max() > 1e-5
+    for name in SEVERED:
+        np.testing.assert_allclose(np.array(result.grids[name]["prob"])[:, -1],
+                                   np.array(result.grids["hidden"]["prob"])[:, -1], atol=1e-6)
+
+
+def test_severed_in_substitution_mode_equals_oracle(models):
+    tracer, oracle_lm = models("llama")
+    n = len(tokenize(tracer.tokenizer, PROMPT))
+    corrupted = next(PROMPT.replace(SUBJECT, o) for o in ("Louvre Museum", "Space Needle", "Big Ben", "Colosseum")
+                     if len(tokenize(tracer.tokenizer, PROMPT.replace(SUBJECT, o))) == n)
+    req = TraceRequest(PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=("hidden",), sever=("mlp",))
+    result = run_trace(tracer, req)
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=("hidden",), corrupted_prompt=corrupted,
+                                sever=("mlp",))
+    np.testing.assert_allclose(result.grids["hidden-severed-mlp"]["prob"], expected["hidden-severed-mlp"]["prob"],
+                               atol=1e-5)
