@@ -25,7 +25,6 @@ import numpy as np  # noqa: E402
 from tracer import BLAS  # noqa: E402
 from tracer.blas import set_blas_threads  # noqa: E402
 from tracer.anatomy import find_anatomy  # noqa: E402
-from tracer.corruption import noise_delta  # noqa: E402
 from tracer.events import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.prompts import subject_span, tokenize  # noqa: E402
@@ -39,7 +38,7 @@ PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
 
 
-def naive_paper_loop(lm, kinds, samples, noise_k, window, seed):
+def naive_paper_loop(lm, kinds, samples, noise_std, window, seed):
     """One forward of [clean, corrupted x N] per cell, full logits, clean row's state copied in."""
     model, tok = lm.model, lm.tokenizer
     anatomy, hooks = install_hooks(model)
@@ -48,10 +47,12 @@ def naive_paper_loop(lm, kinds, samples, noise_k, window, seed):
     tokens = tokenize(tok, PROMPT)
     T = len(tokens)
     span = subject_span(PROMPT, SUBJECT, tokens)
-    std = noise_k * float(mx.sqrt(mx.var(anatomy.embed_weight())).item())
-    noise = noise_delta(seed, samples, T, span, anatomy.hidden_size, std)
-    delta = mx.array(np.concatenate([np.zeros((1, T, noise.shape[2]), np.float32), noise]))
-    embed.fn = lambda e: e + delta
+    b, e = span  # ROME's noise: RandomState draws added in float64 to rows 1..N, rounded once
+    x = np.array(embed.inner(mx.array([tokens.ids]))[0], dtype=np.float64)
+    rows = np.repeat(x[None], samples + 1, axis=0)
+    rows[1:, b:e] += noise_std * np.random.RandomState(seed).randn(samples, e - b, anatomy.hidden_size)
+    embeds = mx.array(rows.astype(np.float32))
+    embed.fn = lambda _: mx.array(embeds)
     ids = mx.array([tokens.ids] * (samples + 1))
     probs = mx.softmax(model(ids).astype(mx.float32), axis=-1)
     target = int(mx.argmax(probs[0, -1]).item())
@@ -111,7 +112,7 @@ def main() -> None:
     ap.add_argument("--kinds", default="hidden,mlp,attn")
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--window", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--target-tokens", type=int, default=None, help="token-rows per forward (default: the engine's)")
     ap.add_argument("--skip-naive", action="store_true", help="only our engine (the naive loop takes minutes)")
     args = ap.parse_args()
@@ -153,7 +154,7 @@ def main() -> None:
         return
     naive_lm = load_model()
     start = time.perf_counter()
-    naive, _, _ = naive_paper_loop(naive_lm, kinds, args.samples, 3.0, args.window, args.seed)
+    naive, _, _ = naive_paper_loop(naive_lm, kinds, args.samples, result.noise_std, args.window, args.seed)
     naive_s = time.perf_counter() - start
     diff = max(np.abs(np.array(result.grids[k]["prob"]) - naive[k]).max() for k in kinds)
     print(f"{'(b) naive loop, paper schedule':34s}{naive_s:10.1f}{paper_tl:14,d}{naive_s / paper_tl * 1e6:16.1f}")
