@@ -1,5 +1,6 @@
 """tracer.memory: freed blocks stay in the process (no page faults on the next
-malloc), and TRACER_MALLOC=default leaves glibc alone."""
+malloc), and TRACER_MALLOC=default leaves glibc alone. The app and CLI opt in at their
+entry point; a plain `import tracer` leaves the process's malloc alone."""
 
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 CHECK = """
 import ctypes, resource, sys
 import tracer
+tuned = tracer.keep_freed_memory() if sys.argv[1] == "opt-in" else False
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
@@ -23,13 +25,13 @@ def faults_for_block():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
 faults_for_block()  # the first block may fault its pages in
-print(tracer.MALLOC_TUNED, faults_for_block())
+print(tuned, faults_for_block())
 """
 
 
-def run(env_value):
+def run(env_value, opt_in="opt-in"):
     env = {"TRACER_MALLOC": env_value} if env_value else {}
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-c", CHECK, opt_in], capture_output=True, text=True, timeout=60,
                          env={**os.environ, **env})
     assert out.returncode == 0, out.stderr
     tuned, faults = out.stdout.split()
@@ -48,3 +50,10 @@ def test_default_switch_leaves_glibc_alone():
     tuned, faults = run("default")
     assert not tuned
     assert faults > 6000  # glibc maps a 24 MiB block afresh and unmaps it on free
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings")
+def test_importing_the_library_leaves_malloc_alone():
+    tuned, faults = run(None, opt_in="import-only")
+    assert not tuned
+    assert faults > 6000

@@ -1,7 +1,58 @@
-"""tracer: the causal-tracing engine (MLX only, no UI)."""
+"""tracer: causal tracing (Meng et al., ROME, NeurIPS 2022) for MLX language models.
+
+    import tracer
+    model = tracer.load()                       # embedded SmolLM2-135M; or a GGUF path, an mlx-lm dir, an HF id
+    result = tracer.trace(model, "The Eiffel Tower is located in the city of", "Eiffel Tower",
+                          kinds=("mlp",), positions="subject-last", samples=10)
+    result.grid("mlp")                          # numpy [rows, layers] of P(target)
+    result.grid("mlp", "recovery")              # any metric by name
+    tracer.predict(model, "The Eiffel Tower is located in the city of", k=5)
+    tracer.patch(model, clean_prompt, corrupted_prompt, kind="mlp", layers=[8])
+
+Import tracer before anything imports mlx.core: on Linux it loads a fast BLAS first,
+which must precede MLX (imported after MLX, the bundled reference BLAS stays in use,
+5-60x slower; tracer then warns, and `tracer.BLAS` and `tracer-tui doctor` say so).
+The engine never imports Textual.
+"""
+
+import warnings as _warnings
 
 from .blas import load_fast_blas
-from .memory import keep_freed_memory
 
-BLAS = load_fast_blas()  # before anything imports mlx.core
-MALLOC_TUNED = keep_freed_memory()  # before MLX's threads start allocating
+BLAS = load_fast_blas()  # before anything below imports mlx.core
+
+
+class SlowBlasWarning(UserWarning):
+    """MLX runs on its bundled reference BLAS (matmul 30-60x slower)."""
+
+
+if BLAS.imported_too_late:
+    _warnings.warn(f"tracer: {BLAS.note}", SlowBlasWarning, stacklevel=2)
+
+from .api import PatchedRun, load, patch, predict, trace  # noqa: E402
+from .errors import InputError, ModelError, TraceCancelled, TracerError  # noqa: E402
+from .events import Prediction, TraceRequest, TraceResult  # noqa: E402
+from .memory import keep_freed_memory  # noqa: E402
+from .settings import NoiseRule, TraceSettings  # noqa: E402
+from .trace import Tracer  # noqa: E402
+
+__all__ = [
+    "BLAS",
+    "InputError",
+    "ModelError",
+    "NoiseRule",
+    "PatchedRun",
+    "Prediction",
+    "SlowBlasWarning",
+    "TraceCancelled",
+    "TraceRequest",
+    "TraceResult",
+    "TraceSettings",
+    "Tracer",
+    "TracerError",
+    "keep_freed_memory",
+    "load",
+    "patch",
+    "predict",
+    "trace",
+]

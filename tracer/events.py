@@ -74,6 +74,35 @@ class TraceResult:
         first = next(iter(self.grids.values()))
         return len(first["prob"][0])
 
+    def grid(self, kind: str, metric: str = "prob"):
+        """One grid as a numpy array [rows, layers].
+
+        Args:
+            kind: "hidden", "mlp", "attn" (those traced) or "hidden-severed-mlp"/"-attn".
+            metric: "prob" (P(target)), "recovery" (%) or "logit_diff".
+
+        Returns:
+            float64 array; rows are tokens (positions "all") or one row (chosen positions).
+
+        Raises:
+            InputError: the kind was not traced or the metric is unknown.
+        """
+        import numpy as np
+
+        from .errors import InputError
+
+        if kind not in self.grids:
+            raise InputError(f"no {kind!r} grid in this result (it has {', '.join(self.grids)})")
+        if metric not in self.grids[kind]:
+            raise InputError(f"unknown metric {metric!r}: choose from {', '.join(self.grids[kind])}")
+        return np.array(self.grids[kind][metric], dtype=np.float64)
+
+    def to_dict(self) -> dict:
+        """The result as the CLI's JSON document (plain Python values)."""
+        from .export import to_json
+
+        return to_json(self)
+
 
 # ---- events posted while a trace runs -------------------------------------------------
 

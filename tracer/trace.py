@@ -56,6 +56,18 @@ class Tracer:
         """The absolute noise std of a NoiseRule for this model."""
         return corruption.noise_std(rule, self.subject_sigma, self.embedding_sigma)
 
+    def noised_embeddings(self, ids: list[int], subject: tuple[int, int], settings) -> tuple[mx.array, float]:
+        """The corrupted run's input: [samples, T, D] embeddings with the subject's rows noised
+        by `settings`' rule (ROME's draws, float64 sum), and the noise's absolute std."""
+        rule = settings.noise_rule
+        std = self.noise_std(rule)
+        hidden = self.patchable.anatomy.hidden_size
+        noise = corruption.draws(rule, settings.seed, settings.samples, subject[1] - subject[0], hidden, std)
+        x = self.embed_rows(ids)
+        dtype = self.patchable.embed(mx.array([ids[:1]])).dtype
+        embeds = corruption.corrupted_embeddings(x, subject, noise, replace=settings.replace)
+        return mx.array(embeds).astype(dtype), std
+
     def embed_rows(self, ids: list[int]) -> np.ndarray:
         """The embedding module's outputs for the token ids, [len(ids), D] in float64."""
         out = self.patchable.embed(mx.array([ids]))[0].astype(mx.float32)
@@ -137,12 +149,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         mode = "substitution"
     else:
         n_samples, corrupt_ids = req.samples, clean.ids
-        rule = req.noise_rule
-        noise_std = tracer.noise_std(rule)
-        noise = corruption.draws(rule, req.seed, n_samples, subject[1] - subject[0], pm.anatomy.hidden_size, noise_std)
-        x = tracer.embed_rows(clean.ids)
-        dtype = pm.embed(mx.array([clean.ids[:1]])).dtype
-        embeds = mx.array(corruption.corrupted_embeddings(x, subject, noise, replace=req.replace)).astype(dtype)
+        embeds, noise_std = tracer.noised_embeddings(clean.ids, subject, req)
         first_corrupt = subject[0]
         mode = "noise"
 

@@ -6,7 +6,9 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    import tracer  # noqa: F401 - loads a fast BLAS before anything imports mlx.core
+    import tracer  # loads a fast BLAS before anything imports mlx.core
+
+    tracer.keep_freed_memory()  # the app and CLI keep freed blocks (tracer/memory.py); library users opt in
     from tracer.cli import run_cli
 
     code = run_cli(sys.argv[1:] if argv is None else argv)

@@ -1,0 +1,168 @@
+"""The Python front door: load a model, predict, patch one run, trace a fact.
+
+    import tracer
+    model = tracer.load()                                   # the embedded SmolLM2-135M
+    tracer.predict(model, "The Eiffel Tower is located in the city of", k=5)
+    result = tracer.trace(model, "The Eiffel Tower is located in the city of", "Eiffel Tower",
+                          kinds=("mlp",), positions="subject-last")
+    result.grid("mlp")                                      # numpy [rows, layers] of P(target)
+
+Everything runs on the calling thread (plus the engine's own worker threads during a
+trace); MLX streams are thread-local, so use a model from the thread that loaded it.
+Tracing installs taps (thin pass-through wrappers) into the model it is given.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import mlx.core as mx
+import numpy as np
+
+from .errors import InputError
+from .events import TraceRequest, TraceResult
+from .models import load_model
+from .patching import TapPlan
+from .prompts import check_substitution, subject_span, tokenize
+from .settings import KINDS, TraceSettings
+from .trace import Tracer, resolve_positions, run_trace
+
+
+def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
+    """Load a model ready for tracing.
+
+    Args:
+        model: None for the embedded SmolLM2-135M-Instruct (offline), a llama-family
+            ``.gguf`` file, an mlx-lm model directory, or a Hugging Face repo id.
+        keep_quantized: keep quantized weights packed (on CPU they are dequantized to
+            float32 by default: faster, and exact).
+        workers: engine worker threads for traces (default: 2 on a multi-core CPU).
+
+    Returns:
+        A ``Tracer``: the model, its tokenizer and the engine's state (cached sigmas).
+
+    Raises:
+        ModelError: the model cannot be found, read or understood.
+    """
+    return Tracer(load_model(model, keep_quantized=keep_quantized), workers=workers)
+
+
+def predict(model: Tracer, prompt: str, *, k: int = 5) -> list[tuple[str, float]]:
+    """The model's top-k next tokens after `prompt`.
+
+    Args:
+        model: from ``load``.
+        prompt: the text to continue.
+        k: how many tokens.
+
+    Returns:
+        ``[(token text, probability), ...]``, most probable first.
+
+    Raises:
+        InputError: the prompt is empty or k < 1.
+    """
+    if k < 1:
+        raise InputError(f"k must be at least 1 (got {k})")
+    return [(p.text, p.prob) for p in model.predict([prompt], k)[0]]
+
+
+def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | None = None,
+          target: str | None = None, positions="all", on_event=None,
+          cancel: threading.Event | None = None, **settings) -> TraceResult:
+    """Causal trace of one fact, as in ROME.
+
+    Args:
+        model: from ``load``.
+        prompt: the clean prompt.
+        subject: the words whose embeddings are corrupted (their first occurrence).
+        corrupted_prompt: trace against this prompt instead of noise (same token count).
+        target: the traced token; default: the clean run's top token (as ROME).
+        positions: "all" (the paper's token x layer grid), "subject-last", or token
+            indices restored together.
+        on_event: called with each event (Started, CellsDone, ...) as the trace runs,
+            from the engine's threads.
+        cancel: a threading.Event; once set, the trace stops and raises TraceCancelled.
+        **settings: TraceSettings' fields, with the CLI's names and defaults: kinds
+            (("hidden", "mlp", "attn")), samples (10), noise ("s3"), replace (False),
+            window (10), seed (1), sever (()).
+
+    Returns:
+        A TraceResult: ``grid(kind, metric)`` as numpy arrays, ``clean_prob``,
+        ``corrupted_prob``, ``clean_top``, ``corrupted_top``, ``warnings``, ``to_dict()``.
+
+    Raises:
+        InputError: a bad prompt, subject, position or setting (the message says which).
+        TraceCancelled: `cancel` was set.
+    """
+    request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
+                           positions=positions, **settings)
+    return run_trace(model, request, on_event=on_event, cancel=cancel)
+
+
+@dataclass
+class PatchedRun:
+    """One patched run's next-token distribution (mean over noise samples)."""
+
+    probs: np.ndarray  # [vocab]
+    top: list[tuple[str, float]]  # the top-k (text, probability)
+    restored: dict  # kind, layers, positions (token indices)
+
+
+def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None, *, kind: str = "mlp",
+          layers=(8,), positions="all", subject: str | None = None, k: int = 5, **settings) -> PatchedRun:
+    """Run the corrupted input with some clean states restored (the seed tutorial's Part 1).
+
+    Args:
+        model: from ``load``.
+        clean_prompt: the prompt whose states are restored.
+        corrupted_prompt: the corrupted run's prompt (same token count); None: the clean
+            prompt with the subject's embeddings noised (`subject` and the noise settings).
+        kind: "hidden", "mlp" or "attn": which output is restored.
+        layers: the layers restored, all at once (no window).
+        positions: "all", "subject-last" (needs `subject`) or token indices.
+        subject: the subject, for noise and for "subject-last".
+        k: the number of top tokens returned.
+        **settings: noise, samples, seed, replace (as in ``trace``).
+
+    Returns:
+        A PatchedRun: ``probs`` [vocab], ``top`` [(text, prob)], ``restored``.
+
+    Raises:
+        InputError: bad prompts, kind, layers or positions.
+    """
+    if kind not in KINDS:
+        raise InputError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
+    config = TraceSettings(**settings)
+    pm = model.patchable
+    clean = tokenize(model.tokenizer, clean_prompt)
+    T = len(clean)
+    span = subject_span(clean_prompt, subject, clean) if subject else None
+    layer_list = sorted({int(layer) for layer in ([layers] if isinstance(layers, int) else layers)})
+    if not layer_list or not all(0 <= layer < model.n_layers for layer in layer_list):
+        raise InputError(f"layers must be in 0..{model.n_layers - 1} (got {list(layers)})")
+    if positions == "all":
+        chosen = list(range(T))
+    elif positions == "subject-last" and span is None:
+        raise InputError('positions="subject-last" needs the subject')
+    else:
+        chosen = resolve_positions(positions, span or (0, T), T)
+    if corrupted_prompt is not None:
+        ids = tokenize(model.tokenizer, corrupted_prompt)
+        check_substitution(clean, ids)
+        batch, embeds = mx.array([ids.ids]), None
+    elif span is None:
+        raise InputError("give a corrupted prompt, or the subject to corrupt with noise")
+    else:
+        embeds, _ = model.noised_embeddings(clean.ids, span, config)
+        batch = mx.array([clean.ids] * config.samples)
+    states, _, _ = pm.record(mx.array([clean.ids]))
+    mask = np.zeros((batch.shape[0], T, 1), dtype=bool)
+    mask[:, chosen] = True
+    plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=states[kind][layer][0]) for layer in layer_list}
+    logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
+    probs = np.array(mx.softmax(logits, axis=-1), dtype=np.float64).mean(axis=0)
+    top = np.argsort(-probs)[:k]
+    texts = [model.tokenizer.decode([int(i)], skip_special_tokens=False) for i in top]
+    return PatchedRun(probs, [(t, float(probs[i])) for t, i in zip(texts, top)],
+                      {"kind": kind, "layers": layer_list, "positions": chosen})
