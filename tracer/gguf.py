@@ -1,7 +1,9 @@
 """GGUF (llama family) -> mlx-lm llama model + `tokenizers` tokenizer.
 
-Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0 stay packed as weight/scales/
-biases with group size 32). llama.cpp permutes Q/K rows for interleaved RoPE,
+Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0
+stay packed as weight/scales/biases with group size 32, the scales and biases
+in float16; the biases of Q4_0/Q8_0 are -8*scale and -128*scale, which float16
+holds exactly). llama.cpp permutes Q/K rows for interleaved RoPE,
 so the model is built with `rope_traditional=True`.
 """
 
@@ -13,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+from .dequant import dequantize_f32
 from .errors import ModelError
 
 GGUF_GROUP_SIZE = 32
@@ -116,7 +119,9 @@ def _bits(weights: dict, prefix: str) -> int:
 
 
 def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32):
-    """A ready mlx-lm llama model from GGUF tensors."""
+    """A ready mlx-lm llama model from GGUF tensors. With `dequantize`, quantized
+    tensors become exact float32 weights (see tracer.dequant); otherwise their
+    layers are quantized MLX layers."""
     from mlx_lm.models import llama
 
     args = model_args(meta)
@@ -128,14 +133,13 @@ def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32
     bits_of = {p: _bits(mapped, p) for p in quantized}
     if dequantize:
         for prefix in quantized:
-            w = mx.dequantize(
+            mapped[prefix + ".weight"] = dequantize_f32(
                 mapped.pop(prefix + ".weight"),
                 mapped.pop(prefix + ".scales"),
-                mapped.pop(prefix + ".biases", None),
+                mapped.pop(prefix + ".biases"),
                 group_size=GGUF_GROUP_SIZE,
                 bits=bits_of[prefix],
             )
-            mapped[prefix + ".weight"] = w
     elif quantized:
         nn.quantize(
             model,
