@@ -1,6 +1,7 @@
 """GGUF (llama family) -> mlx-lm llama model + `tokenizers` tokenizer.
 
-Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0
+The header is checked in pure Python first (tracer.gguf_header: MLX's native
+parser crashes on crafted headers). Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0
 stay packed as weight/scales/biases with group size 32, the scales and biases
 in float16; the biases of Q4_0/Q8_0 are -8*scale and -128*scale, which float16
 holds exactly). llama.cpp permutes Q/K rows for interleaved RoPE,
@@ -17,6 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
 from .dequant import dequantize_f32
 from .errors import ModelError
+from .gguf_header import validate_gguf
 
 GGUF_GROUP_SIZE = 32
 SUPPORTED_ARCHS = ("llama",)
@@ -56,6 +58,7 @@ def read_gguf(path: str) -> tuple[dict, dict]:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from None
     if magic != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (bad magic {magic!r})")
+    validate_gguf(path)
     try:
         return mx.load(path, return_metadata=True)
     except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
