@@ -117,3 +117,34 @@ def decode(raw: bytes, ggml_type: int) -> np.ndarray:
         b = np.frombuffer(raw, _Q8_0)
         return (b["d"].astype(np.float32)[:, None] * b["qs"].astype(np.float32)).reshape(-1)
     raise ValueError(f"no decoder for ggml type {ggml_type}")
+
+
+def raw_gguf(kvs: list[bytes], infos: list[bytes], data: bytes = b"", *, n_tensors: int | None = None,
+             n_kv: int | None = None, version: int = 3, alignment: int = 32) -> bytes:
+    """A GGUF laid out from ready-made key/values and tensor infos, with any counts
+    and version (for crafting bad headers); `data` follows the aligned header."""
+    head = b"GGUF" + struct.pack("<IQQ", version, len(infos) if n_tensors is None else n_tensors,
+                                 len(kvs) if n_kv is None else n_kv) + b"".join(kvs) + b"".join(infos)
+    return head + b"\0" * (-len(head) % alignment) + data
+
+
+def small_model_file() -> bytes:
+    """A small valid GGUF with metadata of several value types and one tensor of
+    each supported type (F32, F16, Q4_0, Q4_1, Q8_0)."""
+    rng = np.random.default_rng(0)
+    kvs = [
+        kv_str("general.architecture", "llama"),
+        kv_u32("general.alignment", 32),
+        kv_f32("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        kv_strs("tokenizer.ggml.tokens", ["a", "b", "ab", "<s>"]),
+        kv_i32s("tokenizer.ggml.token_type", [1, 1, 1, 3]),
+        kv("general.flag", BOOL, b"\1"),
+    ]
+    tensors = [
+        ("output_norm.weight", (64,), F32, rng.normal(size=64).astype("<f4").tobytes()),
+        ("token_embd.weight", (32, 4), F16, rng.normal(size=128).astype("<f2").tobytes()),
+        ("blk.0.attn_q.weight", (32, 2), Q4_0, q4_0_blocks(rng, 2)),
+        ("blk.0.attn_k.weight", (64, 1), Q4_1, q4_1_blocks(rng, 2)),
+        ("blk.0.attn_v.weight", (32, 3), Q8_0, q8_0_blocks(rng, 3)),
+    ]
+    return gguf_file(kvs, tensors)

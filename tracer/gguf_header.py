@@ -11,6 +11,10 @@ ModelError with one line naming the first problem. It reads the file through
 mmap and touches only the header, so the 100 MB embedded model takes a few
 milliseconds.
 
+Metadata values of type float64 are refused: MLX's reader stores them as
+float32 and then misreads the rest of the header (a SIGSEGV). Arrays of arrays
+are parsed; MLX then refuses them with its own one-line error.
+
 Tensor types: F32, F16, Q4_0, Q4_1 and Q8_0 are accepted (the types MLX loads
 exactly and the model builder understands). Every other ggml type (Q5_0, Q5_1,
 Q8_1, the K-quants Q2_K..Q8_K, the IQ types, BF16, I8..I64, F64, ...) is
@@ -44,7 +48,7 @@ SUPPORTED_NAMES = ", ".join(GGML_TYPE_NAMES[t] for t in SUPPORTED_TYPES)
 
 # GGUF metadata value types: id -> fixed size in bytes (STRING=8 and ARRAY=9 are variable)
 _FIXED_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-_STRING, _ARRAY, _UINT32 = 8, 9, 4
+_STRING, _ARRAY, _UINT32, _FLOAT64 = 8, 9, 4, 12
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 
@@ -76,7 +80,7 @@ class _Corrupt(Exception):
 
 
 class _Unsupported(Exception):
-    """Well-formed content that tracer-tui cannot load (an unsupported tensor type)."""
+    """Well-formed content that tracer-tui cannot load (a tensor type, float64 metadata)."""
 
 
 class _Reader:
@@ -125,39 +129,49 @@ class _Reader:
 
     def skip_value(self, vtype: int, key: str, depth: int = 0) -> None:
         """Step over one metadata value of type `vtype`, checking every length on the way."""
+        if vtype == _FLOAT64 or (vtype == _ARRAY and self._peek_u32() == _FLOAT64):
+            # MLX stores float64 values as float32 and advances by 4 bytes, not 8:
+            # the rest of the header is then misread (it crashes on such files)
+            raise _Unsupported(f"metadata {key!r} holds float64 values, which MLX's GGUF reader cannot read")
         if vtype in _FIXED_SIZES:
-            self.need(_FIXED_SIZES[vtype], f"value of {key}")
+            self.need(_FIXED_SIZES[vtype], f"value of {key!r}")
             self.off += _FIXED_SIZES[vtype]
         elif vtype == _STRING:
-            self.string(f"string value of {key}")
+            self.string(f"string value of {key!r}")
         elif vtype == _ARRAY:
             if depth >= MAX_NESTING:
-                raise _Corrupt(f"metadata {key} nests arrays more than {MAX_NESTING} deep")
-            etype = self.u32(f"array type of {key}")
-            count = self.u64(f"array length of {key}")
+                raise _Corrupt(f"metadata {key!r} nests arrays more than {MAX_NESTING} deep")
+            etype = self.u32(f"array type of {key!r}")
+            count = self.u64(f"array length of {key!r}")
+            if count >= 2**31:  # MLX holds array lengths in an int
+                raise _Corrupt(f"array length {count} of {key!r} is too large")
             if etype in _FIXED_SIZES:
-                self.fits(count, _FIXED_SIZES[etype], f"array length {count} of {key}")
+                self.fits(count, _FIXED_SIZES[etype], f"array length {count} of {key!r}")
                 self.off += count * _FIXED_SIZES[etype]
             elif etype == _STRING:
-                self.fits(count, 8, f"array length {count} of {key}")
+                self.fits(count, 8, f"array length {count} of {key!r}")
                 self._skip_strings(count, key)
             elif etype == _ARRAY:
-                self.fits(count, 12, f"array length {count} of {key}")
+                self.fits(count, 12, f"array length {count} of {key!r}")
                 for _ in range(count):
                     self.skip_value(_ARRAY, key, depth + 1)
             else:
-                raise _Corrupt(f"metadata {key} is an array of unknown value type {etype}")
+                raise _Corrupt(f"metadata {key!r} is an array of unknown value type {etype}")
         else:
-            raise _Corrupt(f"metadata {key} has unknown value type {vtype}")
+            raise _Corrupt(f"metadata {key!r} has unknown value type {vtype}")
+
+    def _peek_u32(self) -> int:
+        self.need(4, "array type")
+        return _U32.unpack_from(self.buf, self.off)[0]
 
     def _skip_strings(self, count: int, key: str) -> None:
         buf, size, off, unpack = self.buf, self.size, self.off, _U64.unpack_from
         for i in range(count):
             if off + 8 > size:
-                raise _Corrupt(f"string {i} of {key} at byte {off} runs past the end of the file ({size} bytes)")
+                raise _Corrupt(f"string {i} of {key!r} at byte {off} runs past the end of the file ({size} bytes)")
             off += 8 + unpack(buf, off)[0]
             if off > size:
-                raise _Corrupt(f"string {i} of {key} runs past the end of the file ({size} bytes)")
+                raise _Corrupt(f"string {i} of {key!r} runs past the end of the file ({size} bytes)")
         self.off = off
 
 
@@ -180,7 +194,7 @@ def parse_header(buf, size: int) -> GGUFHeader:
     alignment = DEFAULT_ALIGNMENT
     for _ in range(n_kv):
         key = r.text("metadata key")
-        vtype = r.u32(f"value type of {key}")
+        vtype = r.u32(f"value type of {key!r}")
         if key == "general.alignment":
             if vtype != _UINT32:
                 raise _Corrupt(f"general.alignment has value type {vtype}, not uint32")
@@ -194,32 +208,32 @@ def parse_header(buf, size: int) -> GGUFHeader:
     for _ in range(n_tensors):
         name = r.text("tensor name")
         if name in names:
-            raise _Corrupt(f"tensor '{name}' appears twice")
+            raise _Corrupt(f"tensor {name!r} appears twice")
         names.add(name)
-        ndim = r.u32(f"dimension count of tensor '{name}'")
+        ndim = r.u32(f"dimension count of tensor {name!r}")
         if not 1 <= ndim <= MAX_DIMS:
-            raise _Corrupt(f"tensor '{name}' has {ndim} dimensions (1 to {MAX_DIMS} allowed)")
-        dims = tuple(r.u64(f"dimensions of tensor '{name}'") for _ in range(ndim))
+            raise _Corrupt(f"tensor {name!r} has {ndim} dimensions (1 to {MAX_DIMS} allowed)")
+        dims = tuple(r.u64(f"dimensions of tensor {name!r}") for _ in range(ndim))
         if any(d == 0 or d >= 2**31 for d in dims):
-            raise _Corrupt(f"tensor '{name}' has a dimension out of range: {list(dims)}")
-        gtype = r.u32(f"type of tensor '{name}'")
-        offset = r.u64(f"data offset of tensor '{name}'")
+            raise _Corrupt(f"tensor {name!r} has a dimension out of range: {list(dims)}")
+        gtype = r.u32(f"type of tensor {name!r}")
+        offset = r.u64(f"data offset of tensor {name!r}")
         infos.append((name, dims, gtype, offset))
     data_start = -(-r.off // alignment) * alignment
     tensors = []
     for name, dims, gtype, offset in infos:
         if gtype not in GGML_TYPE_NAMES:
-            raise _Corrupt(f"tensor '{name}' has unknown ggml type {gtype}")
+            raise _Corrupt(f"tensor {name!r} has unknown ggml type {gtype}")
         if gtype not in SUPPORTED_TYPES:
             raise _Unsupported(
-                f"tensor '{name}' has type {GGML_TYPE_NAMES[gtype]}, which tracer-tui cannot load "
+                f"tensor {name!r} has type {GGML_TYPE_NAMES[gtype]}, which tracer-tui cannot load "
                 f"(supported: {SUPPORTED_NAMES})"
             )
         per_block, block_bytes = SUPPORTED_TYPES[gtype]
         if dims[0] % per_block:
-            raise _Corrupt(f"tensor '{name}' ({GGML_TYPE_NAMES[gtype]}) has a row length {dims[0]} that is not a multiple of {per_block}")
+            raise _Corrupt(f"tensor {name!r} ({GGML_TYPE_NAMES[gtype]}) has a row length {dims[0]} that is not a multiple of {per_block}")
         if offset % alignment:
-            raise _Corrupt(f"tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}")
+            raise _Corrupt(f"tensor {name!r} data offset {offset} is not a multiple of the alignment {alignment}")
         n = 1
         for d in dims:
             n *= d
@@ -227,7 +241,7 @@ def parse_header(buf, size: int) -> GGUFHeader:
         start = data_start + offset
         if start + nbytes > size:
             raise _Corrupt(
-                f"tensor '{name}' data (bytes {start} to {start + nbytes}) extends past the end of the file ({size} bytes)"
+                f"tensor {name!r} data (bytes {start} to {start + nbytes}) extends past the end of the file ({size} bytes)"
             )
         tensors.append(TensorInfo(name, dims, gtype, start, nbytes))
     return GGUFHeader(version, n_kv, alignment, data_start, tuple(tensors))
