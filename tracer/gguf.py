@@ -4,7 +4,7 @@ The header is checked in pure Python first (tracer.gguf_header: MLX's native
 parser crashes on crafted headers). Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0
 stay packed as weight/scales/biases with group size 32, the scales and biases
 in float16; the biases of Q4_0/Q8_0 are -8*scale and -128*scale, which float16
-holds exactly). llama.cpp permutes Q/K rows for interleaved RoPE,
+holds exactly unless |scale| exceeds 8188 or 511, far beyond real weights). llama.cpp permutes Q/K rows for interleaved RoPE,
 so the model is built with `rope_traditional=True`.
 """
 
