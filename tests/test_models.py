@@ -17,7 +17,7 @@ EIFFEL = "The Eiffel Tower is located in the city of"
 EIFFEL_IDS = [504, 414, 46682, 18669, 314, 3807, 281, 260, 2240, 282]
 EIFFEL_TOKENS = ["The", "ĠE", "iffel", "ĠTower", "Ġis", "Ġlocated", "Ġin", "Ġthe", "Ġcity", "Ġof"]
 EIFFEL_OFFSETS = [(0, 3), (3, 5), (5, 10), (10, 16), (16, 19), (19, 27), (27, 30), (30, 34), (34, 39), (39, 42)]
-P_PARIS = 0.6996  # measured on the dequantized float32 model
+P_PARIS = 0.7016  # measured on the exactly dequantized float32 model (0.6996 with float16-rounded weights)
 
 
 def next_token_probs(lm, text: str) -> mx.array:
@@ -38,7 +38,7 @@ def top1(lm, text: str) -> tuple[str, float]:
 def test_embedded_model_predicts_paris(embedded_model):
     word, p = top1(embedded_model, EIFFEL)
     assert word == " Paris"
-    assert p == pytest.approx(P_PARIS, abs=0.02)
+    assert p == pytest.approx(P_PARIS, abs=5e-4)
 
 
 def test_embedded_model_is_float32_llama(embedded_model):

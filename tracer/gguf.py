@@ -1,7 +1,10 @@
 """GGUF (llama family) -> mlx-lm llama model + `tokenizers` tokenizer.
 
-Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0 stay packed as weight/scales/
-biases with group size 32). llama.cpp permutes Q/K rows for interleaved RoPE,
+The header is checked in pure Python first (tracer.gguf_header: MLX's native
+parser crashes on crafted headers). Tensors come from `mx.load` (Q4_0/Q4_1/Q8_0
+stay packed as weight/scales/biases with group size 32, the scales and biases
+in float16; the biases of Q4_0/Q8_0 are -8*scale and -128*scale, which float16
+holds exactly unless |scale| exceeds 8188 or 511, far beyond real weights). llama.cpp permutes Q/K rows for interleaved RoPE,
 so the model is built with `rope_traditional=True`.
 """
 
@@ -13,7 +16,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
+from .dequant import dequantize_f32
 from .errors import ModelError
+from .gguf_header import validate_gguf
 
 GGUF_GROUP_SIZE = 32
 SUPPORTED_ARCHS = ("llama",)
@@ -53,6 +58,7 @@ def read_gguf(path: str) -> tuple[dict, dict]:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from None
     if magic != b"GGUF":
         raise ModelError(f"{path} is not a GGUF file (bad magic {magic!r})")
+    validate_gguf(path)
     try:
         return mx.load(path, return_metadata=True)
     except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
@@ -116,7 +122,9 @@ def _bits(weights: dict, prefix: str) -> int:
 
 
 def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32):
-    """A ready mlx-lm llama model from GGUF tensors."""
+    """A ready mlx-lm llama model from GGUF tensors. With `dequantize`, quantized
+    tensors become exact float32 weights (see tracer.dequant); otherwise their
+    layers are quantized MLX layers."""
     from mlx_lm.models import llama
 
     args = model_args(meta)
@@ -128,14 +136,13 @@ def build_model(weights: dict, meta: dict, *, dequantize: bool, dtype=mx.float32
     bits_of = {p: _bits(mapped, p) for p in quantized}
     if dequantize:
         for prefix in quantized:
-            w = mx.dequantize(
+            mapped[prefix + ".weight"] = dequantize_f32(
                 mapped.pop(prefix + ".weight"),
                 mapped.pop(prefix + ".scales"),
-                mapped.pop(prefix + ".biases", None),
+                mapped.pop(prefix + ".biases"),
                 group_size=GGUF_GROUP_SIZE,
                 bits=bits_of[prefix],
             )
-            mapped[prefix + ".weight"] = w
     elif quantized:
         nn.quantize(
             model,

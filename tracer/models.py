@@ -12,6 +12,7 @@ import mlx.nn as nn
 from tokenizers import Tokenizer
 
 from . import gguf
+from .dequant import widen_quantization_params
 from .errors import ModelError
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -125,10 +126,12 @@ def _has_quantized(model: nn.Module) -> bool:
 
 
 def _dequantize(model: nn.Module) -> nn.Module:
+    """The model with its quantized layers replaced by exact float32 ones."""
     if not _has_quantized(model):
         return model
     from mlx_lm.utils import dequantize_model
 
+    widen_quantization_params(model)
     return dequantize_model(model)
 
 
