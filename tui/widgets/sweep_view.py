@@ -152,7 +152,7 @@ class SweepScreen(Screen):
         with Horizontal(id="sweep-files"):
             yield Input(self.initial_results, placeholder="results.jsonl", id="sweep-results")
             yield Button("Open", id="sweep-open")
-            yield Input(self.initial_facts, placeholder="facts.json (known_1000 format), to run a sweep", id="sweep-facts")
+            yield Input(self.initial_facts, placeholder="known_1000 (shipped), or facts.json in its format, to run a sweep", id="sweep-facts")
             yield Button("Run", id="sweep-run-button", variant="primary", disabled=self.engine is None)
             yield Button("Stop", id="sweep-stop-button", variant="error", disabled=True)
         yield Static("", id="sweep-summary")
