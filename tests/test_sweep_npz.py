@@ -107,7 +107,9 @@ def test_a_single_trace_to_npz(tmp_path):
     from tracer.events import TraceRequest
 
     result = FakeBackend().trace(TraceRequest("The Big Ben is in", "Big Ben", kinds=("hidden", "attn"), window=4), None, None)
-    paths = trace_to_npz(result, str(tmp_path / "one"), known_id=7, input_ids=[1, 2, 3, 4, 5])
+    from tracer.export import to_npz
+
+    paths = to_npz(result, str(tmp_path / "one"), known_id=7, input_ids=[1, 2, 3, 4, 5])
     assert sorted(os.path.basename(p) for p in paths) == ["knowledge_7.npz", "knowledge_7_attn.npz"]
     z = load_plain(paths[1])
     assert z["scores"].tolist() == result.grids["attn"]["prob"] and z["subject_range"].tolist() == [1, 3]

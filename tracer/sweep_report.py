@@ -234,7 +234,7 @@ def heatmap_text(report: SweepReport, kind: str) -> str:
     n = report.stats[kind].facts
     label = {"hidden": "h_i^(l)", "mlp": "MLP", "attn": "Attn"}.get(kind, kind)
     scale = f"vmin 0, vmax {_f(vmax, 0)}" + (f" (the {report.vmax_kind} kind's max)" if report.vmax_kind else "")
-    out = [f"Avg Indirect Effect of {label} over {n} prompts: heatmap, AIE clipped at 0; '{HEAT_CHARS}' = 0 .. vmax ({scale})"]
+    out = [f"Avg Indirect Effect of {label} over {n} prompts: heatmap, AIE clipped at 0; '{HEAT_CHARS}' = 0 .. vmax, above vmax '@' ({scale})"]
     width = max(len(GROUP_LABELS[g]) for g in GROUPS)
     ticks = "".join(str(layer % 10) for layer in range(report.n_layers))
     out.append(" " * (width + 2) + ticks + "   (layer mod 10)")
