@@ -70,7 +70,7 @@ class SweepPlot(PlotextPlot):
                 plt.plot(layers, [0.0 if v != v else v for v in curve.mean], label=GROUP_LABELS[group], marker="braille")
         step = max(1, -(-report.n_layers // 8))
         plt.xticks(sorted(set(range(0, report.n_layers, step)) | {report.n_layers - 1}))
-        plt.title(f"{kind}: average indirect effect (p_patched - p_corrupted) over {report.kept} facts")
+        plt.title(f"{kind}: average indirect effect ({report.aggregate} aggregation) over {report.kept} facts")
         plt.xlabel("layer")
         return Text.from_ansi(plt.build())
 
