@@ -45,7 +45,8 @@ def npz_name(known_id, kind: str) -> str:
 
 def _save(path: str, arrays: dict) -> None:
     for name, a in arrays.items():  # never an object array: those would need pickle to read back
-        assert a.dtype != object, name
+        if a.dtype == object:
+            raise TypeError(f"{name} would be pickled")
     tmp = path + ".tmp.npz"
     try:
         np.savez(tmp, **arrays)
