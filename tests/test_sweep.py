@@ -162,7 +162,8 @@ def test_sweep_writes_one_line_per_fact_and_skips_wrong_predictions(tmp_path):
     assert {r["known_id"] for r in skipped} == {1, 3}
     assert skipped[0]["skipped"] == "wrong-prediction" and skipped[0]["top"][1] == " y"
     kept = next(r for r in lines if r["known_id"] == 0)
-    assert kept["config"] == {"model": "fake-model", "kinds": ["mlp"], "samples": 2, "noise": 3.0, "window": 2, "seed": 0}
+    assert kept["config"] == {"model": "fake-model", "kinds": ["mlp"], "samples": 2, "noise": 3.0, "window": 2, "seed": 0,
+                              "filter": "rome"}
     assert kept["subject_range"] == [1, 3] and len(kept["grids"]["mlp"]["prob"]) == len(kept["tokens"])
     assert kept["clean_prob"] == 0.5 and kept["corrupted_prob"] == 0.1 and kept["target"] == " x"
 
@@ -408,7 +409,9 @@ def test_token_groups_rules():
     assert token_groups(7, (1, 4)) == {"first_subject": [1], "middle_subject": [2], "last_subject": [3],
                                        "first_subsequent": [4], "further": [5], "last": [6]}
     assert token_groups(5, (0, 1))["middle_subject"] == [] and token_groups(5, (0, 1))["last_subject"] == [0]
-    assert token_groups(3, (0, 2))["first_subsequent"] == [] and token_groups(3, (0, 2))["further"] == []
+    # ROME: the first subsequent token is always the one right after the subject, even when it is the last
+    assert token_groups(3, (0, 2))["first_subsequent"] == [2] and token_groups(3, (0, 2))["further"] == []
+    assert token_groups(3, (1, 3))["first_subsequent"] == []  # the subject ends the prompt
     assert token_groups(4, (1, 4))["last_subject"] == [3] and token_groups(4, (1, 4))["last"] == [3]
 
 
@@ -416,8 +419,9 @@ def approx(values, expected):
     return all(math.isclose(v, e, abs_tol=1e-9) for v, e in zip(values, expected, strict=True))
 
 
-def test_aggregate_matches_hand_computed_averages():
-    report = aggregate(synthetic_records(), "synthetic")
+def test_per_fact_aggregate_matches_hand_computed_averages():
+    report = aggregate(synthetic_records(), "synthetic", "per-fact")
+    assert report.aggregate == "per-fact"
     assert (report.kept, report.skipped, report.skipped_by_reason) == (3, 1, {"wrong-prediction": 1})
     assert report.n_layers == 3 and report.thirds == [(0, 1), (1, 2), (2, 3)]
     # total effect: (0.8, 0.3, 0.3) -> mean 1.4/3, population std
@@ -436,8 +440,8 @@ def test_aggregate_matches_hand_computed_averages():
     # middle: A only
     assert mlp["middle_subject"].n == 1 and approx(mlp["middle_subject"].mean, [0.2, 0.2, 0.2])
     assert approx(mlp["middle_subject"].std, [0, 0, 0])
-    # first subsequent: A row 4, B row 1 (C has none)
-    assert mlp["first_subsequent"].n == 2 and approx(mlp["first_subsequent"].mean, [0.05, 0.1, 0.05])
+    # first subsequent: A row 4, B row 1, C row 2 (also its last token)
+    assert mlp["first_subsequent"].n == 3 and approx(mlp["first_subsequent"].mean, [0.1, 0.4 / 3, 0.1])
     # further: A row 5; B mean of rows 2, 3 = [0.3, 0.1, 0.0]
     assert approx(mlp["further"].mean, [0.3, 0.05, 0.0])
     # last token: A row 6, B row 4, C row 2
@@ -461,7 +465,7 @@ def test_report_formats(tmp_path):
     assert "average indirect effect over 3 facts" in text  # the plotext plot's title
     assert "\x1b[" not in text  # no colour codes unless asked
     rows = render_csv(report).splitlines()
-    assert rows[0] == "kind,group,layer,mean,std,n" and len(rows) == 1 + 6 * 3
+    assert rows[0] == "kind,group,layer,mean,std,n,score,heatmap" and len(rows) == 1 + 6 * 3
     assert rows[1].startswith("mlp,first_subject,0,")
     data = json.loads(render_json(report))
     assert data["facts"]["kept"] == 3 and data["indirect_effect"]["mlp"]["last_subject"]["peak_layer"] == 1
@@ -486,7 +490,7 @@ def test_sweep_report_cli_formats_and_output(tmp_path, capsys):
     code, out, _ = cli(["sweep-report", str(path)], capsys)
     assert code == 0 and "mlp: average indirect effect" in out
     code, out, _ = cli(["sweep-report", str(path), "--format", "csv"], capsys)
-    assert code == 0 and out.startswith("kind,group,layer,mean,std,n")
+    assert code == 0 and out.startswith("kind,group,layer,mean,std,n,score,heatmap")
     dest = tmp_path / "report.json"
     code, out, err = cli(["sweep-report", str(path), "--format", "json", "--output", str(dest)], capsys)
     assert code == 0 and out == "" and json.loads(dest.read_text())["facts"]["kept"] == 3

@@ -109,3 +109,10 @@ def to_text(result, metric: str = "recovery") -> str:
         parts += [grid_table(result, kind, metric), ""]
     parts.append(f"'*' marks subject tokens. {result.seconds:.1f} s.")
     return "\n".join(parts) + "\n"
+
+
+def to_npz(result, directory: str, known_id=0, input_ids=None) -> list[str]:
+    """The trace as ROME's per-case files, knowledge_{known_id}{'',_mlp,_attn}.npz (tracer.sweep_npz)."""
+    from .sweep_npz import trace_to_npz
+
+    return trace_to_npz(result, directory, known_id=known_id, input_ids=input_ids)

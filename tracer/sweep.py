@@ -1,8 +1,9 @@
 """Many facts -> one full trace each -> a resumable JSONL file.
 
 A sweep reads facts in ROME's known_1000 format (known_id, subject, attribute,
-prompt, ...), keeps the facts the model predicts correctly (the clean run's top
-token is the first token of " " + attribute), traces each kept fact with
+prompt, ...), keeps the facts the model predicts correctly (tracer.facts: by
+default ROME's rule, the clean top token decoded and stripped equals the
+attribute; or --filter first-token), traces each kept fact with
 positions="all" (a tokens x layers grid per kind) and appends one JSON line per
 fact as it finishes. Facts it skips get a line too ({"status": "skipped", ...}),
 so a rerun neither traces nor re-checks anything already in the file. The facts
@@ -14,6 +15,7 @@ Everything here runs on one thread: the engine's (Engine.submit) or the CLI's.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from typing import Callable, Protocol
 
 from .errors import InputError, TraceCancelled, TracerError, check_cancel
 from .events import CellsDone, TraceRequest, TraceResult
+from .facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
 from .sweep_files import (
     SKIP_INPUT,
     SKIP_REASONS,
@@ -55,15 +58,23 @@ class Backend(Protocol):
 
 
 class TracerBackend:
-    """A sweep backend over a loaded `tracer.trace.Tracer`; use on the thread that owns it."""
+    """A sweep backend over a loaded `tracer.trace.Tracer`; use on the thread that owns it.
+    `filter` is the fact filter's rule (tracer.facts); run_sweep sets it from its config."""
 
-    def __init__(self, tracer):
+    def __init__(self, tracer, filter: str = DEFAULT_FILTER):
         self.tracer = tracer
         self.name = tracer.lm.name
         self.n_layers = tracer.n_layers
+        self.filter = check_filter(filter)
+
+    def token_ids(self, prompt: str) -> list[int]:
+        from .prompts import tokenize
+
+        return list(tokenize(self.tracer.tokenizer, prompt).ids)
 
     def check(self, facts: list[Fact]) -> list[Check]:
-        """Clean top token vs the attribute's first token, batching prompts of equal length."""
+        """Does the clean top token pass the filter? Prompts of equal length share a forward.
+        Every Check carries the verdict of both rules (`rules`); `ok` is this backend's."""
         import mlx.core as mx
         import numpy as np
 
@@ -71,32 +82,48 @@ class TracerBackend:
 
         tok = self.tracer.tokenizer
         checks: list[Check | None] = [None] * len(facts)
-        pending: dict[int, list[tuple[int, list[int], int, str]]] = {}
+        pending: dict[int, list[tuple[int, list[int], int | None, str | None]]] = {}
         for i, fact in enumerate(facts):
             try:
                 tokens = tokenize(tok, fact.prompt)
                 subject_span(fact.prompt, fact.subject, tokens)
-                target_id, target_text, _ = target_token(tok, fact.attribute)
+                if not fact.attribute.strip():
+                    raise InputError("the attribute is empty")
+                try:  # first-token needs the attribute's first token; rome never tokenizes it
+                    first_id, first_text, _ = target_token(tok, fact.attribute)
+                except InputError:
+                    if self.filter == "first-token":
+                        raise
+                    first_id, first_text = None, None
                 limit = self.tracer.context_length
                 if limit and len(tokens) > limit:
                     raise InputError(f"prompt is {len(tokens)} tokens, longer than the model's context of {limit}")
             except InputError as exc:
                 checks[i] = Check(False, SKIP_INPUT, str(exc))
                 continue
-            pending.setdefault(len(tokens), []).append((i, tokens.ids, target_id, target_text))
+            pending.setdefault(len(tokens), []).append((i, tokens.ids, first_id, first_text))
         for _, items in sorted(pending.items()):
             for start in range(0, len(items), CHECK_BATCH):
                 chunk = items[start : start + CHECK_BATCH]
                 logits = self.tracer.patchable.forward(mx.array([ids for _, ids, _, _ in chunk]))
                 probs = np.array(mx.softmax(logits.astype(mx.float32), axis=-1))
-                for (i, _, target_id, target_text), p in zip(chunk, probs):
-                    top_id = int(np.argmax(p))
-                    top_text = tok.decode([top_id], skip_special_tokens=False)
-                    top = (top_id, top_text, float(p[top_id]))
-                    ok = top_id == target_id
-                    detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {target_text!r} (p={p[target_id]:.3f})"
-                    checks[i] = Check(ok, None if ok else SKIP_WRONG, detail, target_id, target_text, top, float(p[target_id]))
+                for (i, _, first_id, first_text), p in zip(chunk, probs):
+                    checks[i] = self._verdict(facts[i], p, first_id, first_text)
         return checks  # type: ignore[return-value]
+
+    def _verdict(self, fact: Fact, p, first_id: int | None, first_text: str | None) -> Check:
+        import numpy as np
+
+        top_id = int(np.argmax(p))
+        top_text = self.tracer.tokenizer.decode([top_id], skip_special_tokens=False)
+        top = (top_id, top_text, float(p[top_id]))
+        rules = {rule: passes_filter(rule, top_text, fact.attribute, top_id, first_id) for rule in FILTERS}
+        ok = rules[self.filter]
+        if self.filter == "rome":
+            detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {fact.attribute!r}"
+            return Check(ok, None if ok else SKIP_WRONG, detail, top_id, top_text, top, float(p[top_id]), rules)
+        detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {first_text!r} (p={p[first_id]:.3f})"
+        return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
 
     def trace(self, request: TraceRequest, on_event, cancel) -> TraceResult:
         from .trace import run_trace
@@ -197,7 +224,9 @@ def run_sweep(
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
     if config.model is None:
-        config = SweepConfig(backend.name, config.kinds, config.samples, config.noise, config.window, config.seed)
+        config = dataclasses.replace(config, model=backend.name)
+    if hasattr(backend, "filter"):
+        backend.filter = config.filter  # the backend checks facts with the rule this file records
     state = prepare_output(output, facts, config)
     if state.config is not None:
         diff = config_mismatch(state.config, config, check_model=True)
@@ -259,7 +288,8 @@ def run_sweep(
                     continue
                 if result is None:  # an engine that reports cancellation by returning None
                     raise TraceCancelled()
-                record = kept_record(fact, config, result)
+                ids = backend.token_ids(fact.prompt) if hasattr(backend, "token_ids") else None
+                record = kept_record(fact, config, result, ids)
                 writer.append(record)
                 state.records[fact.known_id] = {"status": "kept", "skipped": None}
                 traced_now += 1
@@ -301,6 +331,8 @@ def count_known(backend: Backend, facts: list[Fact], *, on_event=None, batch: in
 __all__ = [
     "Backend",
     "Check",
+    "FILTERS",
+    "FILTER_RULES",
     "Fact",
     "FactDone",
     "FactProgress",
@@ -318,7 +350,9 @@ __all__ = [
     "TracingStarted",
     "count_known",
     "load_facts",
+    "passes_filter",
     "prepare_output",
+    "resolve_facts",
     "run_sweep",
     "scan_results",
 ]

@@ -14,8 +14,9 @@ import time
 
 from .errors import InputError
 from .events import KINDS
+from .facts import DEFAULT_FILTER, FILTERS
 
-COMMANDS = ("sweep", "sweep-report")
+COMMANDS = ("sweep", "sweep-report", "sweep-export-npz")
 
 
 def add_sweep_subcommands(sub, add_model_args) -> None:
@@ -24,7 +25,7 @@ def add_sweep_subcommands(sub, add_model_args) -> None:
         help="trace many facts (ROME's known_1000 format) into a resumable JSONL file",
         description="Trace every fact the model predicts correctly; one JSON line per fact, resumable.",
     )
-    p.add_argument("facts", metavar="FACTS.json", help="facts in ROME's known_1000 format")
+    p.add_argument("facts", metavar="FACTS.json", help="facts in ROME's known_1000 format, or known_1000 (the copy shipped with tracer-tui; an existing file of that name wins)")
     add_model_args(p)
     p.add_argument("--output", "-o", metavar="RESULTS.jsonl", help="results file; rerun the same command to resume")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N facts of the file")
@@ -33,17 +34,33 @@ def add_sweep_subcommands(sub, add_model_args) -> None:
     p.add_argument("--noise", type=float, default=3.0, metavar="K", help="noise std = K x embedding std (default 3)")
     p.add_argument("--window", type=int, default=10, metavar="W", help="layers restored around each mlp/attn cell (default 10)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER,
+                   help="which facts are traced: rome (default; the clean top token, stripped, equals the whole attribute, ROME's rule) "
+                   "or first-token (the top token is the first token of ' ' + attribute; not ROME's)")
     p.add_argument("--check-only", action="store_true", help="only count the facts the model predicts correctly; write nothing")
 
     r = sub.add_parser(
         "sweep-report",
         help="average indirect effect curves of a sweep's results",
-        description="The paper's average indirect effect per kind at six token groups, from a sweep's JSONL.",
+        description="The paper's average indirect effect per kind at six token groups, from a sweep's JSONL "
+        "or a directory of ROME's knowledge_*.npz case files.",
     )
-    r.add_argument("results", metavar="RESULTS.jsonl")
+    r.add_argument("results", metavar="RESULTS", help="a sweep's results.jsonl, or a directory of knowledge_{id}[_mlp|_attn].npz files")
+    r.add_argument("--aggregate", choices=("rome", "per-fact"), default="rome",
+                   help="rome (default): ROME's notebook, every token row one sample, baseline = mean corrupted P over all "
+                   "kept facts; per-fact: each fact once per group (not the reference's)")
     r.add_argument("--format", choices=("text", "csv", "json"), default="text")
     r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     r.add_argument("--no-plots", action="store_true", help="text format: tables only")
+
+    x = sub.add_parser(
+        "sweep-export-npz",
+        help="write a sweep's results as ROME's per-case knowledge_*.npz files",
+        description="One knowledge_{known_id}{'',_mlp,_attn}.npz per fact and kind (numpy arrays only, no pickle), "
+        "as ROME's causal_trace.py writes them; skipped facts get a file holding only correct_prediction=False.",
+    )
+    x.add_argument("results", metavar="RESULTS.jsonl")
+    x.add_argument("directory", metavar="DIR", help="created if missing; must not hold knowledge_*.npz files already")
 
 
 def dispatch_sweep(args) -> int | None:
@@ -51,6 +68,8 @@ def dispatch_sweep(args) -> int | None:
         return _sweep(args)
     if args.command == "sweep-report":
         return _report(args)
+    if args.command == "sweep-export-npz":
+        return _export_npz(args)
     return None
 
 
@@ -71,7 +90,7 @@ def _sweep(args) -> int:
         facts = facts[: args.limit]
     if not facts:
         raise InputError(f"{args.facts} holds no facts")
-    config = SweepConfig(None, _kinds(args.kinds), args.samples, args.noise, args.window, args.seed)
+    config = SweepConfig(None, _kinds(args.kinds), args.samples, args.noise, args.window, args.seed, args.filter)
     if not args.check_only:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")
@@ -89,7 +108,7 @@ def _sweep(args) -> int:
         info = engine.load().result()
         print(f"model: {info.summary} (loaded in {time.perf_counter() - started:.1f} s); BLAS: {info.blas}", file=sys.stderr)
         if args.check_only:
-            return _check_only(engine, facts)
+            return _check_only(engine, facts, config.filter)
         return _run(engine, facts, args.output, config)
     finally:
         engine.close()  # joins the engine thread: exiting with it alive aborts in MLX's teardown
@@ -109,16 +128,20 @@ def _wait(future, cancel: threading.Event):
         return future.result()
 
 
-def _check_only(engine, facts) -> int:
-    from .sweep import SKIP_REASONS, TracerBackend, count_known
+def _check_only(engine, facts, rule: str) -> int:
+    from .sweep import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
 
     cancel = threading.Event()
     with _Progress() as progress:
-        fut = engine.submit(lambda: count_known(TracerBackend(engine.tracer), facts, on_event=progress.on_event))
-        known, reasons, _ = _wait(fut, cancel)
-    print(f"{known} of {len(facts)} facts predicted correctly (first token of ' ' + attribute is the clean top token)")
+        fut = engine.submit(lambda: count_known(TracerBackend(engine.tracer, rule), facts, on_event=progress.on_event))
+        known, reasons, checks = _wait(fut, cancel)
+    print(f"{known} of {len(facts)} facts predicted correctly (--filter {rule}: {FILTER_RULES[rule]})")
     for reason, n in sorted(reasons.items()):
         print(f"  skipped {n}: {reason} ({SKIP_REASONS.get(reason, reason)})")
+    for other in FILTERS:
+        if other != rule:
+            n = sum(1 for c in checks if c.rules and c.rules.get(other))
+            print(f"  under --filter {other}: {n} of {len(facts)}")
     return 0
 
 
@@ -128,7 +151,7 @@ def _run(engine, facts, output, config) -> int:
     cancel = threading.Event()
     with _Progress() as progress:
         fut = engine.submit(
-            lambda: run_sweep(TracerBackend(engine.tracer), facts, output, config, on_event=progress.on_event, cancel=cancel)
+            lambda: run_sweep(TracerBackend(engine.tracer, config.filter), facts, output, config, on_event=progress.on_event, cancel=cancel)
         )
         summary = _wait(fut, cancel)
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.skipped_by_reason.items()))
@@ -136,7 +159,7 @@ def _run(engine, facts, output, config) -> int:
         print(f"{output}: an incomplete last line was removed and its fact redone", file=sys.stderr)
     state = "cancelled" if summary.cancelled else "done"
     print(
-        f"sweep {state}: {summary.kept} of {summary.facts} facts traced, {summary.skipped} skipped"
+        f"sweep {state} (--filter {config.filter}): {summary.kept} of {summary.facts} facts traced, {summary.skipped} skipped"
         + (f" ({reasons})" if reasons else "")
         + f"; {summary.traced_now} traced in this run ({summary.seconds:.0f} s)"
     )
@@ -253,7 +276,7 @@ def _duration(seconds: float) -> str:
 def _report(args) -> int:
     from .sweep_report import load_report, render
 
-    report = load_report(args.results)
+    report = load_report(args.results, args.aggregate)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "text":
         from .sweep_report import render_text
@@ -264,6 +287,16 @@ def _report(args) -> int:
     from .commands import write_output
 
     return write_output(args.output, text)
+
+
+def _export_npz(args) -> int:
+    from .sweep_npz import export_results
+
+    files, kept, skipped, warnings = export_results(args.results, args.directory)
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{files} files in {args.directory}: {kept} kept facts, {skipped} skipped (correct_prediction=False)")
+    return 0
 
 
 __all__ = ["COMMANDS", "add_sweep_subcommands", "dispatch_sweep"]

@@ -1,12 +1,13 @@
 """A sweep's files: the facts it reads and the resumable JSONL it writes.
 
-Facts come in ROME's known_1000 format: a JSON list of objects with known_id,
-subject, attribute and prompt (or a template to fill with the subject).
+Facts come in ROME's known_1000 format (tracer.facts: load_facts, resolve_facts,
+the fact filter).
 
 The file (format version 1), one JSON object per line, each self-contained:
     common:  v, status ("kept"/"skipped"), known_id, relation_id, prompt, subject,
-             attribute, config {model, kinds, samples, noise, window, seed}
-    kept:    tokens, subject_range [b, e), target, target_id, clean_prob,
+             attribute, config {model, kinds, samples, noise, window, seed, filter}
+             (a line without "filter" was written with the first-token rule)
+    kept:    tokens, input_ids, subject_range [b, e), target, target_id, clean_prob,
              corrupted_prob, clean_top, corrupted_top ([id, text, p] each),
              noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds, warnings
     skipped: skipped (reason code), detail (one line), target, target_id, top ([id, text, p])
@@ -25,70 +26,14 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .errors import InputError, read_user_file
+from .errors import InputError
 from .events import KINDS, TraceRequest, TraceResult, check_settings
+from .facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
 
 FORMAT_VERSION = 1
-REQUIRED_FIELDS = ("known_id", "subject", "attribute")
-SKIP_WRONG = "wrong-prediction"  # the clean top token is not the attribute's first token
+SKIP_WRONG = "wrong-prediction"  # the clean top token fails the fact filter (tracer.facts)
 SKIP_INPUT = "bad-input"  # subject not in the prompt, empty attribute, prompt too long, ...
 SKIP_REASONS = {SKIP_WRONG: "the model predicts another token", SKIP_INPUT: "unusable prompt, subject or attribute"}
-
-
-# ---- facts ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fact:
-    known_id: int | str
-    subject: str
-    attribute: str
-    prompt: str
-    relation_id: str | None = None
-
-
-def load_facts(path: str) -> list[Fact]:
-    """Facts from a JSON list in ROME's known_1000 format; any problem is one InputError line."""
-    raw = read_user_file(path, "facts file")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"facts file {path} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"facts file {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if not isinstance(data, list):
-        raise InputError(f"facts file {path} must hold a JSON list of facts (known_1000 format), not a {type(data).__name__}")
-    facts: list[Fact] = []
-    seen: set = set()
-    for i, item in enumerate(data):
-        where = f"facts file {path}: fact #{i}"
-        if not isinstance(item, dict):
-            raise InputError(f"{where} is a {type(item).__name__}, not an object")
-        missing = [k for k in REQUIRED_FIELDS if k not in item]
-        if "prompt" not in item and "template" not in item:
-            missing.append("prompt")
-        if missing:
-            raise InputError(f"{where} has no {', '.join(repr(m) for m in missing)} (need known_id, subject, attribute, prompt)")
-        known_id = item["known_id"]
-        if not isinstance(known_id, (int, str)) or isinstance(known_id, bool):
-            raise InputError(f"{where}: known_id must be a number or a string")
-        for key in ("subject", "attribute"):
-            if not isinstance(item[key], str):
-                raise InputError(f"{where}: {key} must be a string")
-        prompt = item.get("prompt")
-        if prompt is None:
-            template = item["template"]
-            if not isinstance(template, str) or "{}" not in template:
-                raise InputError(f"{where}: template must be a string with a {{}} for the subject")
-            prompt = template.format(item["subject"])
-        if not isinstance(prompt, str):
-            raise InputError(f"{where}: prompt must be a string")
-        if known_id in seen:
-            raise InputError(f"{where}: known_id {known_id!r} appears twice")
-        seen.add(known_id)
-        relation = item.get("relation_id")
-        facts.append(Fact(known_id, item["subject"], item["attribute"], prompt, relation if isinstance(relation, str) else None))
-    return facts
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -104,9 +49,11 @@ class SweepConfig:
     noise: float = 3.0
     window: int = 10
     seed: int = 0
+    filter: str = DEFAULT_FILTER  # which facts are traced (tracer.facts.FILTERS)
 
     def __post_init__(self):
         check_settings(self.kinds, self.samples, self.window, self.noise)
+        check_filter(self.filter)
         if len(set(self.kinds)) != len(self.kinds):
             raise InputError(f"kinds repeat: {', '.join(self.kinds)}")
 
@@ -118,13 +65,16 @@ class SweepConfig:
             "noise": self.noise,
             "window": self.window,
             "seed": self.seed,
+            "filter": self.filter,
         }
 
     def request(self, fact: Fact) -> TraceRequest:
         return TraceRequest(
             prompt=fact.prompt,
             subject=fact.subject,
-            target=fact.attribute,
+            # ROME traces the clean argmax (None); under first-token that argmax is the
+            # attribute's first token, named as before
+            target=None if self.filter == "rome" else fact.attribute,
             kinds=tuple(self.kinds),
             samples=self.samples,
             noise=self.noise,
@@ -134,12 +84,19 @@ class SweepConfig:
         )
 
 
-_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "window": "--window", "seed": "--seed", "model": "--model"}
+_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "window": "--window", "seed": "--seed",
+         "filter": "--filter", "model": "--model"}
+
+
+def stored_config(config: dict) -> dict:
+    """A line's config with the defaults of older lines filled in (no "filter": first-token)."""
+    return {**config, "filter": config.get("filter") or LEGACY_FILTER}
 
 
 def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = True) -> str | None:
     """A short phrase naming the first setting that differs, or None when they agree."""
     current = config.to_dict()
+    stored = stored_config(stored)
     for key, flag in _FLAG.items():
         if key == "model" and (not check_model or config.model is None):
             continue
@@ -221,9 +178,10 @@ def scan_results(path: str) -> ResultsState:
         if obj.get("v") != FORMAT_VERSION:
             line_no = data.count(b"\n", 0, start) + 1
             raise InputError(f"{path} line {line_no} has format version {obj.get('v')!r}; this tracer-tui writes version {FORMAT_VERSION}")
+        line_config = stored_config(obj["config"])
         if state.config is None:
-            state.config = obj["config"]
-        elif obj["config"] != state.config:
+            state.config = line_config
+        elif line_config != state.config:
             line_no = data.count(b"\n", 0, start) + 1
             raise InputError(f"{path} mixes results of different settings (line {line_no}); use one file per setting")
         state.records[obj["known_id"]] = {
@@ -314,6 +272,7 @@ class Check:
     target: str | None = None
     top: tuple[int, str, float] | None = None  # (id, text, prob) of the clean top token
     target_prob: float | None = None
+    rules: dict[str, bool] | None = None  # the verdict of every filter rule (tracer.facts.FILTERS)
 
 
 # ---- result lines ---------------------------------------------------------------------------
@@ -337,10 +296,11 @@ def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
     }
 
 
-def kept_record(fact: Fact, config: SweepConfig, result: TraceResult) -> dict:
+def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids: list[int] | None = None) -> dict:
     return {
         **_fact_fields(fact, config, "kept"),
         "tokens": list(result.tokens),
+        "input_ids": list(input_ids) if input_ids is not None else None,
         "subject_range": list(result.subject_range),
         "target": result.target_text,
         "target_id": result.target_id,

@@ -1,21 +1,9 @@
 """A sweep's results -> the paper's average indirect effect, as text, CSV or JSON.
 
-Indirect effect of a cell, per fact: p_patched - p_corrupted (probability of the
-target with that state restored, minus the corrupted run's). Total effect per
-fact: p_clean - p_corrupted. Averages are over kept facts; std is the
-population std (ddof=0) over the same facts, as ROME's notebook computes it.
-
-Token groups of a fact with T tokens and subject tokens [b, e):
-    first subject      b
-    middle subject     b+1 .. e-2, averaged per fact (facts whose subject has < 3 tokens add nothing)
-    last subject       e-1
-    first subsequent   e, only when e < T-1 (otherwise it is the last token)
-    further tokens     e+1 .. T-2, averaged per fact
-    last token         T-1
-A one-token subject counts as both first and last subject token, and a subject
-ending the prompt puts its last token in both "last subject" and "last token",
-as in the paper. ROME's notebook pools the middle and further tokens (each token
-one sample); here each fact weighs once in every group.
+Reads a results file (JSON Lines, tracer.sweep_files) or a directory of ROME's
+per-case .npz files (tracer.sweep_npz), averages with tracer.sweep_stats (ROME's
+pooled statistics by default, or per-fact averaging) and renders the curves,
+a table per kind and ROME's AIE heatmap (clipped at 0) as a text strip.
 """
 
 from __future__ import annotations
@@ -25,104 +13,24 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from .errors import InputError, read_user_file
+from .sweep_stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
+    AGGREGATE_NAMES,
+    AGGREGATES,
+    DEFAULT_AGGREGATE,
+    GROUP_LABELS,
+    GROUPS,
+    THIRDS,
+    Curve,
+    SweepReport,
+    aggregate,
+    layer_thirds,
+    token_groups,
+)
 
-GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
-GROUP_LABELS = {
-    "first_subject": "first subject",
-    "middle_subject": "middle subject",
-    "last_subject": "last subject",
-    "first_subsequent": "first subsequent",
-    "further": "further tokens",
-    "last": "last token",
-}
-THIRDS = ("early", "middle", "late")
 PLAIN_MARKERS = dict(zip(GROUPS, "fmSnrL"))  # without colour, each curve is drawn with its own letter
-
-
-def token_groups(n_tokens: int, subject_range) -> dict[str, list[int]]:
-    """Token positions of each group for one fact (see the module docstring)."""
-    b, e = int(subject_range[0]), int(subject_range[1])
-    T = n_tokens
-    return {
-        "first_subject": [b],
-        "middle_subject": list(range(b + 1, e - 1)),
-        "last_subject": [e - 1],
-        "first_subsequent": [e] if e < T - 1 else [],
-        "further": list(range(e + 1, T - 1)),
-        "last": [T - 1],
-    }
-
-
-def layer_thirds(n_layers: int) -> list[tuple[int, int]]:
-    """[start, end) of the early, middle and late thirds (numpy.array_split sizes)."""
-    sizes = [len(a) for a in np.array_split(np.arange(n_layers), 3)]
-    out, start = [], 0
-    for s in sizes:
-        out.append((start, start + s))
-        start += s
-    return out
-
-
-@dataclass
-class Curve:
-    mean: list[float]
-    std: list[float]
-    n: int  # facts contributing
-    peak_layer: int | None  # argmax of mean
-    peak: float | None
-    thirds: list[float | None]  # mean of `mean` over the early, middle, late layers
-
-
-@dataclass
-class SweepReport:
-    path: str
-    config: dict
-    n_layers: int
-    kinds: list[str]
-    kept: int
-    skipped: int
-    skipped_by_reason: dict[str, int]
-    total_effect: float | None
-    total_effect_std: float | None
-    clean_prob: float | None
-    corrupted_prob: float | None
-    curves: dict[str, dict[str, Curve]] = field(default_factory=dict)  # kind -> group -> curve
-    thirds: list[tuple[int, int]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "path": self.path,
-            "config": self.config,
-            "n_layers": self.n_layers,
-            "kinds": self.kinds,
-            "facts": {"kept": self.kept, "skipped": self.skipped, "skipped_by_reason": self.skipped_by_reason},
-            "total_effect": {"mean": self.total_effect, "std": self.total_effect_std},
-            "clean_prob": self.clean_prob,
-            "corrupted_prob": self.corrupted_prob,
-            "groups": list(GROUPS),
-            "thirds": {name: list(span) for name, span in zip(THIRDS, self.thirds)},
-            "indirect_effect": {
-                kind: {
-                    group: {
-                        "mean": c.mean,
-                        "std": c.std,
-                        "n": c.n,
-                        "peak_layer": c.peak_layer,
-                        "peak": c.peak,
-                        "thirds": dict(zip(THIRDS, c.thirds)),
-                    }
-                    for group, c in groups.items()
-                }
-                for kind, groups in self.curves.items()
-            },
-            "warnings": self.warnings,
-        }
+HEAT_CHARS = " .:-=+*#%@"  # 0 .. vmax, ten steps
 
 
 # ---- reading ----------------------------------------------------------------------------
@@ -205,107 +113,17 @@ class ResultsTail:
         return new, reset
 
 
-# ---- aggregation --------------------------------------------------------------------------
+def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
+    """The report of a results file, or of a directory of ROME's per-case .npz files."""
+    if os.path.isdir(path):
+        from .sweep_npz import read_npz_dir
 
-
-class _Acc:
-    def __init__(self, n_layers: int):
-        self.rows: list[np.ndarray] = []
-        self.n_layers = n_layers
-
-    def add(self, row: np.ndarray) -> None:
-        self.rows.append(row)
-
-    def curve(self, thirds) -> Curve:
-        if not self.rows:
-            nan = [math.nan] * self.n_layers
-            return Curve(nan, nan, 0, None, None, [None, None, None])
-        a = np.stack(self.rows)
-        mean, std = a.mean(axis=0), a.std(axis=0)
-        peak = int(np.argmax(mean))
-        return Curve(
-            [float(x) for x in mean],
-            [float(x) for x in std],
-            len(self.rows),
-            peak,
-            float(mean[peak]),
-            [float(mean[s:e].mean()) if e > s else None for s, e in thirds],
-        )
-
-
-def aggregate(records: list[dict], path: str = "") -> SweepReport:
-    """The average indirect effect curves of the kept facts in `records`."""
-    kept = [r for r in records if r.get("status") == "kept"]
-    skipped = [r for r in records if r.get("status") == "skipped"]
-    by_reason: dict[str, int] = {}
-    for r in skipped:
-        by_reason[r.get("skipped") or "?"] = by_reason.get(r.get("skipped") or "?", 0) + 1
-    config = (records[0].get("config") if records else None) or {}
-    warnings: list[str] = []
-    kinds: list[str] = list(config.get("kinds") or [])
-    n_layers = 0
-    for r in kept:
-        try:
-            grids = r["grids"]
-            first = grids[next(iter(grids))]["prob"]
-            n_layers = len(first[0])
-            if not kinds:
-                kinds = list(grids)
-            break
-        except (KeyError, TypeError, StopIteration, IndexError):
-            continue
-    thirds = layer_thirds(n_layers) if n_layers else []
-    accs = {k: {g: _Acc(n_layers) for g in GROUPS} for k in kinds}
-    totals, cleans, corrupts = [], [], []
-    for r in kept:
-        try:
-            tokens, (b, e) = r["tokens"], r["subject_range"]
-            p_clean, p_corrupt = float(r["clean_prob"]), float(r["corrupted_prob"])
-            grids = {k: np.asarray(r["grids"][k]["prob"], dtype=np.float64) for k in kinds}
-        except (KeyError, TypeError, ValueError):
-            warnings.append(f"known_id {r.get('known_id')!r}: incomplete result line, left out")
-            continue
-        T = len(tokens)
-        if any(g.shape != (T, n_layers) for g in grids.values()) or not 0 <= b < e <= T:
-            warnings.append(f"known_id {r.get('known_id')!r}: grid shape does not match its tokens, left out")
-            continue
-        totals.append(p_clean - p_corrupt)
-        cleans.append(p_clean)
-        corrupts.append(p_corrupt)
-        groups = token_groups(T, (b, e))
-        for kind, grid in grids.items():
-            effect = grid - p_corrupt
-            for group, positions in groups.items():
-                if positions:
-                    accs[kind][group].add(effect[positions].mean(axis=0))
-    curves = {k: {g: acc.curve(thirds) for g, acc in groups.items()} for k, groups in accs.items()}
-
-    def mean(xs):
-        return float(np.mean(xs)) if xs else None
-
-    return SweepReport(
-        path=path,
-        config=config,
-        n_layers=n_layers,
-        kinds=kinds,
-        kept=len(totals),
-        skipped=len(skipped),
-        skipped_by_reason=by_reason,
-        total_effect=mean(totals),
-        total_effect_std=float(np.std(totals)) if totals else None,
-        clean_prob=mean(cleans),
-        corrupted_prob=mean(corrupts),
-        curves=curves,
-        thirds=thirds,
-        warnings=warnings,
-    )
-
-
-def load_report(path: str) -> SweepReport:
-    records, warnings = read_results(path)
+        records, warnings = read_npz_dir(path)
+    else:
+        records, warnings = read_results(path)
     if not records:
         raise InputError(f"{path} holds no sweep results")
-    report = aggregate(records, path)
+    report = aggregate(records, path, mode)
     report.warnings = warnings + report.warnings
     return report
 
@@ -322,18 +140,24 @@ def _f(x, width: int = 8, digits: int = 4) -> str:
 def summary_lines(report: SweepReport) -> list[str]:
     c = report.config
     settings = ", ".join(
-        f"{k} {','.join(v) if isinstance(v, list) else v}" for k, v in c.items() if k in ("kinds", "samples", "noise", "window", "seed")
+        f"{k} {','.join(v) if isinstance(v, list) else v}"
+        for k, v in c.items()
+        if k in ("kinds", "samples", "noise", "window", "seed", "filter")
     )
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped_by_reason.items()))
     lines = [
         f"Sweep {report.path}: model {c.get('model', '?')}; {settings}",
         f"Facts: {report.kept} traced, {report.skipped} skipped" + (f" ({reasons})" if reasons else ""),
+        f"Aggregation: {report.aggregate}, {AGGREGATE_NAMES[report.aggregate]}",
     ]
     if report.total_effect is not None:
         lines.append(
             f"Average total effect (p_clean - p_corrupted): {report.total_effect:.4f} ± {report.total_effect_std:.4f}"
-            f"  (p_clean {report.clean_prob:.4f}, p_corrupted {report.corrupted_prob:.4f})"
+            f"  (p_clean {report.clean_prob:.4f}, p_corrupted = baseline {report.corrupted_prob:.4f})"
         )
+    no_g4 = max((st.no_first_subsequent for st in report.stats.values()), default=0)
+    if no_g4:
+        lines.append(f"{no_g4} fact(s) end with their subject: no first subsequent token, left out of that group")
     for kind in report.kinds:
         curve = report.curves[kind]["last_subject"]
         if curve.peak_layer is not None:
@@ -345,12 +169,37 @@ def summary_lines(report: SweepReport) -> list[str]:
     return lines
 
 
+def rome_summary_lines(report: SweepReport, kind: str) -> list[str]:
+    """The numbers ROME's notebook prints for a kind (ROME-METHOD.md D5.6)."""
+    st, curves = report.stats[kind], report.curves[kind]
+    if not st.facts:
+        return [f"{kind}: no kept facts"]
+    out = [f"{kind}, over {st.facts} prompts: Average Total Effect {st.total_effect:.4f}"]
+    for group, label in (("last_subject", "last subject"), ("last", "last token")):
+        c = curves[group]
+        if c.peak_layer is not None:
+            out.append(
+                f"  best average indirect effect on {label}: {c.peak:.4f} (layer {c.peak_layer}); "
+                f"max score there {max(c.score):.4f}"
+            )
+    out.append(
+        f"  average best-fixed score {st.best_fixed:.4f}; at the last subject token {st.best_fixed_last_subject:.4f}; "
+        f"at the last token {st.best_fixed_last:.4f}"
+    )
+    return out
+
+
 def table_text(report: SweepReport, kind: str) -> str:
     """Layers x token groups: mean ± std of the indirect effect, then peak layer and thirds."""
     curves = report.curves[kind]
     head = ["layer"] + [GROUP_LABELS[g] for g in GROUPS]
     widths = [5] + [max(17, len(h)) for h in head[1:]]
-    out = [f"{kind}: average indirect effect (p_patched - p_corrupted), mean ± std over facts"]
+    if report.aggregate == "rome":
+        title = (f"{kind}: average indirect effect (pooled P(target) - baseline {_f(report.stats[kind].baseline, 0)}), "
+                 "± population std of the pooled raw P(target); n = token rows pooled")
+    else:
+        title = f"{kind}: average indirect effect (p_patched - p_corrupted), mean ± std over facts; n = facts (per-fact, not ROME's)"
+    out = [title]
     out.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
     out.append("  ".join("-" * w for w in widths))
     for layer in range(report.n_layers):
@@ -376,6 +225,30 @@ def table_text(report: SweepReport, kind: str) -> str:
             "  ".join([name[:5].rjust(widths[0])] + [_f(curves[g].thirds[t], w) for g, w in zip(GROUPS, widths[1:])])
             + f"   ({label})"
         )
+    return "\n".join(out)
+
+
+def heatmap_text(report: SweepReport, kind: str) -> str:
+    """ROME's AIE heatmap as text: groups down, layers across, max(AIE, 0) from 0 to the shared vmax."""
+    curves, vmax = report.curves[kind], report.vmax
+    n = report.stats[kind].facts
+    label = {"hidden": "h_i^(l)", "mlp": "MLP", "attn": "Attn"}.get(kind, kind)
+    scale = f"vmin 0, vmax {_f(vmax, 0)}" + (f" (the {report.vmax_kind} kind's max)" if report.vmax_kind else "")
+    out = [f"Avg Indirect Effect of {label} over {n} prompts: heatmap, AIE clipped at 0; '{HEAT_CHARS}' = 0 .. vmax, above vmax '@' ({scale})"]
+    width = max(len(GROUP_LABELS[g]) for g in GROUPS)
+    ticks = "".join(str(layer % 10) for layer in range(report.n_layers))
+    out.append(" " * (width + 2) + ticks + "   (layer mod 10)")
+    for g in GROUPS:
+        c = curves[g]
+        if not c.facts:
+            out.append(GROUP_LABELS[g].rjust(width) + "  " + "-" * report.n_layers)
+            continue
+        steps = len(HEAT_CHARS) - 1
+        cells = "".join(
+            HEAT_CHARS[min(steps, max(0, round(h / vmax * steps)))] if vmax and vmax > 0 and not math.isnan(h) else HEAT_CHARS[0]
+            for h in c.heat
+        )
+        out.append(GROUP_LABELS[g].rjust(width) + " |" + cells + f"|  max {max(c.heat):.4f}")
     return "\n".join(out)
 
 
@@ -411,22 +284,27 @@ def render_text(report: SweepReport, *, plots: bool = True, color: bool = False,
         parts.append(f"warning: {w}")
     if report.kept:
         for kind in report.kinds:
+            parts.append("\n".join(rome_summary_lines(report, kind)))
             parts.append(table_text(report, kind))
+            parts.append(heatmap_text(report, kind))
             if plots and report.n_layers > 1:
                 parts.append(plot_text(report, kind, width=width, color=color))
     return "\n\n".join(parts) + "\n"
 
 
 def render_csv(report: SweepReport) -> str:
-    """One row per (kind, group, layer): mean, std, n; peak and thirds in the JSON format."""
+    """One row per (kind, group, layer): mean (the AIE), std, n, score (the raw average P) and
+    heatmap (max(AIE, 0)); the aggregation, baseline, peaks and thirds are in the JSON format."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "group", "layer", "mean", "std", "n"])
+    w.writerow(["kind", "group", "layer", "mean", "std", "n", "score", "heatmap"])
     for kind in report.kinds:
         for g in GROUPS:
             c = report.curves[kind][g]
             for layer in range(report.n_layers):
-                w.writerow([kind, g, layer, repr(c.mean[layer]) if c.n else "", repr(c.std[layer]) if c.n else "", c.n])
+                values = (c.mean[layer], c.std[layer]) if c.n else ("", "")
+                extra = (c.score[layer], c.heat[layer]) if c.n else ("", "")
+                w.writerow([kind, g, layer, *(repr(v) if c.n else "" for v in values), c.n, *(repr(v) if c.n else "" for v in extra)])
     return buf.getvalue()
 
 

@@ -6,8 +6,6 @@ messages (tui.runner). `make_app` builds the app for the command line and for te
 
 from __future__ import annotations
 
-import os
-
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -40,8 +38,8 @@ METRIC_ORDER = ("recovery", "prob", "logit_diff")
 THEME_CYCLE = ("dark", "light", "high-contrast")
 
 
-# the paper's known facts, where this checkout sits beside the project's shared data
-DEFAULT_FACTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "known_1000.json")
+# the paper's known facts: the copy shipped in tracer/data (tracer.facts.resolve_facts)
+DEFAULT_FACTS = "known_1000"
 
 
 class TracerApp(RunMixin, App):
@@ -302,8 +300,7 @@ class TracerApp(RunMixin, App):
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return
-        facts = DEFAULT_FACTS if os.path.exists(DEFAULT_FACTS) else None
-        self.push_screen(SweepScreen(engine=self.engine, results="results.jsonl", facts=facts, config=config))
+        self.push_screen(SweepScreen(engine=self.engine, results="results.jsonl", facts=DEFAULT_FACTS, config=config))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

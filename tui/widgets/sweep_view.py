@@ -70,7 +70,7 @@ class SweepPlot(PlotextPlot):
                 plt.plot(layers, [0.0 if v != v else v for v in curve.mean], label=GROUP_LABELS[group], marker="braille")
         step = max(1, -(-report.n_layers // 8))
         plt.xticks(sorted(set(range(0, report.n_layers, step)) | {report.n_layers - 1}))
-        plt.title(f"{kind}: average indirect effect (p_patched - p_corrupted) over {report.kept} facts")
+        plt.title(f"{kind}: average indirect effect ({report.aggregate} aggregation) over {report.kept} facts")
         plt.xlabel("layer")
         return Text.from_ansi(plt.build())
 
@@ -152,7 +152,7 @@ class SweepScreen(Screen):
         with Horizontal(id="sweep-files"):
             yield Input(self.initial_results, placeholder="results.jsonl", id="sweep-results")
             yield Button("Open", id="sweep-open")
-            yield Input(self.initial_facts, placeholder="facts.json (known_1000 format), to run a sweep", id="sweep-facts")
+            yield Input(self.initial_facts, placeholder="known_1000 (shipped), or facts.json in its format, to run a sweep", id="sweep-facts")
             yield Button("Run", id="sweep-run-button", variant="primary", disabled=self.engine is None)
             yield Button("Stop", id="sweep-stop-button", variant="error", disabled=True)
         yield Static("", id="sweep-summary")

@@ -1,0 +1,361 @@
+"""A sweep's per-fact grids -> the average indirect effect (AIE) per kind, token group and layer.
+
+Input: records shaped like the results file's lines (tracer.sweep_files): kept
+lines with tokens, subject_range [b, e), clean_prob (ROME's high_score),
+corrupted_prob (low_score) and grids {kind: {"prob": T x L}}; a grid may carry
+its own "low_score"/"high_score" (records read from ROME's per-kind .npz files).
+
+Token groups of a fact with T tokens and subject [b, e) (ROME-METHOD.md D5.2):
+    first subject      b
+    middle subject     b+1 .. e-2 (none for subjects of <= 2 tokens)
+    last subject       e-1
+    first subsequent   e, always, even when it is also the last token; none when
+                       the subject ends the prompt (e == T; such facts are counted)
+    further tokens     e+1 .. T-2
+    last token         T-1
+A one-token subject puts row b in both first and last subject.
+
+Two estimators (`mode`):
+    rome      ROME's notebook (D5.3): every row of every kept fact is one sample of its
+              group (pooled), R_g[l] = mean of the pooled scores S[row, l];
+              baseline λ = mean low_score over ALL kept facts of the kind;
+              AIE_g[l] = R_g[l] - λ; std = population std (ddof=0) of the pooled RAW scores.
+    per-fact  this project's earlier estimator, NOT the reference's: per fact, the mean of
+              S[row, l] - low_score over the group's rows; then the mean and population std
+              over the facts having such rows. Equal to rome's mean for the one-row groups.
+Both: total effect (ATE) = mean high_score - mean low_score; heatmap H = max(AIE, 0) with
+vmin 0 and vmax = the max of H for the hidden kind, shared by mlp and attn (D5.4; without
+a hidden grid, the first kind present in the order hidden, mlp, attn sets it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import InputError
+from .events import KINDS
+
+GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
+GROUP_LABELS = {
+    "first_subject": "first subject",
+    "middle_subject": "middle subject",
+    "last_subject": "last subject",
+    "first_subsequent": "first subsequent",
+    "further": "further tokens",
+    "last": "last token",
+}
+THIRDS = ("early", "middle", "late")
+AGGREGATES = ("rome", "per-fact")
+DEFAULT_AGGREGATE = "rome"
+AGGREGATE_NAMES = {
+    "rome": "ROME's pooled statistics (each token one sample; baseline = mean corrupted P over all kept facts)",
+    "per-fact": "per-fact averaging (each fact once per group; not the reference's estimator)",
+}
+
+
+def token_groups(n_tokens: int, subject_range) -> dict[str, list[int]]:
+    """Token positions of each group for one fact (see the module docstring)."""
+    b, e = int(subject_range[0]), int(subject_range[1])
+    T = n_tokens
+    return {
+        "first_subject": [b],
+        "middle_subject": list(range(b + 1, e - 1)),
+        "last_subject": [e - 1],
+        "first_subsequent": [e] if e < T else [],
+        "further": list(range(e + 1, T - 1)),
+        "last": [T - 1],
+    }
+
+
+def layer_thirds(n_layers: int) -> list[tuple[int, int]]:
+    """[start, end) of the early, middle and late thirds (numpy.array_split sizes)."""
+    sizes = [len(a) for a in np.array_split(np.arange(n_layers), 3)]
+    out, start = [], 0
+    for s in sizes:
+        out.append((start, start + s))
+        start += s
+    return out
+
+
+@dataclass
+class Curve:
+    mean: list[float]  # the AIE per layer
+    std: list[float]  # rome: std of the pooled raw scores; per-fact: std of the per-fact effects
+    n: int  # samples behind `mean`: pooled rows (rome) or facts (per-fact)
+    peak_layer: int | None  # argmax of mean
+    peak: float | None
+    thirds: list[float | None]  # mean of `mean` over the early, middle, late layers
+    score: list[float] = field(default_factory=list)  # the raw P(target) average (rome: R_g)
+    rows: int = 0  # token rows pooled, over all facts
+    facts: int = 0  # facts with at least one row in the group
+    heat: list[float] = field(default_factory=list)  # max(mean, 0): ROME's heatmap values
+
+
+@dataclass
+class KindStats:
+    facts: int  # kept facts with this kind's grid (ROME's n, "over n prompts")
+    baseline: float | None  # λ: mean low_score
+    high: float | None  # mean high_score
+    total_effect: float | None  # mean high - mean low
+    no_first_subsequent: int  # facts whose subject ends the prompt (no G4 row)
+    best_fixed: float | None  # mean over facts of max_{t,l} S (D5.6)
+    best_fixed_last_subject: float | None
+    best_fixed_last: float | None
+
+
+@dataclass
+class SweepReport:
+    path: str
+    config: dict
+    n_layers: int
+    kinds: list[str]
+    kept: int
+    skipped: int
+    skipped_by_reason: dict[str, int]
+    total_effect: float | None
+    total_effect_std: float | None
+    clean_prob: float | None
+    corrupted_prob: float | None
+    curves: dict[str, dict[str, Curve]] = field(default_factory=dict)  # kind -> group -> curve
+    thirds: list[tuple[int, int]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    aggregate: str = DEFAULT_AGGREGATE
+    stats: dict[str, KindStats] = field(default_factory=dict)
+    vmax: float | None = None  # the heatmaps' shared colour maximum (vmin is 0)
+    vmax_kind: str | None = None
+
+    @property
+    def baseline(self) -> float | None:
+        return self.corrupted_prob
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "config": self.config,
+            "aggregate": self.aggregate,
+            "aggregate_description": AGGREGATE_NAMES[self.aggregate],
+            "n_layers": self.n_layers,
+            "kinds": self.kinds,
+            "facts": {"kept": self.kept, "skipped": self.skipped, "skipped_by_reason": self.skipped_by_reason},
+            "total_effect": {"mean": self.total_effect, "std": self.total_effect_std},
+            "clean_prob": self.clean_prob,
+            "corrupted_prob": self.corrupted_prob,
+            "baseline": self.corrupted_prob,
+            "groups": list(GROUPS),
+            "thirds": {name: list(span) for name, span in zip(THIRDS, self.thirds)},
+            "kind_stats": {kind: vars(s).copy() for kind, s in self.stats.items()},
+            "indirect_effect": {
+                kind: {
+                    group: {
+                        "mean": c.mean,
+                        "std": c.std,
+                        "n": c.n,
+                        "rows": c.rows,
+                        "facts": c.facts,
+                        "score": c.score,
+                        "peak_layer": c.peak_layer,
+                        "peak": c.peak,
+                        "thirds": dict(zip(THIRDS, c.thirds)),
+                    }
+                    for group, c in groups.items()
+                }
+                for kind, groups in self.curves.items()
+            },
+            "heatmap": {
+                "vmin": 0.0,
+                "vmax": self.vmax,
+                "vmax_kind": self.vmax_kind,
+                "rows": list(GROUPS),
+                "values": {kind: [groups[g].heat for g in GROUPS] for kind, groups in self.curves.items()},
+            },
+            "warnings": self.warnings,
+        }
+
+
+# ---- per kind ------------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    """One kept fact's trace of one kind: ROME's per-trace record, reduced to what averaging needs."""
+
+    known_id: object
+    scores: np.ndarray  # [T, L] P(target)
+    low: float
+    high: float
+    subject_range: tuple[int, int]
+
+
+def _empty(n_layers: int) -> Curve:
+    nan = [math.nan] * n_layers
+    return Curve(nan, nan, 0, None, None, [None, None, None], nan, 0, 0, nan)
+
+
+def _curve(mean: np.ndarray, std: np.ndarray, score: np.ndarray, n: int, rows: int, facts: int, thirds) -> Curve:
+    peak = int(np.argmax(mean))
+    return Curve(
+        [float(x) for x in mean],
+        [float(x) for x in std],
+        n,
+        peak,
+        float(mean[peak]),
+        [float(mean[s:e].mean()) if e > s else None for s, e in thirds],
+        [float(x) for x in score],
+        rows,
+        facts,
+        [float(x) for x in np.clip(mean, 0.0, None)],
+    )
+
+
+def kind_curves(cases: list[Case], mode: str, n_layers: int) -> tuple[dict[str, Curve], KindStats]:
+    """The six group curves of one kind and its summary numbers."""
+    if mode not in AGGREGATES:
+        raise InputError(f"unknown aggregate {mode!r}: choose {' or '.join(AGGREGATES)}")
+    thirds = layer_thirds(n_layers) if n_layers else []
+    lows = np.array([c.low for c in cases], dtype=np.float64)
+    highs = np.array([c.high for c in cases], dtype=np.float64)
+    baseline = float(lows.mean()) if cases else None
+    pooled: dict[str, list[np.ndarray]] = {g: [] for g in GROUPS}  # rome: raw rows
+    per_fact: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {g: [] for g in GROUPS}  # (effect, raw) per fact
+    no_g4 = 0
+    for c in cases:
+        T = c.scores.shape[0]
+        groups = token_groups(T, c.subject_range)
+        if not groups["first_subsequent"]:
+            no_g4 += 1
+        for g, rows in groups.items():
+            if rows:
+                raw = c.scores[rows]
+                pooled[g].append(raw)
+                per_fact[g].append((raw.mean(axis=0) - c.low, raw.mean(axis=0)))
+    curves = {}
+    for g in GROUPS:
+        rows = sum(len(a) for a in pooled[g])
+        facts = len(pooled[g])
+        if not facts:
+            curves[g] = _empty(n_layers)
+        elif mode == "rome":
+            raw = np.concatenate(pooled[g], axis=0)
+            score = raw.mean(axis=0)
+            curves[g] = _curve(score - baseline, raw.std(axis=0), score, rows, rows, facts, thirds)
+        else:
+            effects = np.stack([e for e, _ in per_fact[g]])
+            score = np.stack([r for _, r in per_fact[g]]).mean(axis=0)
+            curves[g] = _curve(effects.mean(axis=0), effects.std(axis=0), score, facts, rows, facts, thirds)
+
+    def mean_of(xs):
+        return float(np.mean(xs)) if len(xs) else None
+
+    stats = KindStats(
+        facts=len(cases),
+        baseline=baseline,
+        high=mean_of(highs),
+        total_effect=float(highs.mean() - lows.mean()) if cases else None,
+        no_first_subsequent=no_g4,
+        best_fixed=mean_of([c.scores.max() for c in cases]),
+        best_fixed_last_subject=mean_of([c.scores[c.subject_range[1] - 1].max() for c in cases]),
+        best_fixed_last=mean_of([c.scores[-1].max() for c in cases]),
+    )
+    return curves, stats
+
+
+# ---- records -> report ------------------------------------------------------------------------
+
+
+def _cases(kept: list[dict], kinds: list[str], n_layers: int, warnings: list[str]) -> tuple[dict[str, list[Case]], list[dict]]:
+    """Each kind's cases; the records with at least one usable grid."""
+    by_kind: dict[str, list[Case]] = {k: [] for k in kinds}
+    used = []
+    for r in kept:
+        try:
+            T = len(r["tokens"])
+            b, e = (int(x) for x in r["subject_range"])
+            high, low = float(r["clean_prob"]), float(r["corrupted_prob"])
+            grids = r["grids"]
+            if not isinstance(grids, dict):
+                raise TypeError
+        except (KeyError, TypeError, ValueError):
+            warnings.append(f"known_id {r.get('known_id')!r}: incomplete result line, left out")
+            continue
+        if not 0 <= b < e <= T:
+            warnings.append(f"known_id {r.get('known_id')!r}: subject range {[b, e]} does not fit its {T} tokens, left out")
+            continue
+        any_grid = False
+        for kind in kinds:
+            grid = grids.get(kind)
+            if grid is None:  # a kind missing for this fact (a ROME directory may lack files): skipped silently
+                continue
+            try:
+                scores = np.asarray(grid["prob"], dtype=np.float64)
+                case = Case(r.get("known_id"), scores, float(grid.get("low_score", low)), float(grid.get("high_score", high)), (b, e))
+            except (KeyError, TypeError, ValueError):
+                warnings.append(f"known_id {r.get('known_id')!r}: unreadable {kind} grid, left out")
+                continue
+            if scores.shape != (T, n_layers):
+                warnings.append(f"known_id {r.get('known_id')!r}: {kind} grid shape does not match its tokens, left out")
+                continue
+            by_kind[kind].append(case)
+            any_grid = True
+        if any_grid:
+            used.append(r)
+    return by_kind, used
+
+
+def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE) -> SweepReport:
+    """The average indirect effect curves of the kept facts in `records` (see the module docstring)."""
+    kept = [r for r in records if r.get("status") == "kept"]
+    skipped = [r for r in records if r.get("status") == "skipped"]
+    by_reason: dict[str, int] = {}
+    for r in skipped:
+        by_reason[r.get("skipped") or "?"] = by_reason.get(r.get("skipped") or "?", 0) + 1
+    config = (records[0].get("config") if records else None) or {}
+    warnings: list[str] = []
+    kinds: list[str] = list(config.get("kinds") or [])
+    n_layers = 0
+    for r in kept:
+        try:
+            grids = r["grids"]
+            first = grids[next(iter(grids))]["prob"]
+            n_layers = len(first[0])
+            if not kinds:
+                kinds = [k for k in KINDS if k in grids] + [k for k in grids if k not in KINDS]
+            break
+        except (KeyError, TypeError, StopIteration, IndexError):
+            continue
+    thirds = layer_thirds(n_layers) if n_layers else []
+    by_kind, used = _cases(kept, kinds, n_layers, warnings)
+    curves, stats = {}, {}
+    for kind in kinds:
+        curves[kind], stats[kind] = kind_curves(by_kind[kind], mode, n_layers)
+    vmax_kind = next((k for k in KINDS if k in kinds and stats[k].facts), None)
+    vmax = max(max(c.heat) for c in curves[vmax_kind].values() if c.facts) if vmax_kind else None
+    # the fact-level numbers: each kept fact once (its first kind's low/high; they agree across kinds)
+    first_case = {}
+    for kind in kinds:
+        for c in by_kind[kind]:
+            first_case.setdefault(repr(c.known_id), c)
+    highs = np.array([c.high for c in first_case.values()])
+    lows = np.array([c.low for c in first_case.values()])
+    return SweepReport(
+        path=path,
+        config=config,
+        n_layers=n_layers,
+        kinds=kinds,
+        kept=len(used),
+        skipped=len(skipped),
+        skipped_by_reason=by_reason,
+        total_effect=float(highs.mean() - lows.mean()) if len(highs) else None,
+        total_effect_std=float(np.std(highs - lows)) if len(highs) else None,
+        clean_prob=float(highs.mean()) if len(highs) else None,
+        corrupted_prob=float(lows.mean()) if len(lows) else None,
+        curves=curves,
+        thirds=thirds,
+        warnings=warnings,
+        aggregate=mode,
+        stats=stats,
+        vmax=vmax,
+        vmax_kind=vmax_kind,
+    )
