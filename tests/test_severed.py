@@ -64,3 +64,32 @@ def test_severed_in_substitution_mode_equals_oracle(models):
                                 sever=("mlp",))
     np.testing.assert_allclose(result.grids["hidden-severed-mlp"]["prob"], expected["hidden-severed-mlp"]["prob"],
                                atol=1e-5)
+
+
+def test_sweep_with_sever_reports_figure_3(tmp_path, models, capsys):
+    """sweep --sever stores the severed grids; the report's Figure 3 series are the mean over kept
+    facts of each grid's last-subject-token row minus the mean corrupted probability."""
+    import json
+
+    from tracer.cli import run_cli
+    from tracer.sweep import Fact, SweepConfig, TracerBackend, run_sweep
+    from tracer.sweep_report import load_report
+
+    tracer, _ = models("llama")
+    prompts = [("The capital of Germany is", "Germany"), ("The Eiffel Tower is located in", "Eiffel Tower"),
+               ("Paris is the capital of", "Paris")]
+    facts = [Fact(i, subject, tracer.predict([p])[0][0].text.strip(), p) for i, (p, subject) in enumerate(prompts)]
+    out = str(tmp_path / "r.jsonl")
+    config = SweepConfig(kinds=("hidden",), sever=("mlp", "attn"), samples=2)
+    assert run_sweep(TracerBackend(tracer), facts, out, config).kept == 3
+    lines = [json.loads(line) for line in open(out)]
+    assert lines[0]["config"]["sever"] == ["mlp", "attn"]
+    assert set(lines[0]["grids"]) == {"hidden", *SEVERED}
+    report = load_report(out)
+    low = np.mean([r["corrupted_prob"] for r in lines])
+    for name in ("hidden", *SEVERED):
+        rows = [r["grids"][name]["prob"][r["subject_range"][1] - 1] for r in lines]
+        np.testing.assert_allclose(report.severed_paths[name], np.mean(rows, axis=0) - low, atol=1e-12)
+    assert run_cli(["sweep-report", out, "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "Severed paths (the paper's Figure 3)" in text and "mlp severed" in text and "attn severed" in text

@@ -94,7 +94,7 @@ def fake_facts(n: int, wrong=()) -> list[Fact]:
     ]
 
 
-CONFIG = SweepConfig(None, ("mlp",), samples=2, noise=3.0, window=2)
+CONFIG = SweepConfig(kinds=("mlp",), samples=2, noise="3.0", window=2)
 
 
 def lines_of(path) -> list[dict]:
@@ -162,8 +162,8 @@ def test_sweep_writes_one_line_per_fact_and_skips_wrong_predictions(tmp_path):
     assert {r["known_id"] for r in skipped} == {1, 3}
     assert skipped[0]["skipped"] == "wrong-prediction" and skipped[0]["top"][1] == " y"
     kept = next(r for r in lines if r["known_id"] == 0)
-    assert kept["config"] == {"model": "fake-model", "kinds": ["mlp"], "samples": 2, "noise": 3.0, "window": 2, "seed": 0,
-                              "filter": "rome"}
+    assert kept["config"] == {"model": "fake-model", "kinds": ["mlp"], "samples": 2, "noise": "3", "replace": False,
+                              "window": 2, "seed": 1, "sever": [], "filter": "rome"}
     assert kept["subject_range"] == [1, 3] and len(kept["grids"]["mlp"]["prob"]) == len(kept["tokens"])
     assert kept["clean_prob"] == 0.5 and kept["corrupted_prob"] == 0.1 and kept["target"] == " x"
 
@@ -236,9 +236,9 @@ def test_different_settings_or_facts_refuse_to_resume(tmp_path):
     facts = fake_facts(2)
     run_sweep(FakeBackend(), facts, out, CONFIG)
     with pytest.raises(InputError, match=r"--samples 2 \(this run: 3\)"):
-        run_sweep(FakeBackend(), facts, out, SweepConfig(None, ("mlp",), samples=3, window=2))
+        run_sweep(FakeBackend(), facts, out, SweepConfig(kinds=("mlp",), samples=3, window=2))
     with pytest.raises(InputError, match=r"--kinds mlp \(this run: mlp,attn\)"):
-        run_sweep(FakeBackend(), facts, out, SweepConfig(None, ("mlp", "attn"), samples=2, window=2))
+        run_sweep(FakeBackend(), facts, out, SweepConfig(kinds=("mlp", "attn"), samples=2, window=2))
     other = FakeBackend()
     other.name = "other-model"
     with pytest.raises(InputError, match="--model fake-model"):
@@ -331,7 +331,7 @@ def test_tiny_model_sweep_keeps_known_facts_and_matches_a_single_trace(tmp_path,
 
     out = str(tmp_path / "r.jsonl")
     facts = load_facts(write_json(tmp_path / "facts.json", tiny_facts))
-    config = SweepConfig(None, ("mlp", "hidden"), samples=2, window=2)
+    config = SweepConfig(kinds=("mlp", "hidden"), samples=2, window=2)
     summary = run_sweep(TracerBackend(tiny_tracer), facts, out, config)
     assert (summary.kept, summary.skipped) == (2, 2)
     assert summary.skipped_by_reason == {"wrong-prediction": 1, "bad-input": 1}
@@ -508,7 +508,7 @@ def test_sweep_report_cli_formats_and_output(tmp_path, capsys):
         (["sweep", "{good}", "-o", "{out}", "--kinds", "neurons"], "unknown kind"),
         (["sweep", "{good}", "-o", "{out}", "--samples", "0"], "samples must be between 1"),
         (["sweep", "{good}", "-o", "{out}", "--limit", "0"], "--limit must be at least 1"),
-        (["sweep", "{good}", "-o", "{out}", "--samples", "x"], "invalid int value"),
+        (["sweep", "{good}", "-o", "{out}", "--samples", "x"], "--samples must be an integer"),
         (["sweep-report", "{missing}"], "results file not found"),
         (["sweep-report", "{bad}"], "not a sweep result line"),
         (["sweep-report", "{results}", "-o", "{tmp}/no/such/dir/x.txt"], "cannot write"),
@@ -589,7 +589,7 @@ async def test_sweep_screen_runs_a_sweep_on_the_engine_thread(tmp_path, tiny_mod
     out = str(tmp_path / "r.jsonl")
     engine = Engine(str(tiny_model_dir))
     try:
-        screen = SweepScreen(engine=engine, results=out, facts=facts, config=SweepConfig(None, ("mlp",), samples=2, window=2))
+        screen = SweepScreen(engine=engine, results=out, facts=facts, config=SweepConfig(kinds=("mlp",), samples=2, window=2))
         async with _host(screen).run_test(size=(140, 48)) as pilot:
             for _ in range(300):
                 await pilot.pause(0.1)

@@ -129,7 +129,7 @@ def test_sweep_lines_store_input_ids_for_the_npz_files(tmp_path, tiny_model_dir)
     top = tracer.predict([prompt])[0][0]
     facts = [Fact(0, "Germany", top.text.strip(), prompt)]
     out = str(tmp_path / "r.jsonl")
-    summary = run_sweep(TracerBackend(tracer), facts, out, SweepConfig(None, ("mlp",), samples=2, window=2))
+    summary = run_sweep(TracerBackend(tracer), facts, out, SweepConfig(kinds=("mlp",), samples=2, window=2))
     assert summary.kept == 1
     export_results(out, str(tmp_path / "cases"))
     z = load_plain(tmp_path / "cases" / "knowledge_0_mlp.npz")

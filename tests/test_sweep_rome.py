@@ -210,15 +210,20 @@ def test_old_results_without_a_filter_resume_only_with_first_token(tmp_path):
     from tracer.sweep import prepare_output
 
     fact = Fact(0, "A", "B", "A is")
-    old = {"model": "m", "kinds": ["mlp"], "samples": 2, "noise": 3.0, "window": 2, "seed": 0}  # no "filter"
+    old = {"model": "m", "kinds": ["mlp"], "samples": 2, "noise": "3", "window": 2, "seed": 0}  # no "filter"
     line = {"v": 1, "status": "skipped", "known_id": 0, "prompt": "A is", "subject": "A", "attribute": "B",
             "config": old, "skipped": "wrong-prediction", "detail": ""}
     path = tmp_path / "old.jsonl"
     path.write_text(json.dumps(line) + "\n")
     with pytest.raises(InputError, match=r"--filter first-token \(this run: rome\)"):
-        prepare_output(str(path), [fact], SweepConfig(None, ("mlp",), 2, 3.0, 2, 0))
-    state = prepare_output(str(path), [fact], SweepConfig(None, ("mlp",), 2, 3.0, 2, 0, "first-token"))
+        prepare_output(str(path), [fact], SweepConfig(kinds=("mlp",), samples=2, noise="3.0", window=2, seed=0))
+    state = prepare_output(str(path), [fact], SweepConfig(kinds=("mlp",), samples=2, noise="3.0", window=2, seed=0, filter="first-token"))
     assert state.config["filter"] == "first-token" and state.skipped == 1
+    # lines from before the noise rules (noise k, default_rng draws) are never resumed with new draws
+    path.write_text(json.dumps({**line, "config": {**old, "noise": 3.0, "filter": "first-token"}}) + "\n")
+    with pytest.raises(InputError, match=r"--noise 3 x embedding std with default_rng draws .* \(this run: v3\)"):
+        prepare_output(str(path), [fact], SweepConfig(kinds=("mlp",), noise="v3", samples=2, window=2, seed=0,
+                                                      filter="first-token"))
 
 
 # ---- known_1000 ships with the package ----------------------------------------------------------

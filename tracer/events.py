@@ -11,11 +11,6 @@ from dataclasses import dataclass, field
 from .settings import KINDS, SETTING_NAMES, TraceSettings  # noqa: F401  (KINDS re-exported)
 
 
-def check_settings(kinds, samples: int, window: int, noise) -> None:
-    """Validate settings the old way (sweep config); TraceSettings raises InputError on a bad one."""
-    TraceSettings(kinds=kinds, samples=samples, window=window, noise=noise)
-
-
 @dataclass(frozen=True)
 class TraceRequest(TraceSettings):
     """One trace: what to trace, with the settings (TraceSettings' fields, keyword-only).

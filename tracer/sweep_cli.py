@@ -13,7 +13,7 @@ import threading
 import time
 
 from .errors import InputError
-from .events import KINDS
+from .settings import add_settings_arguments, settings_from_args
 from .facts import DEFAULT_FILTER, FILTERS
 
 COMMANDS = ("sweep", "sweep-report", "sweep-export-npz")
@@ -29,11 +29,7 @@ def add_sweep_subcommands(sub, add_model_args) -> None:
     add_model_args(p)
     p.add_argument("--output", "-o", metavar="RESULTS.jsonl", help="results file; rerun the same command to resume")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N facts of the file")
-    p.add_argument("--kinds", default=",".join(KINDS), metavar="K1,K2", help=f"states to restore, comma-separated: {','.join(KINDS)} (default: all)")
-    p.add_argument("--samples", type=int, default=10, metavar="N", help="noise samples per trace (default 10)")
-    p.add_argument("--noise", type=float, default=3.0, metavar="K", help="noise std = K x embedding std (default 3)")
-    p.add_argument("--window", type=int, default=10, metavar="W", help="layers restored around each mlp/attn cell (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    add_settings_arguments(p)
     p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER,
                    help="which facts are traced: rome (default; the clean top token, stripped, equals the whole attribute, ROME's rule) "
                    "or first-token (the top token is the first token of ' ' + attribute; not ROME's)")
@@ -76,10 +72,6 @@ def dispatch_sweep(args) -> int | None:
 # ---- sweep ----------------------------------------------------------------------------------
 
 
-def _kinds(text: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in text.split(",") if k.strip())
-
-
 def _sweep(args) -> int:
     from .sweep import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
 
@@ -90,7 +82,7 @@ def _sweep(args) -> int:
         facts = facts[: args.limit]
     if not facts:
         raise InputError(f"{args.facts} holds no facts")
-    config = SweepConfig(None, _kinds(args.kinds), args.samples, args.noise, args.window, args.seed, args.filter)
+    config = SweepConfig(filter=args.filter, **settings_from_args(args).to_dict())
     if not args.check_only:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")

@@ -5,7 +5,8 @@ the fact filter).
 
 The file (format version 1), one JSON object per line, each self-contained:
     common:  v, status ("kept"/"skipped"), known_id, relation_id, prompt, subject,
-             attribute, config {model, kinds, samples, noise, window, seed, filter}
+             attribute, config {model, kinds, samples, noise, replace, window, seed, sever, filter}
+             (noise is the rule, e.g. "s3"; lines of versions before the rules hold a number k)
              (a line without "filter" was written with the first-token rule)
     kept:    tokens, input_ids, subject_range [b, e), target, target_id, clean_prob,
              corrupted_prob, clean_top, corrupted_top ([id, text, p] each),
@@ -27,7 +28,8 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import InputError
-from .events import KINDS, TraceRequest, TraceResult, check_settings
+from .events import TraceRequest, TraceResult
+from .settings import SETTING_NAMES, TraceSettings
 from .facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
 
 FORMAT_VERSION = 1
@@ -40,57 +42,42 @@ SKIP_REASONS = {SKIP_WRONG: "the model predicts another token", SKIP_INPUT: "unu
 
 
 @dataclass(frozen=True)
-class SweepConfig:
-    """Everything that changes a fact's numbers; stored in every line, compared on resume."""
+class SweepConfig(TraceSettings):
+    """Everything that changes a fact's numbers; stored in every line, compared on resume.
+    The trace settings (TraceSettings' fields, keyword-only, validated there) plus the model
+    and the fact filter. The sweep traces every position (the paper's token x layer grids)."""
 
     model: str | None = None  # the loaded model's name; None until the model is loaded
-    kinds: tuple[str, ...] = KINDS
-    samples: int = 10
-    noise: float = 3.0
-    window: int = 10
-    seed: int = 0
     filter: str = DEFAULT_FILTER  # which facts are traced (tracer.facts.FILTERS)
 
     def __post_init__(self):
-        check_settings(self.kinds, self.samples, self.window, self.noise)
+        super().__post_init__()
         check_filter(self.filter)
-        if len(set(self.kinds)) != len(self.kinds):
-            raise InputError(f"kinds repeat: {', '.join(self.kinds)}")
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "kinds": list(self.kinds),
-            "samples": self.samples,
-            "noise": self.noise,
-            "window": self.window,
-            "seed": self.seed,
-            "filter": self.filter,
-        }
+        return {"model": self.model, **super().to_dict(), "filter": self.filter}
 
     def request(self, fact: Fact) -> TraceRequest:
-        return TraceRequest(
-            prompt=fact.prompt,
-            subject=fact.subject,
-            # ROME traces the clean argmax (None); under first-token that argmax is the
-            # attribute's first token, named as before
-            target=None if self.filter == "rome" else fact.attribute,
-            kinds=tuple(self.kinds),
-            samples=self.samples,
-            noise=self.noise,
-            window=self.window,
-            positions="all",
-            seed=self.seed,
-        )
+        # ROME traces the clean argmax (None); under first-token that argmax is the
+        # attribute's first token, named as before
+        target = None if self.filter == "rome" else fact.attribute
+        settings = {name: getattr(self, name) for name in SETTING_NAMES}
+        return TraceRequest(fact.prompt, fact.subject, target=target, positions="all", **settings)
 
 
-_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "window": "--window", "seed": "--seed",
-         "filter": "--filter", "model": "--model"}
+_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "replace": "--replace", "window": "--window",
+         "seed": "--seed", "sever": "--sever", "filter": "--filter", "model": "--model"}
 
 
 def stored_config(config: dict) -> dict:
-    """A line's config with the defaults of older lines filled in (no "filter": first-token)."""
-    return {**config, "filter": config.get("filter") or LEGACY_FILTER}
+    """A line's config with the defaults of older lines filled in (no "filter": first-token;
+    no "replace"/"sever": off). Lines from before the noise rules hold a number k (k x the
+    embedding std, drawn with NumPy's default_rng): named so, they never match a rule."""
+    filled = {"replace": False, "sever": [], **config, "filter": config.get("filter") or LEGACY_FILTER}
+    noise = filled.get("noise")
+    if isinstance(noise, (int, float)) and not isinstance(noise, bool):
+        filled["noise"] = f"{noise:g} x embedding std with default_rng draws (before ROME's noise rules)"
+    return filled
 
 
 def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = True) -> str | None:
@@ -101,11 +88,7 @@ def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = Tr
         if key == "model" and (not check_model or config.model is None):
             continue
         a, b = stored.get(key), current[key]
-        if key == "noise" and isinstance(a, (int, float)) and isinstance(b, (int, float)):
-            same = abs(float(a) - float(b)) < 1e-12
-        else:
-            same = a == b
-        if not same:
+        if a != b:
             show = lambda v: ",".join(v) if isinstance(v, list) else v  # noqa: E731
             return f"{flag} {show(a)} (this run: {show(b)})"
     return None

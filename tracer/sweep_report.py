@@ -278,10 +278,26 @@ def plot_text(report: SweepReport, kind: str, *, width: int = 100, height: int =
     return text
 
 
+def severed_text(report: SweepReport) -> str:
+    """The paper's Figure 3 as a table: layers down, the ordinary and severed series across."""
+    series = report.severed_paths
+    names = list(series)
+    labels = {"hidden": "single state"} | {n: n.replace("hidden-severed-", "") + " severed" for n in names[1:]}
+    lines = ["Severed paths (the paper's Figure 3): average indirect effect of restoring one hidden state at the "
+             "last subject token, with the MLP or attention outputs at that token above its layer held at their "
+             "corrupted values (same noise draw; ROME's notebook draws those values from a second sample)",
+             "layer" + "".join(f"{labels[n]:>16s}" for n in names)]
+    for layer in range(report.n_layers):
+        lines.append(f"{layer:5d}" + "".join(f"{series[n][layer]:16.4f}" for n in names))
+    return "\n".join(lines)
+
+
 def render_text(report: SweepReport, *, plots: bool = True, color: bool = False, width: int = 100) -> str:
     parts = ["\n".join(summary_lines(report))]
     for w in report.warnings:
         parts.append(f"warning: {w}")
+    if report.kept and report.severed_paths is not None:
+        parts.append(severed_text(report))
     if report.kept:
         for kind in report.kinds:
             parts.append("\n".join(rome_summary_lines(report, kind)))

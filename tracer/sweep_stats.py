@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InputError
 from .events import KINDS
+from .settings import severed_name
 
 GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
 GROUP_LABELS = {
@@ -131,6 +132,15 @@ class SweepReport:
     def baseline(self) -> float | None:
         return self.corrupted_prob
 
+    @property
+    def severed_paths(self) -> dict[str, list[float]] | None:
+        """The paper's Figure 3: AIE at the last subject token by the layer of the restored hidden
+        state, ordinary and with the MLP/attention outputs at that token severed (None without)."""
+        names = [k for k in self.kinds if k.startswith(severed_name(""))]
+        if not names or "hidden" not in self.curves:
+            return None
+        return {name: self.curves[name]["last_subject"].mean for name in ["hidden", *names]}
+
     def to_dict(self) -> dict:
         return {
             "path": self.path,
@@ -171,6 +181,8 @@ class SweepReport:
                 "rows": list(GROUPS),
                 "values": {kind: [groups[g].heat for g in GROUPS] for kind, groups in self.curves.items()},
             },
+            "severed_paths": None if self.severed_paths is None else {
+                "group": "last_subject", "series": self.severed_paths},
             "warnings": self.warnings,
         }
 
@@ -314,6 +326,8 @@ def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE
     config = (records[0].get("config") if records else None) or {}
     warnings: list[str] = []
     kinds: list[str] = list(config.get("kinds") or [])
+    if kinds:  # the severed-path series (sweep --sever) are averaged like kinds of their own
+        kinds += [severed_name(k) for k in config.get("sever") or []]
     n_layers = 0
     for r in kept:
         try:

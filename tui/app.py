@@ -295,8 +295,7 @@ class TracerApp(RunMixin, App):
         if isinstance(self.screen, SweepScreen):
             return
         try:
-            s = self.query_one(SettingsPanel).read().trace
-            config = SweepConfig(kinds=s.kinds, samples=s.samples, noise=s.noise, window=s.window, seed=s.seed)
+            config = SweepConfig(**self.query_one(SettingsPanel).read().trace.to_dict())
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return
