@@ -19,7 +19,7 @@ import tracer  # noqa: F401  (fast BLAS before mlx.core)
 from tracer.events import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.schedule import make_cells, token_layers  # noqa: E402
-from tracer.trace import Tracer, plan_chunks, resolve_positions, run_trace  # noqa: E402
+from tracer.tracing import Tracer, plan_chunks, resolve_positions, run_trace  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -29,7 +29,7 @@ from tracer.events import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.prompts import subject_span, tokenize  # noqa: E402
 from tracer.schedule import make_cells, token_layers, window_layers  # noqa: E402
-from tracer.trace import Tracer, plan_chunks, run_trace  # noqa: E402
+from tracer.tracing import Tracer, plan_chunks, run_trace  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)

@@ -92,7 +92,7 @@ def test_mlx_imported_first_is_reported():
     fast, desc = proc.stdout.splitlines()
     assert fast == "False"
     assert desc.startswith("reference")
-    assert "mlx.core was imported before tracer" in desc and "import tracer first" in desc
+    assert "mlx.core was imported before tracer" in desc and "put `import tracer` before `import mlx.core`" in desc
 
 
 @pytest.mark.skipif(not blas.candidates(), reason="no fast BLAS on this machine")

@@ -85,6 +85,6 @@ def test_import_tracer_does_not_import_textual():
     import subprocess
     import sys
 
-    code = "import tracer, tracer.engine, tracer.trace, tracer.cli, sys; print('textual' in sys.modules)"
+    code = "import tracer, tracer.engine, tracer.tracing, tracer.api, tracer.cli, sys; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

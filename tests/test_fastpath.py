@@ -12,7 +12,7 @@ from tracer.errors import TraceCancelled
 from tracer.events import CellsDone, TraceRequest
 from tracer.fastops import fused_silu_mul, silu_mul
 from tracer.models import load_model
-from tracer.trace import Tracer, run_trace
+from tracer.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

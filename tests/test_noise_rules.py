@@ -12,7 +12,7 @@ from tracer.errors import InputError
 from tracer.events import TraceRequest
 from tracer.models import load_model
 from tracer.settings import NoiseRule, TraceSettings
-from tracer.trace import Tracer, run_trace
+from tracer.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

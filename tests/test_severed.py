@@ -7,7 +7,7 @@ from oracle import oracle_trace
 from tracer.events import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
-from tracer.trace import Tracer, run_trace
+from tracer.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -289,7 +289,7 @@ def test_sigkill_mid_fact_loses_only_that_fact(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_tracer(tiny_lm):
-    from tracer.trace import Tracer
+    from tracer.tracing import Tracer
 
     return Tracer(tiny_lm)
 
@@ -327,7 +327,7 @@ def tiny_facts(tiny_tracer):
 
 
 def test_tiny_model_sweep_keeps_known_facts_and_matches_a_single_trace(tmp_path, tiny_tracer, tiny_facts):
-    from tracer.trace import run_trace
+    from tracer.tracing import run_trace
 
     out = str(tmp_path / "r.jsonl")
     facts = load_facts(write_json(tmp_path / "facts.json", tiny_facts))

@@ -122,7 +122,7 @@ def test_sweep_lines_store_input_ids_for_the_npz_files(tmp_path, tiny_model_dir)
     from tracer.models import load_model
     from tracer.prompts import tokenize
     from tracer.sweep import Fact, SweepConfig, TracerBackend, run_sweep
-    from tracer.trace import Tracer
+    from tracer.tracing import Tracer
 
     tracer = Tracer(load_model(str(tiny_model_dir)))
     prompt = "The capital of Germany is"

@@ -9,7 +9,7 @@ from tracer.events import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
 from tracer.schedule import make_cells, make_chunks, token_layers, window_layers
-from tracer.trace import Tracer, run_trace
+from tracer.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

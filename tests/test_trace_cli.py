@@ -12,7 +12,7 @@ import pytest
 from tracer.cli import run_cli
 from tracer.events import TraceRequest
 from tracer.models import load_model
-from tracer.trace import Tracer, run_trace
+from tracer.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -29,12 +29,25 @@ class SlowBlasWarning(UserWarning):
 if BLAS.imported_too_late:
     _warnings.warn(f"tracer: {BLAS.note}", SlowBlasWarning, stacklevel=2)
 
-from .api import PatchedRun, load, patch, predict, trace  # noqa: E402
 from .errors import InputError, ModelError, TraceCancelled, TracerError  # noqa: E402
 from .events import Prediction, TraceRequest, TraceResult  # noqa: E402
 from .memory import keep_freed_memory  # noqa: E402
 from .settings import NoiseRule, TraceSettings  # noqa: E402
-from .trace import Tracer  # noqa: E402
+
+# The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
+# imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).
+_LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "PatchedRun": "api", "Tracer": "tracing"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        globals().update({n: getattr(module, n) for n, where in _LAZY.items() if where == _LAZY[name]})
+        return globals()[name]
+    raise AttributeError(f"module 'tracer' has no attribute {name!r}")
+
 
 __all__ = [
     "BLAS",

@@ -26,7 +26,7 @@ from .models import load_model
 from .patching import TapPlan
 from .prompts import check_substitution, subject_span, tokenize
 from .settings import KINDS, TraceSettings
-from .trace import Tracer, resolve_positions, run_trace
+from .tracing import Tracer, resolve_positions, run_trace
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:

@@ -63,7 +63,7 @@ def check_writable(path: str | None) -> None:
 def trace_command(args) -> int:
     from . import export
     from .models import load_model
-    from .trace import Tracer, run_trace
+    from .tracing import Tracer, run_trace
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")

@@ -36,7 +36,7 @@ class Engine:
         self.keep_quantized = keep_quantized
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="tracer-engine", daemon=True)
-        self._tracer = None  # tracer.trace.Tracer, only touched on the engine thread
+        self._tracer = None  # tracer.tracing.Tracer, only touched on the engine thread
         self._thread.start()
 
     # ---- public API (any thread) -------------------------------------------------
@@ -106,7 +106,7 @@ class Engine:
 
         from . import BLAS
         from .models import load_model
-        from .trace import Tracer
+        from .tracing import Tracer
 
         lm = load_model(self.model_spec, keep_quantized=self.keep_quantized)
         self._tracer = Tracer(lm)
@@ -120,7 +120,7 @@ class Engine:
         )
 
     def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
-        from .trace import run_trace
+        from .tracing import run_trace
 
         try:
             if self._tracer is None:

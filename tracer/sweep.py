@@ -58,7 +58,7 @@ class Backend(Protocol):
 
 
 class TracerBackend:
-    """A sweep backend over a loaded `tracer.trace.Tracer`; use on the thread that owns it.
+    """A sweep backend over a loaded `tracer.tracing.Tracer`; use on the thread that owns it.
     `filter` is the fact filter's rule (tracer.facts); run_sweep sets it from its config."""
 
     def __init__(self, tracer, filter: str = DEFAULT_FILTER):
@@ -126,7 +126,7 @@ class TracerBackend:
         return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
 
     def trace(self, request: TraceRequest, on_event, cancel) -> TraceResult:
-        from .trace import run_trace
+        from .tracing import run_trace
 
         return run_trace(self.tracer, request, on_event=on_event, cancel=cancel)
 
