@@ -132,3 +132,18 @@ def test_bad_settings_are_one_line_exit_2(capsys, tiny_model_dir, flags, message
     code, out, err = _trace(capsys, tiny_model_dir, *flags)
     assert code == 2 and out == ""
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_npz_option_writes_romes_case_files(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "cases"
+    code, _, err = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "hidden,mlp", "--sever", "attn",
+                          "--format", "json", "--npz", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["knowledge_0.npz", "knowledge_0_mlp.npz"]
+    z = np.load(out / "knowledge_0_mlp.npz", allow_pickle=False)
+    tracer = Tracer(load_model(str(tiny_model_dir)))
+    direct = run_trace(tracer, TraceRequest(PROMPT, "Eiffel Tower", kinds=("hidden", "mlp"), samples=2))
+    np.testing.assert_allclose(z["scores"], direct.grid("mlp"), atol=1e-7)
+    assert z["input_ids"].tolist() == direct.token_ids and float(z["low_score"]) == pytest.approx(direct.corrupted_prob)
+    code, _, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--npz", str(tmp_path / "x"))
+    assert code == 2 and "--npz needs the full grid" in err

@@ -23,6 +23,8 @@ def add_subcommands(sub, add_model_args) -> None:
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
     p.add_argument("--metric", choices=("recovery", "prob", "logit_diff"), default="recovery", help="grid shown by --format text")
     p.add_argument("--output", default=None, help="write here instead of stdout")
+    p.add_argument("--npz", default=None, metavar="DIR",
+                   help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     try:
         from .sweep_cli import add_sweep_subcommands
@@ -77,6 +79,8 @@ def trace_command(args) -> int:
         **settings.to_dict(),
     )
     check_writable(args.output)
+    if args.npz and request.positions != "all":
+        raise InputError("--npz needs the full grid: use --positions all")
     from . import BLAS
 
     if not BLAS.fast:
@@ -87,6 +91,9 @@ def trace_command(args) -> int:
         result = run_trace(tracer, request, on_event=progress.on_event, cancel=threading.Event())
     for w in result.warnings:
         print(f"tracer-tui: warning: {w}", file=sys.stderr)
+    if args.npz:
+        paths = export.to_npz(result, args.npz)
+        print(f"wrote {len(paths)} .npz file(s) to {args.npz}", file=sys.stderr)
     if args.format == "json":
         text = export.to_json_text(result)
     elif args.format == "csv":

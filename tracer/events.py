@@ -63,6 +63,7 @@ class TraceResult:
     grids: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    token_ids: list[int] = field(default_factory=list)  # the prompt's token ids (ROME's input_ids)
 
     @property
     def n_layers(self) -> int:

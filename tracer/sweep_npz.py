@@ -91,7 +91,11 @@ def trace_to_npz(result, directory: str, known_id=0, input_ids=None, correct_pre
         raise InputError("an .npz case needs the full grid: trace with positions 'all'")
     _prepare_dir(directory)
     paths = []
+    if input_ids is None:
+        input_ids = result.token_ids or None
     for kind, grid in result.grids.items():
+        if kind not in KINDS:  # severed-path series: ROME writes no per-case file for them
+            continue
         path = os.path.join(directory, npz_name(known_id, kind))
         if correct_prediction:
             arrays = case_arrays(

@@ -235,4 +235,5 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         grids=grids,
         seconds=time.perf_counter() - started_at,
         warnings=warnings,
+        token_ids=list(clean.ids),
     )
