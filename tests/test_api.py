@@ -130,3 +130,20 @@ def test_the_seed_tutorial_example_runs():
     assert "clean:     ' Paris' 0.70" in out.stdout
     assert "patched (layer 8 MLP, all positions): ' Paris'" in out.stdout
     assert out.stdout.count("% recovery") >= 5 and "Einstein vs Newton: peak MLP recovery at layer" in out.stdout
+
+
+def test_sweep_and_report_from_python(model, tmp_path):
+    prompts = [("The capital of Germany is", "Germany"), ("Paris is the capital of", "Paris")]
+    facts = [{"known_id": i, "subject": s, "attribute": model.predict([p])[0][0].text.strip(), "prompt": p,
+              "template": "", "relation_id": "P0"} for i, (p, s) in enumerate(prompts)]
+    path = tmp_path / "facts.json"
+    path.write_text(__import__("json").dumps(facts))
+    out = str(tmp_path / "r.jsonl")
+    summary = tracer.sweep(model, str(path), out, kinds=("hidden",), samples=2)
+    assert summary.kept == 2 and summary.skipped == 0
+    rep = tracer.report(out)
+    assert rep.kept == 2 and rep.kinds == ["hidden"] and len(rep.curves["hidden"]["last"].mean) == model.n_layers
+    with pytest.raises(tracer.InputError, match="was written with --samples 2"):
+        tracer.sweep(model, str(path), out, kinds=("hidden",), samples=3)
+    with pytest.raises(tracer.InputError, match="unknown aggregate"):
+        tracer.report(out, aggregate="mean")

@@ -8,6 +8,7 @@
     result.grid("mlp", "recovery")              # any metric by name
     tracer.predict(model, "The Eiffel Tower is located in the city of", k=5)
     tracer.patch(model, clean_prompt, corrupted_prompt, kind="mlp", layers=[8])
+    tracer.sweep(model, "known_1000", "results.jsonl", kinds=("mlp",)); tracer.report("results.jsonl")
 
 Import tracer before anything imports mlx.core: on Linux it loads a fast BLAS first,
 which must precede MLX (imported after MLX, the bundled reference BLAS stays in use,
@@ -36,7 +37,8 @@ from .settings import NoiseRule, TraceSettings  # noqa: E402
 
 # The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
 # imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).
-_LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "PatchedRun": "api", "Tracer": "tracing"}
+_LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "sweep": "api", "report": "api",
+         "PatchedRun": "api", "Tracer": "tracing"}
 
 
 def __getattr__(name):
@@ -67,5 +69,7 @@ __all__ = [
     "load",
     "patch",
     "predict",
+    "report",
+    "sweep",
     "trace",
 ]

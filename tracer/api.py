@@ -166,3 +166,55 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     texts = [model.tokenizer.decode([int(i)], skip_special_tokens=False) for i in top]
     return PatchedRun(probs, [(t, float(probs[i])) for t, i in zip(texts, top)],
                       {"kind": kind, "layers": layer_list, "positions": chosen})
+
+
+def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl", *, limit: int | None = None,
+          filter: str = "rome", on_event=None, cancel: threading.Event | None = None, **settings):
+    """Trace many facts into a resumable JSON-lines file (one line per fact), as ROME's sweep.
+
+    Args:
+        model: from ``load``.
+        facts: "known_1000" (ROME's facts, shipped with tracer-tui) or a path to a file in that format.
+        output: the results file; calling again with the same settings resumes it.
+        limit: only the first `limit` facts.
+        filter: "rome" (the clean top token, stripped, equals the whole attribute) or "first-token".
+        on_event: called with each sweep event (FactDone, FactSkipped, ...).
+        cancel: a threading.Event; once set, the sweep stops after the fact in hand (the file stays valid).
+        **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever).
+
+    Returns:
+        A SweepSummary (kept, skipped, skipped_by_reason, traced_now, cancelled, seconds, ...).
+
+    Raises:
+        InputError: unreadable facts, a results file written with other settings, bad settings.
+    """
+    from .sweep import SweepConfig, TracerBackend, load_facts, run_sweep
+
+    fact_list = load_facts(facts)
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"limit must be at least 1 (got {limit})")
+        fact_list = fact_list[:limit]
+    config = SweepConfig(filter=filter, **settings)
+    return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
+
+
+def report(results: str, *, aggregate: str = "rome"):
+    """The average indirect effects of a sweep (ROME's statistics by default).
+
+    Args:
+        results: a sweep's results file, or a directory of ROME's knowledge_*.npz case files.
+        aggregate: "rome" (ROME's notebook: pooled token rows, one baseline) or "per-fact".
+
+    Returns:
+        A SweepReport: ``curves[kind][group].mean`` per layer (the AIE), ``total_effect``,
+        ``severed_paths`` (with sweep --sever), ``to_dict()``.
+
+    Raises:
+        InputError: a missing or malformed results file.
+    """
+    from .sweep_report import load_report
+
+    if aggregate not in ("rome", "per-fact"):
+        raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
+    return load_report(results, aggregate)

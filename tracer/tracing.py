@@ -138,6 +138,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     subject = subject_span(req.prompt, req.subject, clean)
     positions = resolve_positions(req.positions, subject, T)
     warnings: list[str] = []
+    from . import BLAS
+
+    if not BLAS.fast:
+        warnings.append(f"slow BLAS: {BLAS.note}")
 
     # corrupted input
     if req.corrupted_prompt is not None:
