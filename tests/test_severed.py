@@ -72,8 +72,8 @@ def test_sweep_with_sever_reports_figure_3(tmp_path, models, capsys):
     import json
 
     from tracer.cli import run_cli
-    from tracer.sweep import Fact, SweepConfig, TracerBackend, run_sweep
-    from tracer.sweep_report import load_report
+    from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
+    from tracer.sweeps.report import load_report
 
     tracer, _ = models("llama")
     prompts = [("The capital of Germany is", "Germany"), ("The Eiffel Tower is located in", "Eiffel Tower"),

@@ -20,7 +20,7 @@ import pytest
 
 from tracer.errors import InputError
 from tracer.events import Prediction, TraceRequest, TraceResult
-from tracer.sweep import (
+from tracer.sweeps import (
     Check,
     Fact,
     FactDone,
@@ -30,7 +30,7 @@ from tracer.sweep import (
     run_sweep,
     scan_results,
 )
-from tracer.sweep_report import aggregate, load_report, read_results, render_csv, render_json, render_text, token_groups
+from tracer.sweeps.report import aggregate, load_report, read_results, render_csv, render_json, render_text, token_groups
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -259,7 +259,7 @@ def test_sigkill_mid_fact_loses_only_that_fact(tmp_path):
         import sys
         sys.path[:0] = [{REPO!r}, {TESTS!r}]
         from test_sweep import FakeBackend, CONFIG
-        from tracer.sweep import load_facts, run_sweep
+        from tracer.sweeps import load_facts, run_sweep
         run_sweep(FakeBackend(delay=0.4), load_facts({facts_path!r}), {out!r}, CONFIG)
         """
     )

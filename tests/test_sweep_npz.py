@@ -10,8 +10,8 @@ import pytest
 
 from test_sweep_rome import FACTS, KINDS, records
 from tracer.errors import InputError
-from tracer.sweep_npz import export_results, read_npz_dir, trace_to_npz
-from tracer.sweep_report import load_report
+from tracer.sweeps.npz import export_results, read_npz_dir, trace_to_npz
+from tracer.sweeps.report import load_report
 
 FIELDS = {"scores", "low_score", "high_score", "input_ids", "input_tokens", "subject_range", "answer", "window",
           "correct_prediction", "kind"}
@@ -121,7 +121,7 @@ def test_a_single_trace_to_npz(tmp_path):
 def test_sweep_lines_store_input_ids_for_the_npz_files(tmp_path, tiny_model_dir):
     from tracer.models import load_model
     from tracer.prompts import tokenize
-    from tracer.sweep import Fact, SweepConfig, TracerBackend, run_sweep
+    from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
     from tracer.tracing import Tracer
 
     tracer = Tracer(load_model(str(tiny_model_dir)))

@@ -14,8 +14,8 @@ import pytest
 
 from tracer.errors import InputError
 from tracer.facts import BUNDLED, load_facts, passes_filter, resolve_facts
-from tracer.sweep import Fact, SweepConfig, TracerBackend, run_sweep
-from tracer.sweep_report import aggregate, load_report, render_json, render_text
+from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
+from tracer.sweeps.report import aggregate, load_report, render_json, render_text
 
 L = 4
 KINDS = ("hidden", "mlp")
@@ -207,7 +207,7 @@ def test_tracer_backend_check_applies_each_rule():
 
 
 def test_old_results_without_a_filter_resume_only_with_first_token(tmp_path):
-    from tracer.sweep import prepare_output
+    from tracer.sweeps import prepare_output
 
     fact = Fact(0, "A", "B", "A is")
     old = {"model": "m", "kinds": ["mlp"], "samples": 2, "noise": "3", "window": 2, "seed": 0}  # no "filter"

@@ -188,7 +188,7 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     Raises:
         InputError: unreadable facts, a results file written with other settings, bad settings.
     """
-    from .sweep import SweepConfig, TracerBackend, load_facts, run_sweep
+    from .sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
 
     fact_list = load_facts(facts)
     if limit is not None:
@@ -213,7 +213,7 @@ def report(results: str, *, aggregate: str = "rome"):
     Raises:
         InputError: a missing or malformed results file.
     """
-    from .sweep_report import load_report
+    from .sweeps.report import load_report
 
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")

@@ -21,17 +21,14 @@ factors, the variance of s3.
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 
 from .errors import InputError
+from .facts import BUNDLED
 from .settings import T_FACTORS, NoiseRule
 
-KNOWN_1000 = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "known_1000.json")
-
-
-def known_subjects(path: str = KNOWN_1000) -> list[str]:
+def known_subjects(path: str = BUNDLED["known_1000"]) -> list[str]:
     """Every known_1000 subject, in file order, duplicates kept (ROME pools all 1,209)."""
     with open(path, encoding="utf-8") as f:
         return [fact["subject"] for fact in json.load(f)]

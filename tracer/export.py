@@ -112,7 +112,7 @@ def to_text(result, metric: str = "recovery") -> str:
 
 
 def to_npz(result, directory: str, known_id=0, input_ids=None) -> list[str]:
-    """The trace as ROME's per-case files, knowledge_{known_id}{'',_mlp,_attn}.npz (tracer.sweep_npz)."""
-    from .sweep_npz import trace_to_npz
+    """The trace as ROME's per-case files, knowledge_{known_id}{'',_mlp,_attn}.npz (tracer.sweeps.npz)."""
+    from .sweeps.npz import trace_to_npz
 
     return trace_to_npz(result, directory, known_id=known_id, input_ids=input_ids)

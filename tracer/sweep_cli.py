@@ -73,7 +73,7 @@ def dispatch_sweep(args) -> int | None:
 
 
 def _sweep(args) -> int:
-    from .sweep import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
+    from .sweeps import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
 
     facts = load_facts(args.facts)
     if args.limit is not None:
@@ -121,7 +121,7 @@ def _wait(future, cancel: threading.Event):
 
 
 def _check_only(engine, facts, rule: str) -> int:
-    from .sweep import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
+    from .sweeps import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -138,7 +138,7 @@ def _check_only(engine, facts, rule: str) -> int:
 
 
 def _run(engine, facts, output, config) -> int:
-    from .sweep import SKIP_REASONS, TracerBackend, run_sweep
+    from .sweeps import SKIP_REASONS, TracerBackend, run_sweep
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -209,7 +209,7 @@ class _Progress:
             self.progress.__exit__(*exc)
 
     def on_event(self, event) -> None:  # called on the engine thread
-        from .sweep import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
+        from .sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
 
         p = self.progress
         if isinstance(event, SweepStarted):
@@ -266,12 +266,12 @@ def _duration(seconds: float) -> str:
 
 
 def _report(args) -> int:
-    from .sweep_report import load_report, render
+    from .sweeps.report import load_report, render
 
     report = load_report(args.results, args.aggregate)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "text":
-        from .sweep_report import render_text
+        from .sweeps.report import render_text
 
         text = render_text(report, plots=not args.no_plots, color=to_terminal)
     else:
@@ -282,7 +282,7 @@ def _report(args) -> int:
 
 
 def _export_npz(args) -> int:
-    from .sweep_npz import export_results
+    from .sweeps.npz import export_results
 
     files, kept, skipped, warnings = export_results(args.results, args.directory)
     for w in warnings:

@@ -288,7 +288,7 @@ class TracerApp(RunMixin, App):
 
     def action_sweeps(self) -> None:
         """The sweep screen, with the settings pane's kinds/samples/noise/window/seed."""
-        from tracer.sweep import SweepConfig
+        from tracer.sweeps import SweepConfig
 
         from .widgets.sweep_view import SweepScreen
 

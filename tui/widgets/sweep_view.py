@@ -28,8 +28,8 @@ from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Stati
 from textual_plotext import PlotextPlot
 
 from tracer.errors import TracerError
-from tracer.sweep import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
-from tracer.sweep_report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
+from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
+from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
 POLL_SECONDS = 1.0
 
@@ -277,7 +277,7 @@ class SweepScreen(Screen):
             self.status("stopping after the current batch…")
 
     def action_run(self) -> None:
-        from tracer.sweep import load_facts, prepare_output
+        from tracer.sweeps import load_facts, prepare_output
 
         if self.engine is None:
             self.status("no engine: this screen can only show results", error=True)
@@ -306,7 +306,7 @@ class SweepScreen(Screen):
         engine, config, cancel = self.engine, self.config, self.running.cancel
 
         def job():  # engine thread
-            from tracer.sweep import TracerBackend, run_sweep
+            from tracer.sweeps import TracerBackend, run_sweep
 
             return run_sweep(TracerBackend(engine.tracer), facts, results, config, on_event=self._on_sweep_event, cancel=cancel)
 

@@ -1,7 +1,7 @@
 """A sweep's results -> the paper's average indirect effect, as text, CSV or JSON.
 
-Reads a results file (JSON Lines, tracer.sweep_files) or a directory of ROME's
-per-case .npz files (tracer.sweep_npz), averages with tracer.sweep_stats (ROME's
+Reads a results file (JSON Lines, tracer.sweeps.files) or a directory of ROME's
+per-case .npz files (tracer.sweeps.npz), averages with tracer.sweeps.stats (ROME's
 pooled statistics by default, or per-fact averaging) and renders the curves,
 a table per kind and ROME's AIE heatmap (clipped at 0) as a text strip.
 """
@@ -14,8 +14,8 @@ import json
 import math
 import os
 
-from .errors import InputError, read_user_file
-from .sweep_stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
+from ..errors import InputError, read_user_file
+from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
     AGGREGATE_NAMES,
     AGGREGATES,
     DEFAULT_AGGREGATE,
@@ -116,7 +116,7 @@ class ResultsTail:
 def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
     """The report of a results file, or of a directory of ROME's per-case .npz files."""
     if os.path.isdir(path):
-        from .sweep_npz import read_npz_dir
+        from .npz import read_npz_dir
 
         records, warnings = read_npz_dir(path)
     else:

@@ -1,6 +1,6 @@
 """A sweep's per-fact grids -> the average indirect effect (AIE) per kind, token group and layer.
 
-Input: records shaped like the results file's lines (tracer.sweep_files): kept
+Input: records shaped like the results file's lines (tracer.sweeps.files): kept
 lines with tokens, subject_range [b, e), clean_prob (ROME's high_score),
 corrupted_prob (low_score) and grids {kind: {"prob": T x L}}; a grid may carry
 its own "low_score"/"high_score" (records read from ROME's per-kind .npz files).
@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InputError
-from .events import KINDS
-from .settings import severed_name
+from ..errors import InputError
+from ..events import KINDS
+from ..settings import severed_name
 
 GROUPS = ("first_subject", "middle_subject", "last_subject", "first_subsequent", "further", "last")
 GROUP_LABELS = {

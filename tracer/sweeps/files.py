@@ -27,10 +27,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .errors import InputError
-from .events import TraceRequest, TraceResult
-from .settings import SETTING_NAMES, TraceSettings
-from .facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
+from ..errors import InputError
+from ..events import TraceRequest, TraceResult
+from ..settings import SETTING_NAMES, TraceSettings
+from ..facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
 
 FORMAT_VERSION = 1
 SKIP_WRONG = "wrong-prediction"  # the clean top token fails the fact filter (tracer.facts)

@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from .errors import InputError, TraceCancelled, TracerError, check_cancel
-from .events import CellsDone, TraceRequest, TraceResult
-from .facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
-from .sweep_files import (
+from ..errors import InputError, TraceCancelled, TracerError, check_cancel
+from ..events import CellsDone, TraceRequest, TraceResult
+from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
+from .files import (
     SKIP_INPUT,
     SKIP_REASONS,
     SKIP_WRONG,
@@ -68,7 +68,7 @@ class TracerBackend:
         self.filter = check_filter(filter)
 
     def token_ids(self, prompt: str) -> list[int]:
-        from .prompts import tokenize
+        from ..prompts import tokenize
 
         return list(tokenize(self.tracer.tokenizer, prompt).ids)
 
@@ -78,7 +78,7 @@ class TracerBackend:
         import mlx.core as mx
         import numpy as np
 
-        from .prompts import subject_span, target_token, tokenize
+        from ..prompts import subject_span, target_token, tokenize
 
         tok = self.tracer.tokenizer
         checks: list[Check | None] = [None] * len(facts)
@@ -126,7 +126,7 @@ class TracerBackend:
         return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
 
     def trace(self, request: TraceRequest, on_event, cancel) -> TraceResult:
-        from .tracing import run_trace
+        from ..tracing import run_trace
 
         return run_trace(self.tracer, request, on_event=on_event, cancel=cancel)
 

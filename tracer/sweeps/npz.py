@@ -25,8 +25,8 @@ import zipfile
 
 import numpy as np
 
-from .errors import InputError
-from .events import KINDS
+from ..errors import InputError
+from ..events import KINDS
 
 SUFFIX = {"hidden": "", "mlp": "_mlp", "attn": "_attn"}
 KIND_FIELD = {"hidden": "", "mlp": "mlp", "attn": "attn"}
@@ -113,7 +113,7 @@ def trace_to_npz(result, directory: str, known_id=0, input_ids=None, correct_pre
 def export_results(results_path: str, directory: str) -> tuple[int, int, int, list[str]]:
     """A sweep's results file -> a directory of per-case files. Returns (files, kept facts,
     skipped facts, warnings). The directory must not hold knowledge_*.npz files already."""
-    from .sweep_report import read_results
+    from .report import read_results
 
     records, warnings = read_results(results_path)
     if not records:
