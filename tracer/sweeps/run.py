@@ -7,7 +7,7 @@ attribute; or --filter first-token), traces each kept fact with
 positions="all" (a tokens x layers grid per kind) and appends one JSON line per
 fact as it finishes. Facts it skips get a line too ({"status": "skipped", ...}),
 so a rerun neither traces nor re-checks anything already in the file. The facts
-file, the settings and the results file's format live in `sweep_files`.
+file, the settings and the results file's format live in `files`.
 
 Aggregation (the paper's average indirect effect) lives in `sweep_report`.
 Everything here runs on one thread: the engine's (Engine.submit) or the CLI's.
