@@ -8,6 +8,7 @@ import threading
 
 from .errors import InputError
 from .events import CellsDone, TraceRequest
+from .metrics import VIEW_ORDER
 from .settings import add_settings_arguments, settings_from_args
 
 
@@ -21,7 +22,7 @@ def add_subcommands(sub, add_model_args) -> None:
     add_settings_arguments(p)
     p.add_argument("--positions", default="all", help="all | subject-last | I,J,... (default: all)")
     p.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    p.add_argument("--metric", choices=("recovery", "prob", "logit_diff"), default="recovery", help="grid shown by --format text")
+    p.add_argument("--metric", choices=VIEW_ORDER, default="recovery", help="grid shown by --format text (default: recovery)")
     p.add_argument("--output", default=None, help="write here instead of stdout")
     p.add_argument("--npz", default=None, metavar="DIR",
                    help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")

@@ -6,8 +6,7 @@ import csv
 import io
 import json
 
-METRICS = ("prob", "recovery", "logit_diff")
-METRIC_TITLES = {"prob": "P(target)", "recovery": "recovery %", "logit_diff": "logit difference"}
+from .metrics import METRIC_NAMES, METRICS
 
 
 def to_json(result) -> dict:
@@ -31,7 +30,7 @@ def to_json(result) -> dict:
             "sever": list(req.sever),
             "corruption": result.corruption,
         },
-        "grids": {kind: {m: grid[m] for m in METRICS} for kind, grid in result.grids.items()},
+        "grids": {kind: {m: grid[m] for m in METRIC_NAMES} for kind, grid in result.grids.items()},
         "timing": {"seconds": result.seconds},
     }
 
@@ -50,7 +49,7 @@ def row_labels(result) -> list[tuple[int, str]]:
 def to_csv(result) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["kind", "token_index", "token", "layer", "prob", "recovery", "logit_diff"])
+    writer.writerow(["kind", "token_index", "token", "layer", *METRIC_NAMES])
     for kind, grid in result.grids.items():
         if result.positions == "all":
             rows = [(i, result.tokens[i]) for i in range(len(result.tokens))]
@@ -58,7 +57,7 @@ def to_csv(result) -> str:
             rows = [("+".join(str(p) for p in result.positions), "+".join(result.tokens[p] for p in result.positions))]
         for r, (index, token) in enumerate(rows):
             for layer in range(len(grid["prob"][r])):
-                writer.writerow([kind, index, token, layer, *(f"{grid[m][r][layer]:.6g}" for m in METRICS)])
+                writer.writerow([kind, index, token, layer, *(f"{grid[m][r][layer]:.6g}" for m in METRIC_NAMES)])
     return out.getvalue()
 
 
@@ -88,7 +87,7 @@ def header(result) -> str:
 def grid_table(result, kind: str, metric: str = "recovery") -> str:
     """Tokens down, layers across; subject rows marked with '*'."""
     grid = result.grids[kind][metric]
-    fmt = {"prob": "{:6.3f}", "recovery": "{:6.1f}", "logit_diff": "{:6.2f}"}[metric]
+    fmt = METRICS[metric].cell
     labels = row_labels(result)
     if result.positions != "all":
         labels = [(-1, " + ".join(show_token(t) for _, t in labels))]
@@ -96,7 +95,7 @@ def grid_table(result, kind: str, metric: str = "recovery") -> str:
     names = [("*" if b <= i < e else " ") + show_token(t) if i >= 0 else t for i, t in labels]
     width = max(12, max(len(n) for n in names) + 1)
     n_layers = len(grid[0])
-    lines = [f"{kind} - {METRIC_TITLES[metric]} (rows: {'tokens' if result.positions == 'all' else 'restored positions'}; columns: layers)"]
+    lines = [f"{kind} - {METRICS[metric].title} (rows: {'tokens' if result.positions == 'all' else 'restored positions'}; columns: layers)"]
     lines.append(" " * width + "".join(f"{layer:>7d}" for layer in range(n_layers)))
     for name, row in zip(names, grid):
         lines.append(name.ljust(width) + "".join(" " + fmt.format(v) for v in row))

@@ -17,10 +17,11 @@ from typing import Callable, Sequence
 
 from plotext._figure import _figure_class as Figure
 
+from .metrics import METRIC_LABELS, METRICS, with_unit  # noqa: F401  (METRIC_LABELS re-exported for the UI)
+
 SHADES = " ░▒▓█"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 Grid = Sequence[Sequence[float | None]]
-METRIC_LABELS = {"recovery": "recovery %", "prob": "probability", "logit_diff": "logit difference"}
 
 
 def finite(v) -> bool:
@@ -47,21 +48,11 @@ def peak(values: Grid) -> tuple[int, int, float] | None:
 
 def format_value(value: float | None, metric: str) -> str:
     """A cell as text: recovery in %, probabilities with 3 decimals, logit differences signed."""
-    if not finite(value):
-        return "·"
-    if metric == "recovery":
-        return f"{value:.1f}"
-    if metric == "logit_diff":
-        return f"{value:+.2f}"
-    return f"{value:.3f}"
+    return METRICS[metric].short.format(value) if finite(value) else "·"
 
 
 def format_with_unit(value: float, metric: str) -> str:
-    if metric == "recovery":
-        return f"{value:.0f}% recovery"
-    if metric == "logit_diff":
-        return f"logit difference {value:+.2f}"
-    return f"probability {value:.3f}"
+    return with_unit(value, metric)
 
 
 def scale_position(value: float, lo: float, hi: float) -> float:

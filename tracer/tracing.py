@@ -17,7 +17,7 @@ import numpy as np
 from . import corruption
 from .errors import InputError, check_cancel
 from .events import CellsDone, Log, Prediction, Started, TraceRequest, TraceResult
-from .metrics import cell_metrics
+from .metrics import METRIC_NAMES, cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
 from .workers import Workers, default_workers
@@ -180,7 +180,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     cells = make_cells(req.kinds, positions, T, L, req.window, req.sever)
     shape = (T if positions == "all" else 1, L)
     names = req.grid_names
-    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in ("prob", "recovery", "logit_diff")} for k in names}
+    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in METRIC_NAMES} for k in names}
     emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, names, target_text, len(cells)))
     for w in warnings:
         emit(Log("warning", w))

@@ -18,6 +18,7 @@ from textual.worker import get_current_worker
 
 from tracer.engine import Engine, ModelInfo
 from tracer.events import KINDS, TraceRequest, TraceResult
+from tracer.metrics import VIEW_ORDER
 
 from . import exporting
 from .commands import TracerCommands
@@ -34,7 +35,7 @@ from .widgets.run_status import RunStatus
 from .widgets.settings import SettingsError, SettingsPanel, ViewBar
 from .widgets.token_strip import TokenStrip
 
-METRIC_ORDER = ("recovery", "prob", "logit_diff")
+METRIC_ORDER = VIEW_ORDER
 THEME_CYCLE = ("dark", "light", "high-contrast")
 
 

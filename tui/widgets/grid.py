@@ -13,11 +13,12 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from tracer.events import CellsDone, Started, TraceResult
+from tracer.metrics import VIEW_ORDER
 from tracer.plot import METRIC_LABELS, draw_grid, format_value, format_with_unit, peak, row_label, value_range
 
 from ..themes import heat_scale
 
-METRICS = ("recovery", "prob", "logit_diff")
+METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}
 
 

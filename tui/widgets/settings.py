@@ -11,9 +11,10 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from tracer.errors import InputError
+from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.settings import KINDS, SEVERABLE, TraceSettings
 
-METRIC_CHOICES = [("recovery %", "recovery"), ("probability", "prob"), ("logit difference", "logit_diff")]
+METRIC_CHOICES = [(METRIC_LABELS[name], name) for name in VIEW_ORDER]
 MODE_CHOICES = [("chosen positions", "positions"), ("all tokens", "all")]
 KIND_CHOICES = [(k, k) for k in KINDS]
 
