@@ -147,3 +147,14 @@ def test_sweep_and_report_from_python(model, tmp_path):
         tracer.sweep(model, str(path), out, kinds=("hidden",), samples=3)
     with pytest.raises(tracer.InputError, match="unknown aggregate"):
         tracer.report(out, aggregate="mean")
+
+
+def test_the_engine_never_imports_the_app():
+    """tracer/ (CLI included) imports nothing from tui/; tui/__main__ chooses between app and CLI."""
+    code = ("import sys, tracer, tracer.cli, tracer.api, tracer.sweeps.report, tracer.engine; "
+            "print(sorted(m for m in sys.modules if m == 'tui' or m.startswith('tui.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+    sources = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(ROOT, "tracer")) for f in fs if f.endswith(".py")]
+    offenders = [p for p in sources if any(line.lstrip().startswith(("import tui", "from tui")) for line in open(p))]
+    assert offenders == []

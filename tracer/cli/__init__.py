@@ -1,60 +1,58 @@
-"""Argument parsing for tracer-tui: the app (no subcommand) and the headless commands."""
+"""The command line: one parser for the app's options and the headless subcommands, one module
+per subcommand owning its parser (trace.py, sweep.py, report.py, export_npz.py; doctor and
+--version here). tui/__main__ chooses: no subcommand opens the app (`run_cli` returns None).
+Nothing here imports the app."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from .errors import TracerError
+from ..errors import TracerError
+from . import export_npz, report, sweep, trace
+from .common import EXIT_USAGE, Parser, add_model_args
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line on stderr, exit 2
-        print(f"tracer-tui: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="GGUF file, mlx-lm directory or HF repo id (default: embedded SmolLM2-135M)")
-    p.add_argument("--keep-quantized", action="store_true", help="keep quantized weights on CPU (default: dequantize to float32)")
+SUBCOMMANDS = {"trace": trace, "sweep": sweep, "sweep-report": report, "sweep-export-npz": export_npz}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="tracer-tui", description="Causal tracing (ROME) for MLX language models.")
+    parser = Parser(prog="tracer-tui", description="Causal tracing (ROME) for MLX language models. "
+                    "With no subcommand, opens the app.")
     parser.add_argument("--version", action="store_true", help="print version and the BLAS in use")
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument("--theme", default=None, help="colour theme (dark, light, high-contrast)")
     parser.add_argument("--export-dir", default=None, help="where the app's export key writes (default: ./exports)")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
     doctor = sub.add_parser("doctor", help="check BLAS speed and load the model")
-    _add_model_args(doctor)
+    add_model_args(doctor)
     doctor.add_argument("--no-model", action="store_true", help="skip loading the model")
-    from . import commands
-
-    commands.add_subcommands(sub, _add_model_args)
+    for module in SUBCOMMANDS.values():
+        module.add_parser(sub)
     return parser
 
 
-def run_cli(argv: list[str]) -> int:
-    parser = build_parser()
+def parse(argv: list[str]):
+    """(parsed arguments, None), or (None, exit code) when parsing ended (--help, a usage error)."""
     try:
-        args = parser.parse_args(argv)
+        return build_parser().parse_args(argv), None
     except SystemExit as exc:
-        return int(exc.code or 0)
+        return None, int(exc.code or 0)
+
+
+def run_cli(argv: list[str], args=None) -> int | None:
+    """Run a headless command: its exit code; None when there is none to run (open the app)."""
+    if args is None:
+        args, code = parse(argv)
+        if args is None:
+            return code
     try:
         if args.version:
             return _version()
         if args.command == "doctor":
             return _doctor(args)
         if args.command is None:
-            from tui.app import run_app
-
-            return run_app(args)
-        from . import commands
-
-        return commands.dispatch(args)
+            return None
+        return SUBCOMMANDS[args.command].run(args)
     except TracerError as exc:
         print(f"tracer-tui: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -68,7 +66,7 @@ def _version() -> int:
 
     import mlx.core as mx
 
-    from . import BLAS
+    from .. import BLAS
 
     print(f"tracer-tui {version('tracer-tui')} (mlx {mx.__version__}, device {mx.default_device()})")
     print(f"BLAS: {BLAS.describe()}")
@@ -78,8 +76,8 @@ def _version() -> int:
 def _doctor(args) -> int:
     import mlx.core as mx
 
-    from . import BLAS
-    from .blas import gemm_gflops
+    from .. import BLAS
+    from ..blas import gemm_gflops
 
     print(f"mlx {mx.__version__}, default device {mx.default_device()}")
     print(f"BLAS: {BLAS.describe()}")
@@ -90,7 +88,7 @@ def _doctor(args) -> int:
     if not args.no_model:
         import time
 
-        from .models import load_model
+        from ..models import load_model
 
         start = time.perf_counter()
         lm = load_model(args.model, keep_quantized=args.keep_quantized)

@@ -1,9 +1,7 @@
-"""The `sweep` and `sweep-report` subcommands: argument parsing, rich progress, report output.
+"""`tracer-tui sweep`: trace many facts (ROME's known_1000 format) into a resumable JSONL file.
 
-commands.py calls `add_sweep_subcommands(sub, add_model_args)` while building the
-parser and `dispatch_sweep(args)` (None when the command is not one of these).
-All MLX work runs on the Engine's thread; this thread only renders progress and
-turns Ctrl-C into a clean cancel (the fact in progress is dropped, the file stays valid).
+All MLX work runs on the Engine's thread; this thread only renders progress and turns Ctrl-C
+into a clean cancel (the fact in progress is dropped, the file stays valid).
 """
 
 from __future__ import annotations
@@ -12,14 +10,13 @@ import sys
 import threading
 import time
 
-from .errors import InputError
-from .settings import add_settings_arguments, settings_from_args
-from .facts import DEFAULT_FILTER, FILTERS
+from ..errors import InputError
+from ..facts import DEFAULT_FILTER, FILTERS
+from ..settings import add_settings_arguments, settings_from_args
+from .common import add_model_args
 
-COMMANDS = ("sweep", "sweep-report", "sweep-export-npz")
 
-
-def add_sweep_subcommands(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
         help="trace many facts (ROME's known_1000 format) into a resumable JSONL file",
@@ -35,45 +32,9 @@ def add_sweep_subcommands(sub, add_model_args) -> None:
                    "or first-token (the top token is the first token of ' ' + attribute; not ROME's)")
     p.add_argument("--check-only", action="store_true", help="only count the facts the model predicts correctly; write nothing")
 
-    r = sub.add_parser(
-        "sweep-report",
-        help="average indirect effect curves of a sweep's results",
-        description="The paper's average indirect effect per kind at six token groups, from a sweep's JSONL "
-        "or a directory of ROME's knowledge_*.npz case files.",
-    )
-    r.add_argument("results", metavar="RESULTS", help="a sweep's results.jsonl, or a directory of knowledge_{id}[_mlp|_attn].npz files")
-    r.add_argument("--aggregate", choices=("rome", "per-fact"), default="rome",
-                   help="rome (default): ROME's notebook, every token row one sample, baseline = mean corrupted P over all "
-                   "kept facts; per-fact: each fact once per group (not the reference's)")
-    r.add_argument("--format", choices=("text", "csv", "json"), default="text")
-    r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
-    r.add_argument("--no-plots", action="store_true", help="text format: tables only")
 
-    x = sub.add_parser(
-        "sweep-export-npz",
-        help="write a sweep's results as ROME's per-case knowledge_*.npz files",
-        description="One knowledge_{known_id}{'',_mlp,_attn}.npz per fact and kind (numpy arrays only, no pickle), "
-        "as ROME's causal_trace.py writes them; skipped facts get a file holding only correct_prediction=False.",
-    )
-    x.add_argument("results", metavar="RESULTS.jsonl")
-    x.add_argument("directory", metavar="DIR", help="created if missing; must not hold knowledge_*.npz files already")
-
-
-def dispatch_sweep(args) -> int | None:
-    if args.command == "sweep":
-        return _sweep(args)
-    if args.command == "sweep-report":
-        return _report(args)
-    if args.command == "sweep-export-npz":
-        return _export_npz(args)
-    return None
-
-
-# ---- sweep ----------------------------------------------------------------------------------
-
-
-def _sweep(args) -> int:
-    from .sweeps import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
+def run(args) -> int:
+    from ..sweeps import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
 
     facts = load_facts(args.facts)
     if args.limit is not None:
@@ -92,7 +53,7 @@ def _sweep(args) -> int:
             in_run = sum(1 for f in facts if f.known_id in state.records)
             print(f"resuming {args.output}: {in_run} of {len(facts)} facts already done", file=sys.stderr)
 
-    from .engine import Engine
+    from ..engine import Engine
 
     engine = Engine(args.model, keep_quantized=args.keep_quantized)
     try:
@@ -121,7 +82,7 @@ def _wait(future, cancel: threading.Event):
 
 
 def _check_only(engine, facts, rule: str) -> int:
-    from .sweeps import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
+    from ..sweeps import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -138,7 +99,7 @@ def _check_only(engine, facts, rule: str) -> int:
 
 
 def _run(engine, facts, output, config) -> int:
-    from .sweeps import SKIP_REASONS, TracerBackend, run_sweep
+    from ..sweeps import SKIP_REASONS, TracerBackend, run_sweep
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -209,7 +170,7 @@ class _Progress:
             self.progress.__exit__(*exc)
 
     def on_event(self, event) -> None:  # called on the engine thread
-        from .sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
+        from ..sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
 
         p = self.progress
         if isinstance(event, SweepStarted):
@@ -260,35 +221,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
-
-
-# ---- sweep-report -----------------------------------------------------------------------------
-
-
-def _report(args) -> int:
-    from .sweeps.report import load_report, render
-
-    report = load_report(args.results, args.aggregate)
-    to_terminal = args.output is None and sys.stdout.isatty()
-    if args.format == "text":
-        from .sweeps.report import render_text
-
-        text = render_text(report, plots=not args.no_plots, color=to_terminal)
-    else:
-        text = render(report, args.format)
-    from .commands import write_output
-
-    return write_output(args.output, text)
-
-
-def _export_npz(args) -> int:
-    from .sweeps.npz import export_results
-
-    files, kept, skipped, warnings = export_results(args.results, args.directory)
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
-    print(f"{files} files in {args.directory}: {kept} kept facts, {skipped} skipped (correct_prediction=False)")
-    return 0
-
-
-__all__ = ["COMMANDS", "add_sweep_subcommands", "dispatch_sweep"]

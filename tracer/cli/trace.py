@@ -1,18 +1,18 @@
-"""Headless subcommands: `trace` (and sweeps, in sweep_cli)."""
+"""`tracer-tui trace`: trace one prompt headlessly and print or save the grids."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 
-from .errors import InputError
-from .events import CellsDone, TraceRequest
-from .metrics import VIEW_ORDER
-from .settings import add_settings_arguments, settings_from_args
+from ..errors import InputError
+from ..events import CellsDone, TraceRequest
+from ..metrics import VIEW_ORDER
+from ..settings import add_settings_arguments, settings_from_args
+from .common import add_model_args, check_writable, write_output
 
 
-def add_subcommands(sub, add_model_args) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("trace", help="trace one prompt headlessly and print or save the grids")
     p.add_argument("--prompt", required=True)
     p.add_argument("--subject", required=True)
@@ -21,25 +21,12 @@ def add_subcommands(sub, add_model_args) -> None:
     p.add_argument("--target", default=None, help="target token (default: the clean run's top token)")
     add_settings_arguments(p)
     p.add_argument("--positions", default="all", help="all | subject-last | I,J,... (default: all)")
-    p.add_argument("--format", choices=("text", "csv", "json"), default="text")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="default: text")
     p.add_argument("--metric", choices=VIEW_ORDER, default="recovery", help="grid shown by --format text (default: recovery)")
     p.add_argument("--output", default=None, help="write here instead of stdout")
     p.add_argument("--npz", default=None, metavar="DIR",
                    help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    try:
-        from .sweep_cli import add_sweep_subcommands
-    except ImportError:
-        return
-    add_sweep_subcommands(sub, add_model_args)
-
-
-def dispatch(args) -> int:
-    if args.command == "trace":
-        return trace_command(args)
-    from .sweep_cli import dispatch_sweep
-
-    return dispatch_sweep(args)
 
 
 def parse_positions(text: str):
@@ -52,21 +39,10 @@ def parse_positions(text: str):
         raise InputError(f"--positions must be all, subject-last or comma-separated integers (got {text!r})") from None
 
 
-def check_writable(path: str | None) -> None:
-    """Fail before any work if the output cannot be written."""
-    if path is None:
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
-        raise InputError(f"cannot write output file {path}")
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        raise InputError(f"cannot write output file {path}")
-
-
-def trace_command(args) -> int:
-    from . import export
-    from .models import load_model
-    from .tracing import Tracer, run_trace
+def run(args) -> int:
+    from .. import export
+    from ..models import load_model
+    from ..tracing import Tracer, run_trace
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
@@ -82,7 +58,7 @@ def trace_command(args) -> int:
     check_writable(args.output)
     if args.npz and request.positions != "all":
         raise InputError("--npz needs the full grid: use --positions all")
-    from . import BLAS
+    from .. import BLAS
 
     if not BLAS.fast:
         print(f"tracer-tui: warning: slow BLAS: {BLAS.note}", file=sys.stderr)
@@ -102,20 +78,6 @@ def trace_command(args) -> int:
     else:
         text = export.to_text(result, args.metric)
     return write_output(args.output, text)
-
-
-def write_output(path: str | None, text: str) -> int:
-    """Write `text` to `path` (saying so on stderr), or to stdout when no path is given."""
-    if path is None:
-        sys.stdout.write(text)
-        return 0
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    except OSError as exc:
-        raise InputError(f"cannot write output file {path}: {exc.strerror or exc}") from None
-    print(f"wrote {path}", file=sys.stderr)
-    return 0
 
 
 class _Progress:

@@ -1,0 +1,48 @@
+"""What every subcommand shares: the parser class (one-line errors, exit 2), the model options,
+and writing the output file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ..errors import InputError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line on stderr, exit 2
+        print(f"tracer-tui: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="GGUF file, mlx-lm directory or HF repo id (default: embedded SmolLM2-135M)")
+    p.add_argument("--keep-quantized", action="store_true", help="keep quantized weights on CPU (default: dequantize to float32)")
+
+
+def check_writable(path: str | None) -> None:
+    """Fail before any work if the output cannot be written."""
+    if path is None:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+        raise InputError(f"cannot write output file {path}")
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise InputError(f"cannot write output file {path}")
+
+
+def write_output(path: str | None, text: str) -> int:
+    """Write `text` to `path` (saying so on stderr), or to stdout when no path is given."""
+    if path is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise InputError(f"cannot write output file {path}: {exc.strerror or exc}") from None
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
