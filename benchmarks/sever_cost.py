@@ -16,7 +16,7 @@ import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
 
-from tracer.events import TraceRequest  # noqa: E402
+from tracer.types import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.schedule import make_cells, token_layers  # noqa: E402
 from tracer.tracing import Tracer, plan_chunks, resolve_positions, run_trace  # noqa: E402

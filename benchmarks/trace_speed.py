@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from tracer import BLAS  # noqa: E402
 from tracer.blas import set_blas_threads  # noqa: E402
 from tracer.anatomy import find_anatomy  # noqa: E402
-from tracer.events import TraceRequest  # noqa: E402
+from tracer.types import TraceRequest  # noqa: E402
 from tracer.models import load_model  # noqa: E402
 from tracer.prompts import subject_span, tokenize  # noqa: E402
 from tracer.schedule import make_cells, token_layers, window_layers  # noqa: E402

@@ -8,7 +8,8 @@ import pytest
 
 from tracer.engine import Engine
 from tracer.errors import InputError
-from tracer.events import Cancelled, CellsDone, Failed, Finished, Started, TraceRequest
+from tracer.events import Cancelled, CellsDone, Failed, Finished, Started
+from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from tracer.errors import TraceCancelled
-from tracer.events import CellsDone, TraceRequest
+from tracer.events import CellsDone
+from tracer.types import TraceRequest
 from tracer.fastops import fused_silu_mul, silu_mul
 from tracer.models import load_model
 from tracer.tracing import Tracer, run_trace

@@ -9,7 +9,7 @@ import pytest
 from oracle import oracle_trace
 from tracer import corruption
 from tracer.errors import InputError
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tracer.models import load_model
 from tracer.settings import NoiseRule, TraceSettings
 from tracer.tracing import Tracer, run_trace

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from oracle import oracle_trace
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
 from tracer.tracing import Tracer, run_trace

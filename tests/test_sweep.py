@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tracer.errors import InputError
-from tracer.events import Prediction, TraceRequest, TraceResult
+from tracer.types import Prediction, TraceRequest, TraceResult
 from tracer.sweeps import (
     Check,
     Fact,

@@ -104,7 +104,7 @@ def test_bad_npz_input_is_one_clear_line(tmp_path):
 
 def test_a_single_trace_to_npz(tmp_path):
     from test_sweep import FakeBackend
-    from tracer.events import TraceRequest
+    from tracer.types import TraceRequest
 
     result = FakeBackend().trace(TraceRequest("The Big Ben is in", "Big Ben", kinds=("hidden", "attn"), window=4), None, None)
     from tracer.export import to_npz

@@ -5,7 +5,7 @@ import pytest
 
 from oracle import oracle_trace
 from tracer.errors import InputError
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tracer.models import load_model
 from tracer.prompts import tokenize
 from tracer.schedule import make_cells, make_chunks, token_layers, window_layers

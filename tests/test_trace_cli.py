@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tracer.cli import run_cli
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tracer.models import load_model
 from tracer.tracing import Tracer, run_trace
 

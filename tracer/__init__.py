@@ -31,7 +31,7 @@ if BLAS.imported_too_late:
     _warnings.warn(f"tracer: {BLAS.note}", SlowBlasWarning, stacklevel=2)
 
 from .errors import InputError, ModelError, TraceCancelled, TracerError  # noqa: E402
-from .events import Prediction, TraceRequest, TraceResult  # noqa: E402
+from .types import Prediction, TraceRequest, TraceResult  # noqa: E402
 from .memory import keep_freed_memory  # noqa: E402
 from .settings import NoiseRule, TraceSettings  # noqa: E402
 

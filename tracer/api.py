@@ -21,7 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import InputError
-from .events import TraceRequest, TraceResult
+from .types import TraceRequest, TraceResult
 from .models import load_model
 from .patching import TapPlan
 from .prompts import check_substitution, subject_span, tokenize

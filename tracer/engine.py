@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .errors import ModelError, TraceCancelled, TracerError
-from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
+from .events import Cancelled, Failed, Finished, TraceEvent
+from .types import TraceRequest, TraceResult
 
 
 @dataclass

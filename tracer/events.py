@@ -1,106 +1,15 @@
-"""What a trace asks for, what it reports while running, and what it returns.
+"""What a trace reports while it runs: events the engine emits, in order (Started, CellsDone...,
+then Finished, Failed or Cancelled; Log at any time).
 
-Plain dataclasses holding Python values (lists, floats): safe to hand from the
-engine thread to any other thread.
+Plain dataclasses holding Python values: safe to hand from the engine thread to any other thread.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from .settings import KINDS, SETTING_NAMES, TraceSettings  # noqa: F401  (KINDS re-exported)
-
-
-@dataclass(frozen=True)
-class TraceRequest(TraceSettings):
-    """One trace: what to trace, with the settings (TraceSettings' fields, keyword-only).
-
-    Args:
-        prompt: the clean prompt.
-        subject: the words whose embeddings are corrupted (first occurrence in the prompt).
-        corrupted_prompt: set: substitution mode (the corrupted run is this prompt); None: noise.
-        target: the token whose probability is traced; None: the clean run's top token.
-        positions: "all" (the paper's token x layer grid), "subject-last", or token indices
-            restored together (one row per kind).
-    """
-
-    prompt: str
-    subject: str
-    corrupted_prompt: str | None = None
-    target: str | None = None
-    positions: str | tuple[int, ...] = "all"
-
-    @property
-    def settings(self) -> TraceSettings:
-        return TraceSettings(**{n: getattr(self, n) for n in SETTING_NAMES})
-
-
-@dataclass
-class Prediction:
-    token_id: int
-    text: str
-    prob: float
-
-
-@dataclass
-class TraceResult:
-    model: str
-    tokens: list[str]
-    subject_range: tuple[int, int]  # [begin, end)
-    target_id: int
-    target_text: str
-    clean_prob: float
-    corrupted_prob: float
-    clean_top: list[Prediction]
-    corrupted_top: list[Prediction]
-    corrupted_top_id: int  # the token the logit difference is measured against
-    noise_std: float
-    corruption: str  # "noise" or "substitution"
-    positions: str | list[int]  # "all" or the restored positions
-    request: TraceRequest
-    # grids[kind][metric] -> rows x layers; metric in "prob", "recovery", "logit_diff".
-    # positions == "all": one row per token; otherwise one row.
-    grids: dict[str, dict[str, list[list[float]]]] = field(default_factory=dict)
-    seconds: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    token_ids: list[int] = field(default_factory=list)  # the prompt's token ids (ROME's input_ids)
-
-    @property
-    def n_layers(self) -> int:
-        first = next(iter(self.grids.values()))
-        return len(first["prob"][0])
-
-    def grid(self, kind: str, metric: str = "prob"):
-        """One grid as a numpy array [rows, layers].
-
-        Args:
-            kind: "hidden", "mlp", "attn" (those traced) or "hidden-severed-mlp"/"-attn".
-            metric: "prob" (P(target)), "recovery" (%) or "logit_diff".
-
-        Returns:
-            float64 array; rows are tokens (positions "all") or one row (chosen positions).
-
-        Raises:
-            InputError: the kind was not traced or the metric is unknown.
-        """
-        import numpy as np
-
-        from .errors import InputError
-
-        if kind not in self.grids:
-            raise InputError(f"no {kind!r} grid in this result (it has {', '.join(self.grids)})")
-        if metric not in self.grids[kind]:
-            raise InputError(f"unknown metric {metric!r}: choose from {', '.join(self.grids[kind])}")
-        return np.array(self.grids[kind][metric], dtype=np.float64)
-
-    def to_dict(self) -> dict:
-        """The result as the CLI's JSON document (plain Python values)."""
-        from .export import to_json
-
-        return to_json(self)
-
-
-# ---- events posted while a trace runs -------------------------------------------------
+from .settings import KINDS  # noqa: F401  (re-exported: the app's kind choices)
+from .types import TraceResult
 
 
 @dataclass

@@ -16,7 +16,8 @@ import numpy as np
 
 from . import corruption
 from .errors import InputError, check_cancel
-from .events import CellsDone, Log, Prediction, Started, TraceRequest, TraceResult
+from .events import CellsDone, Log, Started
+from .types import Prediction, TraceRequest, TraceResult
 from .metrics import METRIC_NAMES, cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel

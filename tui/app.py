@@ -17,7 +17,8 @@ from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
 from tracer.engine import Engine, ModelInfo
-from tracer.events import KINDS, TraceRequest, TraceResult
+from tracer.events import KINDS
+from tracer.types import TraceRequest, TraceResult
 from tracer.metrics import VIEW_ORDER
 
 from . import exporting

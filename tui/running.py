@@ -13,7 +13,8 @@ from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from tracer.errors import TracerError
-from tracer.events import Cancelled, Failed, Finished, Log, Started, TraceRequest, TraceResult
+from tracer.events import Cancelled, Failed, Finished, Log, Started
+from tracer.types import TraceRequest, TraceResult
 
 from .messages import CellsArrived, RunCrashed, RunEvent
 from .runner import Progress, RunChannel

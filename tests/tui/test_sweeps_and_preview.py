@@ -7,7 +7,7 @@ import threading
 from tui_helpers import ready, wait_for
 from textual.widgets import Input
 
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.widgets.sweep_view import SweepScreen
 from tui.widgets.token_strip import TokenStrip

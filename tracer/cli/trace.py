@@ -6,7 +6,8 @@ import sys
 import threading
 
 from ..errors import InputError
-from ..events import CellsDone, TraceRequest
+from ..events import CellsDone
+from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, settings_from_args
 from .common import add_model_args, check_writable, write_output

@@ -28,7 +28,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..events import TraceRequest, TraceResult
+from ..types import TraceRequest, TraceResult
 from ..settings import SETTING_NAMES, TraceSettings
 from ..facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import InputError, TraceCancelled, TracerError, check_cancel
-from ..events import CellsDone, TraceRequest, TraceResult
+from ..events import CellsDone
+from ..types import TraceRequest, TraceResult
 from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
 from .files import (
     SKIP_INPUT,

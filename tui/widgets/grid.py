@@ -12,7 +12,9 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from tracer.events import CellsDone, Started, TraceResult
+from tracer.events import CellsDone, Started
+
+from tracer.types import TraceResult
 from tracer.metrics import VIEW_ORDER
 from tracer.plot import METRIC_LABELS, draw_grid, format_value, format_with_unit, peak, row_label, value_range
 
