@@ -37,6 +37,8 @@ class TraceRequest(TraceSettings):
 
 @dataclass
 class Prediction:
+    """One next token of a run: its id, its text (leading space kept) and its probability."""
+
     token_id: int
     text: str
     prob: float
@@ -44,6 +46,11 @@ class Prediction:
 
 @dataclass
 class TraceResult:
+    """A finished trace: the prompt's tokens, the subject's range [b, e), the target, the clean
+    and corrupted probabilities (ROME's high_score/low_score), the top predictions of both runs,
+    the noise's absolute std, and the grids: ``grids[kind][metric]`` as rows x layers lists
+    (``grid(kind, metric)`` gives numpy), one row per token for positions "all"."""
+
     model: str
     tokens: list[str]
     subject_range: tuple[int, int]  # [begin, end)
