@@ -79,14 +79,36 @@ def _doctor(args) -> int:
     import mlx.core as mx
 
     from . import BLAS
-    from .blas import gemm_gflops
+    from .blas import ENV_VAR, fix_hint, gemm_gflops
+
+    slow_gflops = 20.0  # below this a "fast" BLAS is not doing its job (the reference does ~5)
 
     print(f"mlx {mx.__version__}, default device {mx.default_device()}")
+    if BLAS.found:
+        print("BLAS candidates, in the order tried:")
+        for name, path, where in BLAS.found:
+            print(f"  {name:<9} {where:<11} {path}")
+    elif BLAS.name != "accelerate":
+        print("BLAS candidates: none found")
     print(f"BLAS: {BLAS.describe()}")
+    if BLAS.reason:
+        print(f"BLAS chosen because: {BLAS.reason}")
     rate = gemm_gflops(512 if not BLAS.fast else 1024, repeats=2 if not BLAS.fast else 5)
     print(f"float32 GEMM on CPU: {rate:.1f} GFLOP/s")
     if not BLAS.fast:
         print("warning: tracing will be 30-65x slower than it should be. " + BLAS.note, file=sys.stderr)
+        if BLAS.reason == f"{ENV_VAR}=none":
+            print(f"fix: unset {ENV_VAR}")
+        elif BLAS.imported_too_late:
+            print("fix: put `import tracer` before `import mlx.core`")
+        else:
+            print(f"fix: {fix_hint()}")
+    elif BLAS.name != "accelerate" and rate < slow_gflops:
+        print(
+            f"warning: {BLAS.name} runs GEMM at only {rate:.1f} GFLOP/s (a busy machine?); "
+            f"try another BLAS with {ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
+            file=sys.stderr,
+        )
     if not args.no_model:
         import time
 
