@@ -1,0 +1,72 @@
+"""`tracer-tui doctor` (and `--version`): which BLAS is in use and why, how fast, and the model."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import add_model_args
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("doctor", help="check BLAS speed and load the model")
+    add_model_args(p)
+    p.add_argument("--no-model", action="store_true", help="skip loading the model")
+
+
+def version() -> int:
+    """--version: the package, MLX and the BLAS in use."""
+    from importlib.metadata import version
+
+    import mlx.core as mx
+
+    from .. import BLAS
+
+    print(f"tracer-tui {version('tracer-tui')} (mlx {mx.__version__}, device {mx.default_device()})")
+    print(f"BLAS: {BLAS.describe()}")
+    return 0
+
+
+def run(args) -> int:
+    """doctor: which BLAS was found and chosen and why, its GEMM rate, the fix when slow; the model."""
+    import mlx.core as mx
+
+    from .. import BLAS
+    from ..blas import ENV_VAR, fix_hint, gemm_gflops
+
+    slow_gflops = 20.0  # below this a "fast" BLAS is not doing its job (the reference does ~5)
+
+    print(f"mlx {mx.__version__}, default device {mx.default_device()}")
+    if BLAS.found:
+        print("BLAS candidates, in the order tried:")
+        for name, path, where in BLAS.found:
+            print(f"  {name:<9} {where:<11} {path}")
+    elif BLAS.name != "accelerate":
+        print("BLAS candidates: none found")
+    print(f"BLAS: {BLAS.describe()}")
+    if BLAS.reason:
+        print(f"BLAS chosen because: {BLAS.reason}")
+    rate = gemm_gflops(512 if not BLAS.fast else 1024, repeats=2 if not BLAS.fast else 5)
+    print(f"float32 GEMM on CPU: {rate:.1f} GFLOP/s")
+    if not BLAS.fast:
+        print("warning: tracing will be 30-65x slower than it should be. " + BLAS.note, file=sys.stderr)
+        if BLAS.reason == f"{ENV_VAR}=none":
+            print(f"fix: unset {ENV_VAR}")
+        elif BLAS.imported_too_late:
+            print("fix: put `import tracer` before `import mlx.core`")
+        else:
+            print(f"fix: {fix_hint()}")
+    elif BLAS.name != "accelerate" and rate < slow_gflops:
+        print(
+            f"warning: {BLAS.name} runs GEMM at only {rate:.1f} GFLOP/s (a busy machine?); "
+            f"try another BLAS with {ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
+            file=sys.stderr,
+        )
+    if not args.no_model:
+        import time
+
+        from ..models import load_model
+
+        start = time.perf_counter()
+        lm = load_model(args.model, keep_quantized=args.keep_quantized)
+        print(f"model: {lm.summary()} (loaded in {time.perf_counter() - start:.1f} s)")
+    return 0
