@@ -119,8 +119,14 @@ def test_workers_release_their_state_and_are_gone_after_close(monkeypatch):
 
 def test_engine_close_releases_engine_and_worker_threads(monkeypatch, tiny_model_dir):
     released = _spy(monkeypatch)
+    monkeypatch.setenv("TRACER_WORKERS", "2")
     engine = Engine(str(tiny_model_dir))
     engine.load().result(timeout=120)
+    first = list(engine.tracer.workers._threads)
+    engine.load().result(timeout=120)  # a reload closes the first model's workers
+    assert first and not any(t.is_alive() for t in first)
+    assert sorted(released) == sorted(t.name for t in first)
+    released.clear()
     request = TraceRequest("The Eiffel Tower is located in the city of", "Eiffel Tower",
                            kinds=("mlp",), samples=1, window=3, positions="subject-last")
     assert engine.trace(request).result(timeout=120) is not None
