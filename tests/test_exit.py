@@ -15,7 +15,6 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-import tracer.engine
 from tracer import workers
 from tracer.engine import Engine
 from tracer.events import TraceRequest
@@ -98,7 +97,6 @@ def _spy(monkeypatch):
         real()
 
     monkeypatch.setattr(workers, "release_thread_state", spy)
-    monkeypatch.setattr(tracer.engine, "release_thread_state", spy)
     return released
 
 

@@ -17,7 +17,6 @@ from typing import Callable
 
 from .errors import ModelError, TraceCancelled, TracerError
 from .events import Cancelled, Failed, Finished, TraceEvent, TraceRequest, TraceResult
-from .workers import join_thread, release_thread_state
 
 
 @dataclass
@@ -83,7 +82,7 @@ class Engine:
         it, the engine stops at interpreter exit at the latest."""
         self._jobs.put(None)
         if wait and threading.current_thread() is not self._thread:
-            join_thread(self._thread, timeout)
+            _join(self._thread, timeout)
 
     @property
     def tracer(self):
@@ -106,6 +105,8 @@ class Engine:
                         future.set_exception(exc)
                 fn = args = future = None  # hold no request or arrays while idle
         finally:
+            from .workers import release_thread_state
+
             if self._tracer is not None:
                 self._tracer.workers.close()
             release_thread_state()
@@ -148,7 +149,14 @@ class Engine:
         return result
 
 
+def _join(thread: threading.Thread, timeout: float | None) -> None:
+    # imported here, not at the top: the UI imports this module and must not import mlx
+    from .workers import join_thread
+
+    join_thread(thread, timeout)
+
+
 def _stop(jobs: queue.Queue, thread: threading.Thread) -> None:
     jobs.put(None)
     if threading.current_thread() is not thread:
-        join_thread(thread, 30.0)
+        _join(thread, 30.0)
