@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
@@ -39,6 +40,8 @@ class Engine:
         self._thread = threading.Thread(target=self._loop, name="tracer-engine", daemon=True)
         self._tracer = None  # tracer.tracing.Tracer, only touched on the engine thread
         self._thread.start()
+        # closes the engine at interpreter exit (atexit runs before finalisation) if nobody did
+        weakref.finalize(self, _stop, self._jobs, self._thread)
 
     # ---- public API (any thread) -------------------------------------------------
     def load(self, model_spec: str | None = None) -> Future:
@@ -75,11 +78,12 @@ class Engine:
         return future
 
     def close(self, wait: bool = True, timeout: float | None = 30.0) -> None:
-        """Stop the engine thread after the job in hand. Join it (the default) before the
-        process exits: MLX aborts the process if a thread that used it is torn down alive."""
+        """Stop the engine thread after the job in hand; with `wait` (the default), wait until
+        the thread is gone, its MLX state freed (see workers.release_thread_state). Without
+        it, the engine stops at interpreter exit at the latest."""
         self._jobs.put(None)
-        if wait and self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+        if wait and threading.current_thread() is not self._thread:
+            _join(self._thread, timeout)
 
     @property
     def tracer(self):
@@ -88,19 +92,25 @@ class Engine:
 
     # ---- engine thread ----------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                if self._tracer is not None:
-                    self._tracer.workers.close()
-                return
-            fn, args, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn(*args))
-            except BaseException as exc:  # handed to the caller through the future
-                future.set_exception(exc)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                fn, args, future = job
+                job = None
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(*args))
+                    except BaseException as exc:  # handed to the caller through the future
+                        future.set_exception(exc)
+                fn = args = future = None  # hold no request or arrays while idle
+        finally:
+            from .workers import release_thread_state
+
+            if self._tracer is not None:
+                self._tracer.workers.close()
+            release_thread_state()
 
     def _load(self) -> ModelInfo:
         import mlx.core as mx
@@ -110,6 +120,9 @@ class Engine:
         from .tracing import Tracer
 
         lm = load_model(self.model_spec, keep_quantized=self.keep_quantized)
+        old, self._tracer = self._tracer, None
+        if old is not None:
+            old.workers.close()  # a reload: the old model's workers go
         self._tracer = Tracer(lm)
         return ModelInfo(
             name=lm.name,
@@ -135,3 +148,16 @@ class Engine:
             raise
         on_event(Finished(result, result.seconds))
         return result
+
+
+def _join(thread: threading.Thread, timeout: float | None) -> None:
+    # imported here, not at the top: the UI imports this module and must not import mlx
+    from .workers import join_thread
+
+    join_thread(thread, timeout)
+
+
+def _stop(jobs: queue.Queue, thread: threading.Thread) -> None:
+    jobs.put(None)
+    if threading.current_thread() is not thread:
+        _join(thread, 30.0)
