@@ -32,7 +32,7 @@ ENGINE_SCRIPT = """
 import sys, threading
 import tracer
 from tracer.engine import Engine
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 
 engine = Engine(sys.argv[1] or None)
 engine.load().result()

@@ -17,7 +17,7 @@ import numpy as np
 
 from tracer import workers
 from tracer.engine import Engine
-from tracer.events import TraceRequest
+from tracer.types import TraceRequest
 from tracer.workers import Workers, join_thread, release_thread_state
 
 ROOT = Path(__file__).resolve().parents[1]
