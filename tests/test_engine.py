@@ -62,12 +62,12 @@ def test_cancel_stops_between_batches(engine):
             cancel.set()
 
     # force small batches so the trace has many of them
-    engine.submit(lambda: setattr(engine.tracer, "max_rows", 4)).result()
+    engine.submit(lambda: setattr(engine._tracer, "max_rows", 4)).result()
     try:
         req = TraceRequest(PROMPT, "Eiffel Tower", samples=4, window=3)
         assert engine.trace(req, on_event, cancel).result(timeout=120) is None
     finally:
-        engine.submit(lambda: setattr(engine.tracer, "max_rows", None)).result()
+        engine.submit(lambda: setattr(engine._tracer, "max_rows", None)).result()
     assert isinstance(events[-1], Cancelled)
     assert events[-2].done < events[0].total_cells
 
@@ -89,3 +89,25 @@ def test_import_tracer_does_not_import_textual():
     code = "import tracer, tracer.engine, tracer.tracing, tracer.api, tracer.cli, sys; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_engine_owns_sweeps_and_fact_checks(tmp_path, tiny_model_dir):
+    """Engine.sweep and Engine.count_known load the model on first use and run on the engine thread."""
+    import json
+
+    from tracer.sweeps import Fact, SweepConfig
+
+    engine = Engine(str(tiny_model_dir))
+    try:
+        prompt = "The capital of Germany is"
+        top = engine.submit(lambda: engine._loaded().predict([prompt])[0][0].text.strip()).result(timeout=60)
+        facts = [Fact(0, "Germany", top, prompt), Fact(1, "Germany", top + "x", prompt)]
+        known, reasons, checks = engine.count_known(facts, "rome").result(timeout=60)
+        assert known == 1 and reasons == {"wrong-prediction": 1} and len(checks) == 2
+        out = str(tmp_path / "r.jsonl")
+        summary = engine.sweep(facts, out, SweepConfig(kinds=("mlp",), samples=2, window=2)).result(timeout=120)
+        assert summary.kept == 1 and summary.skipped == 1
+        assert sorted((json.loads(line)["known_id"], json.loads(line)["status"]) for line in open(out)) == [
+            (0, "kept"), (1, "skipped")]
+    finally:
+        engine.close()

@@ -120,7 +120,7 @@ def test_engine_close_releases_engine_and_worker_threads(monkeypatch, tiny_model
     monkeypatch.setenv("TRACER_WORKERS", "2")
     engine = Engine(str(tiny_model_dir))
     engine.load().result(timeout=120)
-    first = list(engine.tracer.workers._threads)
+    first = list(engine._tracer.workers._threads)
     engine.load().result(timeout=120)  # a reload closes the first model's workers
     assert first and not any(t.is_alive() for t in first)
     assert sorted(released) == sorted(t.name for t in first)
@@ -130,5 +130,5 @@ def test_engine_close_releases_engine_and_worker_threads(monkeypatch, tiny_model
     assert engine.trace(request).result(timeout=120) is not None
     engine.close()
     assert released[-1] == "tracer-engine"  # last, after its workers
-    assert sorted(released[:-1]) == sorted(t.name for t in engine.tracer.workers._threads)
+    assert sorted(released[:-1]) == sorted(t.name for t in engine._tracer.workers._threads)
     assert not engine._thread.is_alive()

@@ -62,6 +62,16 @@ class Engine:
         Finished, Failed or Cancelled."""
         return self.submit(self._trace, request, on_event or (lambda e: None), cancel or threading.Event())
 
+    def sweep(self, facts, output: str, config, on_event=None, cancel: threading.Event | None = None) -> Future:
+        """Run a sweep (tracer.sweeps.run_sweep) on the engine thread, loading the model first
+        if needed; the future gives the SweepSummary. `on_event` runs on the engine thread."""
+        return self.submit(self._sweep, facts, output, config, on_event, cancel)
+
+    def count_known(self, facts, rule: str, on_event=None) -> Future:
+        """Check which facts the model predicts correctly under the fact filter `rule`, on the
+        engine thread; the future gives (known, skipped by reason, checks)."""
+        return self.submit(self._count_known, facts, rule, on_event)
+
     def tokenize(self, prompt: str, subject: str | None = None):
         """(token texts, subject range or None), computed on the calling thread: tokenizing
         uses only the model's `tokenizers` tokenizer, no MLX, so the UI may call it while a
@@ -84,11 +94,6 @@ class Engine:
         self._jobs.put(None)
         if wait and threading.current_thread() is not self._thread:
             _join(self._thread, timeout)
-
-    @property
-    def tracer(self):
-        """The loaded Tracer; call only from a function run through submit()."""
-        return self._tracer
 
     # ---- engine thread ----------------------------------------------------------
     def _loop(self) -> None:
@@ -132,6 +137,22 @@ class Engine:
             blas_fast=BLAS.fast,
             device=str(mx.default_device()),
         )
+
+    def _loaded(self):
+        if self._tracer is None:
+            self._load()
+        return self._tracer
+
+    def _sweep(self, facts, output, config, on_event, cancel):
+        from .sweeps import TracerBackend, run_sweep
+
+        backend = TracerBackend(self._loaded(), config.filter)
+        return run_sweep(backend, facts, output, config, on_event=on_event, cancel=cancel)
+
+    def _count_known(self, facts, rule, on_event):
+        from .sweeps import TracerBackend, count_known
+
+        return count_known(TracerBackend(self._loaded(), rule), facts, on_event=on_event)
 
     def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
         from .tracing import run_trace

@@ -82,11 +82,11 @@ def _wait(future, cancel: threading.Event):
 
 
 def _check_only(engine, facts, rule: str) -> int:
-    from ..sweeps import FILTER_RULES, SKIP_REASONS, TracerBackend, count_known
+    from ..sweeps import FILTER_RULES, SKIP_REASONS
 
     cancel = threading.Event()
     with _Progress() as progress:
-        fut = engine.submit(lambda: count_known(TracerBackend(engine.tracer, rule), facts, on_event=progress.on_event))
+        fut = engine.count_known(facts, rule, on_event=progress.on_event)
         known, reasons, checks = _wait(fut, cancel)
     print(f"{known} of {len(facts)} facts predicted correctly (--filter {rule}: {FILTER_RULES[rule]})")
     for reason, n in sorted(reasons.items()):
@@ -99,13 +99,11 @@ def _check_only(engine, facts, rule: str) -> int:
 
 
 def _run(engine, facts, output, config) -> int:
-    from ..sweeps import SKIP_REASONS, TracerBackend, run_sweep
+    from ..sweeps import SKIP_REASONS
 
     cancel = threading.Event()
     with _Progress() as progress:
-        fut = engine.submit(
-            lambda: run_sweep(TracerBackend(engine.tracer, config.filter), facts, output, config, on_event=progress.on_event, cancel=cancel)
-        )
+        fut = engine.sweep(facts, output, config, on_event=progress.on_event, cancel=cancel)
         summary = _wait(fut, cancel)
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.skipped_by_reason.items()))
     if summary.dropped_tail:

@@ -303,16 +303,8 @@ class SweepScreen(Screen):
         self.query_one("#sweep-run-button", Button).disabled = True
         self.query_one("#sweep-stop-button", Button).disabled = False
         self.status(f"sweep of {len(facts)} facts starting…")
-        engine, config, cancel = self.engine, self.config, self.running.cancel
-
-        def job():  # engine thread
-            from tracer.sweeps import TracerBackend, run_sweep
-
-            return run_sweep(TracerBackend(engine.tracer), facts, results, config, on_event=self._on_sweep_event, cancel=cancel)
-
-        if engine.tracer is None:
-            engine.load()  # jobs run in order: the model is loaded before the sweep starts
-        engine.submit(job).add_done_callback(self._on_done)
+        future = self.engine.sweep(facts, results, self.config, on_event=self._on_sweep_event, cancel=self.running.cancel)
+        future.add_done_callback(self._on_done)
 
     # ---- from the engine thread: post, never wait -----------------------------------------------
     def _on_sweep_event(self, event) -> None:
