@@ -177,6 +177,18 @@ def scan_results(path: str) -> ResultsState:
     return state
 
 
+def dump_line(record: dict) -> str:
+    """One results line: strict JSON (no NaN/Infinity: the caller turns a non-finite value into
+    null), UTF-8 text; a string with a lone surrogate (a facts file may hold "\\ud800") is
+    written \\u-escaped, so the line is still valid UTF-8 and reads back as the same string."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text
+
+
 class ResultsWriter:
     """Appends whole lines durably; holds an exclusive lock so two sweeps never share a file."""
 
@@ -204,7 +216,7 @@ class ResultsWriter:
             os.fsync(self.fd)
 
     def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = (dump_line(record) + "\n").encode("utf-8")
         view = memoryview(line)
         while view:  # one write in practice; a short write continues the same line
             n = os.write(self.fd, view)

@@ -1,0 +1,127 @@
+"""Issue #14: hostile or malformed input gets one clear message (CLI: one stderr line
+'tracer-tui: error: ...', exit 2; API: a TracerError), never a traceback; a sweep records a
+bad fact as skipped and goes on."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tracer
+from tracer.cli import run_cli
+from tracer.errors import InputError
+from tracer.sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
+from tracer.tracing import Tracer
+
+SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
+PREFIX = "tracer-tui: error: "
+PROMPT = "The Eiffel Tower is located in the city of"
+
+
+@pytest.fixture(scope="module")
+def tiny_tracer(tiny_model_dir):
+    from tracer.models import load_model
+
+    return Tracer(load_model(str(tiny_model_dir)))
+
+
+def one_error_line(code, err) -> str:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
+    assert "Traceback" not in err
+    return lines[0][len(PREFIX):]
+
+
+# ---- item 2: a fact the tokenizer cannot encode is skipped, the sweep goes on ---------------
+
+
+def _facts_file(tmp_path, facts) -> str:
+    path = tmp_path / "facts.json"
+    path.write_text(json.dumps(facts))  # json escapes the lone surrogate as \ud800
+    return str(path)
+
+
+def test_lone_surrogate_fact_is_skipped_and_the_sweep_resumes(tmp_path, tiny_tracer):
+    facts = [
+        {"known_id": 0, "subject": "Eiffel Tower", "attribute": "Paris", "prompt": "A \ud800 b Eiffel Tower is in"},
+        {"known_id": 1, "subject": "Louvre", "attribute": "Paris", "prompt": "The Louvre is in"},
+        {"known_id": 2, "subject": "Col\udcffosseum", "attribute": "Rome", "prompt": "The Colosseum is in"},
+    ]
+    path = _facts_file(tmp_path, facts)
+    assert "\\ud800" in Path(path).read_text()
+    out = str(tmp_path / "results.jsonl")
+    config = SweepConfig(kinds=("mlp",), samples=1, window=2, filter="first-token")
+    summary = run_sweep(TracerBackend(tiny_tracer), load_facts(path), out, config)
+    lines = [json.loads(line) for line in Path(out).read_text(encoding="utf-8").splitlines()]
+    by_id = {line["known_id"]: line for line in lines}
+    assert set(by_id) == {0, 1, 2}
+    for k in (0, 2):
+        assert by_id[k]["status"] == "skipped" and by_id[k]["skipped"] == "bad-input"
+        assert "not valid Unicode text" in by_id[k]["detail"] and "\n" not in by_id[k]["detail"]
+    assert by_id[0]["prompt"] == facts[0]["prompt"]  # the line holds the fact as given
+    assert summary.skipped_by_reason.get("bad-input") == 2
+    # resuming the same file does nothing more and does not die
+    again = run_sweep(TracerBackend(tiny_tracer), load_facts(path), out, config)
+    assert again.checked_now == 0 and again.traced_now == 0
+    assert len(Path(out).read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_a_fact_the_trace_refuses_is_skipped(tmp_path, tiny_tracer):
+    """The trace path too: a backend whose check passes a fact that the trace refuses."""
+
+    class PassAll(TracerBackend):
+        def check(self, facts):
+            from tracer.sweeps.files import Check
+
+            return [Check(True, target_id=1, target="x", top=(1, "x", 0.5), target_prob=0.5) for _ in facts]
+
+    facts = [{"known_id": 7, "subject": "b", "attribute": "Paris", "prompt": "a \ud800 b"}]
+    out = str(tmp_path / "r.jsonl")
+    run_sweep(PassAll(tiny_tracer), load_facts(_facts_file(tmp_path, facts)), out,
+              SweepConfig(kinds=("mlp",), samples=1, window=2))
+    (line,) = [json.loads(x) for x in Path(out).read_text(encoding="utf-8").splitlines()]
+    assert line["status"] == "skipped" and line["skipped"] == "bad-input"
+    assert line["detail"] == "the prompt is not valid Unicode text: '\\ud800' at character 2 (invalid UTF-8 or a lone surrogate)"
+
+
+def test_api_trace_refuses_lone_surrogates(tiny_tracer):
+    with pytest.raises(InputError, match="the prompt is not valid Unicode text"):
+        tracer.trace(tiny_tracer, "A \ud800 b", "b", samples=1)
+    with pytest.raises(InputError, match="the subject is not valid Unicode text"):
+        tracer.trace(tiny_tracer, "A b", "\udcff", samples=1)
+
+
+# ---- item 3: invalid UTF-8 on the command line ----------------------------------------------
+
+
+@pytest.mark.parametrize("flag, what", [(b"--prompt", "the prompt"), (b"--target", "the target"),
+                                        (b"--corrupted-prompt", "the corrupted prompt")])
+def test_invalid_utf8_argv_is_one_line(tiny_model_dir, flag, what):
+    args = {b"--prompt": PROMPT.encode(), b"--subject": b"Eiffel Tower"}
+    args[flag] = b"a \xff b Eiffel Tower" if flag == b"--prompt" else b"a \xff b"
+    argv = [os.fsencode(SCRIPT), b"trace", b"--model", os.fsencode(str(tiny_model_dir)), b"--samples", b"1"]
+    for k, v in args.items():
+        argv += [k, v]
+    proc = subprocess.run(argv, capture_output=True, timeout=120)
+    err = proc.stderr.decode("utf-8", "replace")
+    message = one_error_line(proc.returncode, err)
+    assert message == f"{what} is not valid Unicode text: '\\udcff' at character 2 (invalid UTF-8 or a lone surrogate)"
+
+
+# ---- item 9: messages that name the right thing ----------------------------------------------
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--corrupted-prompt", ""], "the corrupted prompt is empty"),
+    (["--corrupted-prompt", "  "], "the corrupted prompt is empty"),
+    (["--target", ""], "the target is empty"),
+    (["--target", " "], "the target is empty"),
+])
+def test_empty_corrupted_prompt_and_target(capsys, tiny_model_dir, flags, message):
+    code = run_cli(["trace", "--model", str(tiny_model_dir), "--samples", "1", "--prompt", PROMPT,
+                    "--subject", "Eiffel Tower", *flags])
+    assert one_error_line(code, capsys.readouterr().err) == message
