@@ -125,3 +125,102 @@ def test_empty_corrupted_prompt_and_target(capsys, tiny_model_dir, flags, messag
     code = run_cli(["trace", "--model", str(tiny_model_dir), "--samples", "1", "--prompt", PROMPT,
                     "--subject", "Eiffel Tower", *flags])
     assert one_error_line(code, capsys.readouterr().err) == message
+
+
+# ---- item 3: model files that are valid JSON/GGUF but not a usable model ---------------------
+
+
+@pytest.fixture
+def quick_doctor(monkeypatch):
+    from tracer import blas
+
+    monkeypatch.setattr(blas, "gemm_gflops", lambda *a, **k: 123.0)
+    monkeypatch.setattr(tracer, "BLAS", blas.BlasInfo("openblas", "/x/libopenblas.so.0", True))
+
+
+def doctor_error(capsys, model) -> str:
+    code = run_cli(["doctor", "--model", str(model)])
+    out, err = capsys.readouterr()
+    assert "model:" not in out  # nothing was loaded
+    return one_error_line(code, err)
+
+
+def _copy_model(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("config, message", [
+    ([1, 2], "must hold a JSON object, not a list"),
+    ("llama", "must hold a JSON object, not a str"),
+])
+def test_config_json_not_an_object(quick_doctor, capsys, tmp_path, tiny_model_dir, config, message):
+    d = _copy_model(tiny_model_dir, tmp_path / "m")
+    (d / "config.json").write_text(json.dumps(config))
+    assert doctor_error(capsys, d) == f"{d / 'config.json'} {message}"
+
+
+@pytest.mark.parametrize("model_type", ["a.b", "../evil", "os.path", "llama.llama", 7, None, ""])
+def test_model_type_must_be_a_plain_name(quick_doctor, capsys, tmp_path, tiny_model_dir, model_type, monkeypatch):
+    import importlib
+
+    imported = []
+    real = importlib.import_module
+    monkeypatch.setattr(importlib, "import_module", lambda name, *a: imported.append(name) or real(name, *a))
+    d = _copy_model(tiny_model_dir, tmp_path / "m")
+    config = json.loads((d / "config.json").read_text())
+    (d / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    assert doctor_error(capsys, d) == f"unsupported architecture {model_type!r} in {d / 'config.json'}"
+    assert not any("evil" in n or n.startswith("mlx_lm.models.a") for n in imported)
+
+
+def _llama_meta(**overrides):
+    import mlx.core as mx
+
+    u32 = lambda v: mx.array(v, dtype=mx.uint32)  # noqa: E731
+    meta = {
+        "general.architecture": "llama",
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.tokens": ["a", "b", "ab", "c"],
+        "tokenizer.ggml.merges": ["a b"],
+        "llama.embedding_length": u32(8),
+        "llama.block_count": u32(1),
+        "llama.feed_forward_length": u32(16),
+        "llama.attention.head_count": u32(2),
+    }
+    meta.update({f"llama.{k.replace('__', '.')}": v for k, v in overrides.items()})
+    return meta
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("attention__head_count", 0, "llama.attention.head_count must be a positive integer (got 0)"),
+    ("attention__head_count_kv", 0, "llama.attention.head_count_kv must be a positive integer (got 0)"),
+    ("block_count", 0, "llama.block_count must be a positive integer (got 0)"),
+    ("embedding_length", -8, "llama.embedding_length must be a positive integer (got -8)"),
+    ("attention__head_count", 3, "llama.embedding_length 8 is not a multiple of llama.attention.head_count 3"),
+    ("attention__head_count_kv", 3, "llama.attention.head_count 2 is not a multiple of llama.attention.head_count_kv 3"),
+])
+def test_gguf_bad_hyperparameters(quick_doctor, capsys, tmp_path, key, value, message):
+    import mlx.core as mx
+
+    path = tmp_path / "bad.gguf"
+    meta = _llama_meta(**{key: mx.array(value, dtype=mx.int32)})
+    mx.save_gguf(str(path), {"token_embd.weight": mx.zeros((4, 8))}, meta)
+    assert doctor_error(capsys, path) == f"GGUF metadata: {message}"
+
+
+@pytest.mark.parametrize("template", ["{} and {x}", "{} {}", "{0.__class__}", "{} {:>999999999}", "{0}", "{} }", "{", 5])
+def test_facts_template_with_other_fields(tmp_path, template):
+    path = _facts_file(tmp_path, [{"known_id": 1, "subject": "S", "attribute": "A", "template": template}])
+    with pytest.raises(InputError) as info:
+        load_facts(path)
+    assert str(info.value) == (f"facts file {path}: fact #0: template must be a string with one {{}} for the subject "
+                               "and no other braces")
+
+
+def test_facts_template_is_filled_once(tmp_path):
+    path = _facts_file(tmp_path, [{"known_id": 1, "subject": "{x} {}", "attribute": "A", "template": "{} is in"}])
+    (fact,) = load_facts(path)
+    assert fact.prompt == "{x} {} is in"
