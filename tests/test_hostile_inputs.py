@@ -224,3 +224,65 @@ def test_facts_template_is_filled_once(tmp_path):
     path = _facts_file(tmp_path, [{"known_id": 1, "subject": "{x} {}", "attribute": "A", "template": "{} is in"}])
     (fact,) = load_facts(path)
     assert fact.prompt == "{x} {} is in"
+
+
+# ---- item 4: JSON output is always strict JSON ------------------------------------------------
+
+
+def strict_loads(text: str):
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _poisoned(result):
+    """A result as a model with NaN/inf logits gives it."""
+    import dataclasses
+
+    grids = {kind: {m: [[float("nan")] + row[1:] for row in g] for m, g in grid.items()} for kind, grid in result.grids.items()}
+    grids[next(iter(grids))]["logit_diff"][0][-1] = float("-inf")
+    return dataclasses.replace(result, clean_prob=float("nan"), corrupted_prob=float("inf"), grids=grids)
+
+
+@pytest.fixture
+def nan_model(monkeypatch):
+    import tracer.tracing
+
+    real = tracer.tracing.run_trace
+    monkeypatch.setattr(tracer.tracing, "run_trace", lambda *a, **k: _poisoned(real(*a, **k)))
+
+
+def test_trace_json_with_nan_logits_is_strict(capsys, tiny_model_dir, nan_model):
+    code = run_cli(["trace", "--model", str(tiny_model_dir), "--samples", "1", "--kinds", "mlp", "--window", "2",
+                    "--prompt", PROMPT, "--subject", "Eiffel Tower", "--format", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = strict_loads(out)
+    assert doc["clean_prob"] is None and doc["corrupted_prob"] is None
+    assert doc["grids"]["mlp"]["prob"][0][0] is None and doc["grids"]["mlp"]["logit_diff"][0][-1] is None
+    assert isinstance(doc["grids"]["mlp"]["prob"][0][1], float)
+
+
+def test_sweep_line_and_report_with_nan_logits_are_strict(tmp_path, tiny_tracer, nan_model):
+    from tracer.sweeps.files import Check
+    from tracer.sweeps.report import load_report, render_json
+
+    class PassAll(TracerBackend):
+        def check(self, facts):
+            return [Check(True, target_id=1, target="x", top=(1, "x", float("nan")), target_prob=0.5) for _ in facts]
+
+    facts = [{"known_id": 1, "subject": "Eiffel Tower", "attribute": "Paris", "prompt": PROMPT},
+             {"known_id": 2, "subject": "Louvre", "attribute": "Paris", "prompt": "The Louvre is in the city of"}]
+    path = _facts_file(tmp_path, facts)
+    out = str(tmp_path / "r.jsonl")
+    config = SweepConfig(kinds=("mlp",), samples=1, window=2)
+    summary = run_sweep(PassAll(tiny_tracer), load_facts(path)[:1], out, config)
+    assert summary.traced_now == 1
+    (line,) = [strict_loads(x) for x in Path(out).read_text().splitlines()]
+    assert line["clean_prob"] is None and line["grids"]["mlp"]["prob"][0][0] is None
+    again = run_sweep(PassAll(tiny_tracer), load_facts(path), out, config)  # resumes its own file
+    assert again.traced_now == 1 and len(Path(out).read_text().splitlines()) == 2
+    doc = strict_loads(render_json(load_report(out)))  # every value strict JSON
+    assert doc["clean_prob"] is None and doc["baseline"] is None  # nothing usable: means of no facts
+    assert doc["warnings"] == ["known_id 1: incomplete result line, left out", "known_id 2: incomplete result line, left out"]

@@ -5,11 +5,39 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+
+import numpy as np
 
 from .metrics import METRIC_NAMES, METRICS
 
 
+def finite_or_null(x):
+    """`x` with every non-finite float (NaN, +-inf; numpy's too) made None, in nested dicts,
+    lists and tuples: strict JSON has no NaN or Infinity. Where they occur: a model whose
+    logits hold NaN or inf (then P(target), recovery and the logit difference are NaN), a
+    logit difference against a -inf logit, a report's mean or std over no facts."""
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x
+
+
+def dumps(obj, **kwargs) -> str:
+    """Strict JSON of `obj`: non-finite floats become null (finite_or_null), and
+    allow_nan=False makes any that slipped through an error instead of invalid JSON."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
+
+
 def to_json(result) -> dict:
+    """The documented JSON document; non-finite values are null (see finite_or_null)."""
+    return finite_or_null(_to_json(result))
+
+
+def _to_json(result) -> dict:
     req = result.request
     return {
         "model": result.model,
@@ -36,7 +64,7 @@ def to_json(result) -> dict:
 
 
 def to_json_text(result) -> str:
-    return json.dumps(to_json(result), indent=1) + "\n"
+    return dumps(to_json(result), indent=1) + "\n"
 
 
 def row_labels(result) -> list[tuple[int, str]]:

@@ -292,7 +292,10 @@ def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
 
 
 def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids: list[int] | None = None) -> dict:
-    return {
+    """The line of a traced fact; a non-finite number (a model with NaN/inf logits) is null."""
+    from ..export import finite_or_null
+
+    return finite_or_null({
         **_fact_fields(fact, config, "kept"),
         "tokens": list(result.tokens),
         "input_ids": list(input_ids) if input_ids is not None else None,
@@ -307,15 +310,17 @@ def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids:
         "grids": {kind: {"prob": grid["prob"]} for kind, grid in result.grids.items()},
         "seconds": round(result.seconds, 3),
         "warnings": list(result.warnings),
-    }
+    })
 
 
 def skipped_record(fact: Fact, config: SweepConfig, check: Check) -> dict:
-    return {
+    from ..export import finite_or_null
+
+    return finite_or_null({
         **_fact_fields(fact, config, "skipped"),
         "skipped": check.reason,
         "detail": check.detail,
         "target": check.target,
         "target_id": check.target_id,
         "top": list(check.top) if check.top else None,
-    }
+    })

@@ -324,18 +324,11 @@ def render_csv(report: SweepReport) -> str:
     return buf.getvalue()
 
 
-def _json_safe(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def render_json(report: SweepReport) -> str:
-    return json.dumps(_json_safe(report.to_dict()), indent=2) + "\n"
+    """Strict JSON: a mean or std over no facts (NaN) and any other non-finite value is null."""
+    from ..export import dumps
+
+    return dumps(report.to_dict(), indent=2) + "\n"
 
 
 def render(report: SweepReport, fmt: str, *, color: bool = False) -> str:
