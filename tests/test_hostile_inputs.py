@@ -286,3 +286,39 @@ def test_sweep_line_and_report_with_nan_logits_are_strict(tmp_path, tiny_tracer,
     doc = strict_loads(render_json(load_report(out)))  # every value strict JSON
     assert doc["clean_prob"] is None and doc["baseline"] is None  # nothing usable: means of no facts
     assert doc["warnings"] == ["known_id 1: incomplete result line, left out", "known_id 2: incomplete result line, left out"]
+
+
+# ---- item 7: sweep-report refuses a file of several settings ---------------------------------
+
+
+def _config(**changes) -> dict:
+    return {**SweepConfig(kinds=("mlp",), samples=1, window=2, model="tiny").to_dict(), **changes}
+
+
+def _results_file(tmp_path, configs) -> Path:
+    path = tmp_path / "results.jsonl"
+    lines = [json.dumps({"v": 1, "status": "skipped", "known_id": i, "skipped": "wrong-prediction", "config": c})
+             for i, c in enumerate(configs)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("change, said", [
+    ({"seed": 2}, "--seed 2 (line 1: --seed 1)"),
+    ({"model": "other"}, "--model other (line 1: --model tiny)"),
+    ({"kinds": ["mlp", "attn"]}, "--kinds mlp,attn (line 1: --kinds mlp)"),
+    ({"noise": "s2"}, "--noise s2 (line 1: --noise s3)"),
+])
+def test_sweep_report_refuses_mixed_settings(capsys, tmp_path, change, said):
+    path = _results_file(tmp_path, [_config()] * 11 + [_config(**change)] + [_config()] * 3)
+    code = run_cli(["sweep-report", str(path)])
+    assert one_error_line(code, capsys.readouterr().err) == (
+        f"{path}: line 12 was written with {said}: report each setting separately")
+
+
+def test_sweep_report_of_one_setting_still_reads(capsys, tmp_path):
+    path = _results_file(tmp_path, [_config()] * 3)
+    from tracer.sweeps.report import read_results
+
+    records, warnings = read_results(str(path))
+    assert [r["known_id"] for r in records] == [0, 1, 2] and warnings == []

@@ -80,18 +80,31 @@ def stored_config(config: dict) -> dict:
     return filled
 
 
+def _show(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def first_difference(a: dict, b: dict, *, check_model: bool = True) -> tuple[str, str, str] | None:
+    """(flag, a's value, b's value) of the first setting in which two lines' configs (or a
+    line's and a run's, SweepConfig.to_dict) differ, older lines' defaults filled in
+    (stored_config); None when they agree. The one comparison behind resuming a sweep and
+    reporting one."""
+    a, b = stored_config(a), stored_config(b)
+    for key, flag in _FLAG.items():
+        if key == "model" and not check_model:
+            continue
+        if a.get(key) != b.get(key):
+            return flag, _show(a.get(key)), _show(b.get(key))
+    return None
+
+
 def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = True) -> str | None:
     """A short phrase naming the first setting that differs, or None when they agree."""
-    current = config.to_dict()
-    stored = stored_config(stored)
-    for key, flag in _FLAG.items():
-        if key == "model" and (not check_model or config.model is None):
-            continue
-        a, b = stored.get(key), current[key]
-        if a != b:
-            show = lambda v: ",".join(v) if isinstance(v, list) else v  # noqa: E731
-            return f"{flag} {show(a)} (this run: {show(b)})"
-    return None
+    diff = first_difference(stored, config.to_dict(), check_model=check_model and config.model is not None)
+    if diff is None:
+        return None
+    flag, a, b = diff
+    return f"{flag} {a} (this run: {b})"
 
 
 # ---- the results file ---------------------------------------------------------------------

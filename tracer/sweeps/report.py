@@ -15,6 +15,7 @@ import math
 import os
 
 from ..errors import InputError, read_user_file
+from .files import first_difference
 from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
     AGGREGATE_NAMES,
     AGGREGATES,
@@ -57,6 +58,15 @@ def read_results(path: str) -> tuple[list[dict], list[str]]:
                 warnings.append(f"line {line_no} is incomplete (a sweep still running, or interrupted): left out")
                 break
             raise InputError(f"{path} line {line_no} is not a sweep result line")
+        config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+        if not records:
+            first_config, first_line = config, line_no
+        else:  # one report is one setting: the model and every trace setting must agree
+            diff = first_difference(config, first_config, check_model=True)
+            if diff is not None:
+                flag, here, there = diff
+                raise InputError(f"{path}: line {line_no} was written with {flag} {here} "
+                                 f"(line {first_line}: {flag} {there}): report each setting separately")
         records.append(obj)
     return records, warnings
 
