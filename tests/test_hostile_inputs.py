@@ -322,3 +322,40 @@ def test_sweep_report_of_one_setting_still_reads(capsys, tmp_path):
 
     records, warnings = read_results(str(path))
     assert [r["known_id"] for r in records] == [0, 1, 2] and warnings == []
+
+
+# ---- item 10: control characters never reach a terminal raw ----------------------------------
+
+CONTROLS = ["\x1b[31m", "\r", "\x07", "\x7f", "\x85", "\x9b", "\x00", "\x08"]
+
+
+def _raw_controls(text: str) -> list[str]:
+    return [c for c in text if c != "\n" and (ord(c) < 0x20 or 0x7f <= ord(c) < 0xa0)]
+
+
+def test_text_export_escapes_control_characters(tiny_tracer):
+    import dataclasses
+
+    from tracer import export
+
+    result = tracer.trace(tiny_tracer, PROMPT, "Eiffel Tower", kinds=("mlp",), samples=1, window=2)
+    tokens = list(result.tokens)
+    for i, c in enumerate(CONTROLS):
+        tokens[i] = "a" + c + "b"
+    result = dataclasses.replace(result, tokens=tokens, model="m\x1b]0;title\x07", target_text="\r\x1b")
+    text = export.to_text(result)
+    assert _raw_controls(text) == []
+    table = export.grid_table(result, "mlp").splitlines()
+    assert len(table) == 2 + len(tokens)  # title, layers, one line per token: no row broken
+    labels = [line[1:].split(" ")[0] for line in table[2:10]]  # after the subject mark
+    assert labels == ["a␛[31mb", "a␍b", "a␇b", "a␡b", "a\\x85b", "a\\x9bb", "a␀b", "a␈b"]
+    assert "model: m␛]0;title␇" in text
+
+
+def test_show_token_and_the_apps_labels_agree():
+    from tracer.export import show_token
+    from tracer.plot import row_label, visible
+
+    assert show_token(" Tower\n\t\r\x1b\x7f\x9b") == "␣Tower⏎⇥␍␛␡\\x9b"
+    assert visible("\x1b[2J") == "␛[2J" and row_label("\x07", True) == "␇*"
+    assert show_token("") == "∅" and show_token("é✓") == "é✓"

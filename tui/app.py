@@ -19,6 +19,7 @@ from textual.worker import get_current_worker
 from tracer.engine import Engine, ModelInfo
 from tracer.events import KINDS
 from tracer.types import TraceRequest, TraceResult
+from tracer.export import escape_controls
 from tracer.metrics import VIEW_ORDER
 
 from . import exporting
@@ -126,7 +127,9 @@ class TracerApp(RunMixin, App):
 
     # ---- reporting ------------------------------------------------------------------
     def report(self, text: str, level: str = "info", notify: bool = True) -> None:
-        """A log line, and for warnings/errors a notification too. Never raises."""
+        """A log line, and for warnings/errors a notification too. Never raises. Control
+        characters (a token's ESC or CR, a path's) are escaped (tracer.export.escape_controls)."""
+        text = escape_controls(text, keep_newlines=True)
         try:
             self.query_one(RunLog).line(text, level)
         except Exception:  # before compose: keep it for on_mount
