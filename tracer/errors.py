@@ -28,6 +28,18 @@ def user_message(exc: BaseException) -> str:
     return f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
+def error_location(exc: BaseException) -> str:
+    """Where an unexpected exception was raised, for the log: "ValueError at gguf.py:120 in f"."""
+    import os
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return type(exc).__name__
+    last = frames[-1]
+    return f"{type(exc).__name__} at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
+
+
 def read_user_file(path: str, what: str) -> bytes:
     """The bytes of a file the user named; a missing, unreadable or directory path is one
     InputError line naming `what` ("facts file", "results file")."""

@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from tracer.errors import TracerError
+from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
@@ -123,6 +123,7 @@ class SweepScreen(Screen):
 
         summary: SweepSummary | None
         error: str | None = None
+        detail: str = ""  # for an internal error: where it was raised
 
     def __init__(
         self,
@@ -204,7 +205,7 @@ class SweepScreen(Screen):
             self.redraw()
         return True
 
-    def error(self, text: str) -> None:
+    def error(self, text: str, detail: str = "") -> None:
         """An error in the status line, and once per message a notification and a line in the
         app's log (a file polled every half second does not notify twice)."""
         self.status(text, error=True)
@@ -217,6 +218,8 @@ class SweepScreen(Screen):
         for screen in self.app.screen_stack:
             for log in screen.query(RunLog):
                 log.line(f"sweep: {text}", "error")
+                if detail:
+                    log.line(f"  {detail} (please report this bug)", "error")
                 return
 
     def redraw_empty(self) -> None:
@@ -363,7 +366,8 @@ class SweepScreen(Screen):
         if exc is None:
             self.post_message(self.Ended(future.result()))
         else:
-            self.post_message(self.Ended(None, str(exc) if isinstance(exc, TracerError) else f"{type(exc).__name__}: {exc}"))
+            detail = "" if isinstance(exc, TracerError) else error_location(exc)
+            self.post_message(self.Ended(None, user_message(exc), detail))
 
     # ---- back on the UI thread ------------------------------------------------------------------
     def on_sweep_screen_records_changed(self, message: RecordsChanged) -> None:
@@ -399,7 +403,7 @@ class SweepScreen(Screen):
         self.query_one("#sweep-progress", ProgressBar).display = False
         self.poll()
         if message.error:
-            self.status(message.error, error=True)
+            self.error(f"sweep failed: {message.error}", message.detail)
             return
         s = message.summary
         state = "stopped" if s.cancelled else "done"
