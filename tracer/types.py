@@ -42,6 +42,11 @@ class TraceRequest(TraceSettings):
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{what} is empty")
             check_text(value, what)
+        positions = self.positions
+        if not (positions in ("all", "subject-last") if isinstance(positions, str) else
+                isinstance(positions, (list, tuple)) and all(
+                    isinstance(p, int) and not isinstance(p, bool) for p in positions)):
+            raise InputError(f'positions must be "all", "subject-last" or token indices (got {positions!r:.60})')
 
     @property
     def settings(self) -> TraceSettings:
