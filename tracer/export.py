@@ -5,11 +5,39 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+
+import numpy as np
 
 from .metrics import METRIC_NAMES, METRICS
 
 
+def finite_or_null(x):
+    """`x` with every non-finite float (NaN, +-inf; numpy's too) made None, in nested dicts,
+    lists and tuples: strict JSON has no NaN or Infinity. Where they occur: a model whose
+    logits hold NaN or inf (then P(target), recovery and the logit difference are NaN), a
+    logit difference against a -inf logit, a report's mean or std over no facts."""
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite_or_null(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite_or_null(v) for v in x]
+    return x
+
+
+def dumps(obj, **kwargs) -> str:
+    """Strict JSON of `obj`: non-finite floats become null (finite_or_null), and
+    allow_nan=False makes any that slipped through an error instead of invalid JSON."""
+    return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
+
+
 def to_json(result) -> dict:
+    """The documented JSON document; non-finite values are null (see finite_or_null)."""
+    return finite_or_null(_to_json(result))
+
+
+def _to_json(result) -> dict:
     req = result.request
     return {
         "model": result.model,
@@ -36,7 +64,7 @@ def to_json(result) -> dict:
 
 
 def to_json_text(result) -> str:
-    return json.dumps(to_json(result), indent=1) + "\n"
+    return dumps(to_json(result), indent=1) + "\n"
 
 
 def row_labels(result) -> list[tuple[int, str]]:
@@ -61,17 +89,40 @@ def to_csv(result) -> str:
     return out.getvalue()
 
 
+def _control_picture(code: int) -> str:
+    if code < 0x20:
+        return chr(0x2400 + code)  # ␀ .. ␟: ESC -> ␛, CR -> ␍, BEL -> ␇
+    if code == 0x7F:
+        return "␡"
+    return f"\\x{code:02x}"  # C1 controls (0x80-0x9f) have no pictures
+
+
+_CONTROLS = {c: _control_picture(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
+
+
+_CONTROLS_BUT_NEWLINE = {c: p for c, p in _CONTROLS.items() if c != 0x0A}
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` safe for a terminal: every control character (C0, DEL, C1) shown as a
+    picture (␛, ␍, ␇, ␡) or a \\x escape, never sent raw (a raw CR or ESC rewrites the line);
+    `keep_newlines` leaves line breaks of a several-line message alone."""
+    return str(text).translate(_CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS)
+
+
 def show_token(text: str) -> str:
-    """Whitespace made visible: ' Tower' -> '␣Tower'."""
-    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """A token as a label: whitespace made visible (' Tower' -> '␣Tower', ⏎, ⇥) and every other
+    control character escaped (escape_controls); the empty token is '∅'. The one helper for
+    token labels in the text export, the CLI and the app (tracer.plot.visible)."""
+    return escape_controls(text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")) or "∅"
 
 
 def header(result) -> str:
     lines = [
-        f"model: {result.model}",
+        f"model: {escape_controls(result.model)}",
         f"prompt: {result.request.prompt!r}  subject: {result.request.subject!r} "
         f"(tokens {result.subject_range[0]}..{result.subject_range[1] - 1})",
-        f"target: {result.target_text!r} (id {result.target_id})",
+        f"target: {escape_controls(repr(result.target_text))} (id {result.target_id})",
         f"clean P(target) = {result.clean_prob:.4f}   corrupted P(target) = {result.corrupted_prob:.4f}",
     ]
     if result.corruption == "noise":

@@ -101,9 +101,12 @@ def load_facts(path: str) -> list[Fact]:
         prompt = item.get("prompt")
         if prompt is None:
             template = item["template"]
-            if not isinstance(template, str) or "{}" not in template:
-                raise InputError(f"{where}: template must be a string with a {{}} for the subject")
-            prompt = template.format(item["subject"])
+            # exactly one "{}" and no other braces: str.format would also read named, numbered,
+            # attribute ("{0.__class__}") or padding ("{:>999999999}") fields from a facts file
+            if not isinstance(template, str) or template.count("{}") != 1 or any(
+                    b in template.replace("{}", "", 1) for b in "{}"):
+                raise InputError(f"{where}: template must be a string with one {{}} for the subject and no other braces")
+            prompt = template.replace("{}", item["subject"], 1)
         if not isinstance(prompt, str):
             raise InputError(f"{where}: prompt must be a string")
         if known_id in seen:

@@ -10,6 +10,7 @@ so the model is built with `rope_traditional=True`.
 
 from __future__ import annotations
 
+import math
 import os
 
 import mlx.core as mx
@@ -86,18 +87,37 @@ def model_args(meta: dict) -> dict:
             return default
         return _scalar(meta[full])
 
+    def positive(key, default=None) -> int:
+        value = get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+            raise ModelError(f"GGUF metadata: {arch}.{key} must be a positive integer (got {value!r})")
+        return int(value)
+
+    def positive_float(key, default) -> float:
+        value = get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ModelError(f"GGUF metadata: {arch}.{key} must be a positive number (got {value!r})")
+        return float(value)
+
     n_vocab = len(meta.get("tokenizer.ggml.tokens", []))
+    hidden = positive("embedding_length")
+    heads = positive("attention.head_count")
+    kv_heads = positive("attention.head_count_kv", heads)
+    if hidden % heads:
+        raise ModelError(f"GGUF metadata: {arch}.embedding_length {hidden} is not a multiple of {arch}.attention.head_count {heads}")
+    if heads % kv_heads:
+        raise ModelError(f"GGUF metadata: {arch}.attention.head_count {heads} is not a multiple of {arch}.attention.head_count_kv {kv_heads}")
     return {
         "model_type": "llama",
-        "hidden_size": int(get("embedding_length")),
-        "num_hidden_layers": int(get("block_count")),
-        "intermediate_size": int(get("feed_forward_length")),
-        "num_attention_heads": int(get("attention.head_count")),
-        "num_key_value_heads": int(get("attention.head_count_kv", get("attention.head_count"))),
-        "rms_norm_eps": float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-        "vocab_size": int(get("vocab_size", n_vocab or None)),
-        "rope_theta": float(get("rope.freq_base", 10000.0)),
-        "max_position_embeddings": int(get("context_length", 2048)),
+        "hidden_size": hidden,
+        "num_hidden_layers": positive("block_count"),
+        "intermediate_size": positive("feed_forward_length"),
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "rms_norm_eps": positive_float("attention.layer_norm_rms_epsilon", 1e-5),
+        "vocab_size": positive("vocab_size", n_vocab or None),
+        "rope_theta": positive_float("rope.freq_base", 10000.0),
+        "max_position_embeddings": positive("context_length", 2048),
         "rope_traditional": True,
         "tie_word_embeddings": True,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -97,12 +98,15 @@ def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
         if not os.path.exists(config_path):
             raise ModelError(f"{spec} has no config.json: not an mlx-lm/HF model directory")
         try:
-            with open(config_path) as f:
-                model_type = json.load(f).get("model_type", "?")
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelError(f"cannot read {config_path}: {exc}") from None
-        if importlib.util.find_spec(f"mlx_lm.models.{model_type}") is None and model_type not in mlx_utils.MODEL_REMAPPING:
-            raise ModelError(f"unsupported architecture '{model_type}' in {config_path}")
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+            raise ModelError(f"cannot read {config_path}: {gguf.one_line(exc)}") from None
+        if not isinstance(config, dict):
+            raise ModelError(f"{config_path} must hold a JSON object, not a {type(config).__name__}")
+        model_type = config.get("model_type")
+        if not _supported_model_type(model_type, mlx_utils.MODEL_REMAPPING):
+            raise ModelError(f"unsupported architecture {model_type!r} in {config_path}")
         if not any(os.path.exists(os.path.join(spec, f)) for f in ("tokenizer.json", "tokenizer.model")):
             raise ModelError(f"{spec} has no tokenizer (tokenizer.json or tokenizer.model)")
     try:
@@ -119,6 +123,21 @@ def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
     if on_cpu():
         _cast_floats(model, mx.float32)
     return LoadedModel(model, backend, name, "mlx-lm", quantized=_has_quantized(model))
+
+
+def _supported_model_type(model_type, remapping) -> bool:
+    """Is `model_type` the plain name of one of mlx-lm's model modules (or a name it remaps)?
+    Only a bare identifier is looked up: a dotted or path-like name ("a.b", "../evil") would make
+    mlx-lm import some other module."""
+    if not isinstance(model_type, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", model_type):
+        return False
+    name = remapping.get(model_type, model_type)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        return False
+    try:
+        return importlib.util.find_spec(f"mlx_lm.models.{name}") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _has_quantized(model: nn.Module) -> bool:

@@ -153,7 +153,10 @@ def row_label(token: str, in_subject: bool = False, limit: int = 12) -> str:
 
 
 def visible(token: str) -> str:
-    return token.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥").replace("\r", "␍") or "∅"
+    """A token for the screen: tracer.export.show_token (whitespace visible, controls escaped)."""
+    from .export import show_token
+
+    return show_token(token)
 
 
 def text_height(n_rows: int) -> int:

@@ -20,10 +20,35 @@ class Tokens:
         return len(self.ids)
 
 
-def tokenize(tokenizer: Tokenizer, text: str) -> Tokens:
-    if not text or not text.strip():
-        raise InputError("the prompt is empty")
-    enc = tokenizer.encode(text)
+def check_text(text, what: str) -> str:
+    """`text` if it is a str the tokenizer can encode; else one InputError naming `what`
+    ("the prompt", "the subject", ...): not a string, or a lone surrogate (invalid UTF-8
+    bytes on the command line arrive as those, as can a JSON "\\ud800")."""
+    if not isinstance(text, str):
+        raise InputError(f"{what} must be text, not {type(text).__name__}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"{what} is not valid Unicode text: {text[exc.start:exc.end]!r} at character {exc.start} "
+            "(invalid UTF-8 or a lone surrogate)"
+        ) from None
+    return text
+
+
+def _encode(tokenizer: Tokenizer, text: str, what: str, **kwargs):
+    check_text(text, what)
+    try:
+        return tokenizer.encode(text, **kwargs)
+    except Exception as exc:  # the tokenizers library raises TypeError/ValueError/its own kinds
+        raise InputError(f"{what} cannot be tokenized: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
+def tokenize(tokenizer: Tokenizer, text: str, what: str = "the prompt") -> Tokens:
+    """`what` names the text in messages ("the prompt", "the corrupted prompt")."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"{what} is empty")
+    enc = _encode(tokenizer, text, what)
     ids = list(enc.ids)
     special = [bool(s) for s in enc.special_tokens_mask]
     texts = [tokenizer.decode([i], skip_special_tokens=False) for i in ids]
@@ -35,8 +60,9 @@ def subject_span(prompt: str, subject: str, tokens: Tokens) -> tuple[int, int]:
 
     A token belongs to the subject when its characters overlap the subject's
     characters (a token " Eiffel" with a leading space counts)."""
-    if not subject or not subject.strip():
+    if not isinstance(subject, str) or not subject.strip():
         raise InputError("the subject is empty")
+    check_text(subject, "the subject")
     start = prompt.find(subject)
     if start < 0:
         stripped = subject.strip()
@@ -59,10 +85,10 @@ def target_token(tokenizer: Tokenizer, target: str) -> tuple[int, str, list[str]
     """First token of the target. A target without leading whitespace gets one
     (as ROME does: " Paris"), since that is how it follows a prompt.
     Returns (id, text, warnings)."""
-    if not target or not target.strip():
+    if not isinstance(target, str) or not target.strip():
         raise InputError("the target is empty")
     text = target if target[0].isspace() else " " + target
-    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    ids = _encode(tokenizer, text, "the target", add_special_tokens=False).ids
     if not ids:
         raise InputError(f"target {target!r} encodes to no token")
     first = tokenizer.decode([ids[0]], skip_special_tokens=False)

@@ -155,6 +155,8 @@ def severed_name(kind: str) -> str:
 
 
 def _names(value, allowed, what) -> tuple[str, ...]:
+    if not isinstance(value, (str, list, tuple)):
+        raise InputError(f"{what}s must be names ({', '.join(allowed)}), as text or a list (got {type(value).__name__})")
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(dict.fromkeys(str(k).strip() for k in items if str(k).strip()))
     for k in names:

@@ -30,6 +30,24 @@ class TraceRequest(TraceSettings):
     target: str | None = None
     positions: str | tuple[int, ...] = "all"
 
+    def __post_init__(self):
+        super().__post_init__()
+        from .errors import InputError
+        from .prompts import check_text
+
+        for value, what in ((self.prompt, "the prompt"), (self.subject, "the subject"),
+                            (self.corrupted_prompt, "the corrupted prompt"), (self.target, "the target")):
+            if value is None and what in ("the corrupted prompt", "the target"):
+                continue  # optional: noise corruption, the clean top token
+            if not isinstance(value, str) or not value.strip():
+                raise InputError(f"{what} is empty")
+            check_text(value, what)
+        positions = self.positions
+        if not (positions in ("all", "subject-last") if isinstance(positions, str) else
+                isinstance(positions, (list, tuple)) and all(
+                    isinstance(p, int) and not isinstance(p, bool) for p in positions)):
+            raise InputError(f'positions must be "all", "subject-last" or token indices (got {positions!r:.60})')
+
     @property
     def settings(self) -> TraceSettings:
         return TraceSettings(**{n: getattr(self, n) for n in SETTING_NAMES})

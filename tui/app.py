@@ -19,6 +19,8 @@ from textual.worker import get_current_worker
 from tracer.engine import Engine, ModelInfo
 from tracer.events import KINDS
 from tracer.types import TraceRequest, TraceResult
+from tracer.errors import TracerError, error_location, user_message
+from tracer.export import escape_controls
 from tracer.metrics import VIEW_ORDER
 
 from . import exporting
@@ -126,7 +128,9 @@ class TracerApp(RunMixin, App):
 
     # ---- reporting ------------------------------------------------------------------
     def report(self, text: str, level: str = "info", notify: bool = True) -> None:
-        """A log line, and for warnings/errors a notification too. Never raises."""
+        """A log line, and for warnings/errors a notification too. Never raises. Control
+        characters (a token's ESC or CR, a path's) are escaped (tracer.export.escape_controls)."""
+        text = escape_controls(text, keep_newlines=True)
         try:
             self.query_one(RunLog).line(text, level)
         except Exception:  # before compose: keep it for on_mount
@@ -182,7 +186,8 @@ class TracerApp(RunMixin, App):
             except FutureTimeout:
                 continue
             except Exception as exc:  # ModelError and anything else: shown, never raised
-                self.post_message(EngineFailed(str(exc) or type(exc).__name__))
+                detail = "" if isinstance(exc, TracerError) else error_location(exc)
+                self.post_message(EngineFailed(user_message(exc), detail))
                 return
             self.post_message(EngineReady(info))
             return
@@ -206,6 +211,8 @@ class TracerApp(RunMixin, App):
         self.query_one(RunStatus).idle(f"model failed to load: {message.message}", error=True)
         self.query_one(TokenStrip).show_note("(no model)")
         self.report(f"model failed to load: {message.message}", "error")
+        if message.detail:
+            self.report(f"  {message.detail} (please report this bug)", "error", notify=False)
 
     # ---- token strip preview ----------------------------------------------------------
     @on(PromptForm.Changed)

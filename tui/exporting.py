@@ -3,7 +3,6 @@ with CSV and JSON of the whole result beside it (tracer.export)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tracer import export
@@ -29,5 +28,5 @@ def write_exports(result, view, folder: str | Path, stamp: str) -> dict[str, str
     paths = {s: str(base.with_suffix(f".{s}")) for s in ("txt", "csv", "json")}
     Path(paths["txt"]).write_text(export_text(result, view), encoding="utf-8")
     Path(paths["csv"]).write_text(export.to_csv(result), encoding="utf-8")
-    Path(paths["json"]).write_text(json.dumps(export.to_json(result), indent=1) + "\n", encoding="utf-8")
+    Path(paths["json"]).write_text(export.dumps(export.to_json(result), indent=1) + "\n", encoding="utf-8")
     return paths

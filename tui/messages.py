@@ -25,6 +25,7 @@ class EngineFailed(Message):
     """The model could not be loaded."""
 
     message: str
+    detail: str = ""  # for an internal error: where it was raised (a log line)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RunCrashed(Message):
 
     run_id: int
     message: str
+    detail: str = ""  # for an internal error: where it was raised (a log line)
 
 
 @dataclass

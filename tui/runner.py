@@ -11,7 +11,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from tracer.errors import TracerError
+from tracer.errors import user_message
 from tracer.events import Cancelled, CellsDone, Failed, Finished, TraceEvent
 
 from .messages import CellsArrived, RunEvent, TokensPreviewed
@@ -88,14 +88,14 @@ def preview_tokens(engine, prompt: str, subject: str) -> TokensPreviewed:
     Bad input comes back as `error`."""
     try:
         tokens, _ = engine.tokenize(prompt)
-    except TracerError as exc:
-        return TokensPreviewed(prompt, subject, error=str(exc))
+    except Exception as exc:  # bad input (TracerError) or a bug: one line, never a crash
+        return TokensPreviewed(prompt, subject, error=user_message(exc))
     if not subject.strip():
         return TokensPreviewed(prompt, subject, list(tokens), None, "the subject is empty")
     try:
         _, span = engine.tokenize(prompt, subject)
-    except TracerError as exc:
-        return TokensPreviewed(prompt, subject, list(tokens), None, str(exc))
+    except Exception as exc:
+        return TokensPreviewed(prompt, subject, list(tokens), None, user_message(exc))
     return TokensPreviewed(prompt, subject, list(tokens), tuple(span) if span else None)
 
 

@@ -12,7 +12,7 @@ from textual import work
 from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
-from tracer.errors import TracerError
+from tracer.errors import TracerError, error_location, user_message
 from tracer.events import Cancelled, Failed, Finished, Log, Started
 from tracer.types import TraceRequest, TraceResult
 
@@ -115,8 +115,8 @@ class RunMixin:
                 continue
             except Exception as exc:
                 if not channel.finished:  # Failed was not reported through on_event
-                    text = str(exc) if isinstance(exc, TracerError) else f"{type(exc).__name__}: {exc}"
-                    self.post_message(RunCrashed(run_id, text))
+                    detail = "" if isinstance(exc, TracerError) else error_location(exc)
+                    self.post_message(RunCrashed(run_id, user_message(exc), detail))
                 return
 
     def action_cancel(self) -> None:
@@ -180,6 +180,8 @@ class RunMixin:
     def on_run_crashed(self, message: RunCrashed) -> None:
         if message.run_id == self.run_id:
             self._stopped(f"run failed: {message.message}", "error")
+            if message.detail:
+                self.report(f"  {message.detail} (please report this bug)", "error", notify=False)
 
     def _finished(self, mode: str, result: TraceResult) -> None:
         positions = [] if result.positions == "all" else list(result.positions)

@@ -50,3 +50,45 @@ def test_engine_tokenize_needs_no_engine_thread(engine):
     done = engine.trace(TraceRequest("The Eiffel Tower is located in the city of", "Eiffel Tower",
                                      kinds=("hidden",), samples=1)).result(timeout=60)
     assert done.tokens == tokens and tuple(done.subject_range) == tuple(span)
+
+
+async def test_sweep_screen_clears_the_old_report_when_a_file_cannot_be_read(engine, tmp_path):
+    import json
+
+    from test_sweep import synthetic_records
+    from textual.widgets import DataTable, Static
+    from tui_helpers import notifications
+
+    from tui.widgets.log import RunLog
+    from tui.widgets.sweep_view import SweepPlot
+
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))
+    bad = tmp_path / "a-directory"
+    bad.mkdir()
+    garbage = tmp_path / "garbage.jsonl"
+    garbage.write_text("not json\n{]\n")
+    app = make_app(engine=engine)
+    async with app.run_test(size=(140, 48)) as pilot:
+        await ready(pilot)
+        screen = SweepScreen()  # showing files only (F6 would also start a sweep of known_1000)
+        app.push_screen(screen)
+        await wait_for(pilot, lambda: app.screen is screen and screen.is_mounted, what="the sweep screen")
+        await pilot.pause()
+        screen.open(str(good))
+        await pilot.pause()
+        assert "Facts: 3 traced" in str(screen.query_one("#sweep-summary", Static).render())
+        assert screen.query_one("#sweep-table", DataTable).row_count > 0
+        for path, message in [(bad, f"results file is a directory: {bad}"),
+                              (garbage, f"{garbage}: no sweep result lines (2 unreadable lines)")]:
+            screen.open(str(good))
+            await pilot.pause()
+            screen.open(str(path))
+            await pilot.pause()
+            assert str(screen.query_one("#sweep-status", Static).render()) == message
+            assert str(screen.query_one("#sweep-summary", Static).render()) == ""
+            assert screen.query_one("#sweep-table", DataTable).row_count == 0
+            assert screen.query_one(SweepPlot).report is None and screen.report is None
+            assert ("error", message) in notifications(app)
+            assert any(line.endswith(f"error: sweep: {message}") for line in app.screen_stack[0].query_one(RunLog).lines_text)
+        assert app.is_running

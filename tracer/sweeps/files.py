@@ -80,18 +80,31 @@ def stored_config(config: dict) -> dict:
     return filled
 
 
+def _show(value) -> str:
+    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+
+def first_difference(a: dict, b: dict, *, check_model: bool = True) -> tuple[str, str, str] | None:
+    """(flag, a's value, b's value) of the first setting in which two lines' configs (or a
+    line's and a run's, SweepConfig.to_dict) differ, older lines' defaults filled in
+    (stored_config); None when they agree. The one comparison behind resuming a sweep and
+    reporting one."""
+    a, b = stored_config(a), stored_config(b)
+    for key, flag in _FLAG.items():
+        if key == "model" and not check_model:
+            continue
+        if a.get(key) != b.get(key):
+            return flag, _show(a.get(key)), _show(b.get(key))
+    return None
+
+
 def config_mismatch(stored: dict, config: SweepConfig, *, check_model: bool = True) -> str | None:
     """A short phrase naming the first setting that differs, or None when they agree."""
-    current = config.to_dict()
-    stored = stored_config(stored)
-    for key, flag in _FLAG.items():
-        if key == "model" and (not check_model or config.model is None):
-            continue
-        a, b = stored.get(key), current[key]
-        if a != b:
-            show = lambda v: ",".join(v) if isinstance(v, list) else v  # noqa: E731
-            return f"{flag} {show(a)} (this run: {show(b)})"
-    return None
+    diff = first_difference(stored, config.to_dict(), check_model=check_model and config.model is not None)
+    if diff is None:
+        return None
+    flag, a, b = diff
+    return f"{flag} {a} (this run: {b})"
 
 
 # ---- the results file ---------------------------------------------------------------------
@@ -177,6 +190,18 @@ def scan_results(path: str) -> ResultsState:
     return state
 
 
+def dump_line(record: dict) -> str:
+    """One results line: strict JSON (no NaN/Infinity: the caller turns a non-finite value into
+    null), UTF-8 text; a string with a lone surrogate (a facts file may hold "\\ud800") is
+    written \\u-escaped, so the line is still valid UTF-8 and reads back as the same string."""
+    text = json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return text
+
+
 class ResultsWriter:
     """Appends whole lines durably; holds an exclusive lock so two sweeps never share a file."""
 
@@ -204,7 +229,7 @@ class ResultsWriter:
             os.fsync(self.fd)
 
     def append(self, record: dict) -> None:
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        line = (dump_line(record) + "\n").encode("utf-8")
         view = memoryview(line)
         while view:  # one write in practice; a short write continues the same line
             n = os.write(self.fd, view)
@@ -280,7 +305,10 @@ def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
 
 
 def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids: list[int] | None = None) -> dict:
-    return {
+    """The line of a traced fact; a non-finite number (a model with NaN/inf logits) is null."""
+    from ..export import finite_or_null
+
+    return finite_or_null({
         **_fact_fields(fact, config, "kept"),
         "tokens": list(result.tokens),
         "input_ids": list(input_ids) if input_ids is not None else None,
@@ -295,15 +323,17 @@ def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids:
         "grids": {kind: {"prob": grid["prob"]} for kind, grid in result.grids.items()},
         "seconds": round(result.seconds, 3),
         "warnings": list(result.warnings),
-    }
+    })
 
 
 def skipped_record(fact: Fact, config: SweepConfig, check: Check) -> dict:
-    return {
+    from ..export import finite_or_null
+
+    return finite_or_null({
         **_fact_fields(fact, config, "skipped"),
         "skipped": check.reason,
         "detail": check.detail,
         "target": check.target,
         "target_id": check.target_id,
         "top": list(check.top) if check.top else None,
-    }
+    })

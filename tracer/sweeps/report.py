@@ -15,6 +15,7 @@ import math
 import os
 
 from ..errors import InputError, read_user_file
+from .files import first_difference
 from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
     AGGREGATE_NAMES,
     AGGREGATES,
@@ -57,6 +58,15 @@ def read_results(path: str) -> tuple[list[dict], list[str]]:
                 warnings.append(f"line {line_no} is incomplete (a sweep still running, or interrupted): left out")
                 break
             raise InputError(f"{path} line {line_no} is not a sweep result line")
+        config = obj.get("config") if isinstance(obj.get("config"), dict) else {}
+        if not records:
+            first_config, first_line = config, line_no
+        else:  # one report is one setting: the model and every trace setting must agree
+            diff = first_difference(config, first_config, check_model=True)
+            if diff is not None:
+                flag, here, there = diff
+                raise InputError(f"{path}: line {line_no} was written with {flag} {here} "
+                                 f"(line {first_line}: {flag} {there}): report each setting separately")
         records.append(obj)
     return records, warnings
 
@@ -324,18 +334,11 @@ def render_csv(report: SweepReport) -> str:
     return buf.getvalue()
 
 
-def _json_safe(x):
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def render_json(report: SweepReport) -> str:
-    return json.dumps(_json_safe(report.to_dict()), indent=2) + "\n"
+    """Strict JSON: a mean or std over no facts (NaN) and any other non-finite value is null."""
+    from ..export import dumps
+
+    return dumps(report.to_dict(), indent=2) + "\n"
 
 
 def render(report: SweepReport, fmt: str, *, color: bool = False) -> str:

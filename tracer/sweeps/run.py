@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..errors import InputError, TraceCancelled, TracerError, check_cancel
+from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
 from ..events import CellsDone
 from ..types import TraceRequest, TraceResult
 from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
@@ -99,8 +99,8 @@ class TracerBackend:
                 limit = self.tracer.context_length
                 if limit and len(tokens) > limit:
                     raise InputError(f"prompt is {len(tokens)} tokens, longer than the model's context of {limit}")
-            except InputError as exc:
-                checks[i] = Check(False, SKIP_INPUT, str(exc))
+            except TracerError as exc:  # the fact is unusable: a skipped line, the sweep goes on
+                checks[i] = Check(False, SKIP_INPUT, one_line(str(exc)))
                 continue
             pending.setdefault(len(tokens), []).append((i, tokens.ids, first_id, first_text))
         for _, items in sorted(pending.items()):
@@ -282,10 +282,11 @@ def run_sweep(
                 try:
                     result = backend.trace(config.request(fact), relay, cancel)
                 except InputError as exc:  # e.g. a prompt the tracer refuses: record, go on
-                    record = skipped_record(fact, config, Check(False, SKIP_INPUT, str(exc)))
+                    detail = one_line(str(exc))
+                    record = skipped_record(fact, config, Check(False, SKIP_INPUT, detail))
                     writer.append(record)
                     state.records[fact.known_id] = {"status": "skipped", "skipped": SKIP_INPUT}
-                    emit(FactSkipped(fact.known_id, SKIP_INPUT, str(exc)))
+                    emit(FactSkipped(fact.known_id, SKIP_INPUT, detail))
                     continue
                 if result is None:  # an engine that reports cancellation by returning None
                     raise TraceCancelled()

@@ -7,6 +7,7 @@ import time
 from rich.text import Text
 from textual.widgets import RichLog
 
+from tracer.export import escape_controls
 from tracer.types import TraceRequest, TraceResult
 
 LEVEL_STYLES = {"info": "", "warning": "bold yellow", "error": "bold red", "done": "bold green"}
@@ -22,6 +23,7 @@ class RunLog(RichLog):
         self.lines_text: list[str] = []  # plain copies, for tests and export
 
     def line(self, text: str, level: str = "info") -> None:
+        text = escape_controls(text, keep_newlines=True)  # a token's ESC or CR never reaches the terminal raw
         stamp = time.strftime("%H:%M:%S")
         label = "" if level in ("info", "done") else f"{level}: "
         self.lines_text.append(f"{stamp} {label}{text}")

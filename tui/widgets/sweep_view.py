@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from tracer.errors import TracerError
+from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
@@ -123,6 +123,7 @@ class SweepScreen(Screen):
 
         summary: SweepSummary | None
         error: str | None = None
+        detail: str = ""  # for an internal error: where it was raised
 
     def __init__(
         self,
@@ -174,23 +175,59 @@ class SweepScreen(Screen):
 
     # ---- opening and following a file ----------------------------------------------------------
     def open(self, path: str) -> None:
+        """Show `path` (and follow it); the previous file's report is cleared first, so a file
+        that cannot be read never leaves another file's summary, curves and table on screen."""
         self.tail = ResultsTail(path)
         self.report = None
-        self.poll()
-        if self.tail.records or self.running:
+        self._last_error = None
+        self.redraw()
+        if not self.poll() or self.tail.records or self.running:
+            return
+        if self.tail.bad_lines:
+            lines = f"{self.tail.bad_lines} unreadable line{'s' if self.tail.bad_lines != 1 else ''}"
+            self.error(f"{path}: no sweep result lines ({lines})")
             return
         self.status(f"{path}: no results yet (waiting for lines)")
 
-    def poll(self) -> None:
+    def poll(self) -> bool:
+        """Read what the followed file gained; False (the error shown) when it cannot be read."""
         if self.tail is None:
-            return
+            return True
         try:
             new, reset = self.tail.poll()
         except TracerError as exc:
-            self.status(str(exc), error=True)
-            return
+            if self.report is not None:
+                self.report = None
+                self.redraw_empty()
+            self.error(str(exc))
+            return False
         if new or reset or self.report is None and self.tail.records:
             self.redraw()
+        return True
+
+    def error(self, text: str, detail: str = "") -> None:
+        """An error in the status line, and once per message a notification and a line in the
+        app's log (a file polled every half second does not notify twice)."""
+        self.status(text, error=True)
+        if text == getattr(self, "_last_error", None):
+            return
+        self._last_error = text
+        self.app.notify(text, severity="error", timeout=8)
+        from .log import RunLog
+
+        for screen in self.app.screen_stack:
+            for log in screen.query(RunLog):
+                log.line(f"sweep: {text}", "error")
+                if detail:
+                    log.line(f"  {detail} (please report this bug)", "error")
+                return
+
+    def redraw_empty(self) -> None:
+        self.report = None
+        self.query_one("#sweep-summary", Static).update("")
+        with self.app.batch_update():
+            self.query_one(SweepPlot).show(None, self.kind)
+            self.fill_table()
 
     def redraw(self) -> None:
         records = self.tail.records if self.tail else []
@@ -321,7 +358,8 @@ class SweepScreen(Screen):
         if exc is None:
             self.post_message(self.Ended(future.result()))
         else:
-            self.post_message(self.Ended(None, str(exc) if isinstance(exc, TracerError) else f"{type(exc).__name__}: {exc}"))
+            detail = "" if isinstance(exc, TracerError) else error_location(exc)
+            self.post_message(self.Ended(None, user_message(exc), detail))
 
     # ---- back on the UI thread ------------------------------------------------------------------
     def on_sweep_screen_records_changed(self, message: RecordsChanged) -> None:
@@ -357,7 +395,7 @@ class SweepScreen(Screen):
         self.query_one("#sweep-progress", ProgressBar).display = False
         self.poll()
         if message.error:
-            self.status(message.error, error=True)
+            self.error(f"sweep failed: {message.error}", message.detail)
             return
         s = message.summary
         state = "stopped" if s.cancelled else "done"
