@@ -129,7 +129,9 @@ class ResultsState:
         return sum(1 for r in self.records.values() if r["status"] == "skipped")
 
 
-def _parse_line(raw: bytes) -> dict | None:
+def parse_line(raw: bytes) -> dict | None:
+    """A results line as its record, or None when it is not one: the one rule of validity that
+    resuming a sweep, reporting it and following it in the app all apply."""
     try:
         obj = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -139,6 +141,16 @@ def _parse_line(raw: bytes) -> dict | None:
     if not isinstance(obj.get("config"), dict):
         return None
     return obj
+
+
+def line_segments(data: bytes) -> list[tuple[int, bytes, bool]]:
+    """(byte offset, bytes, ends with a newline) of each non-blank line of a results file."""
+    segments, offset = [], 0
+    for raw in data.split(b"\n"):
+        if raw.strip():
+            segments.append((offset, raw, offset + len(raw) < len(data)))
+        offset += len(raw) + 1
+    return segments
 
 
 def scan_results(path: str) -> ResultsState:
@@ -157,13 +169,9 @@ def scan_results(path: str) -> ResultsState:
         raise InputError(f"output {path} is a directory") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    segments, offset = [], 0  # (offset, bytes, ends with a newline) of each non-blank line
-    for raw in data.split(b"\n"):
-        if raw.strip():
-            segments.append((offset, raw, offset + len(raw) < len(data)))
-        offset += len(raw) + 1
+    segments = line_segments(data)
     for i, (start, raw, complete) in enumerate(segments):
-        obj = _parse_line(raw) if complete else None
+        obj = parse_line(raw) if complete else None
         if obj is None:
             if i == len(segments) - 1:  # a torn or garbled last line: cut away, redo that fact
                 state.dropped_tail = len(data) - start

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import os
 
 from ..errors import InputError, read_user_file
-from .files import first_difference
+from .files import first_difference, line_segments, parse_line
 from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
     AGGREGATE_NAMES,
     AGGREGATES,
@@ -42,18 +41,11 @@ def read_results(path: str) -> tuple[list[dict], list[str]]:
     killed) is left out with a warning; a bad line elsewhere is an InputError."""
     data = read_user_file(path, "results file")
     records, warnings = [], []
-    segments, offset = [], 0  # (line number, bytes, ends with a newline) of each non-blank line
-    for i, raw in enumerate(data.split(b"\n")):
-        if raw.strip():
-            segments.append((i + 1, raw, offset + len(raw) < len(data)))
-        offset += len(raw) + 1
-    for n, (line_no, raw, complete) in enumerate(segments):
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-            ok = complete and isinstance(obj, dict) and obj.get("status") in ("kept", "skipped")
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            ok = False
-        if not ok:
+    segments = line_segments(data)
+    for n, (start, raw, complete) in enumerate(segments):
+        line_no = data.count(b"\n", 0, start) + 1
+        obj = parse_line(raw) if complete else None
+        if obj is None:
             if n == len(segments) - 1:
                 warnings.append(f"line {line_no} is incomplete (a sweep still running, or interrupted): left out")
                 break
@@ -107,14 +99,9 @@ class ResultsTail:
             raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         end = data.rfind(b"\n") + 1  # only complete lines; a torn one waits for its newline
         new = []
-        for raw in data[:end].split(b"\n"):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                obj = None
-            if isinstance(obj, dict) and obj.get("status") in ("kept", "skipped"):
+        for _, raw, _ in line_segments(data[:end]):
+            obj = parse_line(raw)
+            if obj is not None:
                 new.append(obj)
             else:
                 self.bad_lines += 1
