@@ -4,10 +4,11 @@ exception", exit code 134, after the work is done).
     uv run python benchmarks/exit_aborts.py                   # 50 runs of each command
     uv run python benchmarks/exit_aborts.py --runs 20 --busy 1 # with one busy-loop process beside
 
-Four commands, each run --runs times (in turn, one process at a time), with the embedded
+Five commands, each run --runs times (in turn, one process at a time), with the embedded
 SmolLM2-135M (or --model): `tracer-tui trace` (fast settings), `tracer-tui sweep` on the first
 --facts-count facts of --facts, the same sweep with --check-only, and a Python script that
-loads an Engine, runs one trace and closes it. Prints the exit codes' counts per command
+loads an Engine, runs one trace and closes it, and one using the Python front door
+(tracer.load, tracer.trace; nothing closed by hand). Prints the exit codes' counts per command
 and how many runs printed "terminate called" on stderr. Exit code 1 when any run failed.
 `--busy N` keeps N busy-loop processes running beside the runs: a loaded machine widens
 the race at interpreter exit the issue was about.
@@ -44,6 +45,17 @@ engine.close()
 print("engine ok")
 """
 
+API_SCRIPT = """
+import sys
+import tracer
+
+model = tracer.load(sys.argv[1] or None)
+result = tracer.trace(model, "The Eiffel Tower is located in the city of", "Eiffel Tower",
+                      kinds=("mlp",), samples=2, positions="subject-last")
+assert result.grid("mlp").shape == (1, model.n_layers)
+print("api ok")
+"""
+
 
 def commands(workdir: Path, model: str | None) -> dict[str, list[str]]:
     cli = [str(Path(sys.executable).with_name("tracer-tui"))]  # the installed console script
@@ -57,6 +69,7 @@ def commands(workdir: Path, model: str | None) -> dict[str, list[str]]:
         "sweep": [*sweep, "--output", str(workdir / "results.jsonl")],
         "sweep --check-only": [*sweep, "--check-only"],
         "engine script": [sys.executable, str(workdir / "engine_script.py"), model or ""],
+        "python api": [sys.executable, str(workdir / "api_script.py"), model or ""],
     }
 
 
@@ -67,7 +80,7 @@ def main() -> int:
     parser.add_argument("--facts", default=str(DEFAULT_FACTS), help="facts file in known_1000 format")
     parser.add_argument("--facts-count", type=int, default=3, help="facts the sweeps run (default 3)")
     parser.add_argument("--only", action="append", default=None,
-                        help="run only this command (trace, sweep, 'sweep --check-only', 'engine script'); repeatable")
+                        help="run only this command (trace, sweep, 'sweep --check-only', 'engine script', 'python api'); repeatable")
     parser.add_argument("--busy", type=int, default=0, help="busy-loop processes to run beside (default 0)")
     parser.add_argument("--minutes", type=float, default=None, help="start no new round after this many minutes")
     parser.add_argument("--show", type=int, default=3, help="print the stderr tail of the first N failed runs")
@@ -84,6 +97,7 @@ def main() -> int:
             facts = json.loads(Path(args.facts).read_text())[: args.facts_count]
             (workdir / "facts.json").write_text(json.dumps(facts))
             (workdir / "engine_script.py").write_text(ENGINE_SCRIPT)
+            (workdir / "api_script.py").write_text(API_SCRIPT)
             cmds = commands(workdir, args.model)
             names = args.only or list(cmds)
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
