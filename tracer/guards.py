@@ -1,0 +1,122 @@
+"""Guards: the conditions under which a trace's numbers mean little, each with a stable code.
+
+A causal trace is only as good as its corruption. The engine checks every trace (and so
+every sweep fact) and reports what it finds in `TraceResult.warnings`: each warning is a
+`TraceWarning`, a str (its one-line message) with a `code`, so it prints as before and
+exports as ``{"code": ..., "message": ...}``.
+
+Codes and thresholds:
+    corruption-kept-target   the corrupted run's top token is still the target
+    negative-total-effect    p_clean - p_corrupted <= 0: the corruption did not lower P(target)
+    small-total-effect       p_clean - p_corrupted < MIN_TOTAL_EFFECT (0.05) or < 20% of p_clean;
+                             below 0.05, recovery % is not computed (shown as not available)
+    weak-target              the target is whitespace, punctuation or a stop word
+    target-not-predicted     --target is not the clean run's top token (which is named)
+    subject-unchanged        the substitution leaves the subject's tokens as they are
+    nothing-corrupted        the corrupted prompt tokenizes exactly like the prompt
+    position-before-corruption  a chosen position lies before the first corrupted token:
+                             restoring it changes nothing (its cells equal the corrupted run)
+    slow-blas                MLX runs on its reference BLAS
+"""
+
+from __future__ import annotations
+
+import string
+
+MIN_TOTAL_EFFECT = 0.05  # absolute; below it recovery % is not available
+MIN_RELATIVE_EFFECT = 0.20  # of p_clean
+
+# short function words a factual target should not be (English; the known_1000 attributes are none)
+STOP_WORDS = frozenset("""
+a an the and or but if of at by for with about against between into through during before after above
+below to from up down in out on off over under again further then once here there when where why how
+all any both each few more most other some such no nor not only own same so than too very can will just
+is are was were be been being have has had having do does did it its this that these those i me my we our
+you your he him his she her they them their what which who whom as s t
+""".split())
+
+
+class TraceWarning(str):
+    """A warning's one-line message (a str), with its stable `code`."""
+
+    code: str
+
+    def __new__(cls, code: str, message: str) -> "TraceWarning":
+        obj = super().__new__(cls, message)
+        obj.code = code
+        return obj
+
+    def to_dict(self) -> dict:
+        return {"code": self.code, "message": str(self)}
+
+
+def warning_dict(w) -> dict:
+    """A warning as exported: a TraceWarning's code and message; a plain string gets code "note"."""
+    return w.to_dict() if isinstance(w, TraceWarning) else {"code": "note", "message": str(w)}
+
+
+def recovery_available(p_clean: float, p_corrupted: float) -> bool:
+    """Whether recovery % means anything: the corruption lowered P(target) by at least 0.05."""
+    return p_clean - p_corrupted >= MIN_TOTAL_EFFECT
+
+
+def is_weak_target(text: str) -> bool:
+    """Whitespace, punctuation or a stop word: a target a fact does not hinge on."""
+    word = text.strip()
+    return not word or all(c in string.punctuation or c.isspace() for c in word) or word.lower() in STOP_WORDS
+
+
+def trace_guards(*, target_text: str, p_clean: float, p_corrupted: float, corrupted_top_id: int, target_id: int,
+                 clean_top_id: int, clean_top_text: str, target_given: bool) -> list[TraceWarning]:
+    """The guards every trace gets, from its clean and corrupted runs."""
+    out = []
+    gap = p_clean - p_corrupted
+    if corrupted_top_id == target_id:
+        out.append(TraceWarning("corruption-kept-target",
+                                f"the corruption kept the target {target_text!r} as the top prediction "
+                                f"(P {p_corrupted:.3f}): the corrupted run still knows the answer"))
+    if gap <= 0:
+        out.append(TraceWarning("negative-total-effect",
+                                f"the corruption did not lower P({target_text!r}): clean {p_clean:.4f}, "
+                                f"corrupted {p_corrupted:.4f}; recovery % is not available"))
+    elif gap < MIN_TOTAL_EFFECT or gap < MIN_RELATIVE_EFFECT * p_clean:
+        tail = "; recovery % is not available" if gap < MIN_TOTAL_EFFECT else ""
+        out.append(TraceWarning("small-total-effect",
+                                f"small total effect: P({target_text!r}) falls only from {p_clean:.4f} to "
+                                f"{p_corrupted:.4f} ({gap:.4f}; below {MIN_TOTAL_EFFECT} or "
+                                f"{MIN_RELATIVE_EFFECT:.0%} of p_clean){tail}"))
+    if is_weak_target(target_text):
+        out.append(TraceWarning("weak-target",
+                                f"the target {target_text!r} is whitespace, punctuation or a stop word: "
+                                "give the fact's answer with --target"))
+    if target_given and clean_top_id != target_id:
+        out.append(TraceWarning("target-not-predicted",
+                                f"the target {target_text!r} is not what the clean run predicts "
+                                f"({clean_top_text!r}, P {p_clean:.3f} for the target)"))
+    return out
+
+
+def substitution_guards(clean_ids: list[int], corrupted_ids: list[int], subject: tuple[int, int]) -> list[TraceWarning]:
+    """Guards of a substitution: nothing or not the subject changed."""
+    if clean_ids == corrupted_ids:
+        return [TraceWarning("nothing-corrupted",
+                             "the corrupted prompt tokenizes exactly like the prompt: nothing is corrupted")]
+    b, e = subject
+    if clean_ids[b:e] == corrupted_ids[b:e]:
+        return [TraceWarning("subject-unchanged",
+                             "the corrupted prompt leaves the subject's tokens unchanged: "
+                             "this traces another change, not the subject")]
+    return []
+
+
+def position_guards(positions, first_corrupt: int, tokens: list[str]) -> list[TraceWarning]:
+    """A chosen position before the first corrupted token: its cells equal the corrupted run."""
+    if positions == "all":
+        return []
+    early = [p for p in positions if p < first_corrupt]
+    if not early:
+        return []
+    names = ", ".join(f"{p} {tokens[p]!r}" for p in early)
+    return [TraceWarning("position-before-corruption",
+                         f"position(s) {names} lie before the first corrupted token ({first_corrupt}): "
+                         "they carry the clean state already, so restoring them changes nothing")]
