@@ -178,3 +178,21 @@ def test_cancel_stops_a_forward_between_layers(tiny_model_factory, arch):
     done = [e for e in events if isinstance(e, CellsDone)]
     # only the cells that need no forward (positions before the subject) were delivered
     assert all(e.cells and all(row < 1 for row, _ in e.cells) for e in done)
+
+
+def test_softmax_and_logsumexp_are_precise_over_a_large_vocabulary():
+    """P(token) to ~1e-5 relative over 49k logits (a single float32 accumulator is ~1e-4 off,
+    which put every cell of a trace 1e-4 above ROME's numbers)."""
+    import mlx.core as mx
+
+    from tracer.fastops import logsumexp, softmax
+
+    rng = np.random.default_rng(0)
+    for vocab in (49152, 49153, 700):
+        x = (rng.standard_normal((6, vocab)) * 4).astype(np.float32)
+        x[:, 7] += 12
+        x64 = x.astype(np.float64)
+        exact = np.log(np.exp(x64 - x64.max(1, keepdims=True)).sum(1, keepdims=True)) + x64.max(1, keepdims=True)
+        probs = np.exp(x64 - exact)
+        np.testing.assert_allclose(np.array(softmax(mx.array(x))), probs, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(np.array(logsumexp(mx.array(x))), exact, rtol=0, atol=2e-5)

@@ -67,14 +67,37 @@ def _exp_below(x: mx.array, top: mx.array) -> mx.array:
 exp_below = per_thread_compiled(_exp_below)
 
 
+SUM_BLOCK = 256
+
+
+def blocked_sum(x: mx.array) -> mx.array:
+    """Sum over the last axis (keepdims) in blocks of 256, then over the blocks. MLX's CPU sum
+    of float32 accumulates in one running float32, which over a 49k vocabulary is ~1e-4 off
+    relative (P(" Paris") 0.70161 instead of 0.70154); in two stages it is ~3e-6, at no
+    measurable cost."""
+    n = x.shape[-1]
+    whole = n - n % SUM_BLOCK
+    if whole < 2 * SUM_BLOCK:
+        return x.sum(axis=-1, keepdims=True)
+    blocks = x[..., :whole].reshape(*x.shape[:-1], whole // SUM_BLOCK, SUM_BLOCK).sum(axis=-1).sum(axis=-1, keepdims=True)
+    return blocks + x[..., whole:].sum(axis=-1, keepdims=True) if whole < n else blocks
+
+
 def logsumexp(x: mx.array) -> mx.array:
     """log(sum(exp(x))) over the last axis, keepdims; on CPU with the fused polynomial
     exp (~3 ns per element against MLX's ~12: the softmax over a 49k vocabulary costs as
-    much as the logits' matmul otherwise)."""
+    much as the logits' matmul otherwise) and a blocked sum (see blocked_sum)."""
     if mx.default_device() != mx.cpu or x.dtype != mx.float32:
         return mx.logsumexp(x, axis=-1, keepdims=True)
     top = mx.max(x, axis=-1, keepdims=True)
-    return top + mx.log(exp_below(x, top).sum(axis=-1, keepdims=True))
+    return top + mx.log(blocked_sum(exp_below(x, top)))
+
+
+def softmax(x: mx.array) -> mx.array:
+    """Softmax over the last axis with logsumexp's precision (MLX's CPU softmax sums in one
+    float32 accumulator: ~1e-4 relative off over a 49k vocabulary)."""
+    x = x.astype(mx.float32)
+    return mx.exp(x - logsumexp(x))
 
 
 class FastSwiGLU(nn.Module):
