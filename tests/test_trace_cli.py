@@ -28,7 +28,8 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
                             "--kinds", "hidden,mlp", "--seed", "5")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"model", "tokens", "subject_range", "target", "clean_prob", "corrupted_prob", "config", "grids", "timing"}
+    assert set(doc) == {"model", "tokens", "subject_range", "target", "clean_prob", "corrupted_prob", "config", "grids",
+                        "warnings", "timing"}
     assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": "s3", "noise_std": doc["config"]["noise_std"],
                              "replace": False, "window": 3, "positions": "all", "seed": 5, "sever": [],
                              "corruption": "noise"}

@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from .guards import warning_dict
 from .metrics import METRIC_NAMES, METRICS
 
 
@@ -59,6 +60,7 @@ def _to_json(result) -> dict:
             "corruption": result.corruption,
         },
         "grids": {kind: {m: grid[m] for m in METRIC_NAMES} for kind, grid in result.grids.items()},
+        "warnings": [warning_dict(w) for w in result.warnings],
         "timing": {"seconds": result.seconds},
     }
 

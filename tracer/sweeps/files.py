@@ -10,7 +10,8 @@ The file (format version 1), one JSON object per line, each self-contained:
              (a line without "filter" was written with the first-token rule)
     kept:    tokens, input_ids, subject_range [b, e), target, target_id, clean_prob,
              corrupted_prob, clean_top, corrupted_top ([id, text, p] each),
-             noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds, warnings
+             noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds,
+             warnings [{code, message}] (tracer.guards; older lines hold plain strings)
     skipped: skipped (reason code), detail (one line), target, target_id, top ([id, text, p])
 
 Durability: a line is written with one os.write on an O_APPEND descriptor and
@@ -28,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..guards import warning_dict
 from ..types import TraceRequest, TraceResult
 from ..settings import SETTING_NAMES, TraceSettings
 from ..facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
@@ -330,7 +332,7 @@ def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids:
         "noise_std": result.noise_std,
         "grids": {kind: {"prob": grid["prob"]} for kind, grid in result.grids.items()},
         "seconds": round(result.seconds, 3),
-        "warnings": list(result.warnings),
+        "warnings": [warning_dict(w) for w in result.warnings],
     })
 
 

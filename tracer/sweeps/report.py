@@ -152,6 +152,9 @@ def summary_lines(report: SweepReport) -> list[str]:
             f"Average total effect (p_clean - p_corrupted): {report.total_effect:.4f} ± {report.total_effect_std:.4f}"
             f"  (p_clean {report.clean_prob:.4f}, p_corrupted = baseline {report.corrupted_prob:.4f})"
         )
+    if report.guard_counts:
+        counts = ", ".join(f"{code} {n}" for code, n in report.guard_counts.items())
+        lines.append(f"Guards (kept facts whose trace warned, by code; see tracer/guards.py): {counts}")
     no_g4 = max((st.no_first_subsequent for st in report.stats.values()), default=0)
     if no_g4:
         lines.append(f"{no_g4} fact(s) end with their subject: no first subsequent token, left out of that group")

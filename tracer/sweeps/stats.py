@@ -127,6 +127,7 @@ class SweepReport:
     stats: dict[str, KindStats] = field(default_factory=dict)
     vmax: float | None = None  # the heatmaps' shared colour maximum (vmin is 0)
     vmax_kind: str | None = None
+    guard_counts: dict[str, int] = field(default_factory=dict)  # kept facts per warning code (tracer.guards)
 
     @property
     def baseline(self) -> float | None:
@@ -181,6 +182,7 @@ class SweepReport:
                 "rows": list(GROUPS),
                 "values": {kind: [groups[g].heat for g in GROUPS] for kind, groups in self.curves.items()},
             },
+            "guards": self.guard_counts,
             "severed_paths": None if self.severed_paths is None else {
                 "group": "last_subject", "series": self.severed_paths},
             "warnings": self.warnings,
@@ -353,7 +355,13 @@ def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE
             first_case.setdefault(repr(c.known_id), c)
     highs = np.array([c.high for c in first_case.values()])
     lows = np.array([c.low for c in first_case.values()])
+    guard_counts: dict[str, int] = {}
+    for r in used:
+        codes = {w.get("code", "note") if isinstance(w, dict) else "note" for w in r.get("warnings") or []}
+        for code in codes:
+            guard_counts[code] = guard_counts.get(code, 0) + 1
     return SweepReport(
+        guard_counts=dict(sorted(guard_counts.items())),
         path=path,
         config=config,
         n_layers=n_layers,
