@@ -195,7 +195,17 @@ def logits_check(lm, hf, tok, torch, prompts) -> dict:
         po = np.exp(ours[-1] - ours[-1].max()); po /= po.sum()
         pt = np.exp(theirs[-1] - theirs[-1].max()); pt /= pt.sum()
         a = int(po.argmax())
+        # the same float32 logits (ours), P(answer) by three softmaxes: exact (float64),
+        # torch's float32 (ROME's score) and MLX's float32 (the engine's score)
+        l64 = ours[-1].astype(np.float64)
+        e64 = np.exp(l64 - l64.max())
+        exact = float(e64[a] / e64.sum())
+        softmaxes = {"float64": exact,
+                     "torch_f32": float(torch.softmax(torch.from_numpy(ours[-1].copy()), dim=0)[a]),
+                     "mx_f32": float(mx.softmax(mx.array(ours[-1]), axis=-1)[a])}
         out[p] = {"max_abs_logit_diff": float(np.abs(ours - theirs).max()),
+                  "p_answer_by_softmax": softmaxes,
+                  "softmax_rel_err": {k: v / exact - 1 for k, v in softmaxes.items() if k != "float64"},
                   "argmax": [a, int(pt.argmax())], "p_argmax": [float(po[a]), float(pt[a])],
                   "max_abs_logit": float(np.abs(ours).max()),
                   "max_abs_lastpos_prob_diff": float(np.abs(po - pt).max())}
@@ -267,6 +277,52 @@ def compare(rome_grids, rome_low, rome_high, rome_answer, rome_range, ours) -> d
     }
 
 
+def attribution(ct, mt, torch, plain, model, rows, ours_full=None) -> dict:
+    """Where the differences come from, at a few token rows (noise mode): a third trace, the
+    tests' oracle (tests/oracle.py: one plain mlx-lm forward per cell, no batching, no reuse,
+    no fast paths), splits |ROME - ours| into torch-vs-MLX rounding (ROME - oracle) and the
+    engine's own rounding (oracle - ours). ROME's side: trace_important_states/window with
+    token_range=[t]; ours: the full grid's row t when given, else a trace with positions=[t]."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from oracle import oracle_trace
+
+    inp = ct.make_inputs(mt.tokenizer, [PROMPT] * (SAMPLES + 1))
+    with torch.no_grad():
+        answer_t, base = [d[0] for d in ct.predict_from_input(mt.model, inp)]
+    e_range = ct.find_token_range(mt.tokenizer, inp["input_ids"][0], SUBJECT)
+    low = ct.trace_with_patch(mt.model, inp, [], answer_t, e_range, noise=float(NOISE)).item()
+    out = {"rows": {}}
+    for t in rows:
+        og, p_clean, p_corr, target = oracle_trace(plain, PROMPT, SUBJECT, kinds=KINDS, samples=SAMPLES,
+                                                   noise_std=NOISE, window=WINDOW, seed=1, positions=[t])
+        assert target == int(answer_t)
+        if ours_full is None:
+            res = tracer.trace(model, PROMPT, SUBJECT, kinds=KINDS, samples=SAMPLES, window=WINDOW,
+                               noise=str(NOISE), seed=1, positions=[t])
+            ours_rows = {k: res.grid(k)[0] for k in KINDS}
+        else:
+            ours_rows = {k: ours_full.grid(k)[t] for k in KINDS}
+        row = {}
+        for kind in KINDS:
+            if kind == "hidden":
+                g = ct.trace_important_states(mt.model, mt.num_layers, inp, e_range, answer_t,
+                                              noise=float(NOISE), token_range=[t])
+            else:
+                g = ct.trace_important_window(mt.model, mt.num_layers, inp, e_range, answer_t, kind=kind,
+                                              window=WINDOW, noise=float(NOISE), token_range=[t])
+            r = g.detach().cpu().numpy().astype(np.float64)[0]
+            o = og[kind]["prob"][0]
+            u = np.asarray(ours_rows[kind], np.float64)
+            row[kind] = {"rome_vs_oracle": float(np.abs(r - o).max()), "oracle_vs_ours": float(np.abs(o - u).max()),
+                         "rome_vs_ours": float(np.abs(r - u).max())}
+        out["rows"][t] = row
+        out["high_score"] = {"rome": float(base), "oracle": p_clean}
+        out["low_score"] = {"rome": low, "oracle": p_corr}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rome", required=True, help="a checkout of kmeng01/rome (commit 0874014)")
@@ -276,6 +332,9 @@ def main() -> None:
     ap.add_argument("--torch-threads", type=int, default=1,
                     help="torch's CPU threads (on this 2-core, shared VM, 2 made HF's forward 4x slower)")
     ap.add_argument("--skip-substitution", action="store_true")
+    ap.add_argument("--attribution-rows", default="",
+                    help="token rows (e.g. 2,9) for the three-way split against the tests' plain-MLX oracle")
+    ap.add_argument("--only-attribution", action="store_true", help="skip the full grids (and the timing)")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args()
 
@@ -309,7 +368,8 @@ def main() -> None:
     # Noise mode, timed; with --repeat the two sides alternate (and swap who goes first).
     times = {"rome": [], "ours": []}
     rome_res = ours_res = None
-    for i in range(args.repeat):
+    report["raw"] = {}
+    for i in range(0 if args.only_attribution else args.repeat):
         order = ("rome", "ours") if i % 2 == 0 else ("ours", "rome")
         for side in order:
             start = time.perf_counter()
@@ -319,10 +379,17 @@ def main() -> None:
                 ours_res = ours_noise(model)
             times[side].append(time.perf_counter() - start)
             print(f"noise trace, {side}: {times[side][-1]:.1f} s", flush=True)
+    rows = [int(x) for x in args.attribution_rows.split(",") if x.strip()]
+    if args.only_attribution:
+        report["attribution"] = attribution(ct, mt, torch, plain, model, rows)
+        print("attribution:", json.dumps(report["attribution"], indent=1), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(report, f, indent=1)
+        return
     r0 = rome_res["hidden"]
     for kind in KINDS[1:]:  # every kind's call recomputes the same baselines
         assert rome_res[kind]["low_score"] == r0["low_score"] and rome_res[kind]["high_score"] == r0["high_score"]
-    report["raw"] = {}
     report["raw"]["noise"], report["noise"] = compare({k: rome_res[k]["scores"].numpy() for k in KINDS}, r0["low_score"],
                               float(r0["high_score"]), r0["answer"], r0["subject_range"], ours_res)
     report["noise"]["noise_std_ours"] = ours_res.noise_std
@@ -342,6 +409,10 @@ def main() -> None:
         report["substitution"]["corruption_ours"] = os_.corruption
         report["substitution"]["times_s"] = {"rome": t_rome, "ours": t_ours}
         print("substitution mode:", json.dumps(report["substitution"], indent=1), flush=True)
+
+    if rows:
+        report["attribution"] = attribution(ct, mt, torch, plain, model, rows, ours_res)
+        print("attribution:", json.dumps(report["attribution"], indent=1), flush=True)
 
     print("\nsummary (max |ROME - ours|)")
     for mode in ("noise", "substitution"):
