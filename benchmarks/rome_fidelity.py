@@ -26,6 +26,10 @@ though everything here runs on the CPU:
 Run (from the repository root):
 
     /work/rome-env/bin/python benchmarks/rome_fidelity.py --rome /tmp/rome [--repeat 2] [--json out.json]
+    # where differences come from, at token rows 2 and 9: adds the tests' plain-MLX oracle
+    /work/rome-env/bin/python benchmarks/rome_fidelity.py --rome /tmp/rome --only-attribution --attribution-rows 2,9
+
+The numbers measured with it, and what they mean, are in docs/fidelity.md.
 
 What is stubbed: ROME's module imports `datasets`, `matplotlib`, `dsets`, `rome.tok_dataset`,
 `util.globals` and `util.runningstats` at the top but the functions called here use none of
