@@ -76,6 +76,9 @@ class BlockTap(Tap):
         if getattr(_local, "eval_blocks", False) and isinstance(out, mx.array):
             mx.eval(out)
             check_cancel(getattr(_local, "cancel", None))
+            on_block = getattr(_local, "on_block", None)
+            if on_block is not None:
+                on_block()
         return out
 
 
@@ -175,29 +178,95 @@ class PatchableModel:
         # the packed forward (packed.py) for plain llama-style models; None: the generic one
         self.packed = PackedForward(model, anatomy) if self.prefix_cache and supports_packed(model, anatomy) else None
 
-    def forward(self, ids: mx.array, *, embeds=None, plans=None, cache=None, cancel=None) -> mx.array:
+    def forward(self, ids: mx.array, *, embeds=None, plans=None, cache=None, cancel=None,
+                on_block=None, eval_blocks: bool | None = None) -> mx.array:
         """Last-position logits [B, V]; embeds: [B, T, D] used instead of the embedding output;
         plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer;
-        cancel: an Event checked after each block (on CPU), raising TraceCancelled once set."""
+        cancel: an Event checked after each block, raising TraceCancelled once set;
+        on_block: called after each block is evaluated. Blocks are evaluated one by one on
+        CPU (default) or when `eval_blocks` is True; otherwise neither is called."""
         table = {id(self.taps[kind][layer]): plan for (kind, layer), plan in (plans or {}).items()}
         if embeds is not None:
             table[id(self.embed)] = embeds
         _local.plans = table
         # on CPU, evaluate block by block: MLX's CPU stream thread idles a quarter of the
         # time when handed a whole forward's graph at once (see packed.py)
-        _local.eval_blocks, _local.cancel = mx.default_device() == mx.cpu, cancel
+        if eval_blocks is None:
+            eval_blocks = mx.default_device() == mx.cpu
+        _local.eval_blocks, _local.cancel, _local.on_block = eval_blocks, cancel, on_block
         try:
             logits = self.model(ids, cache=cache) if cache is not None else self.model(ids)
         finally:
-            _local.plans, _local.eval_blocks, _local.cancel = None, False, None
+            _local.plans, _local.eval_blocks, _local.cancel, _local.on_block = None, False, None, None
         return logits[:, -1, :]
 
-    def record(self, ids: mx.array, *, embeds=None):
-        """Run once, keeping every block/attn/MLP output and each layer's keys/values:
-        ({kind: [L x [B, T, D]]}, logits [B, V], [L x (keys, values)] or None)."""
-        plans = {(k, i): TapPlan(record=True) for k in self.KIND_SLOTS for i in range(self.n_layers)}
-        cache = [PrefixCache() for _ in range(self.n_layers)] if self.prefix_cache else None
-        logits = self.forward(ids, embeds=embeds, plans=plans, cache=cache)
-        states = {k: [plans[(k, i)].recorded for i in range(self.n_layers)] for k in self.KIND_SLOTS}
-        kv = [c.state for c in cache] if cache is not None else None
-        return states, logits, kv
+    def record(self, ids: mx.array, *, embeds=None, kinds=KIND_SLOTS, batch_rows: int | None = None,
+               cancel=None, on_layer=None):
+        """Run once, keeping the `kinds`' outputs at every layer and each layer's keys/values:
+        ({kind: [L x [B, T, D]]}, logits [B, V], [L x (keys, values)] or None), all evaluated.
+
+        The rows run in batches of at most `batch_rows` (all at once by default), so only one
+        batch's activations are alive besides what is kept. Blocks are evaluated one by one:
+        `cancel` (an Event) is checked after each, raising TraceCancelled once set, and
+        `on_layer(batch, layer)` is called after each (batch from 0, layer from 1)."""
+        B = ids.shape[0]
+        size = B if not batch_rows else max(1, min(B, batch_rows))
+        parts = []
+        for b, r0 in enumerate(range(0, B, size)):
+            rows = slice(r0, min(B, r0 + size))
+            done = [0]
+
+            def block_done(b=b, done=done):
+                done[0] += 1
+                if on_layer is not None:
+                    on_layer(b, done[0])
+
+            plans = {(k, i): TapPlan(record=True) for k in kinds for i in range(self.n_layers)}
+            cache = [PrefixCache() for _ in range(self.n_layers)] if self.prefix_cache else None
+            logits = self.forward(ids[rows], embeds=None if embeds is None else embeds[rows], plans=plans,
+                                  cache=cache, cancel=cancel, on_block=block_done, eval_blocks=True)
+            states = {k: [plans[(k, i)].recorded for i in range(self.n_layers)] for k in kinds}
+            kv = [c.state for c in cache] if cache is not None else None
+            mx.eval(logits, states, kv or [])
+            check_cancel(cancel)
+            parts.append((states, logits, kv))
+            del plans, cache, states, logits, kv
+        if len(parts) == 1:
+            return parts[0]
+        return _concatenate(parts, kinds, self.n_layers)
+
+
+def _concatenate(parts: list, kinds, n_layers: int):
+    """One recording from the batches' (states, logits, kv), joined along the rows one array at
+    a time, each batch's piece dropped once joined (peak: the result and one layer's pieces)."""
+
+    def join(pieces: list) -> mx.array:
+        out = mx.concatenate(pieces, axis=0)
+        mx.eval(out)
+        pieces.clear()
+        return out
+
+    states = {}
+    for k in kinds:
+        states[k] = []
+        for i in range(n_layers):
+            pieces = []
+            for part in parts:
+                pieces.append(part[0][k][i])
+                part[0][k][i] = None
+            states[k].append(join(pieces))
+    logits = join([part[1] for part in parts])
+    kv = None
+    if parts[0][2] is not None:
+        kv = []
+        for i in range(n_layers):
+            joined = []
+            for j in range(2):
+                pieces = []
+                for part in parts:
+                    pieces.append(part[2][i][j])
+                joined.append(join(pieces))
+            for part in parts:
+                part[2][i] = None
+            kv.append(tuple(joined))
+    return states, logits, kv
