@@ -200,9 +200,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         mode = "noise"
 
     # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
-    # between blocks); of the corrupted run only what the patched forwards read is kept
+    # between blocks); of the corrupted run only what the patched forwards read is kept, and only
+    # its positions from the first corrupted token on are computed (earlier ones equal the clean run)
     emit(Recording("clean", 0, L))
-    clean_states, clean_logits, _ = pm.record(
+    clean_states, clean_logits, clean_kv = pm.record(
         mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
     batch_rows = record_batch_rows(T)
     n_batches = -(-n_samples // batch_rows)
@@ -210,7 +211,9 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
     corrupt_states, corrupt_logits, corrupt_kv = pm.record(
         corrupt_batch, embeds=embeds, kinds=keep, batch_rows=batch_rows, cancel=cancel,
-        on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)))
+        on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
+        shared=(clean_states, clean_kv, first_corrupt))  # positions before the corruption: the clean run's
+    del clean_kv
     clean_probs = np.array(mx.softmax(clean_logits.astype(mx.float32), axis=-1))[0]
     corrupt_probs = np.array(mx.softmax(corrupt_logits.astype(mx.float32), axis=-1)).mean(axis=0)
     if req.target:
