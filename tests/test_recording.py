@@ -198,9 +198,10 @@ def test_batched_trace_equals_unbatched_and_the_oracle(tracer, tiny_lm, monkeypa
 # ---- progress and cancel ---------------------------------------------------------------------
 
 def test_recording_progress_arrives_in_order_before_started(long_tracer):
-    prompt = long_prompt(long_tracer.tokenizer, 400)
-    T = len(tokenize(long_tracer.tokenizer, prompt))
-    assert 400 <= T < 450
+    prompt = long_prompt(long_tracer.tokenizer, 400, subject_first=True)
+    tokens, subject = long_tracer.tokenize(prompt, SUBJECT)
+    T = len(tokens)
+    assert 400 <= T < 450 and subject[0] == 1
     events, times = [], []
 
     def on_event(e):
@@ -215,8 +216,8 @@ def test_recording_progress_arrives_in_order_before_started(long_tracer):
     assert all(isinstance(e, Recording) for e in events[:started])
     assert not any(isinstance(e, Recording) for e in events[started:])
     L = long_tracer.n_layers
-    batches = -(-samples // schedule.record_batch_rows(T))
-    assert batches == 3  # 4096 // 4xx = 9 rows per batch
+    batches = -(-samples // schedule.record_batch_rows(T - 1))
+    assert batches == 13  # 1024 // 4xx = 2 rows per batch
     expected = [("clean", layer, 1) for layer in range(L + 1)] + [("corrupted", 0, 1)] + [
         ("corrupted", layer, b) for b in range(1, batches + 1) for layer in range(1, L + 1)]
     assert [(e.phase, e.layer, e.batch) for e in recording] == expected
@@ -224,7 +225,7 @@ def test_recording_progress_arrives_in_order_before_started(long_tracer):
     fractions = [e.fraction for e in recording if e.phase == "corrupted"]
     assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1
     assert times[0] <= times[1] < times[started]  # the first block's event came before the trace began
-    assert recording[-1].describe() == f"recording corrupted run: layer {L}/{L} (batch 3/3)"
+    assert recording[-1].describe() == f"recording corrupted run: layer {L}/{L} (batch 13/13)"
     assert any(isinstance(e, CellsDone) for e in events[started:])
 
 

@@ -205,7 +205,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
         mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
-    batch_rows = record_batch_rows(T)
+    batch_rows = record_batch_rows(T - min(first_corrupt, T - 1))  # the positions each row computes
     n_batches = -(-n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
