@@ -8,7 +8,7 @@ import pytest
 
 from tracer.engine import Engine
 from tracer.errors import InputError
-from tracer.events import Cancelled, CellsDone, Failed, Finished, Started
+from tracer.events import Cancelled, CellsDone, Failed, Finished, Recording, Started
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -36,6 +36,9 @@ def test_trace_from_a_worker_thread_with_its_own_stream(engine):
     t.start()
     t.join(timeout=180)
     result = outcome["result"]
+    recording = [e for e in events if isinstance(e, Recording)]  # the clean and corrupted runs, first
+    assert events[:len(recording)] == recording and len(recording) == 2 * (6 + 1)
+    events = events[len(recording):]
     assert isinstance(events[0], Started) and isinstance(events[-1], Finished)
     assert events[-1].result is result
     cells = [e for e in events if isinstance(e, CellsDone)]
@@ -69,7 +72,8 @@ def test_cancel_stops_between_batches(engine):
     finally:
         engine.submit(lambda: setattr(engine._tracer, "max_rows", None)).result()
     assert isinstance(events[-1], Cancelled)
-    assert events[-2].done < events[0].total_cells
+    started = next(e for e in events if isinstance(e, Started))
+    assert events[-2].done < started.total_cells
 
 
 def test_bad_request_fails_with_message_and_engine_survives(engine):

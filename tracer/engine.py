@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ModelError, TraceCancelled, TracerError
+from .errors import ModelError, TraceCancelled, TracerError, check_cancel
 from .events import Cancelled, Failed, Finished, TraceEvent
 from .types import TraceRequest, TraceResult
 
@@ -158,6 +158,7 @@ class Engine:
         from .tracing import run_trace
 
         try:
+            check_cancel(cancel)  # superseded while queued: neither load nor run
             if self._tracer is None:
                 self._load()
             result = run_trace(self._tracer, request, on_event=on_event, cancel=cancel)

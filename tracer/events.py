@@ -1,5 +1,5 @@
-"""What a trace reports while it runs: events the engine emits, in order (Started, CellsDone...,
-then Finished, Failed or Cancelled; Log at any time).
+"""What a trace reports while it runs: events the engine emits, in order (Recording..., Started,
+CellsDone..., then Finished, Failed or Cancelled; Log at any time).
 
 Plain dataclasses holding Python values: safe to hand from the engine thread to any other thread.
 """
@@ -10,6 +10,29 @@ from dataclasses import dataclass
 
 from .settings import KINDS  # noqa: F401  (re-exported: the app's kind choices)
 from .types import TraceResult
+
+
+@dataclass
+class Recording:
+    """Progress of the clean and corrupted runs recorded before any cell is computed: `layer`
+    of `n_layers` blocks done in batch `batch` (from 1) of `n_batches` (the corrupted run's
+    noise samples are recorded in batches); layer 0 when a phase begins."""
+
+    phase: str  # "clean" or "corrupted"
+    layer: int
+    n_layers: int
+    batch: int = 1
+    n_batches: int = 1
+
+    @property
+    def fraction(self) -> float:
+        """This phase's share done, 0..1."""
+        return ((self.batch - 1) * self.n_layers + self.layer) / max(1, self.n_layers * self.n_batches)
+
+    def describe(self) -> str:
+        """e.g. "recording corrupted run: layer 12/30 (batch 2/5)"."""
+        text = f"recording {self.phase} run: layer {self.layer}/{self.n_layers}"
+        return text + (f" (batch {self.batch}/{self.n_batches})" if self.n_batches > 1 else "")
 
 
 @dataclass
@@ -57,4 +80,4 @@ class Cancelled:
     pass
 
 
-TraceEvent = Started | CellsDone | Log | Finished | Failed | Cancelled
+TraceEvent = Recording | Started | CellsDone | Log | Finished | Failed | Cancelled

@@ -214,6 +214,27 @@ def batch_limits(model, n_tokens: int, max_rows: int | None = None, packed: bool
     return rows, target
 
 
+# Token-rows per batch when recording the corrupted run (its noise samples): large enough for
+# efficient GEMMs, small enough that one batch's activations stay small and one block of a batch
+# takes well under the 0.5 s a cancel may wait (4,096 took 0.67 s on a loaded 2-core machine).
+RECORD_TOKENS = 1024
+
+
+def record_batch_rows(n_tokens: int) -> int:
+    """Rows (noise samples) per batch of the corrupted run's recording."""
+    return max(1, RECORD_TOKENS // max(1, n_tokens))
+
+
+def recording_bytes(n_samples: int, n_tokens: int, n_layers: int, hidden: int, kv_per_token: int,
+                    n_kinds: int = 1, itemsize: int = 4, packed: bool = False) -> int:
+    """Bytes the recorded corrupted run holds for a trace: `n_kinds` kinds' outputs at every
+    layer [N, T, D]; the keys/values (`kv_per_token`: elements per token over all layers, keys
+    and values), twice when `packed` (packed.py copies them into rows once); the noised
+    embeddings [N, T, D]."""
+    per_token = (n_kinds * n_layers * hidden + kv_per_token * (2 if packed else 1) + hidden) * itemsize
+    return n_samples * n_tokens * per_token
+
+
 def free_memory_bytes() -> int:
     try:
         with open("/proc/meminfo") as f:

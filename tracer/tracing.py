@@ -16,13 +16,14 @@ import numpy as np
 
 from . import corruption
 from .errors import InputError, check_cancel
-from .events import CellsDone, Log, Started
+from .events import CellsDone, Log, Recording, Started
 from .types import Prediction, TraceRequest, TraceResult
 from .metrics import METRIC_NAMES, cell_metrics
 from .models import LoadedModel
 from .patching import PatchableModel
 from .workers import Workers, default_workers
-from .schedule import Corrupted, batch_limits, make_cells, make_chunks, run_chunk
+from . import schedule
+from .schedule import Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes, run_chunk
 from .prompts import check_substitution, subject_span, target_token, tokenize
 
 
@@ -35,6 +36,7 @@ class Tracer:
         self.patchable = PatchableModel(lm.model)
         self.n_layers = self.patchable.n_layers
         self._sigmas: dict[str, float] = {}  # per model, computed once when first needed
+        self._recording_shapes: tuple[int, int, int] | None = None
         self.max_rows = max_rows
         self.target_tokens: int | None = None  # token-rows per forward; None: from batch_limits
         self.context_length = _context_length(lm.model)
@@ -68,6 +70,16 @@ class Tracer:
         dtype = self.patchable.embed(mx.array([ids[:1]])).dtype
         embeds = corruption.corrupted_embeddings(x, subject, noise, replace=settings.replace)
         return mx.array(embeds).astype(dtype), std
+
+    def recording_shapes(self) -> tuple[int, int, int]:
+        """(hidden size, keys/values elements per token over all layers, bytes per element) of the
+        recorded runs, from recording one token once."""
+        if self._recording_shapes is None:
+            states, _, kv = self.patchable.record(mx.array([[0]]))
+            first = states["hidden"][0]
+            kv_per_token = sum(k.shape[1] * k.shape[3] + v.shape[1] * v.shape[3] for k, v in kv) if kv else 0
+            self._recording_shapes = (first.shape[-1], kv_per_token, first.dtype.size)
+        return self._recording_shapes
 
     def embed_rows(self, ids: list[int]) -> np.ndarray:
         """The embedding module's outputs for the token ids, [len(ids), D] in float64."""
@@ -114,6 +126,28 @@ def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix
     return chunks, packed
 
 
+def corrupted_kinds(sever) -> tuple[str, ...]:
+    """The corrupted run's outputs the patched forwards read: every block's (hidden states below a
+    cell's first computed layer are replayed) and, for severed paths, the severed kinds' (held at
+    their corrupted values)."""
+    return ("hidden",) + tuple(k for k in PatchableModel.KIND_SLOTS if k != "hidden" and k in sever)
+
+
+def check_recording_memory(tracer: Tracer, n_samples: int, n_tokens: int, kinds, packed: bool) -> int:
+    """The bytes the recorded corrupted run will need (schedule.recording_bytes, with the hidden size
+    and keys/values per token of this model); InputError when more than the memory available.
+    Returns the estimate."""
+    hidden, kv_per_token, itemsize = tracer.recording_shapes()
+    need = recording_bytes(n_samples, n_tokens, tracer.n_layers, hidden, kv_per_token, len(kinds), itemsize, packed)
+    available = schedule.free_memory_bytes()
+    if need > available:
+        what = f"{n_samples} samples x {n_tokens} tokens" if n_samples > 1 else f"a prompt of {n_tokens} tokens"
+        advice = "use fewer samples" if n_samples > 1 else "use a shorter prompt"
+        raise InputError(f"{what} need{'s' if n_samples == 1 else ''} ~{need / 2**30:.1f} GiB for the recorded "
+                         f"corrupted run; {available / 2**30:.1f} GiB is available: {advice}")
+    return need
+
+
 def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
     if positions == "all":
         return "all"
@@ -129,6 +163,7 @@ def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
+    check_cancel(cancel)  # a request superseded before it started: nothing runs
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
     pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
@@ -144,25 +179,41 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if not BLAS.fast:
         warnings.append(f"slow BLAS: {BLAS.note}")
 
+    # memory for the recorded corrupted run, checked before anything that size is made
+    keep = corrupted_kinds(req.sever)
+    use_prefix = pm.prefix_cache
+    n_samples = 1 if req.corrupted_prompt is not None else req.samples
+    check_recording_memory(tracer, n_samples, T, keep, use_prefix and pm.packed is not None)
+
     # corrupted input
     if req.corrupted_prompt is not None:
         corrupted = tokenize(tok, req.corrupted_prompt)
         first_corrupt = check_substitution(clean, corrupted)
         if first_corrupt == T:
             warnings.append("the corrupted prompt tokenizes exactly like the prompt: nothing is corrupted")
-        n_samples, corrupt_ids, embeds, noise_std = 1, corrupted.ids, None, 0.0
+        corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
         mode = "substitution"
     else:
-        n_samples, corrupt_ids = req.samples, clean.ids
+        corrupt_ids = clean.ids
         embeds, noise_std = tracer.noised_embeddings(clean.ids, subject, req)
         first_corrupt = subject[0]
         mode = "noise"
 
-    # clean and corrupted runs, recorded
-    clean_states, clean_logits, _ = pm.record(mx.array([clean.ids]))
+    # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
+    # between blocks); of the corrupted run only what the patched forwards read is kept, and only
+    # its positions from the first corrupted token on are computed (earlier ones equal the clean run)
+    emit(Recording("clean", 0, L))
+    clean_states, clean_logits, clean_kv = pm.record(
+        mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
+    batch_rows = record_batch_rows(T - min(first_corrupt, T - 1))  # the positions each row computes
+    n_batches = -(-n_samples // batch_rows)
+    emit(Recording("corrupted", 0, L, 1, n_batches))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
-    corrupt_states, corrupt_logits, corrupt_kv = pm.record(corrupt_batch, embeds=embeds)
-    mx.eval(clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv)
+    corrupt_states, corrupt_logits, corrupt_kv = pm.record(
+        corrupt_batch, embeds=embeds, kinds=keep, batch_rows=batch_rows, cancel=cancel,
+        on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
+        shared=(clean_states, clean_kv, first_corrupt))  # positions before the corruption: the clean run's
+    del clean_kv
     clean_probs = np.array(mx.softmax(clean_logits.astype(mx.float32), axis=-1))[0]
     corrupt_probs = np.array(mx.softmax(corrupt_logits.astype(mx.float32), axis=-1)).mean(axis=0)
     if req.target:
@@ -214,9 +265,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
     )
-    chunks, packed = plan_chunks(tracer, todo, n_samples, T, use_prefix=pm.prefix_cache and corrupt_kv is not None)
+    chunks, packed = plan_chunks(tracer, todo, n_samples, T, use_prefix=use_prefix)
     if packed:
         pm.packed.prepare(run)
+        run.kv = corrupt_kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)

@@ -6,7 +6,7 @@ import sys
 import threading
 
 from ..errors import InputError
-from ..events import CellsDone
+from ..events import CellsDone, Recording, Started
 from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, settings_from_args
@@ -82,7 +82,8 @@ def run(args) -> int:
 
 
 class _Progress:
-    """A rich progress bar on stderr while a trace runs (only on a terminal)."""
+    """A rich progress bar on stderr while a trace runs (only on a terminal): the recording of the
+    clean and corrupted runs layer by layer ("recording clean run: layer 12/30"), then the cells."""
 
     def __init__(self, enabled: bool):
         self.enabled = enabled
@@ -94,11 +95,11 @@ class _Progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
-                TextColumn("tracing"), BarColumn(), TextColumn("{task.completed}/{task.total} cells"),
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[count]}"),
                 TimeRemainingColumn(), console=Console(stderr=True), transient=True,
             )
             self._bar.__enter__()
-            self._task = self._bar.add_task("trace", total=None)
+            self._task = self._bar.add_task("starting", total=None, count="")
         return self
 
     def __exit__(self, *exc):
@@ -106,5 +107,16 @@ class _Progress:
             self._bar.__exit__(*exc)
 
     def on_event(self, event) -> None:
-        if self._bar is not None and isinstance(event, CellsDone):
-            self._bar.update(self._task, completed=event.done, total=event.total)
+        if self._bar is None:
+            return
+        if isinstance(event, Recording):
+            total = event.n_layers * event.n_batches
+            if event.layer == 0 and event.batch == 1:  # a phase begins: its own bar and time estimate
+                self._bar.reset(self._task, total=total, description=event.describe(), count="")
+            self._bar.update(self._task, completed=round(event.fraction * total), description=event.describe())
+        elif isinstance(event, Started):
+            self._bar.reset(self._task, total=event.total_cells, completed=0, description="tracing",
+                            count=f"0/{event.total_cells} cells")
+        elif isinstance(event, CellsDone):
+            self._bar.update(self._task, completed=event.done, total=event.total,
+                             count=f"{event.done}/{event.total} cells")
