@@ -114,7 +114,9 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
     p_clean_all = softmax(clean_logits)[0]
     p_corrupt_all = softmax(corrupt_logits).mean(axis=0)
     target = int(np.argmax(p_clean_all)) if target_id is None else target_id
-    top = int(np.argmax(p_corrupt_all))
+    others = p_corrupt_all.copy()
+    others[target] = -1.0
+    top = int(np.argmax(others))  # the logit difference's reference: the strongest token other than the target
 
     rows = list(range(T)) if positions == "all" else [None]
     def at(restore):

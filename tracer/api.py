@@ -21,6 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from .errors import InputError
+from .fastops import softmax
 from .types import TraceRequest, TraceResult
 from .models import load_model
 from .patching import TapPlan
@@ -161,7 +162,7 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     mask[:, chosen] = True
     plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=states[kind][layer][0]) for layer in layer_list}
     logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
-    probs = np.array(mx.softmax(logits, axis=-1), dtype=np.float64).mean(axis=0)
+    probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
     top = np.argsort(-probs)[:k]
     texts = [model.tokenizer.decode([int(i)], skip_special_tokens=False) for i in top]
     return PatchedRun(probs, [(t, float(probs[i])) for t, i in zip(texts, top)],

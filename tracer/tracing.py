@@ -17,6 +17,8 @@ import numpy as np
 from . import corruption
 from .errors import InputError, check_cancel
 from .events import CellsDone, Log, Recording, Started
+from .fastops import softmax
+from .guards import TraceWarning, position_guards, substitution_guards, trace_guards
 from .types import Prediction, TraceRequest, TraceResult
 from .metrics import METRIC_NAMES, cell_metrics
 from .models import LoadedModel
@@ -97,7 +99,7 @@ class Tracer:
         out = []
         for prompt in prompts:
             tokens = tokenize(self.tokenizer, prompt)
-            probs = mx.softmax(self.patchable.forward(mx.array([tokens.ids])).astype(mx.float32), axis=-1)[0]
+            probs = softmax(self.patchable.forward(mx.array([tokens.ids])))[0]
             out.append(_top(self.tokenizer, np.array(probs), k))
         return out
 
@@ -173,11 +175,11 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         raise InputError(f"prompt is {T} tokens, longer than the model's context of {tracer.context_length}")
     subject = subject_span(req.prompt, req.subject, clean)
     positions = resolve_positions(req.positions, subject, T)
-    warnings: list[str] = []
+    warnings: list[TraceWarning] = []
     from . import BLAS
 
     if not BLAS.fast:
-        warnings.append(f"slow BLAS: {BLAS.note}")
+        warnings.append(TraceWarning("slow-blas", f"slow BLAS: {BLAS.note}"))
 
     # memory for the recorded corrupted run, checked before anything that size is made
     keep = corrupted_kinds(req.sever)
@@ -189,8 +191,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if req.corrupted_prompt is not None:
         corrupted = tokenize(tok, req.corrupted_prompt)
         first_corrupt = check_substitution(clean, corrupted)
-        if first_corrupt == T:
-            warnings.append("the corrupted prompt tokenizes exactly like the prompt: nothing is corrupted")
+        warnings += substitution_guards(clean.ids, corrupted.ids, subject)
         corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
         mode = "substitution"
     else:
@@ -214,18 +215,26 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
         shared=(clean_states, clean_kv, first_corrupt))  # positions before the corruption: the clean run's
     del clean_kv
-    clean_probs = np.array(mx.softmax(clean_logits.astype(mx.float32), axis=-1))[0]
-    corrupt_probs = np.array(mx.softmax(corrupt_logits.astype(mx.float32), axis=-1)).mean(axis=0)
+    clean_probs = np.array(softmax(clean_logits))[0]
+    corrupt_probs = np.array(softmax(corrupt_logits)).mean(axis=0)
+    clean_top_id = int(np.argmax(clean_probs))
     if req.target:
         target_id, target_text, target_warnings = target_token(tok, req.target)
-        warnings += target_warnings
+        warnings += [TraceWarning("multi-token-target", w) for w in target_warnings]
     else:
-        target_id = int(np.argmax(clean_probs))
+        target_id = clean_top_id
         target_text = tok.decode([target_id], skip_special_tokens=False)
-    corrupt_top_id = int(np.argmax(corrupt_probs))
+    # the logit difference is measured against the corrupted run's strongest token other than the
+    # target (against its top token it is exactly 0 wherever the corruption kept the target on top)
+    others = corrupt_probs.copy()
+    others[target_id] = -1.0
+    corrupt_top_id = int(np.argmax(others))
     p_clean, p_corrupt = float(clean_probs[target_id]), float(corrupt_probs[target_id])
-    if abs(p_clean - p_corrupt) < 1e-6:
-        warnings.append("clean and corrupted probabilities are equal: recovery % is undefined (shown as 0)")
+    warnings += trace_guards(
+        target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=int(np.argmax(corrupt_probs)),
+        target_id=target_id, clean_top_id=clean_top_id,
+        clean_top_text=tok.decode([clean_top_id], skip_special_tokens=False), target_given=bool(req.target))
+    warnings += position_guards(positions, first_corrupt, clean.texts)
     corrupt_np_logits = np.array(corrupt_logits.astype(mx.float32))
     base_logit_diff = float(np.mean(corrupt_np_logits[:, target_id] - corrupt_np_logits[:, corrupt_top_id]))
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
+from ..fastops import softmax
 from ..events import CellsDone
 from ..types import TraceRequest, TraceResult
 from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
@@ -107,7 +108,7 @@ class TracerBackend:
             for start in range(0, len(items), CHECK_BATCH):
                 chunk = items[start : start + CHECK_BATCH]
                 logits = self.tracer.patchable.forward(mx.array([ids for _, ids, _, _ in chunk]))
-                probs = np.array(mx.softmax(logits.astype(mx.float32), axis=-1))
+                probs = np.array(softmax(logits))
                 for (i, _, first_id, first_text), p in zip(chunk, probs):
                     checks[i] = self._verdict(facts[i], p, first_id, first_text)
         return checks  # type: ignore[return-value]
