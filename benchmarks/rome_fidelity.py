@@ -327,9 +327,35 @@ def attribution(ct, mt, torch, plain, model, rows, ours_full=None) -> dict:
     return out
 
 
+def reuse(args) -> None:
+    """Our traces against ROME's numbers saved by an earlier run (its raw grids and baselines)."""
+    with open(args.reuse) as f:
+        saved = json.load(f)
+    model = tracer.load()
+    report = {"reused": args.reuse, "versions_saved": saved.get("versions")}
+    for mode, run in (("noise", ours_noise), ("substitution", ours_substitution)):
+        if mode not in saved.get("raw", {}):
+            continue
+        s = saved[mode]
+        start = time.perf_counter()
+        ours = run(model)
+        seconds = time.perf_counter() - start
+        grids = {k: saved["raw"][mode][k]["rome"] for k in KINDS}
+        _, report[mode] = compare(grids, s["low_score"]["rome"], s["high_score"]["rome"], s["answer"]["rome"],
+                                  s["subject_range"]["rome"], ours)
+        report[mode]["seconds_ours"] = seconds
+        print(f"{mode} mode:", json.dumps(report[mode], indent=1), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rome", required=True, help="a checkout of kmeng01/rome (commit 0874014)")
+    ap.add_argument("--rome", help="a checkout of kmeng01/rome (commit 0874014)")
+    ap.add_argument("--reuse", metavar="JSON",
+                    help="compare against ROME's grids and baselines saved by an earlier run's --json "
+                    "(ROME's side is not rerun; no torch needed)")
     ap.add_argument("--repeat", type=int, default=1, help="timed noise traces per side, interleaved")
     ap.add_argument("--sub-rows", type=int, default=1,
                     help="corrupted rows in ROME's substitution batch (identical rows: the mean is one row)")
@@ -341,6 +367,10 @@ def main() -> None:
     ap.add_argument("--only-attribution", action="store_true", help="skip the full grids (and the timing)")
     ap.add_argument("--json", help="write every number here")
     args = ap.parse_args()
+    if args.reuse:
+        return reuse(args)
+    if not args.rome:
+        ap.error("--rome PATH is required (or --reuse JSON)")
 
     import torch
     import transformers
