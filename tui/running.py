@@ -13,7 +13,7 @@ from textual.css.query import NoMatches
 from textual.worker import get_current_worker
 
 from tracer.errors import TracerError, error_location, user_message
-from tracer.events import Cancelled, Failed, Finished, Log, Started
+from tracer.events import Cancelled, Failed, Finished, Log, Recording, Started
 from tracer.types import TraceRequest, TraceResult
 
 from .messages import CellsArrived, RunCrashed, RunEvent
@@ -158,6 +158,10 @@ class RunMixin:
             self.report(f"  {len(event.tokens)} tokens, {event.total_cells} cells, target {event.target_text!r}: "
                         f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
             self._show_view()
+        elif isinstance(event, Recording):  # before Started: the clean and corrupted runs, block by block
+            batches = f", samples batch {event.batch}/{event.n_batches}" if event.n_batches > 1 else ""
+            self.query_one(RunStatus).running(
+                self.progress, f"recording the {event.phase} run: layer {event.layer}/{event.n_layers}{batches}")
         elif isinstance(event, Log):
             self.report(event.text, event.level)
         elif isinstance(event, Finished):

@@ -215,3 +215,19 @@ async def test_a_model_that_cannot_load_is_reported_and_the_app_stays_up(tmp_pat
         await pilot.press("ctrl+r")
         assert any("cannot run: no model loaded" in m for _, m in notifications(app))
         assert app.is_running
+
+
+async def test_the_recording_phase_shows_in_the_status_line(engine):
+    """Recording events (before Started) name the phase and layer, through the engine thread's path."""
+    from tracer.events import Recording
+    from tui.widgets.run_status import RunStatus
+
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        app.run_id, app.running_mode = 77, "positions"
+        channel = app.channel = RunChannel(app, 77)
+        channel.on_event(Recording("corrupted", 12, 30, 2, 3))
+        status = app.query_one(RunStatus).query_one("#status-text")
+        await wait_for(pilot, lambda: "recording the corrupted run: layer 12/30, samples batch 2/3" in str(status.render()),
+                       what="the recording status")
