@@ -60,3 +60,20 @@ def embedded_model():
     from tracer.models import load_model
 
     return load_model()
+
+
+@pytest.fixture(scope="module")
+def tracers(tiny_model_factory):
+    """Per arch: (an engine Tracer with small forwards, a separately loaded model for the oracle)."""
+    from tracer.models import load_model
+    from tracer.tracing import Tracer
+
+    cache = {}
+
+    def get(arch):
+        if arch not in cache:
+            path = str(tiny_model_factory(arch))
+            cache[arch] = (Tracer(load_model(path), max_rows=7), load_model(path))
+        return cache[arch]
+
+    return get

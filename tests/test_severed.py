@@ -5,32 +5,19 @@ import pytest
 
 from oracle import oracle_trace
 from tracer.types import TraceRequest
-from tracer.models import load_model
 from tracer.prompts import tokenize
-from tracer.tracing import Tracer, run_trace
+from tracer.tracing import run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
 SEVERED = ("hidden-severed-mlp", "hidden-severed-attn")
 
 
-@pytest.fixture(scope="module")
-def models(tiny_model_factory):
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            path = str(tiny_model_factory(arch))
-            cache[arch] = (Tracer(load_model(path), max_rows=7), load_model(path))
-        return cache[arch]
-
-    return get
-
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])  # the packed forward, and the generic one
 @pytest.mark.parametrize("positions", ["all", "subject-last", "chosen"])
-def test_severed_series_equal_oracle(models, arch, positions):
-    tracer, oracle_lm = models(arch)
+def test_severed_series_equal_oracle(tracers, arch, positions):
+    tracer, oracle_lm = tracers(arch)
     n = len(tokenize(tracer.tokenizer, PROMPT))
     chosen = {"all": "all", "subject-last": "subject-last", "chosen": (2, n - 1)}[positions]
     req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), sever=("mlp", "attn"), samples=3, positions=chosen)
@@ -53,8 +40,8 @@ def test_severed_series_equal_oracle(models, arch, positions):
                                    np.array(result.grids["hidden"]["prob"])[:, -1], atol=1e-6)
 
 
-def test_severed_in_substitution_mode_equals_oracle(models):
-    tracer, oracle_lm = models("llama")
+def test_severed_in_substitution_mode_equals_oracle(tracers):
+    tracer, oracle_lm = tracers("llama")
     n = len(tokenize(tracer.tokenizer, PROMPT))
     corrupted = next(PROMPT.replace(SUBJECT, o) for o in ("Louvre Museum", "Space Needle", "Big Ben", "Colosseum")
                      if len(tokenize(tracer.tokenizer, PROMPT.replace(SUBJECT, o))) == n)
@@ -66,7 +53,7 @@ def test_severed_in_substitution_mode_equals_oracle(models):
                                atol=1e-5)
 
 
-def test_sweep_with_sever_reports_figure_3(tmp_path, models, capsys):
+def test_sweep_with_sever_reports_figure_3(tmp_path, tracers, capsys):
     """sweep --sever stores the severed grids; the report's Figure 3 series are the mean over kept
     facts of each grid's last-subject-token row minus the mean corrupted probability."""
     import json
@@ -75,7 +62,7 @@ def test_sweep_with_sever_reports_figure_3(tmp_path, models, capsys):
     from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
     from tracer.sweeps.report import load_report
 
-    tracer, _ = models("llama")
+    tracer, _ = tracers("llama")
     prompts = [("The capital of Germany is", "Germany"), ("The Eiffel Tower is located in", "Eiffel Tower"),
                ("Paris is the capital of", "Paris")]
     facts = [Fact(i, subject, tracer.predict([p])[0][0].text.strip(), p) for i, (p, subject) in enumerate(prompts)]

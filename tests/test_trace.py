@@ -6,7 +6,6 @@ import pytest
 from oracle import oracle_trace
 from tracer.errors import InputError
 from tracer.types import TraceRequest
-from tracer.models import load_model
 from tracer.prompts import tokenize
 from tracer.schedule import make_cells, make_chunks, token_layers, window_layers
 from tracer.tracing import Tracer, run_trace
@@ -25,19 +24,6 @@ def _substitute(tok, prompt=PROMPT):
             return candidate
     pytest.skip("no same-length substitution for this tokenizer")
 
-
-@pytest.fixture(scope="module")
-def tracers(tiny_model_factory):
-    """Per arch: (engine Tracer, separately loaded model for the oracle)."""
-    cache = {}
-
-    def get(arch):
-        if arch not in cache:
-            path = str(tiny_model_factory(arch))
-            cache[arch] = (Tracer(load_model(path), max_rows=7), load_model(path))
-        return cache[arch]
-
-    return get
 
 
 @pytest.mark.parametrize("arch", ORACLE_ARCHS)
