@@ -14,7 +14,7 @@ import pytest
 
 from tracer.errors import InputError
 from tracer.facts import BUNDLED, load_facts, passes_filter, resolve_facts
-from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
+from tracer.sweeps import Fact, SweepConfig, TracerBackend
 from tracer.sweeps.report import aggregate, load_report, render_json, render_text
 
 L = 4
