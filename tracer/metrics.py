@@ -6,7 +6,8 @@ the exports, the plots, the CLI's --metric and the app's views):
 - prob: P(target) in the patched run, the mean over noise samples of each row's softmax
   (ROME's score; computed in the batched forward, tracer.schedule).
 - recovery: 100 (p - p_corrupted) / (p_clean - p_corrupted), in percent.
-- logit_diff: logit(target) - logit(the corrupted run's top token), mean over samples
+- logit_diff: logit(target) - logit(the corrupted run's strongest token other than the target),
+  mean over samples
   (computed beside prob in the forward).
 """
 

@@ -145,9 +145,14 @@ class TraceSettings:
         """The grids a trace with these settings produces: the kinds, then "hidden-severed-<kind>"."""
         return self.kinds + tuple(severed_name(k) for k in self.sever)
 
+    def as_kwargs(self) -> dict:
+        """The settings' own values by name (also of a subclass such as TraceRequest): keyword
+        arguments for another record built with the same settings."""
+        return {f.name: getattr(self, f.name) for f in fields(TraceSettings)}
+
     def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(TraceSettings)}
+        """The settings as JSON values (lists for tuples)."""
+        return {name: list(v) if isinstance(v, tuple) else v for name, v in self.as_kwargs().items()}
 
 
 def severed_name(kind: str) -> str:
@@ -182,8 +187,8 @@ def add_settings_arguments(parser) -> None:
                             help=f"{meta['help']} (default: {shown if shown != '' else 'none'})")
 
 
-def settings_from_args(args, base: TraceSettings | None = None) -> TraceSettings:
-    """TraceSettings from parsed flags (unset flags keep `base`'s values, or the defaults)."""
+def settings_from_args(args) -> TraceSettings:
+    """TraceSettings from parsed flags (unset flags keep the defaults)."""
     values = {}
     for name in SETTING_NAMES:
         given = getattr(args, name, None)
@@ -195,6 +200,4 @@ def settings_from_args(args, base: TraceSettings | None = None) -> TraceSettings
             except ValueError:
                 raise InputError(f"--{name} must be an integer (got {given!r})") from None
         values[name] = given
-    if base is None:
-        return TraceSettings(**values)
-    return TraceSettings(**{**{n: getattr(base, n) for n in SETTING_NAMES}, **values})
+    return TraceSettings(**values)

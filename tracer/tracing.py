@@ -68,10 +68,9 @@ class Tracer:
         std = self.noise_std(rule)
         hidden = self.patchable.anatomy.hidden_size
         noise = corruption.draws(rule, settings.seed, settings.samples, subject[1] - subject[0], hidden, std)
-        x = self.embed_rows(ids)
-        dtype = self.patchable.embed(mx.array([ids[:1]])).dtype
-        embeds = corruption.corrupted_embeddings(x, subject, noise, replace=settings.replace)
-        return mx.array(embeds).astype(dtype), std
+        x = self.patchable.embed(mx.array([ids]))[0]
+        embeds = corruption.corrupted_embeddings(_float64(x), subject, noise, replace=settings.replace)
+        return mx.array(embeds).astype(x.dtype), std
 
     def recording_shapes(self) -> tuple[int, int, int]:
         """(hidden size, keys/values elements per token over all layers, bytes per element) of the
@@ -85,8 +84,7 @@ class Tracer:
 
     def embed_rows(self, ids: list[int]) -> np.ndarray:
         """The embedding module's outputs for the token ids, [len(ids), D] in float64."""
-        out = self.patchable.embed(mx.array([ids]))[0].astype(mx.float32)
-        return np.array(out, dtype=np.float64)
+        return _float64(self.patchable.embed(mx.array([ids]))[0])
 
     def tokenize(self, prompt: str, subject: str | None = None):
         """(token texts, subject range or None) for previews."""
@@ -103,6 +101,9 @@ class Tracer:
             out.append(_top(self.tokenizer, np.array(probs), k))
         return out
 
+
+def _float64(x: mx.array) -> np.ndarray:
+    return np.array(x.astype(mx.float32), dtype=np.float64)
 
 
 def _context_length(model) -> int | None:

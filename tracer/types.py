@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .settings import SETTING_NAMES, TraceSettings
+from .settings import TraceSettings
 
 
 @dataclass(frozen=True)
@@ -47,10 +47,6 @@ class TraceRequest(TraceSettings):
                 isinstance(positions, (list, tuple)) and all(
                     isinstance(p, int) and not isinstance(p, bool) for p in positions)):
             raise InputError(f'positions must be "all", "subject-last" or token indices (got {positions!r:.60})')
-
-    @property
-    def settings(self) -> TraceSettings:
-        return TraceSettings(**{n: getattr(self, n) for n in SETTING_NAMES})
 
 
 @dataclass

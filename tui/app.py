@@ -304,7 +304,7 @@ class TracerApp(RunMixin, App):
         if isinstance(self.screen, SweepScreen):
             return
         try:
-            config = SweepConfig(**self.query_one(SettingsPanel).read().trace.to_dict())
+            config = SweepConfig(**self.query_one(SettingsPanel).read().trace.as_kwargs())
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return

@@ -97,7 +97,7 @@ class RunMixin:
                 positions = "subject-last"
                 self.report("token strip not ready: restoring the subject's last token", "info", notify=False)
         return TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
-                            positions=positions, **settings.trace.to_dict())
+                            positions=positions, **settings.trace.as_kwargs())
 
     @work(thread=True, exclusive=True, group="trace", exit_on_error=False)
     def _trace(self, request: TraceRequest, run_id: int, channel: RunChannel, cancel: threading.Event) -> None:

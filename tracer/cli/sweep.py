@@ -43,7 +43,7 @@ def run(args) -> int:
         facts = facts[: args.limit]
     if not facts:
         raise InputError(f"{args.facts} holds no facts")
-    config = SweepConfig(filter=args.filter, **settings_from_args(args).to_dict())
+    config = SweepConfig(filter=args.filter, **settings_from_args(args).as_kwargs())
     if not args.check_only:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")

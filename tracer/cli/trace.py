@@ -54,7 +54,7 @@ def run(args) -> int:
         corrupted_prompt=args.corrupted_prompt,
         target=args.target,
         positions=parse_positions(args.positions),
-        **settings.to_dict(),
+        **settings.as_kwargs(),
     )
     check_writable(args.output)
     if args.npz and request.positions != "all":

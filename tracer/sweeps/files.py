@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from ..errors import InputError
 from ..guards import warning_dict
 from ..types import TraceRequest, TraceResult
-from ..settings import SETTING_NAMES, TraceSettings
+from ..settings import TraceSettings
 from ..facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
 
 FORMAT_VERSION = 1
@@ -63,8 +63,7 @@ class SweepConfig(TraceSettings):
         # ROME traces the clean argmax (None); under first-token that argmax is the
         # attribute's first token, named as before
         target = None if self.filter == "rome" else fact.attribute
-        settings = {name: getattr(self, name) for name in SETTING_NAMES}
-        return TraceRequest(fact.prompt, fact.subject, target=target, positions="all", **settings)
+        return TraceRequest(fact.prompt, fact.subject, target=target, positions="all", **self.as_kwargs())
 
 
 _FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "replace": "--replace", "window": "--window",
