@@ -97,22 +97,11 @@ class Engine:
 
     # ---- engine thread ----------------------------------------------------------
     def _loop(self) -> None:
-        try:
-            while True:
-                job = self._jobs.get()
-                if job is None:
-                    return
-                fn, args, future = job
-                job = None
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(*args))
-                    except BaseException as exc:  # handed to the caller through the future
-                        future.set_exception(exc)
-                fn = args = future = None  # hold no request or arrays while idle
-        finally:
-            from .workers import release_thread_state
+        from .workers import release_thread_state, serve_jobs  # here: the UI imports this module, not mlx
 
+        try:
+            serve_jobs(self._jobs)
+        finally:
             if self._tracer is not None:
                 self._tracer.workers.close()
             release_thread_state()

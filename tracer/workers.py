@@ -67,21 +67,28 @@ def join_thread(thread: threading.Thread, timeout: float | None = None) -> bool:
     return True
 
 
+def serve_jobs(jobs) -> None:
+    """Run `(fn, args, future)` jobs from the queue `jobs` until it yields None: each result or
+    exception goes to its future (unless the future was cancelled). Nothing of a job is held
+    while waiting for the next. The loop of the engine thread and of every worker."""
+    while True:
+        job = jobs.get()
+        if job is None:
+            return
+        fn, args, future = job
+        job = None
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the caller through the future
+                future.set_exception(exc)
+        fn = args = future = None  # hold no request or arrays while idle
+
+
 def _worker(jobs: queue.SimpleQueue) -> None:
     mx.set_default_stream(mx.new_stream(mx.cpu))
     try:
-        while True:
-            job = jobs.get()
-            if job is None:
-                return
-            fn, item, future = job
-            job = None
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn(item))
-                except BaseException as exc:  # handed to map() through the future
-                    future.set_exception(exc)
-            fn = item = future = None  # hold no arrays while idle
+        serve_jobs(jobs)
     finally:
         release_thread_state()
 
@@ -116,7 +123,7 @@ class Workers:
 
     def _submit(self, fn, item) -> Future:
         future: Future = Future()
-        self._jobs.put((fn, item, future))
+        self._jobs.put((fn, (item,), future))
         return future
 
     def map(self, fn, items, cancel: threading.Event | None = None):
