@@ -27,7 +27,7 @@ from .models import load_model
 from .patching import TapPlan
 from .prompts import check_substitution, subject_span, tokenize
 from .settings import KINDS, TraceSettings
-from .tracing import Tracer, resolve_positions, run_trace
+from .tracing import Tracer, resolve_positions, run_trace, top_predictions
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
@@ -163,9 +163,7 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=states[kind][layer][0]) for layer in layer_list}
     logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
     probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
-    top = np.argsort(-probs)[:k]
-    texts = [model.tokenizer.decode([int(i)], skip_special_tokens=False) for i in top]
-    return PatchedRun(probs, [(t, float(probs[i])) for t, i in zip(texts, top)],
+    return PatchedRun(probs, [(p.text, p.prob) for p in top_predictions(model.tokenizer, probs, k)],
                       {"kind": kind, "layers": layer_list, "positions": chosen})
 
 

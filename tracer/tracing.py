@@ -98,7 +98,7 @@ class Tracer:
         for prompt in prompts:
             tokens = tokenize(self.tokenizer, prompt)
             probs = softmax(self.patchable.forward(mx.array([tokens.ids])))[0]
-            out.append(_top(self.tokenizer, np.array(probs), k))
+            out.append(top_predictions(self.tokenizer, np.array(probs), k))
         return out
 
 
@@ -115,7 +115,8 @@ def _context_length(model) -> int | None:
     return None
 
 
-def _top(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
+def top_predictions(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
+    """The k most probable tokens of a distribution [vocab], most probable first."""
     idx = np.argsort(-probs)[:k]
     return [Prediction(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in idx]
 
@@ -292,8 +293,8 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         target_text=target_text,
         clean_prob=p_clean,
         corrupted_prob=p_corrupt,
-        clean_top=_top(tok, clean_probs, 3),
-        corrupted_top=_top(tok, corrupt_probs, 3),
+        clean_top=top_predictions(tok, clean_probs, 3),
+        corrupted_top=top_predictions(tok, corrupt_probs, 3),
         corrupted_top_id=corrupt_top_id,
         noise_std=noise_std,
         corruption=mode,
