@@ -20,18 +20,16 @@ factors, the variance of s3.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from .errors import InputError
-from .facts import BUNDLED
+from .facts import load_facts
 from .settings import T_FACTORS, NoiseRule
 
-def known_subjects(path: str = BUNDLED["known_1000"]) -> list[str]:
+
+def known_subjects(path: str = "known_1000") -> list[str]:
     """Every known_1000 subject, in file order, duplicates kept (ROME pools all 1,209)."""
-    with open(path, encoding="utf-8") as f:
-        return [fact["subject"] for fact in json.load(f)]
+    return [fact.subject for fact in load_facts(path)]
 
 
 def subject_token_ids(tokenizer, subjects: list[str]) -> list[int]:
