@@ -22,6 +22,10 @@ class TraceRequest(TraceSettings):
         target: the token whose probability is traced; None: the clean run's top token.
         positions: "all" (the paper's token x layer grid), "subject-last", or token indices
             restored together (one row per kind).
+        corrupted_subject: substitution only: the words of the corrupted prompt that replace the
+            subject (its differing span), when the prompts differ elsewhere too. None: found by
+            aligning the two prompts' tokens.
+        top_k: how many top predictions of the clean and corrupted runs the result carries.
     """
 
     prompt: str
@@ -29,6 +33,8 @@ class TraceRequest(TraceSettings):
     corrupted_prompt: str | None = None
     target: str | None = None
     positions: str | tuple[int, ...] = "all"
+    corrupted_subject: str | None = None
+    top_k: int = 5
 
     def __post_init__(self):
         super().__post_init__()
@@ -47,6 +53,14 @@ class TraceRequest(TraceSettings):
                 isinstance(positions, (list, tuple)) and all(
                     isinstance(p, int) and not isinstance(p, bool) for p in positions)):
             raise InputError(f'positions must be "all", "subject-last" or token indices (got {positions!r:.60})')
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= 100:
+            raise InputError(f"top_k must be a whole number from 1 to 100 (got {self.top_k!r:.40})")
+        if self.corrupted_subject is not None:
+            if self.corrupted_prompt is None:
+                raise InputError("a corrupted subject needs a corrupted prompt")
+            if not isinstance(self.corrupted_subject, str) or not self.corrupted_subject.strip():
+                raise InputError("the corrupted subject is empty")
+            check_text(self.corrupted_subject, "the corrupted subject")
 
 
 @dataclass
@@ -63,7 +77,15 @@ class TraceResult:
     """A finished trace: the prompt's tokens, the subject's range [b, e), the target, the clean
     and corrupted probabilities (ROME's high_score/low_score), the top predictions of both runs,
     the noise's absolute std, and the grids: ``grids[kind][metric]`` as rows x layers lists
-    (``grid(kind, metric)`` gives numpy), one row per token for positions "all"."""
+    (``grid(kind, metric)`` gives numpy), one row per token for positions "all".
+
+    A cell is None (NaN in ``grid()``) where it has no value: every "recovery" cell when
+    ``recovery_available`` is False (the total effect is below guards.MIN_TOTAL_EFFECT), and
+    every metric of a clean token that has no counterpart in an aligned corrupted prompt of
+    another length (``alignment``). In noise mode each grid also holds "prob_std" (the std of
+    P(target) over the noise samples, ddof=1), "prob_low"/"prob_high" (the 95% Student-t
+    interval of the mean) and "logit_diff_std"; substitution runs have one sample and no such keys.
+    """
 
     model: str
     tokens: list[str]
@@ -85,6 +107,13 @@ class TraceResult:
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     token_ids: list[int] = field(default_factory=list)  # the prompt's token ids (ROME's input_ids)
+    recovery_available: bool = True  # False: total effect below the threshold; recovery cells are None
+    # substitution: {"corrupted_tokens": [...], "clean_to_corrupted": [index or None per clean token],
+    # "prefix": shared leading tokens, "suffix": shared trailing tokens}; None in noise mode
+    alignment: dict | None = None
+    # every token of the target, teacher-forced: [{"id", "text", "clean_prob", "corrupted_prob"}];
+    # P(target) is their product (one entry for a one-token target)
+    target_tokens: list[dict] = field(default_factory=list)
 
     @property
     def n_layers(self) -> int:
@@ -112,7 +141,8 @@ class TraceResult:
             raise InputError(f"no {kind!r} grid in this result (it has {', '.join(self.grids)})")
         if metric not in self.grids[kind]:
             raise InputError(f"unknown metric {metric!r}: choose from {', '.join(self.grids[kind])}")
-        return np.array(self.grids[kind][metric], dtype=np.float64)
+        return np.array([[np.nan if v is None else v for v in row] for row in self.grids[kind][metric]],
+                        dtype=np.float64).reshape(len(self.grids[kind][metric]), -1)
 
     def to_dict(self) -> dict:
         """The result as the CLI's JSON document (plain Python values)."""
