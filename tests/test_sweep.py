@@ -163,7 +163,7 @@ def test_sweep_writes_one_line_per_fact_and_skips_wrong_predictions(tmp_path):
     assert skipped[0]["skipped"] == "wrong-prediction" and skipped[0]["top"][1] == " y"
     kept = next(r for r in lines if r["known_id"] == 0)
     assert kept["config"] == {"model": "fake-model", "kinds": ["mlp"], "samples": 2, "noise": "3", "replace": False,
-                              "window": 2, "seed": 1, "sever": [], "filter": "rome"}
+                              "window": 2, "seed": 1, "sever": [], "filter": "rome", "mode": "noise"}
     assert kept["subject_range"] == [1, 3] and len(kept["grids"]["mlp"]["prob"]) == len(kept["tokens"])
     assert kept["clean_prob"] == 0.5 and kept["corrupted_prob"] == 0.1 and kept["target"] == " x"
 
@@ -465,7 +465,7 @@ def test_report_formats(tmp_path):
     assert "average indirect effect over 3 facts" in text  # the plotext plot's title
     assert "\x1b[" not in text  # no colour codes unless asked
     rows = render_csv(report).splitlines()
-    assert rows[0] == "kind,group,layer,mean,std,n,score,heatmap" and len(rows) == 1 + 6 * 3
+    assert rows[0] == "kind,group,layer,mean,std,n,score,heatmap,low,high,count,peak_facts" and len(rows) == 1 + 6 * 3
     assert rows[1].startswith("mlp,first_subject,0,")
     data = json.loads(render_json(report))
     assert data["facts"]["kept"] == 3 and data["indirect_effect"]["mlp"]["last_subject"]["peak_layer"] == 1
@@ -490,7 +490,7 @@ def test_sweep_report_cli_formats_and_output(tmp_path, capsys):
     code, out, _ = cli(["sweep-report", str(path)], capsys)
     assert code == 0 and "mlp: average indirect effect" in out
     code, out, _ = cli(["sweep-report", str(path), "--format", "csv"], capsys)
-    assert code == 0 and out.startswith("kind,group,layer,mean,std,n,score,heatmap")
+    assert code == 0 and out.startswith("kind,group,layer,mean,std,n,score,heatmap,low,high,count,peak_facts")
     dest = tmp_path / "report.json"
     code, out, err = cli(["sweep-report", str(path), "--format", "json", "--output", str(dest)], capsys)
     assert code == 0 and out == "" and json.loads(dest.read_text())["facts"]["kept"] == 3

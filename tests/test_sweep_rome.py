@@ -199,7 +199,7 @@ def test_tracer_backend_check_applies_each_rule():
     for rule, col in (("rome", 3), ("first-token", 4)):
         checks = TracerBackend(tracer, rule).check(facts)
         assert [c.ok for c in checks] == [case[col] for case in cases], rule
-        assert [c.rules for c in checks] == [{"rome": case[3], "first-token": case[4]} for case in cases]
+        assert [c.rules for c in checks] == [{"rome": case[3], "first-token": case[4], "none": True} for case in cases]
         assert all(c.reason == "wrong-prediction" for c in checks if not c.ok)
     rome = TracerBackend(tracer, "rome").check(facts)
     assert rome[1].target_id == 297 and rome[1].target == "Paris"  # the traced target is the clean argmax

@@ -5,13 +5,18 @@ the fact filter).
 
 The file (format version 1), one JSON object per line, each self-contained:
     common:  v, status ("kept"/"skipped"), known_id, relation_id, prompt, subject,
-             attribute, config {model, kinds, samples, noise, replace, window, seed, sever, filter}
+             attribute, config {model, kinds, samples, noise, replace, window, seed, sever, filter, mode}
              (noise is the rule, e.g. "s3"; lines of versions before the rules hold a number k)
              (a line without "filter" was written with the first-token rule)
+             (mode: "noise" for known_1000 facts, "substitution" for prompt pairs; a line
+             without it is noise)
+    pairs:   also corrupted_prompt (and corrupted_subject when given); attribute is the
+             pair's target ("" without one)
     kept:    tokens, input_ids, subject_range [b, e), target, target_id, clean_prob,
              corrupted_prob, clean_top, corrupted_top ([id, text, p] each),
              noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds,
-             warnings [{code, message}] (tracer.guards; older lines hold plain strings)
+             warnings [{code, message}] (tracer.guards; older lines hold plain strings);
+             pairs: alignment (TraceResult.alignment) when the trace has one
     skipped: skipped (reason code), detail (one line), target, target_id, top ([id, text, p])
 
 Durability: a line is written with one os.write on an O_APPEND descriptor and
@@ -23,6 +28,7 @@ error: the file was edited, not interrupted.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -33,6 +39,8 @@ from ..guards import warning_dict
 from ..types import TraceRequest, TraceResult
 from ..settings import TraceSettings
 from ..facts import DEFAULT_FILTER, FILTERS, LEGACY_FILTER, Fact, check_filter, load_facts, resolve_facts  # noqa: F401
+
+MODES = ("noise", "substitution")  # known_1000 facts / prompt pairs
 
 FORMAT_VERSION = 1
 SKIP_WRONG = "wrong-prediction"  # the clean top token fails the fact filter (tracer.facts)
@@ -47,34 +55,48 @@ SKIP_REASONS = {SKIP_WRONG: "the model predicts another token", SKIP_INPUT: "unu
 class SweepConfig(TraceSettings):
     """Everything that changes a fact's numbers; stored in every line, compared on resume.
     The trace settings (TraceSettings' fields, keyword-only, validated there) plus the model
-    and the fact filter. The sweep traces every position (the paper's token x layer grids)."""
+    and the fact filter, and the corruption (`mode`: "noise" for known_1000 facts,
+    "substitution" for prompt pairs; set from the facts, see with_mode). The sweep traces
+    every position (the paper's token x layer grids)."""
 
     model: str | None = None  # the loaded model's name; None until the model is loaded
     filter: str = DEFAULT_FILTER  # which facts are traced (tracer.facts.FILTERS)
+    mode: str = "noise"  # MODES
 
     def __post_init__(self):
         super().__post_init__()
         check_filter(self.filter)
+        if self.mode not in MODES:
+            raise InputError(f"unknown sweep mode {self.mode!r}: choose {' or '.join(MODES)}")
 
     def to_dict(self) -> dict:
-        return {"model": self.model, **super().to_dict(), "filter": self.filter}
+        return {"model": self.model, **super().to_dict(), "filter": self.filter, "mode": self.mode}
+
+    def with_mode(self, facts: list[Fact]) -> "SweepConfig":
+        """This config with the mode of `facts` (all of one mode: tracer.facts.load_facts)."""
+        mode = facts[0].mode if facts else self.mode
+        return self if mode == self.mode else dataclasses.replace(self, mode=mode)
 
     def request(self, fact: Fact) -> TraceRequest:
+        if fact.corrupted_prompt is not None:  # a pair: its target, or the clean argmax
+            return TraceRequest(fact.prompt, fact.subject, corrupted_prompt=fact.corrupted_prompt, target=fact.target,
+                                corrupted_subject=fact.corrupted_subject, positions="all", **self.as_kwargs())
         # ROME traces the clean argmax (None); under first-token that argmax is the
         # attribute's first token, named as before
-        target = None if self.filter == "rome" else fact.attribute
+        target = fact.attribute if self.filter == "first-token" else None
         return TraceRequest(fact.prompt, fact.subject, target=target, positions="all", **self.as_kwargs())
 
 
-_FLAG = {"kinds": "--kinds", "samples": "--samples", "noise": "--noise", "replace": "--replace", "window": "--window",
-         "seed": "--seed", "sever": "--sever", "filter": "--filter", "model": "--model"}
+_FLAG = {"mode": "the corruption", "kinds": "--kinds", "samples": "--samples", "noise": "--noise", "replace": "--replace",
+         "window": "--window", "seed": "--seed", "sever": "--sever", "filter": "--filter", "model": "--model"}
 
 
 def stored_config(config: dict) -> dict:
     """A line's config with the defaults of older lines filled in (no "filter": first-token;
     no "replace"/"sever": off). Lines from before the noise rules hold a number k (k x the
-    embedding std, drawn with NumPy's default_rng): named so, they never match a rule."""
-    filled = {"replace": False, "sever": [], **config, "filter": config.get("filter") or LEGACY_FILTER}
+    embedding std, drawn with NumPy's default_rng): named so, they never match a rule.
+    No "mode": noise (known_1000 facts)."""
+    filled = {"replace": False, "sever": [], "mode": "noise", **config, "filter": config.get("filter") or LEGACY_FILTER}
     noise = filled.get("noise")
     if isinstance(noise, (int, float)) and not isinstance(noise, bool):
         filled["noise"] = f"{noise:g} x embedding std with default_rng draws (before ROME's noise rules)"
@@ -193,6 +215,7 @@ def scan_results(path: str) -> ResultsState:
             "status": obj["status"],
             "prompt": obj.get("prompt"),
             "subject": obj.get("subject"),
+            "corrupted_prompt": obj.get("corrupted_prompt"),
             "skipped": obj.get("skipped"),
         }
     state.good_bytes = len(data)
@@ -258,11 +281,13 @@ class ResultsWriter:
 
 
 def prepare_output(path: str, facts: list[Fact], config: SweepConfig) -> ResultsState:
-    """Scan `path` and check it fits this sweep (settings, same facts); before loading the model."""
+    """Scan `path` and check it fits this sweep (settings, the facts' mode, same facts); before
+    loading the model."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise InputError(f"cannot write {path}: directory {parent} does not exist")
     state = scan_results(path)
+    config = config.with_mode(facts)
     if state.config is not None:
         diff = config_mismatch(state.config, config)
         if diff:
@@ -270,7 +295,8 @@ def prepare_output(path: str, facts: list[Fact], config: SweepConfig) -> Results
     by_id = {f.known_id: f for f in facts}
     for known_id, rec in state.records.items():
         fact = by_id.get(known_id)
-        if fact is not None and (rec["prompt"] != fact.prompt or rec["subject"] != fact.subject):
+        if fact is not None and (rec["prompt"] != fact.prompt or rec["subject"] != fact.subject
+                                 or rec.get("corrupted_prompt") != fact.corrupted_prompt):
             raise InputError(
                 f"{path} holds known_id {known_id!r} for a different fact ({rec['prompt']!r}); "
                 "is this the same facts file? choose another --output"
@@ -301,6 +327,9 @@ def _top_list(preds) -> list:
 
 def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
     """What every line holds, kept or skipped: the format, the fact and the settings."""
+    pair = {} if fact.corrupted_prompt is None else {"corrupted_prompt": fact.corrupted_prompt}
+    if fact.corrupted_subject is not None:
+        pair["corrupted_subject"] = fact.corrupted_subject
     return {
         "v": FORMAT_VERSION,
         "status": status,
@@ -308,7 +337,8 @@ def _fact_fields(fact: Fact, config: SweepConfig, status: str) -> dict:
         "relation_id": fact.relation_id,
         "prompt": fact.prompt,
         "subject": fact.subject,
-        "attribute": fact.attribute,
+        "attribute": fact.target or "" if fact.corrupted_prompt is not None else fact.attribute,
+        **pair,
         "config": config.to_dict(),
     }
 
@@ -332,6 +362,7 @@ def kept_record(fact: Fact, config: SweepConfig, result: TraceResult, input_ids:
         "grids": {kind: {"prob": grid["prob"]} for kind, grid in result.grids.items()},
         "seconds": round(result.seconds, 3),
         "warnings": [warning_dict(w) for w in result.warnings],
+        **({"alignment": result.alignment} if getattr(result, "alignment", None) is not None else {}),
     })
 
 

@@ -21,6 +21,7 @@ from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them 
     DEFAULT_AGGREGATE,
     GROUP_LABELS,
     GROUPS,
+    INTERVAL_METHOD,
     THIRDS,
     Curve,
     SweepReport,
@@ -146,6 +147,7 @@ def summary_lines(report: SweepReport) -> list[str]:
         f"Sweep {report.path}: model {c.get('model', '?')}; {settings}",
         f"Facts: {report.kept} traced, {report.skipped} skipped" + (f" ({reasons})" if reasons else ""),
         f"Aggregation: {report.aggregate}, {AGGREGATE_NAMES[report.aggregate]}",
+        f"Intervals: {INTERVAL_METHOD}",
     ]
     if report.total_effect is not None:
         lines.append(
@@ -162,11 +164,24 @@ def summary_lines(report: SweepReport) -> list[str]:
         curve = report.curves[kind]["last_subject"]
         if curve.peak_layer is not None:
             e, m, l_ = curve.thirds
+            p = curve.peak_layer
             lines.append(
-                f"{kind}: last subject token peaks at layer {curve.peak_layer} (AIE {curve.peak:.4f}); "
+                f"{kind}: last subject token peaks at layer {p} (AIE {curve.peak:.4f}, 95% interval "
+                f"[{_f(curve.low[p], 0)}, {_f(curve.high[p], 0)}]); "
                 f"thirds early {_f(e, 0)} / middle {_f(m, 0)} / late {_f(l_, 0)}"
             )
     return lines
+
+
+def _nanmax(values) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else None
+
+
+def _count_label(c: Curve) -> str:
+    """The samples behind a curve: one number, or the range when empty cells make it vary by layer."""
+    lo, hi = min(c.count, default=0), max(c.count, default=0)
+    return str(c.n) if lo == hi == c.n else f"{lo}-{hi}"
 
 
 def rome_summary_lines(report: SweepReport, kind: str) -> list[str]:
@@ -180,7 +195,7 @@ def rome_summary_lines(report: SweepReport, kind: str) -> list[str]:
         if c.peak_layer is not None:
             out.append(
                 f"  best average indirect effect on {label}: {c.peak:.4f} (layer {c.peak_layer}); "
-                f"max score there {max(c.score):.4f}"
+                f"max score there {_f(_nanmax(c.score), 0)}"
             )
     out.append(
         f"  average best-fixed score {st.best_fixed:.4f}; at the last subject token {st.best_fixed_last_subject:.4f}; "
@@ -190,15 +205,18 @@ def rome_summary_lines(report: SweepReport, kind: str) -> list[str]:
 
 
 def table_text(report: SweepReport, kind: str) -> str:
-    """Layers x token groups: mean ± std of the indirect effect, then peak layer and thirds."""
+    """Layers x token groups: the indirect effect ± the half-width of its 95% interval (ROME's
+    line-plot band), then n, the peak layer and the thirds."""
     curves = report.curves[kind]
     head = ["layer"] + [GROUP_LABELS[g] for g in GROUPS]
     widths = [5] + [max(17, len(h)) for h in head[1:]]
     if report.aggregate == "rome":
-        title = (f"{kind}: average indirect effect (pooled P(target) - baseline {_f(report.stats[kind].baseline, 0)}), "
-                 "± population std of the pooled raw P(target); n = token rows pooled")
+        title = (f"{kind}: average indirect effect (pooled P(target) - baseline {_f(report.stats[kind].baseline, 0)}) "
+                 "± 95% interval half-width (1.96 x population std of the pooled raw P(target) / sqrt(n), ROME's band); "
+                 "n = token rows pooled")
     else:
-        title = f"{kind}: average indirect effect (p_patched - p_corrupted), mean ± std over facts; n = facts (per-fact, not ROME's)"
+        title = (f"{kind}: average indirect effect (p_patched - p_corrupted) ± 95% interval half-width "
+                 "(1.96 x std over facts / sqrt(n)); n = facts (per-fact, not ROME's)")
     out = [title]
     out.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
     out.append("  ".join("-" * w for w in widths))
@@ -206,10 +224,11 @@ def table_text(report: SweepReport, kind: str) -> str:
         cells = [str(layer).rjust(widths[0])]
         for g, w in zip(GROUPS, widths[1:]):
             c = curves[g]
-            cells.append((f"{_f(c.mean[layer], 7)} ± {_f(c.std[layer], 6)}" if c.n else "-").rjust(w))
+            half = (c.high[layer] - c.low[layer]) / 2 if c.n else math.nan
+            cells.append((f"{_f(c.mean[layer], 7)} ± {_f(half, 6)}" if c.n else "-").rjust(w))
         out.append("  ".join(cells))
     out.append("  ".join("-" * w for w in widths))
-    out.append("  ".join(["n".rjust(widths[0])] + [str(curves[g].n).rjust(w) for g, w in zip(GROUPS, widths[1:])]))
+    out.append("  ".join(["n".rjust(widths[0])] + [_count_label(curves[g]).rjust(w) for g, w in zip(GROUPS, widths[1:])]))
     out.append(
         "  ".join(
             ["peak".rjust(widths[0])]
@@ -225,6 +244,30 @@ def table_text(report: SweepReport, kind: str) -> str:
             "  ".join([name[:5].rjust(widths[0])] + [_f(curves[g].thirds[t], w) for g, w in zip(GROUPS, widths[1:])])
             + f"   ({label})"
         )
+    return "\n".join(out)
+
+
+def peak_histogram_text(report: SweepReport, kind: str, *, bar: int = 10) -> str:
+    """Per token group, how many facts' own curve (the mean of the fact's rows of the group)
+    peaks at each layer: a text histogram, layers down, '#' bars scaled to each group's largest count."""
+    curves = report.curves[kind]
+    head = ["layer"] + [GROUP_LABELS[g] for g in GROUPS]
+    widths = [5] + [max(bar + 6, len(h)) for h in head[1:]]
+    tops = {g: max(curves[g].peak_counts, default=0) for g in GROUPS}
+    out = [f"{kind}: per-fact peak layers (facts whose own curve is largest at each layer), by token group"]
+    out.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+    out.append("  ".join("-" * w for w in widths))
+    for layer in range(report.n_layers):
+        cells = [str(layer).rjust(widths[0])]
+        for g, w in zip(GROUPS, widths[1:]):
+            n = curves[g].peak_counts[layer] if curves[g].peak_counts else 0
+            bars = "#" * (max(1, round(n / tops[g] * bar)) if n and tops[g] else 0)
+            cells.append(f"{n:>4} {bars:<{bar}}".rjust(w) if tops[g] else "-".rjust(w))
+        out.append("  ".join(cells))
+    out.append("  ".join("-" * w for w in widths))
+    out.append("  ".join(["facts".rjust(widths[0])] + [str(sum(curves[g].peak_counts)).rjust(w) for g, w in zip(GROUPS, widths[1:])]))
+    modes = [f"L{curves[g].peak_counts.index(tops[g])}" if tops[g] else "-" for g in GROUPS]
+    out.append("  ".join(["mode".rjust(widths[0])] + [m.rjust(w) for m, w in zip(modes, widths[1:])]))
     return "\n".join(out)
 
 
@@ -248,7 +291,7 @@ def heatmap_text(report: SweepReport, kind: str) -> str:
             HEAT_CHARS[min(steps, max(0, round(h / vmax * steps)))] if vmax and vmax > 0 and not math.isnan(h) else HEAT_CHARS[0]
             for h in c.heat
         )
-        out.append(GROUP_LABELS[g].rjust(width) + " |" + cells + f"|  max {max(c.heat):.4f}")
+        out.append(GROUP_LABELS[g].rjust(width) + " |" + cells + f"|  max {_f(_nanmax(c.heat), 0)}")
     return "\n".join(out)
 
 
@@ -302,6 +345,7 @@ def render_text(report: SweepReport, *, plots: bool = True, color: bool = False,
         for kind in report.kinds:
             parts.append("\n".join(rome_summary_lines(report, kind)))
             parts.append(table_text(report, kind))
+            parts.append(peak_histogram_text(report, kind))
             parts.append(heatmap_text(report, kind))
             if plots and report.n_layers > 1:
                 parts.append(plot_text(report, kind, width=width, color=color))
@@ -309,18 +353,27 @@ def render_text(report: SweepReport, *, plots: bool = True, color: bool = False,
 
 
 def render_csv(report: SweepReport) -> str:
-    """One row per (kind, group, layer): mean (the AIE), std, n, score (the raw average P) and
-    heatmap (max(AIE, 0)); the aggregation, baseline, peaks and thirds are in the JSON format."""
+    """One row per (kind, group, layer): mean (the AIE), std, n, score (the raw average P),
+    heatmap (max(AIE, 0)), low and high (the 95% interval), count (the samples behind this
+    layer's mean) and peak_facts (facts whose own curve peaks at this layer); the aggregation,
+    baseline, peaks and thirds are in the JSON format. A value that does not exist is empty."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "group", "layer", "mean", "std", "n", "score", "heatmap"])
+    w.writerow(["kind", "group", "layer", "mean", "std", "n", "score", "heatmap", "low", "high", "count", "peak_facts"])
+
+    def cell(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
+
     for kind in report.kinds:
         for g in GROUPS:
             c = report.curves[kind][g]
             for layer in range(report.n_layers):
-                values = (c.mean[layer], c.std[layer]) if c.n else ("", "")
-                extra = (c.score[layer], c.heat[layer]) if c.n else ("", "")
-                w.writerow([kind, g, layer, *(repr(v) if c.n else "" for v in values), c.n, *(repr(v) if c.n else "" for v in extra)])
+                if not c.n:
+                    w.writerow([kind, g, layer, "", "", 0, "", "", "", "", 0, 0])
+                    continue
+                w.writerow([kind, g, layer, cell(c.mean[layer]), cell(c.std[layer]), c.n, cell(c.score[layer]),
+                            cell(c.heat[layer]), cell(c.low[layer]), cell(c.high[layer]), c.count[layer],
+                            c.peak_counts[layer]])
     return buf.getvalue()
 
 

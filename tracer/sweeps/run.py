@@ -1,9 +1,11 @@
 """Many facts -> one full trace each -> a resumable JSONL file.
 
 A sweep reads facts in ROME's known_1000 format (known_id, subject, attribute,
-prompt, ...), keeps the facts the model predicts correctly (tracer.facts: by
-default ROME's rule, the clean top token decoded and stripped equals the
-attribute; or --filter first-token), traces each kept fact with
+prompt, ...) or prompt pairs (prompt, corrupted_prompt, subject, target?), keeps
+the facts the model predicts correctly (tracer.facts: by default ROME's rule, the
+clean top token decoded and stripped equals the attribute; or --filter
+first-token; a pair with a target: the clean top token is the target's first
+token; --filter none keeps all), traces each kept fact (pairs by substitution) with
 positions="all" (a tokens x layers grid per kind) and appends one JSON line per
 fact as it finishes. Facts it skips get a line too ({"status": "skipped", ...}),
 so a rerun neither traces nor re-checks anything already in the file. The facts
@@ -25,7 +27,7 @@ from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_
 from ..fastops import softmax
 from ..events import CellsDone
 from ..types import TraceRequest, TraceResult
-from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, passes_filter, resolve_facts
+from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, pair_passes, passes_filter, resolve_facts
 from .files import (
     SKIP_INPUT,
     SKIP_REASONS,
@@ -76,7 +78,8 @@ class TracerBackend:
 
     def check(self, facts: list[Fact]) -> list[Check]:
         """Does the clean top token pass the filter? Prompts of equal length share a forward.
-        Every Check carries the verdict of both rules (`rules`); `ok` is this backend's."""
+        Every Check carries the verdict of every rule (`rules`); `ok` is this backend's.
+        Prompt pairs are checked against their target's first token (facts.pair_passes)."""
         import mlx.core as mx
         import numpy as np
 
@@ -89,17 +92,23 @@ class TracerBackend:
             try:
                 tokens = tokenize(tok, fact.prompt)
                 subject_span(fact.prompt, fact.subject, tokens)
-                if not fact.attribute.strip():
-                    raise InputError("the attribute is empty")
-                try:  # first-token needs the attribute's first token; rome never tokenizes it
-                    first_id, first_text, _ = target_token(tok, fact.attribute)
-                except InputError:
-                    if self.filter == "first-token":
-                        raise
-                    first_id, first_text = None, None
+                lengths = [len(tokens)]
+                first_id, first_text = None, None
+                if fact.corrupted_prompt is not None:  # a pair: its target's first token, if any
+                    lengths.append(len(tokenize(tok, fact.corrupted_prompt)))
+                    if fact.target is not None:
+                        first_id, first_text, _ = target_token(tok, fact.target)
+                elif self.filter != "none":
+                    if not fact.attribute.strip():
+                        raise InputError("the attribute is empty")
+                    try:  # first-token needs the attribute's first token; rome never tokenizes it
+                        first_id, first_text, _ = target_token(tok, fact.attribute)
+                    except InputError:
+                        if self.filter == "first-token":
+                            raise
                 limit = self.tracer.context_length
-                if limit and len(tokens) > limit:
-                    raise InputError(f"prompt is {len(tokens)} tokens, longer than the model's context of {limit}")
+                if limit and max(lengths) > limit:
+                    raise InputError(f"prompt is {max(lengths)} tokens, longer than the model's context of {limit}")
             except TracerError as exc:  # the fact is unusable: a skipped line, the sweep goes on
                 checks[i] = Check(False, SKIP_INPUT, one_line(str(exc)))
                 continue
@@ -119,9 +128,16 @@ class TracerBackend:
         top_id = int(np.argmax(p))
         top_text = self.tracer.tokenizer.decode([top_id], skip_special_tokens=False)
         top = (top_id, top_text, float(p[top_id]))
+        if fact.corrupted_prompt is not None:
+            rules = {rule: pair_passes(rule, top_id, first_id) for rule in FILTERS}
+            ok = rules[self.filter]
+            if first_id is None:  # no target: the traced token is the clean argmax
+                return Check(ok, None, "", top_id, top_text, top, float(p[top_id]), rules)
+            detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not the target's first token {first_text!r} (p={p[first_id]:.3f})"
+            return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
         rules = {rule: passes_filter(rule, top_text, fact.attribute, top_id, first_id) for rule in FILTERS}
         ok = rules[self.filter]
-        if self.filter == "rome":
+        if self.filter != "first-token":
             detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {fact.attribute!r}"
             return Check(ok, None if ok else SKIP_WRONG, detail, top_id, top_text, top, float(p[top_id]), rules)
         detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {first_text!r} (p={p[first_id]:.3f})"
@@ -227,6 +243,7 @@ def run_sweep(
     started = time.perf_counter()
     if config.model is None:
         config = dataclasses.replace(config, model=backend.name)
+    config = config.with_mode(facts)  # noise for known_1000 facts, substitution for prompt pairs
     if hasattr(backend, "filter"):
         backend.filter = config.filter  # the backend checks facts with the rule this file records
     state = prepare_output(output, facts, config)

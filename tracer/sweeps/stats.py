@@ -26,11 +26,24 @@ Two estimators (`mode`):
 Both: total effect (ATE) = mean high_score - mean low_score; heatmap H = max(AIE, 0) with
 vmin 0 and vmax = the max of H for the hidden kind, shared by mlp and attn (D5.4; without
 a hidden grid, the first kind present in the order hidden, mlp, attn sets it).
+
+Empty cells: a grid cell may be None/NaN (a clean token without counterpart in an aligned
+corrupted prompt of another length). Every mean, std and count skips such cells, layer by
+layer (`count` per layer); a fact whose rows of a group are all empty at a layer adds
+nothing there.
+
+Uncertainty over facts (the 95% band of ROME's line plot, D5.5): low/high =
+AIE ± 1.96·std/√count per layer, with the curve's std (rome: population std of the pooled
+raw scores; per-fact: of the per-fact effects) and count the samples behind that layer's
+mean (rome: pooled rows, the count D5.5 recommends instead of the notebook's stale one;
+per-fact: facts). Peak layers: for each fact and group, the layer where the fact's own
+curve (the mean of its rows of the group) is largest; `peak_counts[l]` facts peak at l.
 """
 
 from __future__ import annotations
 
 import math
+import warnings as _warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +62,9 @@ GROUP_LABELS = {
     "last": "last token",
 }
 THIRDS = ("early", "middle", "late")
+Z95 = 1.96  # ROME's line plot: AIE ± 1.96·std/√n (ROME-METHOD.md D5.5)
+INTERVAL_METHOD = ("95% band of ROME's line plot: AIE ± 1.96·std/√n per layer (std: population std, ddof 0; "
+                   "n: the samples behind that layer's mean, pooled rows under rome, facts under per-fact)")
 AGGREGATES = ("rome", "per-fact")
 DEFAULT_AGGREGATE = "rome"
 AGGREGATE_NAMES = {
@@ -93,6 +109,10 @@ class Curve:
     rows: int = 0  # token rows pooled, over all facts
     facts: int = 0  # facts with at least one row in the group
     heat: list[float] = field(default_factory=list)  # max(mean, 0): ROME's heatmap values
+    low: list[float] = field(default_factory=list)  # mean - 1.96·std/√count (ROME's band)
+    high: list[float] = field(default_factory=list)  # mean + 1.96·std/√count
+    count: list[int] = field(default_factory=list)  # samples behind each layer's mean (empty cells left out)
+    peak_counts: list[int] = field(default_factory=list)  # facts whose own curve peaks at each layer
 
 
 @dataclass
@@ -170,7 +190,19 @@ class SweepReport:
                         "peak_layer": c.peak_layer,
                         "peak": c.peak,
                         "thirds": dict(zip(THIRDS, c.thirds)),
+                        "low": c.low,
+                        "high": c.high,
+                        "count": c.count,
                     }
+                    for group, c in groups.items()
+                }
+                for kind, groups in self.curves.items()
+            },
+            "interval": {"level": 0.95, "z": Z95, "method": INTERVAL_METHOD},
+            "peak_layers": {
+                kind: {
+                    group: {"counts": c.peak_counts, "facts": int(sum(c.peak_counts)),
+                            "mode": int(np.argmax(c.peak_counts)) if sum(c.peak_counts) else None}
                     for group, c in groups.items()
                 }
                 for kind, groups in self.curves.items()
@@ -205,22 +237,58 @@ class Case:
 
 def _empty(n_layers: int) -> Curve:
     nan = [math.nan] * n_layers
-    return Curve(nan, nan, 0, None, None, [None, None, None], nan, 0, 0, nan)
+    zeros = [0] * n_layers
+    return Curve(nan, nan, 0, None, None, [None, None, None], nan, 0, 0, nan, nan, nan, zeros, zeros)
 
 
-def _curve(mean: np.ndarray, std: np.ndarray, score: np.ndarray, n: int, rows: int, facts: int, thirds) -> Curve:
-    peak = int(np.argmax(mean))
+def nan_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, population std, count) over axis 0, leaving NaN cells out; NaN where a column
+    has no value."""
+    x = np.asarray(x, dtype=np.float64)
+    present = ~np.isnan(x)
+    count = present.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(present, x, 0.0).sum(axis=0) / count
+        var = np.where(present, (x - mean) ** 2, 0.0).sum(axis=0) / count
+    return mean, np.sqrt(var), count
+
+
+def _nanmean_rows(x: np.ndarray) -> np.ndarray:
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=0)
+
+
+def _nan_max(values) -> float | None:
+    finite = [v for v in values if not math.isnan(v)]
+    return max(finite) if finite else None
+
+
+def _curve(mean, std, score, count, n: int, rows: int, facts: int, thirds, peak_counts) -> Curve:
+    ok = ~np.isnan(mean)
+    peak = int(np.argmax(np.where(ok, mean, -np.inf))) if ok.any() else None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = Z95 * std / np.sqrt(count)
+
+    def third(s, e):
+        part = mean[s:e][~np.isnan(mean[s:e])]
+        return float(part.mean()) if len(part) else None
+
     return Curve(
         [float(x) for x in mean],
         [float(x) for x in std],
         n,
         peak,
-        float(mean[peak]),
-        [float(mean[s:e].mean()) if e > s else None for s, e in thirds],
+        None if peak is None else float(mean[peak]),
+        [third(s, e) for s, e in thirds],
         [float(x) for x in score],
         rows,
         facts,
-        [float(x) for x in np.clip(mean, 0.0, None)],
+        [float(x) for x in np.where(ok, np.clip(mean, 0.0, None), np.nan)],
+        [float(x) for x in mean - half],
+        [float(x) for x in mean + half],
+        [int(c) for c in count],
+        [int(c) for c in peak_counts],
     )
 
 
@@ -234,6 +302,7 @@ def kind_curves(cases: list[Case], mode: str, n_layers: int) -> tuple[dict[str, 
     baseline = float(lows.mean()) if cases else None
     pooled: dict[str, list[np.ndarray]] = {g: [] for g in GROUPS}  # rome: raw rows
     per_fact: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {g: [] for g in GROUPS}  # (effect, raw) per fact
+    peaks: dict[str, np.ndarray] = {g: np.zeros(n_layers, dtype=int) for g in GROUPS}
     no_g4 = 0
     for c in cases:
         T = c.scores.shape[0]
@@ -243,8 +312,11 @@ def kind_curves(cases: list[Case], mode: str, n_layers: int) -> tuple[dict[str, 
         for g, rows in groups.items():
             if rows:
                 raw = c.scores[rows]
+                fact_curve = _nanmean_rows(raw)  # NaN at a layer where all its rows are empty
                 pooled[g].append(raw)
-                per_fact[g].append((raw.mean(axis=0) - c.low, raw.mean(axis=0)))
+                per_fact[g].append((fact_curve - c.low, fact_curve))
+                if not np.isnan(fact_curve).all():
+                    peaks[g][int(np.nanargmax(fact_curve))] += 1
     curves = {}
     for g in GROUPS:
         rows = sum(len(a) for a in pooled[g])
@@ -252,16 +324,20 @@ def kind_curves(cases: list[Case], mode: str, n_layers: int) -> tuple[dict[str, 
         if not facts:
             curves[g] = _empty(n_layers)
         elif mode == "rome":
-            raw = np.concatenate(pooled[g], axis=0)
-            score = raw.mean(axis=0)
-            curves[g] = _curve(score - baseline, raw.std(axis=0), score, rows, rows, facts, thirds)
+            score, std, count = nan_stats(np.concatenate(pooled[g], axis=0))
+            curves[g] = _curve(score - baseline, std, score, count, rows, rows, facts, thirds, peaks[g])
         else:
-            effects = np.stack([e for e, _ in per_fact[g]])
-            score = np.stack([r for _, r in per_fact[g]]).mean(axis=0)
-            curves[g] = _curve(effects.mean(axis=0), effects.std(axis=0), score, facts, rows, facts, thirds)
+            mean, std, count = nan_stats(np.stack([e for e, _ in per_fact[g]]))
+            score, _, _ = nan_stats(np.stack([r for _, r in per_fact[g]]))
+            curves[g] = _curve(mean, std, score, count, facts, rows, facts, thirds, peaks[g])
 
     def mean_of(xs):
+        xs = [x for x in xs if not math.isnan(x)]
         return float(np.mean(xs)) if len(xs) else None
+
+    def row_max(c: Case, row: int) -> float:
+        values = c.scores[row][~np.isnan(c.scores[row])]
+        return float(values.max()) if len(values) else math.nan
 
     stats = KindStats(
         facts=len(cases),
@@ -269,9 +345,9 @@ def kind_curves(cases: list[Case], mode: str, n_layers: int) -> tuple[dict[str, 
         high=mean_of(highs),
         total_effect=float(highs.mean() - lows.mean()) if cases else None,
         no_first_subsequent=no_g4,
-        best_fixed=mean_of([c.scores.max() for c in cases]),
-        best_fixed_last_subject=mean_of([c.scores[c.subject_range[1] - 1].max() for c in cases]),
-        best_fixed_last=mean_of([c.scores[-1].max() for c in cases]),
+        best_fixed=mean_of([float(np.nanmax(c.scores)) if not np.isnan(c.scores).all() else math.nan for c in cases]),
+        best_fixed_last_subject=mean_of([row_max(c, c.subject_range[1] - 1) for c in cases]),
+        best_fixed_last=mean_of([row_max(c, -1) for c in cases]),
     )
     return curves, stats
 
@@ -347,7 +423,7 @@ def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE
     for kind in kinds:
         curves[kind], stats[kind] = kind_curves(by_kind[kind], mode, n_layers)
     vmax_kind = next((k for k in KINDS if k in kinds and stats[k].facts), None)
-    vmax = max(max(c.heat) for c in curves[vmax_kind].values() if c.facts) if vmax_kind else None
+    vmax = _nan_max([_nan_max(c.heat) or 0.0 for c in curves[vmax_kind].values() if c.facts]) if vmax_kind else None
     # the fact-level numbers: each kept fact once (its first kind's low/high; they agree across kinds)
     first_case = {}
     for kind in kinds:
