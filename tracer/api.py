@@ -173,10 +173,14 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
 
     Args:
         model: from ``load``.
-        facts: "known_1000" (ROME's facts, shipped with tracer-tui) or a path to a file in that format.
+        facts: "known_1000" (ROME's facts, shipped with tracer-tui), a path to a file of facts in that
+            format, or a file of prompt pairs {prompt, corrupted_prompt, subject, target?} (traced by
+            substitution); a JSON list, JSON Lines or CSV with a header row.
         output: the results file; calling again with the same settings resumes it.
         limit: only the first `limit` facts.
-        filter: "rome" (the clean top token, stripped, equals the whole attribute) or "first-token".
+        filter: "rome" (the clean top token, stripped, equals the whole attribute), "first-token" or
+            "none" (every fact). Prompt pairs with a target are kept when the clean top token is the
+            target's first token (any filter but "none"); pairs without one always are.
         on_event: called with each sweep event (FactDone, FactSkipped, ...).
         cancel: a threading.Event; once set, the sweep stops after the fact in hand (the file stays valid).
         **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever).
@@ -194,7 +198,7 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
         if limit < 1:
             raise InputError(f"limit must be at least 1 (got {limit})")
         fact_list = fact_list[:limit]
-    config = SweepConfig(filter=filter, **settings)
+    config = SweepConfig(filter=filter, **settings).with_mode(fact_list)
     return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
 
 
@@ -206,8 +210,9 @@ def report(results: str, *, aggregate: str = "rome"):
         aggregate: "rome" (ROME's notebook: pooled token rows, one baseline) or "per-fact".
 
     Returns:
-        A SweepReport: ``curves[kind][group].mean`` per layer (the AIE), ``total_effect``,
-        ``severed_paths`` (with sweep --sever), ``to_dict()``.
+        A SweepReport: ``curves[kind][group].mean`` per layer (the AIE), ``.low``/``.high`` (its 95%
+        interval, ROME's band), ``.peak_counts`` (facts whose own curve peaks at each layer),
+        ``total_effect``, ``severed_paths`` (with sweep --sever), ``to_dict()``.
 
     Raises:
         InputError: a missing or malformed results file.

@@ -23,11 +23,21 @@ import csv
 import io
 import json
 import os
+from typing import NamedTuple
 
 from .errors import InputError, one_line, read_user_file
 from .facts import Fact
 
 PAIR_FIELDS = ("prompt", "corrupted_prompt", "subject")
+
+
+class Row(NamedTuple):
+    """One row of a facts file: `where` names it in messages ("facts file F line 3"), `label`
+    alone ("line 3", "fact #2"), `fact` is the Fact or a one-line error about the row."""
+
+    where: str
+    label: str
+    fact: Fact | str
 OPTIONAL_TEXT = ("target", "corrupted_subject", "relation_id")
 
 
@@ -47,8 +57,8 @@ def _format(path: str, text: str) -> str:
     return "jsonl" if head == "{" else "csv"
 
 
-def read_items(path: str, what: str = "facts file") -> tuple[str, list[tuple[str, dict | str]]]:
-    """(format, [(where, the row as a dict, or a one-line error about it)]) of a facts file.
+def read_items(path: str, what: str = "facts file") -> tuple[str, list[tuple[str, str, dict | str]]]:
+    """(format, [(where, label, the row as a dict, or a one-line error about it)]) of a facts file.
     A file that cannot be read at all (missing, not UTF-8, no CSV header, a JSON document that
     is not a list) is an InputError."""
     raw = read_user_file(path, what)
@@ -65,10 +75,10 @@ def read_items(path: str, what: str = "facts file") -> tuple[str, list[tuple[str
         if not isinstance(data, list):
             raise InputError(f"{what} {path} must hold a JSON list of facts (known_1000 format) or one JSON object "
                              f"per line (JSON Lines), not a {type(data).__name__}")
-        return fmt, [(f"{what} {path}: fact #{i}", item if isinstance(item, dict) else
+        return fmt, [(f"{what} {path}: fact #{i}", f"fact #{i}", item if isinstance(item, dict) else
                       f"{what} {path}: fact #{i} is a {type(item).__name__}, not an object") for i, item in enumerate(data)]
     if fmt == "jsonl":
-        items: list[tuple[str, dict | str]] = []
+        items: list[tuple[str, str, dict | str]] = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -76,14 +86,15 @@ def read_items(path: str, what: str = "facts file") -> tuple[str, list[tuple[str
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                items.append((where, f"{where} is not valid JSON: {exc.msg} at column {exc.colno}"))
+                items.append((where, f"line {n}", f"{where} is not valid JSON: {exc.msg} at column {exc.colno}"))
                 continue
-            items.append((where, obj if isinstance(obj, dict) else f"{where} is a JSON {type(obj).__name__}, not an object"))
+            items.append((where, f"line {n}", obj if isinstance(obj, dict) else
+                          f"{where} is a JSON {type(obj).__name__}, not an object"))
         return fmt, items
     return fmt, _csv_items(path, text, what)
 
 
-def _csv_items(path: str, text: str, what: str) -> list[tuple[str, dict | str]]:
+def _csv_items(path: str, text: str, what: str) -> list[tuple[str, str, dict | str]]:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
@@ -95,7 +106,7 @@ def _csv_items(path: str, text: str, what: str) -> list[tuple[str, dict | str]]:
     if "prompt" not in names or "subject" not in names:
         raise InputError(f"{what} {path}: a CSV file needs a header row naming at least prompt and subject "
                          f"(and corrupted_prompt, target for prompt pairs); got {names[:6]}")
-    items: list[tuple[str, dict | str]] = []
+    items: list[tuple[str, str, dict | str]] = []
     start = reader.line_num + 1
     while True:
         try:
@@ -104,17 +115,17 @@ def _csv_items(path: str, text: str, what: str) -> list[tuple[str, dict | str]]:
             break
         except csv.Error as exc:
             where = f"{what} {path} line {start}"
-            items.append((where, f"{where} is not valid CSV: {exc}"))
+            items.append((where, f"line {start}", f"{where} is not valid CSV: {exc}"))
             start = reader.line_num + 1
             continue
-        where = f"{what} {path} line {start}"
+        where, label = f"{what} {path} line {start}", f"line {start}"
         start = reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(names):
-            items.append((where, f"{where} has {len(row)} fields but the header has {len(names)}"))
+            items.append((where, label, f"{where} has {len(row)} fields but the header has {len(names)}"))
             continue
-        items.append((where, {k: v for k, v in zip(names, row) if k and v != ""}))
+        items.append((where, label, {k: v for k, v in zip(names, row) if k and v != ""}))
     return items
 
 
@@ -195,19 +206,19 @@ def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, k
                 _text(item, "prompt", where, required=True), target=_text(item, "target", where, required=False))
 
 
-def read_rows(path: str, *, plain: bool = True, what: str = "facts file") -> list[tuple[str, Fact | str]]:
-    """Every row of a facts file as (where, Fact) or (where, a one-line error): a bad row does
-    not stop the others (trace --batch). The file itself must be readable (else InputError)."""
+def read_rows(path: str, *, plain: bool = True, what: str = "facts file") -> list[Row]:
+    """Every row of a facts file, each with its Fact or a one-line error: a bad row does not
+    stop the others (trace --batch). The file itself must be readable (else InputError)."""
     fmt, items = read_items(path, what)
-    rows: list[tuple[str, Fact | str]] = []
-    for index, (where, item) in enumerate(items):
+    rows: list[Row] = []
+    for index, (where, label, item) in enumerate(items):
         if isinstance(item, str):
-            rows.append((where, item))
+            rows.append(Row(where, label, item))
             continue
         try:
-            rows.append((where, fact_from_item(item, index, where, plain=plain, known_id_required=fmt == "json")))
+            rows.append(Row(where, label, fact_from_item(item, index, where, plain=plain, known_id_required=fmt == "json")))
         except InputError as exc:
-            rows.append((where, one_line(str(exc))))
+            rows.append(Row(where, label, one_line(str(exc))))
     return rows
 
 
@@ -217,7 +228,7 @@ def load_rows(path: str, what: str = "facts file") -> list[Fact]:
     facts: list[Fact] = []
     seen: set = set()
     first_where = None
-    for where, fact in read_rows(path, plain=False, what=what):
+    for where, _, fact in read_rows(path, plain=False, what=what):
         if isinstance(fact, str):
             raise InputError(fact)
         if fact.known_id in seen:

@@ -1,4 +1,4 @@
-"""`tracer-tui sweep`: trace many facts (ROME's known_1000 format) into a resumable JSONL file.
+"""`tracer-tui sweep`: trace many facts (ROME's known_1000 format) or prompt pairs into a resumable JSONL file.
 
 All MLX work runs on the Engine's thread; this thread only renders progress and turns Ctrl-C
 into a clean cancel (the fact in progress is dropped, the file stays valid).
@@ -19,17 +19,23 @@ from .common import add_model_args
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "sweep",
-        help="trace many facts (ROME's known_1000 format) into a resumable JSONL file",
-        description="Trace every fact the model predicts correctly; one JSON line per fact, resumable.",
+        help="trace many facts (ROME's known_1000 format) or prompt pairs into a resumable JSONL file",
+        description="Trace every fact the model predicts correctly (known_1000 facts with noise, prompt pairs by "
+        "substitution); one JSON line per fact, resumable.",
     )
-    p.add_argument("facts", metavar="FACTS.json", help="facts in ROME's known_1000 format, or known_1000 (the copy shipped with tracer-tui; an existing file of that name wins)")
+    p.add_argument("facts", metavar="FACTS",
+                   help="known_1000 (the copy shipped with tracer-tui; an existing file of that name wins), a file of "
+                   "facts in ROME's known_1000 format, or a file of prompt pairs {prompt, corrupted_prompt, subject, "
+                   "target?}: a JSON list, JSON Lines (.jsonl) or CSV with a header row (.csv)")
     add_model_args(p)
     p.add_argument("--output", "-o", metavar="RESULTS.jsonl", help="results file; rerun the same command to resume")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N facts of the file")
     add_settings_arguments(p)
     p.add_argument("--filter", choices=FILTERS, default=DEFAULT_FILTER,
-                   help="which facts are traced: rome (default; the clean top token, stripped, equals the whole attribute, ROME's rule) "
-                   "or first-token (the top token is the first token of ' ' + attribute; not ROME's)")
+                   help="which facts are traced: rome (default; the clean top token, stripped, equals the whole attribute, ROME's rule), "
+                   "first-token (the top token is the first token of ' ' + attribute; not ROME's) or none (every fact). "
+                   "Prompt pairs: with a target, kept when the clean top token is the target's first token (any rule but "
+                   "none); without one, always")
     p.add_argument("--check-only", action="store_true", help="only count the facts the model predicts correctly; write nothing")
 
 
@@ -43,7 +49,7 @@ def run(args) -> int:
         facts = facts[: args.limit]
     if not facts:
         raise InputError(f"{args.facts} holds no facts")
-    config = SweepConfig(filter=args.filter, **settings_from_args(args).as_kwargs())
+    config = SweepConfig(filter=args.filter, **settings_from_args(args).as_kwargs()).with_mode(facts)
     if not args.check_only:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")
@@ -92,7 +98,7 @@ def _check_only(engine, facts, rule: str) -> int:
     for reason, n in sorted(reasons.items()):
         print(f"  skipped {n}: {reason} ({SKIP_REASONS.get(reason, reason)})")
     for other in FILTERS:
-        if other != rule:
+        if other not in (rule, "none"):
             n = sum(1 for c in checks if c.rules and c.rules.get(other))
             print(f"  under --filter {other}: {n} of {len(facts)}")
     return 0

@@ -10,6 +10,7 @@ from ..events import CellsDone, Recording, Started
 from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, settings_from_args
+from . import batch
 from .common import add_model_args, check_writable, write_output
 
 
@@ -28,6 +29,7 @@ def add_parser(sub) -> None:
     p.add_argument("--npz", default=None, metavar="DIR",
                    help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py, owned by the sweeps work)
 
 
 def parse_positions(text: str):
@@ -41,6 +43,8 @@ def parse_positions(text: str):
 
 
 def run(args) -> int:
+    if (code := batch.run_if_batch(args)) is not None:
+        return code
     from .. import export
     from ..models import load_model
     from ..tracing import Tracer, run_trace
