@@ -263,7 +263,7 @@ def test_api_sweeps_a_pairs_file_like_single_traces(tmp_path, tiny_tracer):
     out = str(tmp_path / "r.jsonl")
     summary = tracer.sweep(tiny_tracer, pairs, out, filter="none", kinds=("mlp",), window=2)
     assert summary.kept == 2 and summary.skipped_by_reason == {"bad-input": 1}  # the third pair's subject is not in it
-    lines = lines_of(out)
+    lines = sorted(lines_of(out), key=lambda r: r["known_id"])
     assert lines[2]["skipped"] == "bad-input" and "not found" in lines[2]["detail"]
     facts = load_facts(pairs)
     config = SweepConfig(filter="none", kinds=("mlp",), window=2).with_mode(facts)
