@@ -129,7 +129,7 @@ def _csv_items(path: str, text: str, what: str) -> list[tuple[str, str, dict | s
     return items
 
 
-def _text(item: dict, key: str, where: str, *, required: bool) -> str | None:
+def _text(item: dict, key: str, where: str, *, required: bool, nonempty: bool = True) -> str | None:
     value = item.get(key)
     if value is None or (value == "" and key in OPTIONAL_TEXT):
         if required:
@@ -137,7 +137,7 @@ def _text(item: dict, key: str, where: str, *, required: bool) -> str | None:
         return None
     if not isinstance(value, str):
         raise InputError(f"{where}: {key} must be a string")
-    if required and key != "attribute" and not value.strip():
+    if required and nonempty and not value.strip():
         raise InputError(f"{where}: {key} is empty")
     return value
 
@@ -182,8 +182,9 @@ def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, k
             raise InputError(f"{where} has no {', '.join(repr(m) for m in missing)} (a known_1000 fact needs known_id, "
                              "subject, attribute, prompt; a prompt pair needs prompt, corrupted_prompt, subject)")
         known_id = _known_id(item, index, where, required=known_id_required)
-        subject = _text(item, "subject", where, required=True)
-        attribute = _text(item, "attribute", where, required=True)
+        # as given: an empty subject or attribute makes a skipped line (bad-input), as in ROME's files
+        subject = _text(item, "subject", where, required=True, nonempty=False)
+        attribute = _text(item, "attribute", where, required=True, nonempty=False)
         prompt = item.get("prompt")
         if prompt is None:
             template = item["template"]
