@@ -275,6 +275,11 @@ def test_api_sweeps_a_pairs_file_like_single_traces(tmp_path, tiny_tracer):
     assert lines[1]["target"] == " Paris"
     report = tracer.report(out)
     assert report.kept == 2 and report.config["mode"] == "substitution"
+    codes: dict[str, int] = {}
+    for rec in lines[:2]:
+        for code in {w["code"] for w in rec["warnings"]}:
+            codes[code] = codes.get(code, 0) + 1
+    assert codes and report.guard_counts == codes  # the guards' counts work for pairs
     # resuming traces nothing more
     assert tracer.sweep(tiny_tracer, pairs, out, filter="none", kinds=("mlp",), window=2).traced_now == 0
 
@@ -343,3 +348,5 @@ def test_sweep_cli_reads_a_csv_of_pairs(tmp_path, capsys, tiny_model_dir):
     data = json.loads(stdout)
     assert code == 0 and data["facts"]["kept"] == 1 and sum(data["peak_layers"]["mlp"]["last"]["counts"]) == 1
     assert np.isfinite(data["indirect_effect"]["mlp"]["last"]["low"]).all()
+    code, stdout, _ = cli(["sweep", str(path), "--model", str(tiny_model_dir), "--check-only"], capsys)
+    assert code == 0 and "1 of 1 prompt pairs kept (--filter rome: the clean top token is the first token of the pair's target" in stdout

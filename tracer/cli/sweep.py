@@ -94,10 +94,17 @@ def _check_only(engine, facts, rule: str) -> int:
     with _Progress() as progress:
         fut = engine.count_known(facts, rule, on_event=progress.on_event)
         known, reasons, checks = _wait(fut, cancel)
-    print(f"{known} of {len(facts)} facts predicted correctly (--filter {rule}: {FILTER_RULES[rule]})")
+    pairs = bool(facts) and facts[0].corrupted_prompt is not None
+    if pairs:
+        from ..facts import PAIR_RULE
+
+        described = FILTER_RULES["none"] if rule == "none" else PAIR_RULE
+        print(f"{known} of {len(facts)} prompt pairs kept (--filter {rule}: {described})")
+    else:
+        print(f"{known} of {len(facts)} facts predicted correctly (--filter {rule}: {FILTER_RULES[rule]})")
     for reason, n in sorted(reasons.items()):
         print(f"  skipped {n}: {reason} ({SKIP_REASONS.get(reason, reason)})")
-    for other in FILTERS:
+    for other in () if pairs else FILTERS:
         if other not in (rule, "none"):
             n = sum(1 for c in checks if c.rules and c.rules.get(other))
             print(f"  under --filter {other}: {n} of {len(facts)}")
