@@ -24,11 +24,10 @@ from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them 
     INTERVAL_METHOD,
     THIRDS,
     Curve,
-    SweepReport,
-    aggregate,
     layer_thirds,
     token_groups,
 )
+from .sweep_report import SweepReport, aggregate  # noqa: F401  (re-exported too)
 
 PLAIN_MARKERS = dict(zip(GROUPS, "fmSnrL"))  # without colour, each curve is drawn with its own letter
 HEAT_CHARS = " .:-=+*#%@"  # 0 .. vmax, ten steps
