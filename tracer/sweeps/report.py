@@ -262,7 +262,7 @@ def peak_histogram_text(report: SweepReport, kind: str, *, bar: int = 10) -> str
             n = curves[g].peak_counts[layer] if curves[g].peak_counts else 0
             bars = "#" * (max(1, round(n / tops[g] * bar)) if n and tops[g] else 0)
             cells.append(f"{n:>4} {bars:<{bar}}".rjust(w) if tops[g] else "-".rjust(w))
-        out.append("  ".join(cells))
+        out.append("  ".join(cells).rstrip())
     out.append("  ".join("-" * w for w in widths))
     out.append("  ".join(["facts".rjust(widths[0])] + [str(sum(curves[g].peak_counts)).rjust(w) for g, w in zip(GROUPS, widths[1:])]))
     modes = [f"L{curves[g].peak_counts.index(tops[g])}" if tops[g] else "-" for g in GROUPS]
