@@ -90,7 +90,16 @@ def passes_filter(rule: str, top_text: str, attribute: str, top_id: int | None =
 
 def pair_passes(rule: str, top_id: int, target_first_id: int | None) -> bool:
     """Is a prompt pair traced? Without a target (`target_first_id` None) or under rule none,
-    always; otherwise when the clean top token is the target's first token."""
+    always; otherwise when the clean top token is the target's first token.
+
+    Args:
+        rule: a filter of FILTERS.
+        top_id: the clean run's top next token.
+        target_first_id: the first token of the pair's target, or None without a target.
+
+    Returns:
+        True when the pair is kept.
+    """
     check_filter(rule)
     return rule == "none" or target_first_id is None or top_id == target_first_id
 
@@ -99,7 +108,17 @@ def load_facts(path: str) -> list[Fact]:
     """The facts of a sweep: ROME's known_1000 facts or prompt pairs, from a JSON list, JSON
     Lines or CSV (tracer.pairs; `path` may be a bundled name, see resolve_facts). Every row must
     be valid, ids unique and all rows of one kind; any problem is one InputError line naming
-    the row."""
+    the row.
+
+    Args:
+        path: a facts file, or a bundled name ("known_1000").
+
+    Returns:
+        The facts in file order (all noise facts, or all prompt pairs).
+
+    Raises:
+        InputError: an unreadable file or a bad row.
+    """
     from .pairs import load_rows
 
     return load_rows(resolve_facts(path))

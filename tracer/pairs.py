@@ -58,9 +58,19 @@ def _format(path: str, text: str) -> str:
 
 
 def read_items(path: str, what: str = "facts file") -> tuple[str, list[tuple[str, str, dict | str]]]:
-    """(format, [(where, label, the row as a dict, or a one-line error about it)]) of a facts file.
-    A file that cannot be read at all (missing, not UTF-8, no CSV header, a JSON document that
-    is not a list) is an InputError."""
+    """The rows of a facts file, unparsed.
+
+    Args:
+        path: the file.
+        what: how messages name it ("facts file", "batch file").
+
+    Returns:
+        (format, [(where, label, the row as a dict, or a one-line error about it)]).
+
+    Raises:
+        InputError: the file cannot be read at all (missing, not UTF-8, no CSV header, a JSON
+            document that is not a list).
+    """
     raw = read_user_file(path, what)
     try:
         text = raw.decode("utf-8-sig")
@@ -157,8 +167,21 @@ def _known_id(item: dict, index: int, where: str, *, required: bool):
 
 
 def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, known_id_required: bool = False) -> Fact:
-    """One row as a Fact (see the module docstring); `plain` allows rows with neither a
-    corrupted prompt nor an attribute. Raises InputError naming `where`."""
+    """One row as a Fact (see the module docstring).
+
+    Args:
+        item: the row's fields.
+        index: the row's index among the file's rows (its id when it names none).
+        where: how messages name the row.
+        plain: allow rows with neither a corrupted prompt nor an attribute (noise traces).
+        known_id_required: a known_1000 row must name its known_id (a JSON list, as ROME's file).
+
+    Returns:
+        The Fact.
+
+    Raises:
+        InputError: a missing or mistyped field, naming `where`.
+    """
     if "corrupted_prompt" in item:
         missing = [k for k in PAIR_FIELDS if item.get(k) in (None, "")]
         if missing:
@@ -209,7 +232,19 @@ def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, k
 
 def read_rows(path: str, *, plain: bool = True, what: str = "facts file") -> list[Row]:
     """Every row of a facts file, each with its Fact or a one-line error: a bad row does not
-    stop the others (trace --batch). The file itself must be readable (else InputError)."""
+    stop the others (trace --batch).
+
+    Args:
+        path: the file.
+        plain: allow plain {prompt, subject, target?} rows.
+        what: how messages name the file.
+
+    Returns:
+        A Row per non-blank row, in file order.
+
+    Raises:
+        InputError: the file itself cannot be read (read_items).
+    """
     fmt, items = read_items(path, what)
     rows: list[Row] = []
     for index, (where, label, item) in enumerate(items):
@@ -225,7 +260,18 @@ def read_rows(path: str, *, plain: bool = True, what: str = "facts file") -> lis
 
 def load_rows(path: str, what: str = "facts file") -> list[Fact]:
     """The facts of a file for a sweep: every row valid, unique ids, one mode (all prompt pairs or
-    all known_1000 facts); the first problem is an InputError naming its row."""
+    all known_1000 facts).
+
+    Args:
+        path: the file (already resolved: tracer.facts.resolve_facts).
+        what: how messages name it.
+
+    Returns:
+        The facts in file order.
+
+    Raises:
+        InputError: the first problem, naming its row.
+    """
     facts: list[Fact] = []
     seen: set = set()
     first_where = None

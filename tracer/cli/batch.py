@@ -43,8 +43,17 @@ def add_batch_argument(parser) -> None:
 
 
 def run_if_batch(args) -> int | None:
-    """With --batch, run the batch and return its exit code; without, check that --prompt and
-    --subject were given and return None (the ordinary trace goes on)."""
+    """The --batch dispatch of `trace`.
+
+    Args:
+        args: the trace command's parsed arguments.
+
+    Returns:
+        With --batch, the batch's exit code (0 or 2); without, None (the ordinary trace goes on).
+
+    Raises:
+        InputError: no --batch and no --prompt/--subject, or --batch with options it replaces.
+    """
     path = getattr(args, "batch", None)
     if path is None:
         missing = [flag for name, flag in BATCH_EXCLUSIVE[:2] if getattr(args, name, None) is None]
@@ -68,7 +77,17 @@ def _positions(text: str):
 
 
 def request_for(fact, settings: dict, positions, top_k: int | None):
-    """The TraceRequest of one row: substitution for a pair, noise otherwise."""
+    """The TraceRequest of one row.
+
+    Args:
+        fact: the row (tracer.facts.Fact).
+        settings: TraceSettings' fields by name.
+        positions: the restored positions ("all", "subject-last", indices).
+        top_k: the number of top predictions, or None for the default.
+
+    Returns:
+        A TraceRequest: substitution for a pair, noise otherwise.
+    """
     from ..types import TraceRequest
 
     extra = {} if top_k is None else {"top_k": top_k}
@@ -79,7 +98,14 @@ def request_for(fact, settings: dict, positions, top_k: int | None):
 
 
 def run_batch(args) -> int:
-    """Trace every row of args.batch; see the module docstring."""
+    """Trace every row of args.batch (see the module docstring).
+
+    Args:
+        args: the trace command's parsed arguments.
+
+    Returns:
+        0 when every row was traced, 2 when any was bad.
+    """
     from .. import export
     from ..models import load_model
     from ..pairs import read_rows

@@ -146,8 +146,14 @@ def _empty(n_layers: int) -> Curve:
 
 
 def nan_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(mean, population std, count) over axis 0, leaving NaN cells out; NaN where a column
-    has no value."""
+    """Column statistics that leave NaN cells out.
+
+    Args:
+        x: samples x layers, NaN where a cell has no value.
+
+    Returns:
+        (mean, population std, count) per column; NaN mean and std where a column has no value.
+    """
     x = np.asarray(x, dtype=np.float64)
     present = ~np.isnan(x)
     count = present.sum(axis=0)
