@@ -1,0 +1,106 @@
+"""PDF/PNG figures through matplotlib (the optional extra `plots`), drawn from the same specs as
+the SVGs. matplotlib is imported inside the functions, with the Agg backend (never a GUI);
+without it, a clear InputError says how to install it."""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import InputError
+from .svg import HeatmapSpec, LinePlotSpec
+
+FORMATS = ("svg", "pdf", "png")
+MISSING_MESSAGE = "install tracer-tui[plots] (matplotlib) for PDF/PNG"
+SERIF = ("Times New Roman", "Times", "Nimbus Roman", "Liberation Serif", "STIXGeneral", "DejaVu Serif")
+DPI = 200  # ROME's
+
+
+def have_matplotlib() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or an InputError naming the extra."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise InputError(MISSING_MESSAGE) from None
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _rc() -> dict:
+    """ROME's Times New Roman where installed, else the nearest serif; DejaVu Sans last for the
+    glyphs a serif lacks (␣, ⏎). Only installed families are named, so matplotlib logs nothing."""
+    from matplotlib import font_manager
+
+    present = {f.name for f in font_manager.fontManager.ttflist}
+    families = [f for f in SERIF if f in present] + ["DejaVu Sans"]
+    return {"font.family": families, "svg.hashsalt": "tracer-tui", "pdf.compression": 6,
+            "savefig.bbox": "tight", "axes.unicode_minus": False}
+
+
+def _save(fig, path: str, plt) -> None:
+    try:
+        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if path.lower().endswith(".pdf") else None)
+    except OSError as exc:
+        raise InputError(f"cannot write figure {path}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)
+
+
+def save_heatmap_spec(spec: HeatmapSpec, path: str, size: tuple[float, float]) -> str:
+    """Draw a HeatmapSpec with pcolor in ROME's style and save it (format from the suffix)."""
+    plt = _pyplot()
+    import numpy as np
+    from matplotlib import colormaps
+
+    values = np.ma.masked_invalid(np.array([[math.nan if v is None else v for v in row] for row in spec.values],
+                                           dtype=np.float64).reshape(len(spec.values), -1))
+    cmap = colormaps[spec.cmap]
+    with plt.rc_context(_rc()):
+        fig, ax = plt.subplots(figsize=size, dpi=DPI)
+        # a flat scale (every cell at or below the floor) draws every cell at the floor colour
+        vmax = spec.vmax if spec.vmax > spec.vmin else spec.vmin + max(1e-6, abs(spec.vmin) * 1e-3)
+        h = ax.pcolor(values, cmap=cmap, vmin=spec.vmin, vmax=vmax)
+        ax.patch.set_facecolor("#d9d9d9")  # cells without a value: grey, hatched
+        ax.patch.set_edgecolor("#9a9a9a")
+        ax.patch.set_hatch("///")
+        ax.invert_yaxis()
+        ax.set_yticks([0.5 + i for i in range(len(spec.row_labels))])
+        ax.set_yticklabels(spec.row_labels)
+        ax.set_xticks([0.5 + i for i in spec.xticks])
+        ax.set_xticklabels([str(i) for i in spec.xticks])
+        ax.set_title(spec.title)
+        ax.set_xlabel(spec.xlabel)
+        cb = fig.colorbar(h)
+        cb.ax.set_title(spec.cbar_label, y=-0.16, fontsize=10)
+        _save(fig, path, plt)
+    return path
+
+
+def save_line_plot_spec(spec: LinePlotSpec, path: str) -> str:
+    """Draw a LinePlotSpec as ROME's AIE line plot (bands with alpha 0.3) and save it."""
+    plt = _pyplot()
+    import numpy as np
+
+    layers = np.arange(spec.n_layers)
+    with plt.rc_context(_rc()):
+        fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=DPI)
+        for s in spec.series:
+            if s.low is not None and s.high is not None:
+                ax.fill_between(layers, np.array(s.low, dtype=float), np.array(s.high, dtype=float),
+                                alpha=0.3, color=s.colour, linewidth=0)
+            ax.plot(layers, np.array(s.values, dtype=float), label=s.label, color=s.colour)
+        ax.set_ylim(*spec.ylim)
+        ax.set_xlim(0, max(1, spec.n_layers - 1))
+        ax.set_title(spec.title)
+        ax.set_xlabel(spec.xlabel)
+        ax.set_ylabel(spec.ylabel)
+        ax.legend(frameon=False, fontsize=7)
+        _save(fig, path, plt)
+    return path
