@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
-from .mpl import FORMATS, MISSING_MESSAGE, have_matplotlib, save_heatmap_spec, save_line_plot_spec
+from . import mpl
+from .mpl import FORMATS, MISSING_MESSAGE, save_heatmap_spec, save_line_plot_spec
 from .report import report_specs, report_svgs
 from .svg import LinePlotSpec
 from .trace import figure_size, grid_svg, heatmap_spec, trace_svgs
@@ -31,7 +32,7 @@ def plot_format(path: str) -> str:
     fmt = os.path.splitext(str(path))[1].lower().lstrip(".")
     if fmt not in FORMATS:
         raise InputError(f"figure file {path} must end in .svg, .pdf or .png")
-    if fmt != "svg" and not have_matplotlib():
+    if fmt != "svg" and not mpl.have_matplotlib():
         raise InputError(MISSING_MESSAGE)
     return fmt
 
@@ -113,13 +114,14 @@ def save_report_plots(report, directory: str, formats=("svg",)) -> list[str]:
     bad = [f for f in formats if f not in FORMATS]
     if bad or not formats:
         raise InputError(f"unknown figure format {', '.join(bad) or '(none)'}: choose from {', '.join(FORMATS)}")
-    if any(f != "svg" for f in formats) and not have_matplotlib():
+    if any(f != "svg" for f in formats) and not mpl.have_matplotlib():
         raise InputError(MISSING_MESSAGE)
     specs = report_specs(report)
     if not specs:
         raise InputError("the report has no kept facts: no figures to draw")
     try:
-        os.makedirs(directory, exist_ok=True)
+        if not os.path.isdir(directory):
+            os.mkdir(directory)
     except OSError as exc:
         raise InputError(f"cannot create figure folder {directory}: {exc.strerror or exc}") from None
     svgs = report_svgs(report) if "svg" in formats else {}

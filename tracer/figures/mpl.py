@@ -16,9 +16,12 @@ DPI = 200  # ROME's
 
 
 def have_matplotlib() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+    """Whether matplotlib can be imported (the `plots` extra is installed)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _pyplot():
@@ -45,8 +48,12 @@ def _rc() -> dict:
 
 
 def _save(fig, path: str, plt) -> None:
+    import warnings
+
     try:
-        fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if path.lower().endswith(".pdf") else None)
+        with warnings.catch_warnings():  # a token's rare character (␛) no font has: drawn as a box, silently
+            warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+            fig.savefig(path, dpi=DPI, metadata={"CreationDate": None} if path.lower().endswith(".pdf") else None)
     except OSError as exc:
         raise InputError(f"cannot write figure {path}: {exc.strerror or exc}") from None
     finally:
