@@ -9,6 +9,7 @@ import json
 import math
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -147,7 +148,7 @@ def test_output_is_deterministic_and_errors_are_input_errors():
 def test_save_heatmap_svg_and_bad_suffix(tmp_path):
     result = make_result()
     path = figures.save_heatmap(result, str(tmp_path / "h.svg"), "attn")
-    assert open(path, encoding="utf-8").read() == figures.grid_svg(result, "attn")
+    assert Path(path).read_text(encoding="utf-8") == figures.grid_svg(result, "attn")
     with pytest.raises(InputError, match=r"\.svg, \.pdf or \.png"):
         figures.save_heatmap(result, str(tmp_path / "h.jpg"), "attn")
     with pytest.raises(InputError, match="cannot write figure"):
@@ -168,10 +169,20 @@ def test_matplotlib_heatmaps_are_written(tmp_path, suffix, magic):
     paths = figures.save_trace_plots(result, str(tmp_path / f"trace{suffix}"))
     assert paths == [str(tmp_path / f"trace_{k}{suffix}") for k in ("hidden", "mlp", "attn")]
     for p in paths:
-        data = open(p, "rb").read()
+        data = Path(p).read_bytes()
         assert data.startswith(magic) and len(data) > 2000
     one = figures.save_trace_plots(make_result(kinds=("mlp",)), str(tmp_path / f"one{suffix}"), metric="recovery")
     assert one == [str(tmp_path / f"one{suffix}")]
+
+
+def test_matplotlib_shows_dollar_signs_literally(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = make_result(kinds=("hidden",))
+    result.tokens = ["$", " $x^{$", " 5$", " \\frac", " in"]  # " $x^{$" as mathtext raises ValueError
+    result.target_text = " $"
+    path = figures.save_heatmap(result, str(tmp_path / "d.png"), "hidden")
+    assert Path(path).read_bytes().startswith(b"\x89PNG")
+    assert "␣$x^{$*" in texts(parse(figures.grid_svg(result, "hidden")), "row-label")
 
 
 # ---- a sweep report ---------------------------------------------------------------------------
@@ -186,14 +197,18 @@ FACTS = [
 ]
 
 
-def write_results(path, kinds=("hidden", "mlp"), kept=True) -> str:
-    config = {"model": "models/tiny-llama", "kinds": list(kinds), "window": 10, "samples": 2}
+def write_results(path, kinds=("hidden", "mlp"), kept=True, sever=()) -> str:
+    config = {"model": "models/tiny-llama", "kinds": list(kinds), "window": 10, "samples": 2, "sever": list(sever)}
     with open(path, "w", encoding="utf-8") as f:
         for i, (low, high, prob) in enumerate(FACTS):
+            grids = {k: {"prob": prob} for k in kinds}
+            if "mlp" in sever:  # MLP severed: restoring the last subject token does nothing (row 1 = row 0)
+                grids["hidden-severed-mlp"] = {"prob": [prob[0], prob[0], *prob[2:]]}
+            if "attn" in sever:  # attention severed: as the ordinary series
+                grids["hidden-severed-attn"] = {"prob": prob}
             if kept:
                 line = {"status": "kept", "known_id": i, "tokens": ["A", " b", " c", " d"], "subject_range": [1, 2],
-                        "clean_prob": high, "corrupted_prob": low, "grids": {k: {"prob": prob} for k in kinds},
-                        "config": config}
+                        "clean_prob": high, "corrupted_prob": low, "grids": grids, "config": config}
             else:
                 line = {"status": "skipped", "known_id": i, "skipped": "wrong-prediction", "config": config}
             f.write(json.dumps(line) + "\n")
@@ -242,6 +257,30 @@ def test_report_svgs_heatmap_and_lines(tmp_path):
     assert figures.report_svgs(report) == svgs
 
 
+def test_severed_paths_column_chart(tmp_path):
+    report = load_report(write_results(tmp_path / "r.jsonl", kinds=("hidden",), sever=("mlp", "attn")))
+    svgs = figures.report_svgs(report)
+    assert list(svgs)[-1] == "severed-paths"
+    assert texts(parse(svgs["aie-lines-hidden-severed-mlp"]), "title") == [
+        "Average indirect effect of a single hidden vector, MLP severed"]
+    root = parse(svgs["severed-paths"])
+    assert texts(root, "title") == ["Causal effect of states at the early site with Attn or MLP modules severed"]
+    bars = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "bar"]
+    names = ["Effect of single state on P", "Effect with Attn severed", "Effect with MLP severed"]
+    assert [b.get("data-series") for b in bars] == [n for n in names for _ in range(3)]  # ROME's order
+    assert texts(root, "legend") == names
+    ordinary, attn, mlp = bars[0:3], bars[3:6], bars[6:9]
+    assert [float(b.get("height")) for b in ordinary] == [float(b.get("height")) for b in attn]
+    # AIE 0.2 (ordinary, layer 0) and -0.1 (MLP severed: 0.1 - baseline 0.2): heights in the ratio 2 : 1,
+    # the ordinary column above the zero line, the severed one below it
+    assert float(ordinary[0].get("height")) == pytest.approx(2 * float(mlp[0].get("height")), abs=0.02)
+    assert float(ordinary[0].get("y")) + float(ordinary[0].get("height")) == pytest.approx(float(mlp[0].get("y")), abs=0.01)
+    if figures.mpl.have_matplotlib():
+        paths = figures.save_report_plots(report, str(tmp_path / "figs"), formats=("png",))
+        assert str(tmp_path / "figs" / "severed-paths.png") in paths
+        assert (tmp_path / "figs" / "severed-paths.png").read_bytes().startswith(b"\x89PNG")
+
+
 def test_save_report_plots(tmp_path):
     report = load_report(write_results(tmp_path / "r.jsonl", kinds=("attn",)))
     out = tmp_path / "figs" / "sub"
@@ -250,7 +289,7 @@ def test_save_report_plots(tmp_path):
     paths = figures.save_report_plots(report, str(tmp_path / "figs"))
     assert paths == [str(tmp_path / "figs" / "aie-lines-attn.svg"), str(tmp_path / "figs" / "aie-heatmap-attn.svg")]
     for p in paths:
-        parse(open(p, encoding="utf-8").read())
+        parse(Path(p).read_text(encoding="utf-8"))
     with pytest.raises(InputError, match="unknown figure format gif"):
         figures.save_report_plots(report, str(tmp_path / "figs"), formats=("gif",))
     skipped = load_report(write_results(tmp_path / "s.jsonl", kept=False))
@@ -265,7 +304,7 @@ def test_save_report_plots_pdf_png(tmp_path):
     paths = figures.save_report_plots(report, str(tmp_path / "figs"), formats=("png", "pdf"))
     assert len(paths) == 8
     for p in paths:
-        data = open(p, "rb").read()
+        data = Path(p).read_bytes()
         assert data.startswith(b"%PDF-" if p.endswith(".pdf") else b"\x89PNG") and len(data) > 2000
 
 

@@ -14,13 +14,14 @@ import os
 
 from ..errors import InputError
 from . import mpl
-from .mpl import FORMATS, MISSING_MESSAGE, save_heatmap_spec, save_line_plot_spec
+from .bars import BarChartSpec
+from .mpl import FORMATS, MISSING_MESSAGE, save_bar_chart_spec, save_heatmap_spec, save_line_plot_spec
 from .report import report_specs, report_svgs
 from .svg import LinePlotSpec
 from .trace import figure_size, grid_svg, heatmap_spec, trace_svgs
 
-__all__ = ["grid_svg", "trace_svgs", "save_heatmap", "report_svgs", "save_report_plots", "save_trace_plots",
-           "plot_format", "FORMATS"]
+__all__ = ["FORMATS", "grid_svg", "plot_format", "report_svgs", "save_heatmap", "save_report_plots",
+           "save_trace_plots", "trace_svgs"]
 
 
 def plot_format(path: str) -> str:
@@ -133,6 +134,8 @@ def save_report_plots(report, directory: str, formats=("svg",)) -> list[str]:
                 written.append(_write_text(path, svgs[name]))
             elif isinstance(spec, LinePlotSpec):
                 written.append(save_line_plot_spec(spec, path))
+            elif isinstance(spec, BarChartSpec):
+                written.append(save_bar_chart_spec(spec, path))
             else:
                 written.append(save_heatmap_spec(spec, path, (4.5, 2.2)))
     return written

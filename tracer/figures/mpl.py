@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ..errors import InputError
-from .svg import HeatmapSpec, LinePlotSpec
+from .svg import H_IL, HeatmapSpec, LinePlotSpec, layer_ticks
 
 FORMATS = ("svg", "pdf", "png")
 MISSING_MESSAGE = "install tracer-tui[plots] (matplotlib) for PDF/PNG"
@@ -47,6 +47,12 @@ def _rc() -> dict:
             "savefig.bbox": "tight", "axes.unicode_minus": False}
 
 
+def _plain(text: str) -> str:
+    """`text` as matplotlib shows it literally: a '$' (a token "$", "$5") would start mathtext;
+    the report heatmap's h_i^(l) becomes ROME's mathtext."""
+    return str(text).replace("$", "\\$").replace(H_IL, "$h_i^{(l)}$")
+
+
 def _save(fig, path: str, plt) -> None:
     import warnings
 
@@ -79,13 +85,13 @@ def save_heatmap_spec(spec: HeatmapSpec, path: str, size: tuple[float, float]) -
         ax.patch.set_hatch("///")
         ax.invert_yaxis()
         ax.set_yticks([0.5 + i for i in range(len(spec.row_labels))])
-        ax.set_yticklabels(spec.row_labels)
+        ax.set_yticklabels([_plain(t) for t in spec.row_labels])
         ax.set_xticks([0.5 + i for i in spec.xticks])
         ax.set_xticklabels([str(i) for i in spec.xticks])
-        ax.set_title(spec.title)
-        ax.set_xlabel(spec.xlabel)
+        ax.set_title(_plain(spec.title))
+        ax.set_xlabel(_plain(spec.xlabel))
         cb = fig.colorbar(h)
-        cb.ax.set_title(spec.cbar_label, y=-0.16, fontsize=10)
+        cb.ax.set_title(_plain(spec.cbar_label), y=-0.16, fontsize=10)
         _save(fig, path, plt)
     return path
 
@@ -102,12 +108,39 @@ def save_line_plot_spec(spec: LinePlotSpec, path: str) -> str:
             if s.low is not None and s.high is not None:
                 ax.fill_between(layers, np.array(s.low, dtype=float), np.array(s.high, dtype=float),
                                 alpha=0.3, color=s.colour, linewidth=0)
-            ax.plot(layers, np.array(s.values, dtype=float), label=s.label, color=s.colour)
+            ax.plot(layers, np.array(s.values, dtype=float), label=_plain(s.label), color=s.colour)
         ax.set_ylim(*spec.ylim)
         ax.set_xlim(0, max(1, spec.n_layers - 1))
-        ax.set_title(spec.title)
-        ax.set_xlabel(spec.xlabel)
-        ax.set_ylabel(spec.ylabel)
+        ax.set_xticks(layer_ticks(spec.n_layers))
+        ax.set_title(_plain(spec.title))
+        ax.set_xlabel(_plain(spec.xlabel))
+        ax.set_ylabel(_plain(spec.ylabel))
+        ax.legend(frameon=False, fontsize=7)
+        _save(fig, path, plt)
+    return path
+
+
+def save_bar_chart_spec(spec, path: str) -> str:
+    """Draw a BarChartSpec as the paper's Figure 3 (columns at offsets -0.3, 0, +0.3, width 0.3;
+    a percent y axis) and save it."""
+    plt = _pyplot()
+    import numpy as np
+    from matplotlib.ticker import PercentFormatter
+
+    from .bars import OFFSETS
+
+    offsets = OFFSETS.get(len(spec.series), OFFSETS[3])
+    layers = np.arange(spec.n_layers)
+    with plt.rc_context(_rc()):
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.2 * spec.n_layers), 3.0), dpi=DPI)
+        for i, (label, colour, values) in enumerate(spec.series):
+            ax.bar(layers + offsets[min(i, len(offsets) - 1)], np.array(values, dtype=float), width=0.3,
+                   color=colour, label=_plain(label))
+        ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+        ax.set_xticks(layer_ticks(spec.n_layers))
+        ax.set_title(_plain(spec.title))
+        ax.set_xlabel(_plain(spec.xlabel))
+        ax.set_ylabel(_plain(spec.ylabel))
         ax.legend(frameon=False, fontsize=7)
         _save(fig, path, plt)
     return path

@@ -13,7 +13,8 @@ from __future__ import annotations
 import math
 
 from ..sweeps.stats import GROUPS
-from .svg import TAB10, HeatmapSpec, LinePlotSpec, Series, finite, heatmap_svg, layer_ticks, line_plot_svg
+from .bars import BarChartSpec, bar_chart_svg, severed_spec
+from .svg import H_IL, TAB10, HeatmapSpec, LinePlotSpec, Series, finite, heatmap_svg, layer_ticks, line_plot_svg
 from .trace import KIND_WORDS, cmap_for, model_name
 
 ROME_LABELS = {  # D5.2's group labels, as ROME's figures print them
@@ -100,7 +101,7 @@ def heatmap_spec(report, kind: str) -> HeatmapSpec:
         title = f"Avg Indirect Effect of {KIND_WORDS[kind]} over {n} prompts"
         xlabel = f"center of interval of {report.config.get('window', '?')} patched {kind} layers"
     else:
-        title = f"Avg Indirect Effect of h\u1d62\u207d\u02e1\u207e over {n} prompts"  # h_i^(l)
+        title = f"Avg Indirect Effect of {H_IL} over {n} prompts"
         if kind.startswith("hidden-severed-"):
             title += f", {KIND_WORDS.get(kind.rsplit('-', 1)[1], kind)} severed"
         xlabel = f"single patched layer within {model_name(report.config.get('model') or 'the model')}"
@@ -116,7 +117,8 @@ def heatmap_spec(report, kind: str) -> HeatmapSpec:
 
 def report_specs(report) -> dict[str, object]:
     """Every figure of a report by name: "aie-lines-<kind>" and "aie-heatmap-<kind>" per kind
-    with kept facts, in the report's kind order."""
+    with kept facts, in the report's kind order, and "severed-paths" (the paper's Figure 3) when
+    the sweep severed paths."""
     if not report.kept or not report.n_layers:
         return {}
     ylim = shared_ylim(report)
@@ -126,7 +128,19 @@ def report_specs(report) -> dict[str, object]:
             continue
         out[f"aie-lines-{kind}"] = line_spec(report, kind, ylim)
         out[f"aie-heatmap-{kind}"] = heatmap_spec(report, kind)
+    severed = severed_spec(report)
+    if severed is not None:
+        out["severed-paths"] = severed
     return out
+
+
+def spec_svg(spec) -> str:
+    """The SVG of any figure spec (line plot, heatmap or column chart)."""
+    if isinstance(spec, LinePlotSpec):
+        return line_plot_svg(spec)
+    if isinstance(spec, BarChartSpec):
+        return bar_chart_svg(spec)
+    return heatmap_svg(spec)
 
 
 def report_svgs(report) -> dict[str, str]:
@@ -137,8 +151,8 @@ def report_svgs(report) -> dict[str, str]:
 
     Returns:
         {name: SVG text}: "aie-lines-<kind>" (ROME's line plot with 95% bands) and
-        "aie-heatmap-<kind>" (ROME's AIE heatmap) for each kind with kept facts; empty when
-        the report has no kept facts.
+        "aie-heatmap-<kind>" (ROME's AIE heatmap) for each kind with kept facts, and
+        "severed-paths" (the paper's Figure 3) for a sweep with --sever; empty when the report
+        has no kept facts.
     """
-    return {name: line_plot_svg(spec) if isinstance(spec, LinePlotSpec) else heatmap_svg(spec)
-            for name, spec in report_specs(report).items()}
+    return {name: spec_svg(spec) for name, spec in report_specs(report).items()}

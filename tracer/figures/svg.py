@@ -26,6 +26,7 @@ CMAPS = {
 TAB10 = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 MISSING = "#d9d9d9"  # a cell without a value: this grey, hatched
 FONT = "Times New Roman, Times, STIXGeneral, DejaVu Serif, serif"
+H_IL = "h\u1d62\u207d\u02e1\u207e"  # h_i^(l) in Unicode: the hidden state in ROME's AIE heatmap title
 CHAR_W = 0.6  # a character's width, as a fraction of the font size (for margins only)
 TITLE_W = 0.5  # the same for a title (mostly lower-case letters)
 
@@ -119,8 +120,8 @@ class Svg:
         self.width, self.height = width, height
         self.parts = [
             '<?xml version="1.0" encoding="UTF-8"?>',
-            f'<svg xmlns="http://www.w3.org/2000/svg" width="{num(width)}" height="{num(height)}" '
-            f'viewBox="0 0 {num(width)} {num(height)}" font-family="{FONT}">',
+            (f'<svg xmlns="http://www.w3.org/2000/svg" width="{num(width)}" height="{num(height)}" '
+             f'viewBox="0 0 {num(width)} {num(height)}" font-family="{FONT}">'),
             f"<title>{xml_text(title)}</title>",
             '<rect class="background" x="0" y="0" width="100%" height="100%" fill="#ffffff"/>',
         ]

@@ -27,7 +27,7 @@ KIND_WORDS = {"mlp": "MLP", "attn": "Attn"}
 def model_name(model: str) -> str:
     """A model's name for a figure: a path's last part ("SmolLM2-135M-Instruct.gguf" -> without .gguf)."""
     name = os.path.basename(str(model).rstrip("/\\")) or str(model)
-    return escape_controls(name[:-5] if name.endswith(".gguf") else name)
+    return escape_controls(name.removesuffix(".gguf"))
 
 
 def cmap_for(kind: str) -> str:
