@@ -129,6 +129,19 @@ def test_tokens_are_escaped_and_subject_tokens_marked():
     assert cells(root)[4].find(f"{SVG}title").text == "␣Eiff<el*, layer 0: 0.5"
 
 
+def test_noise_interval_in_the_tooltips():
+    result = make_result(kinds=("hidden",))
+    grid = result.grids["hidden"]
+    grid["prob_low"] = [[v - 0.02 if v is not None else None for v in row] for row in PROB]
+    grid["prob_high"] = [[v + 0.02 if v is not None else None for v in row] for row in PROB]
+    tips = [c.find(f"{SVG}title").text for c in cells(parse(figures.grid_svg(result, "hidden")))]
+    assert tips[1] == "The, layer 1: 0.14 (95% interval 0.12 to 0.16)"
+    assert tips[2] == "The, layer 2: 0.2 (95% interval 0.18 to 0.22)"
+    assert tips[0] == "The, layer 0: 0.05 (95% interval 0.03 to 0.07)"
+    assert tips[8] == "␣&Tower*, layer 0: 0.1 (95% interval 0.08 to 0.12; indistinguishable from the corrupted run)"
+    assert tips[6] == "␣Eiff<el*, layer 2: no value"
+
+
 def test_chosen_positions_give_one_row():
     result = make_result(positions=[1, 2])
     root = parse(figures.grid_svg(result, "hidden"))

@@ -179,6 +179,7 @@ class HeatmapSpec:
     xticks: list[int] = field(default_factory=list)
     cell_unit: str = ""  # appended to a cell's value in its tooltip ("%")
     cell_format: str = "{:.4g}"
+    notes: list[list[str]] | None = None  # per cell, appended to its tooltip (a noise trace's interval)
 
 
 def heatmap_svg(spec: HeatmapSpec) -> str:
@@ -209,7 +210,7 @@ def heatmap_svg(spec: HeatmapSpec) -> str:
             x, y = left + c * cw, top + r * ch
             if finite(v):
                 fill = colour(spec.cmap, position(float(v), spec.vmin, spec.vmax))
-                shown = spec.cell_format.format(float(v)) + spec.cell_unit
+                shown = spec.cell_format.format(float(v)) + spec.cell_unit + (spec.notes[r][c] if spec.notes else "")
             else:
                 fill, shown = f"url(#{pattern})", "no value"
             svg.add(f'<rect class="cell" x="{num(x)}" y="{num(y)}" width="{num(cw)}" height="{num(ch)}" '

@@ -77,6 +77,27 @@ def labels(result) -> list[str]:
     return marked
 
 
+def interval_notes(result, kind: str) -> list[list[str]] | None:
+    """A noise trace's 95% interval of each cell's mean P, for the tooltips, saying where the
+    corrupted probability lies inside it (the cell cannot be told apart from the corrupted run);
+    None when the grid has no interval (substitution)."""
+    grid = result.grids[kind]
+    if "prob_low" not in grid or "prob_high" not in grid:
+        return None
+    p0 = result.corrupted_prob
+    notes = []
+    for lows, highs in zip(grid["prob_low"], grid["prob_high"]):
+        row = []
+        for lo, hi in zip(lows, highs):
+            if not (finite(lo) and finite(hi)):
+                row.append("")
+                continue
+            same = "; indistinguishable from the corrupted run" if finite(p0) and lo <= p0 <= hi else ""
+            row.append(f" (95% interval {lo:.4g} to {hi:.4g}{same})")
+        notes.append(row)
+    return notes
+
+
 def heatmap_spec(result, kind: str, metric: str = "prob") -> HeatmapSpec:
     """The heatmap of one grid of `result` (see the module docstring).
 
@@ -105,6 +126,7 @@ def heatmap_spec(result, kind: str, metric: str = "prob") -> HeatmapSpec:
         vmin=vmin, vmax=vmax, cmap=cmap_for(kind), name=f"{kind}-{metric}", xticks=layer_ticks(n_layers),
         cell_unit="%" if metric == "recovery" else "",
         cell_format="{:.1f}" if metric == "recovery" else "{:.4g}",
+        notes=interval_notes(result, kind) if metric == "prob" else None,
     )
 
 
