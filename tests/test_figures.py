@@ -235,6 +235,12 @@ def test_band_is_mean_plus_minus_1_96_std_over_sqrt_n(tmp_path):
     assert low == pytest.approx([0.2 - half, 0.2 - half, -half])
     assert high == pytest.approx([0.2 + half, 0.2 + half, half])
     assert band(report.curves["hidden"]["middle_subject"]) is None  # no rows: no band
+    # per-fact averaging: effects [.4,.2,0] (fact A, low .1) and [0,.2,0] (fact B, low .3): mean [.2,.2,0],
+    # std over the facts [.2,0,0], n = 2 facts
+    per_fact = load_report(write_results(tmp_path / "r.jsonl"), "per-fact")
+    low, high = band(per_fact.curves["hidden"]["last_subject"])
+    assert low == pytest.approx([0.2 - 1.96 * 0.2 / math.sqrt(2), 0.2, 0.0])
+    assert high == pytest.approx([0.2 + 1.96 * 0.2 / math.sqrt(2), 0.2, 0.0])
     # a report whose curves carry their own interval: used as it is
     given = SimpleNamespace(mean=[1.0, 2.0], std=[9.0, 9.0], n=4, low=[0.5, 1.5], high=[1.5, 2.5])
     assert band(given) == ([0.5, 1.5], [1.5, 2.5])

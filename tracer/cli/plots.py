@@ -91,7 +91,8 @@ def add_report_plot_arguments(p: argparse.ArgumentParser) -> None:
     """sweep-report's --plots DIR and --plot-formats."""
     p.add_argument("--plots", metavar="DIR", type=_checked(plots_dir), default=None,
                    help="also write ROME's figures per kind into DIR (created if missing): the AIE line plot with "
-                   "95%% bands (aie-lines-<kind>) and the AIE heatmap (aie-heatmap-<kind>)")
+                   "95%% bands (aie-lines-<kind>), the AIE heatmap (aie-heatmap-<kind>), and with severed paths the "
+                   "paper's Figure 3 (severed-paths)")
     p.add_argument("--plot-formats", metavar="LIST", type=_checked(plot_formats), default=("svg",),
                    help="comma-separated svg, pdf, png (default: svg; pdf and png need tracer-tui[plots])")
 
