@@ -39,12 +39,12 @@ def band(curve) -> tuple[list[float], list[float]] | None:
     Returns:
         (low, high) lists, one value per layer (NaN where the mean is NaN), or None.
     """
+    if not curve.n:
+        return None
     for lo_name, hi_name in INTERVAL_FIELDS:
         lo, hi = getattr(curve, lo_name, None), getattr(curve, hi_name, None)
         if isinstance(lo, (list, tuple)) and isinstance(hi, (list, tuple)) and len(lo) == len(hi) == len(curve.mean):
             return ([float(x) if finite(x) else math.nan for x in lo], [float(x) if finite(x) else math.nan for x in hi])
-    if not curve.n:
-        return None
     half = [Z95 * s / math.sqrt(curve.n) if finite(s) else math.nan for s in curve.std]
     return [m - h for m, h in zip(curve.mean, half)], [m + h for m, h in zip(curve.mean, half)]
 
