@@ -149,6 +149,16 @@ def test_chosen_positions_give_one_row():
     assert texts(root, "row-label") == ["␣Eiff<el* + ␣&Tower*"]
 
 
+def test_axis_ticks_are_round_and_labelled_exactly():
+    from tracer.figures.svg import nice_ticks, tick_labels
+
+    assert nice_ticks(-0.7, 0.35) == [-0.5, -0.25, 0.0, 0.25]
+    assert tick_labels([-0.5, -0.25, 0.0, 0.25]) == ["-0.50", "-0.25", "0", "0.25"]
+    assert nice_ticks(0.0, 100.0) == [0, 20, 40, 60, 80, 100]
+    assert tick_labels([0.0, 10.0, 20.0], "%") == ["0%", "10%", "20%"]
+    assert tick_labels(nice_ticks(0.0, 1e-7)) == ["0", "2e-08", "4e-08", "6e-08", "8e-08", "1e-07"]
+
+
 def test_output_is_deterministic_and_errors_are_input_errors():
     result = make_result()
     assert figures.grid_svg(result, "mlp") == figures.grid_svg(make_result(), "mlp")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .svg import CHAR_W, Svg, finite, layer_ticks, nice_ticks, num, xml_text
+from .svg import CHAR_W, Svg, finite, layer_ticks, nice_ticks, num, tick_labels, xml_text
 
 SEVERED_STYLE = {  # ROME's order, colours and labels
     "hidden": ("#7261ab", "Effect of single state on P"),
@@ -64,10 +64,10 @@ def bar_chart_svg(spec: BarChartSpec) -> str:
 
     svg = Svg(width, height, spec.title)
     svg.text(width / 2, 22, spec.title, size=14, anchor="middle", cls="title")
-    for t in nice_ticks(lo, hi):
+    ticks = nice_ticks(lo, hi)
+    for t, label in zip(ticks, tick_labels([100 * t for t in ticks], "%")):
         svg.line(left, py(t), left + pw, py(t), stroke="#e6e6e6")
-        svg.text(left - 6, py(t) + font * 0.35, f"{100 * t:.0f}%" if hi - lo >= 0.05 else f"{100 * t:.1f}%",
-                 size=font, anchor="end", cls="ytick")
+        svg.text(left - 6, py(t) + font * 0.35, label, size=font, anchor="end", cls="ytick")
     for i, (label, colour, values) in enumerate(spec.series):
         for layer, v in enumerate(values):
             if not finite(v):

@@ -86,26 +86,30 @@ def colour(cmap: str, t: float) -> str:
 
 
 def nice_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
-    """Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten."""
+    """Round tick values inside [lo, hi]: steps of 1, 2, 2.5 or 5 times a power of ten, the
+    smallest that gives at most `target` + 1 ticks."""
     if not (finite(lo) and finite(hi)) or hi <= lo:
         return [lo] if finite(lo) else []
     raw = (hi - lo) / max(1, target)
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(lo / step - 1e-9)
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw * (1 - 1e-9))
     ticks = []
-    k = first
+    k = math.ceil(lo / step - 1e-9)
     while k * step <= hi + step * 1e-9:
         ticks.append(round(k * step, 12))
         k += 1
     return ticks
 
 
-def tick_label(x: float, span: float) -> str:
-    """A tick's label with as many decimals as the scale's span needs."""
-    digits = 0 if span >= 5 else 1 if span >= 0.5 else 2 if span >= 0.05 else 3 if span >= 0.005 else 4
-    text = f"{x:.{digits}f}"
-    return "0" if float(text) == 0 else text
+def tick_labels(ticks: list[float], suffix: str = "") -> list[str]:
+    """The ticks as text, all with the fewest decimals that show each one exactly ("0", "0.25", "0.5")."""
+    for digits in range(7):
+        texts = [f"{t:.{digits}f}" for t in ticks]
+        if all(abs(float(x) - t) <= 1e-9 * max(1.0, abs(t)) for x, t in zip(texts, ticks)):
+            break
+    else:  # tiny values: significant digits instead
+        texts = [f"{t:.3g}" for t in ticks]
+    return [("0" if float(x) == 0 else x) + suffix for x in texts]
 
 
 def layer_ticks(n_layers: int) -> list[int]:
@@ -239,11 +243,10 @@ def _colour_bar(svg: Svg, spec: HeatmapSpec, x: float, y: float, w: float, h: fl
             f'fill="url(#{grad})" stroke="#000000" stroke-width="0.8"/>')
     lo, hi = spec.vmin, spec.vmax
     ticks = [lo] if not hi > lo else [t for t in nice_ticks(lo, hi) if lo - 1e-12 <= t <= hi + 1e-12]
-    span = hi - lo if hi > lo else abs(lo) or 1.0
-    for t in ticks:
+    for t, label in zip(ticks, tick_labels(ticks)):
         ty = y + h - position(t, lo, hi) * h if hi > lo else y + h
         svg.line(x + w, ty, x + w + 3, ty)
-        svg.text(x + w + 5, ty + font * 0.35, tick_label(t, span), size=font - 1, cls="cbar-tick")
+        svg.text(x + w + 5, ty + font * 0.35, label, size=font - 1, cls="cbar-tick")
     svg.text(x + w / 2, y + h + 16, spec.cbar_label, size=font, anchor="middle", cls="cbar-label")
 
 
@@ -306,10 +309,11 @@ def line_plot_svg(spec: LinePlotSpec) -> str:
 
     svg = Svg(width, height, spec.title)
     svg.text(left + pw / 2, 22, spec.title, size=14, anchor="middle", cls="title")
-    for t in nice_ticks(lo, hi):
+    ticks = nice_ticks(lo, hi)
+    for t, label in zip(ticks, tick_labels(ticks)):
         y = py(t)
         svg.line(left, y, left + pw, y, stroke="#e6e6e6")
-        svg.text(left - 6, y + font * 0.35, tick_label(t, hi - lo), size=font, anchor="end", cls="ytick")
+        svg.text(left - 6, y + font * 0.35, label, size=font, anchor="end", cls="ytick")
     if lo < 0 < hi:
         svg.line(left, py(0), left + pw, py(0), stroke="#8c8c8c", width=0.8)
     for layer in layer_ticks(spec.n_layers):
