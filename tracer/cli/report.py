@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from .common import write_output
+from .plots import add_report_plot_arguments, write_report_plots
 
 
 def add_parser(sub) -> None:
@@ -22,12 +23,14 @@ def add_parser(sub) -> None:
     r.add_argument("--format", choices=("text", "csv", "json"), default="text", help="default: text")
     r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     r.add_argument("--no-plots", action="store_true", help="text format: tables only")
+    add_report_plot_arguments(r)  # --plots DIR, --plot-formats (tracer/cli/plots.py, tracer.figures)
 
 
 def run(args) -> int:
     from ..sweeps.report import load_report, render
 
     report = load_report(args.results, args.aggregate)
+    write_report_plots(args, report)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "text":
         from ..sweeps.report import render_text

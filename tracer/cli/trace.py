@@ -12,6 +12,7 @@ from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, settings_from_args
 from . import batch
 from .common import add_model_args, check_writable, write_output
+from .plots import add_trace_plot_arguments, write_trace_plots
 
 
 def add_parser(sub) -> None:
@@ -29,7 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--npz", default=None, metavar="DIR",
                    help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
-    batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py, owned by the sweeps work)
+    batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
+    add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.figures)
 
 
 def parse_positions(text: str):
@@ -76,6 +78,7 @@ def run(args) -> int:
     if args.npz:
         paths = export.to_npz(result, args.npz)
         print(f"wrote {len(paths)} .npz file(s) to {args.npz}", file=sys.stderr)
+    write_trace_plots(args, result)
     if args.format == "json":
         text = export.to_json_text(result)
     elif args.format == "csv":
