@@ -217,3 +217,32 @@ def report(results: str, *, aggregate: str = "rome"):
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
     return load_report(results, aggregate)
+
+
+def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: int | None = None,
+            k: int = 5) -> PatchedRun:
+    """The top-k next tokens of one patched cell of a trace (the grid cell's whole distribution).
+
+    Args:
+        model: from ``load``.
+        result_or_request: a TraceResult (from ``trace``) or the TraceRequest it ran.
+        kind: "hidden", "mlp" or "attn".
+        layer: the cell's layer (the centre of the window for mlp and attn, as in the grid).
+        token: the clean-prompt index restored; None: the trace's chosen positions, or the
+            subject's last token when the trace covered all positions.
+        k: how many top tokens.
+
+    Returns:
+        A PatchedRun: ``probs`` [vocab] (mean over the noise samples), ``top`` [(text, prob)],
+        ``restored`` (kind, layers, positions, corruption, samples). ``probs[result.target_id]``
+        equals the grid cell ``result.grid(kind)[row, layer]``.
+
+    Raises:
+        InputError: an unknown kind, a layer or token out of range, k < 1.
+    """
+    from .inspect import inspect_cell
+
+    request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
+    if not isinstance(request, TraceRequest):
+        raise InputError(f"inspect needs a TraceResult or a TraceRequest (got {type(result_or_request).__name__})")
+    return inspect_cell(model, request, kind, layer, token=token, k=k)

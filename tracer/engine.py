@@ -160,6 +160,17 @@ class Engine:
         on_event(Finished(result, result.seconds))
         return result
 
+    def inspect(self, request, kind: str, layer: int, *, token: int | None = None, k: int = 5) -> Future:
+        """The top-k next tokens of one patched cell of a trace (tracer.api.inspect), on the engine
+        thread, loading the model first if needed; the future gives a PatchedRun (numpy and plain
+        values) or raises InputError. `request`: the TraceRequest or the TraceResult."""
+        return self.submit(self._inspect, request, kind, layer, token, k)
+
+    def _inspect(self, request, kind, layer, token, k):
+        from .api import inspect
+
+        return inspect(self._loaded(), request, kind, layer, token=token, k=k)
+
 
 def _join(thread: threading.Thread, timeout: float | None) -> None:
     # imported here, not at the top: the UI imports this module and must not import mlx

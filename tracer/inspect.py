@@ -1,0 +1,124 @@
+"""The top-k next tokens of one patched cell of a trace (`trace --inspect KIND:LAYER[:TOKEN]`).
+
+A trace's grid gives P(target) per cell; `inspect_cell` reruns one cell and returns the whole
+next-token distribution: the corrupted run exactly as the trace makes it (the same noise rule,
+seed, samples and replace, or the same substituted prompt), with `kind` restored at `layer` over
+the trace's window (schedule.window_layers: one layer for hidden, `window` layers around it for
+mlp and attn) at the chosen clean-prompt positions. The distribution is the mean over the noise
+samples of each sample's softmax, as the trace's cells are, so its P(target) equals the trace's
+grid cell.
+
+Nothing here imports MLX at module level: `import tracer` imports this module (see
+tracer/__init__.py) and must stay light.
+"""
+
+from __future__ import annotations
+
+
+def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = None, k: int = 5):
+    """The patched run of one cell of the trace `request`.
+
+    Args:
+        model: a loaded ``Tracer`` (``tracer.load``).
+        request: the trace's ``TraceRequest`` (prompt, subject, corruption and settings).
+        kind: "hidden", "mlp" or "attn": the output restored.
+        layer: the cell's layer (the centre of the window for mlp and attn).
+        token: the clean-prompt index restored (negative counts from the end); None: the trace's
+            positions when they are chosen positions (restored together, as the trace's one row),
+            else the subject's last token.
+        k: how many top tokens.
+
+    Returns:
+        A ``PatchedRun``: ``probs`` [vocab] (mean of softmax over the samples), ``top`` [(text, prob)]
+        and ``restored`` {"kind", "layers", "positions", "corruption", "samples"}.
+
+    Raises:
+        InputError: an unknown kind, a layer or token out of range, k < 1, or a bad request.
+    """
+    import mlx.core as mx
+    import numpy as np
+
+    from .api import PatchedRun
+    from .errors import InputError
+    from .fastops import softmax
+    from .patching import TapPlan
+    from .prompts import subject_span, tokenize
+    from .schedule import window_layers
+    from .settings import KINDS
+    from .tracing import top_predictions
+
+    if kind not in KINDS:
+        raise InputError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a whole number of at least 1 (got {k!r:.40})")
+    n_layers = model.n_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n_layers:
+        raise InputError(f"layer must be in 0..{n_layers - 1} (got {layer!r:.40})")
+    pm, tok = model.patchable, model.tokenizer
+    clean = tokenize(tok, request.prompt)
+    T = len(clean)
+    subject = subject_span(request.prompt, request.subject, clean)
+    chosen = _positions(request.positions, subject, T, token)
+    layers = range(*window_layers(kind, layer, request.window, n_layers))
+
+    if request.corrupted_prompt is not None:
+        corrupted = tokenize(tok, request.corrupted_prompt, "the corrupted prompt")
+        where = _counterparts(clean.ids, corrupted.ids, chosen, clean.texts)
+        batch, embeds, mode = mx.array([corrupted.ids]), None, "substitution"
+    else:
+        embeds, _ = model.noised_embeddings(clean.ids, subject, request)
+        where = chosen
+        batch, mode = mx.array([clean.ids] * request.samples), "noise"
+    n_rows, n_corrupted = batch.shape
+    states, _, _ = pm.record(mx.array([clean.ids]), kinds=(kind,))
+    mask = np.zeros((n_rows, n_corrupted, 1), dtype=bool)
+    mask[:, where] = True
+    source = np.zeros(n_corrupted, dtype=np.int32)  # clean row placed at each corrupted position
+    source[where] = chosen
+    source = mx.array(source)
+    plans = {(kind, i): TapPlan(mask=mx.array(mask), clean=states[kind][i][0][source]) for i in layers}
+    logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
+    probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
+    top = [(p.text, p.prob) for p in top_predictions(tok, probs, k)]
+    restored = {"kind": kind, "layers": list(layers), "positions": chosen, "corruption": mode,
+                "samples": int(n_rows)}
+    return PatchedRun(probs, top, restored)
+
+
+def _positions(positions, subject: tuple[int, int], n_tokens: int, token) -> list[int]:
+    """The clean-prompt positions restored: `token`, or the trace's chosen positions, or the
+    subject's last token."""
+    from .errors import InputError
+
+    if token is not None:
+        if isinstance(token, bool) or not isinstance(token, int) or not -n_tokens <= token < n_tokens:
+            raise InputError(f"token must be an index in 0..{n_tokens - 1} of the prompt's "
+                             f"{n_tokens} tokens (got {token!r:.40})")
+        return [token % n_tokens]
+    try:
+        from .positions import resolve_positions
+    except ImportError:  # before tracer/positions.py existed
+        from .tracing import resolve_positions
+    resolved = resolve_positions(positions, subject, n_tokens)
+    return [subject[1] - 1] if resolved == "all" else [int(p) for p in resolved]
+
+
+def _counterparts(clean_ids: list[int], corrupted_ids: list[int], chosen: list[int], texts: list[str]) -> list[int]:
+    """The corrupted prompt's positions that receive the chosen clean positions: the same ones
+    for prompts of one length, else their aligned counterparts (tracer.prompts.align_tokens)."""
+    from .errors import InputError
+
+    if len(clean_ids) == len(corrupted_ids):
+        return list(chosen)
+    try:
+        from .prompts import align_tokens
+    except ImportError:  # before prompts of different lengths were aligned
+        raise InputError(f"the corrupted prompt has {len(corrupted_ids)} tokens but the prompt has "
+                         f"{len(clean_ids)}: give prompts of one token length") from None
+    mapping = align_tokens(list(clean_ids), list(corrupted_ids))["clean_to_corrupted"]
+    missing = [p for p in chosen if mapping[p] is None]
+    if missing:
+        names = ", ".join(f"{p} {texts[p]!r}" for p in missing)
+        raise InputError(f"position(s) {names} have no counterpart in the corrupted prompt: choose another token")
+    return [int(mapping[p]) for p in chosen]
+
