@@ -246,3 +246,34 @@ def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: i
     if not isinstance(request, TraceRequest):
         raise InputError(f"inspect needs a TraceResult or a TraceRequest (got {type(result_or_request).__name__})")
     return inspect_cell(model, request, kind, layer, token=token, k=k)
+
+
+def robustness(model: Tracer, prompt: str, subject: str, **options):
+    """Trace one fact under several corruptions and say, per kind, whether the peak moves.
+
+    The corruptions: Gaussian noise s3 (ROME's default, the reference), s1.5 and s6; uniform
+    noise with the std of s3; s3 noise replacing the subject's embeddings; and substitution by
+    up to `substitutes` known_1000 subjects of the same token length (of the fact's relation
+    where known_1000 has the subject). Every variant traces the same target.
+
+    Args:
+        model: from ``load``.
+        prompt: the clean prompt.
+        subject: the words corrupted.
+        **options: kinds (("hidden", "mlp", "attn")), positions ("all"), target (None: the clean
+            run's top token), samples (10), seed (1), window (10), substitutes (3), facts
+            ("known_1000", or Fact records), on_event (RobustnessProgress events), cancel
+            (a threading.Event).
+
+    Returns:
+        A RobustnessResult: ``runs`` (per variant: probabilities, total effect, warning codes,
+        ``peaks[kind]``), ``verdicts[kind]`` (``.text``, ``.label``), ``verdict`` (one line),
+        ``to_text()``, ``to_dict()``.
+
+    Raises:
+        InputError: bad input (the message says which).
+        TraceCancelled: `cancel` was set.
+    """
+    from .robustness import robustness as run_robustness
+
+    return run_robustness(model, prompt, subject, **options)
