@@ -68,10 +68,11 @@ def test_substitutes_keep_the_token_length_and_prefer_the_relation(model):
 def test_the_variants(model, result):
     names = [r.variant.name for r in result.runs]
     uniform = names[3]
-    assert names[:3] == ["s3", "s1.5", "s6"] and names[4] == "replace s3" and uniform.startswith("u")
+    assert names[:3] == ["noise s3", "noise s1.5", "noise s6"] and names[4] == "replace s3"
+    assert uniform.startswith("uniform u") and result.runs[3].variant.noise == uniform.split()[1]
     assert sorted(names[5:]) == ["substitute 'Louvre Museum'", "substitute 'Rome Museum'"]
     # the uniform noise has the std of s3: h / sqrt(3) = 3 sigma
-    h = float(uniform[1:])
+    h = float(uniform.split()[1][1:])
     assert h / math.sqrt(3) == pytest.approx(3 * model.subject_sigma(), rel=1e-3)
     assert result.runs[4].variant.replace and not result.runs[0].variant.replace
     assert all(r.variant.corruption == "substitution" for r in result.runs[5:])
@@ -111,13 +112,13 @@ def test_text_and_json(result):
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert lines[0].startswith("robustness: 'The Eiffel Tower is located in the city of' (subject 'Eiffel Tower')")
-    assert any(line.startswith("s3 ") for line in lines) and any(line.startswith("replace s3") for line in lines)
+    assert any(line.startswith("noise s3 ") for line in lines) and any(line.startswith("replace s3") for line in lines)
     wrapped = [line for t in (result.verdicts["mlp"].text, result.verdict)
                for line in textwrap.wrap(t, 100, subsequent_indent="  ", break_on_hyphens=False)]
     assert lines[-len(wrapped):] == wrapped and wrapped[0].startswith("mlp: peak at ")
     plot = lines[lines.index(next(line for line in lines if line.startswith("mlp: peak layer"))) + 2:]
     for run, line in zip(result.runs, plot):  # the peak's layer marked on the axis (6 layers: one column each)
-        axis = line[21:27]
+        axis = line[29:35]
         assert axis[run.peaks["mlp"].layer] in "ox" and axis.count("·") == 5, line
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["kinds"] == ["mlp"] and doc["tolerance"] == LAYER_TOLERANCE and doc["verdict"] == result.verdict
@@ -182,7 +183,7 @@ def test_engine_robustness_progress_and_cancel(tiny_model_dir):
         events = []
         done = engine.robustness(PROMPT, SUBJECT, on_event=events.append, positions="subject-last", substitutes=1,
                                  **{k: v for k, v in OPTIONS.items()}).result(timeout=600)
-        assert [r.variant.name for r in done.runs][:3] == ["s3", "s1.5", "s6"] and len(done.runs) == 6
+        assert [r.variant.name for r in done.runs][:3] == ["noise s3", "noise s1.5", "noise s6"] and len(done.runs) == 6
         progress = [e for e in events if isinstance(e, RobustnessProgress)]
         assert [(e.index, e.done) for e in progress[:2]] == [(0, False), (1, True)] and progress[-1].index == 6
         assert done.runs[0].peaks["mlp"].positions == (2,)  # subject-last
@@ -227,3 +228,14 @@ def test_cli_end_to_end(capsys, tiny_model_dir, tmp_path):
         assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and message in err, (bad, err)
     code, out, err = _cli(capsys, tiny_model_dir, "--subject", "Louvre")
     assert code == 2 and "not found in prompt" in err and "Traceback" not in err
+
+
+def test_notes_say_when_substitutes_fall_short(model, result):
+    assert result.notes == []
+    facts = [f for f in FACTS if f.subject.casefold() != SUBJECT.casefold()]
+    short = tracer.robustness(model, PROMPT, SUBJECT, kinds=("mlp",), positions="subject-last", samples=1, window=3,
+                              substitutes=5, facts=facts)
+    assert len(short.runs) == 5 + 4 and not any(r.variant.same_relation for r in short.runs[5:])
+    assert short.notes[0].startswith("4 of 5 substitutes found")
+    assert short.notes[1].startswith("substitutes of any relation: no fact has the subject 'Eiffel Tower'")
+    assert "note: 4 of 5 substitutes found" in short.to_text()

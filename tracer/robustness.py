@@ -2,9 +2,9 @@
 
 The literature disputes how much Gaussian-noise localisation depends on the corruption; this
 answers it for one fact. The variants, in this order (the first is the reference):
-    s3                 Gaussian noise, 3 x sigma of the known_1000 subjects' embeddings (ROME's default)
-    s1.5, s6           the same at half and twice the strength
-    u<h>               uniform noise on [-h, h] with the std of s3 (h = 3 sqrt(3) sigma)
+    noise s3           Gaussian noise, 3 x sigma of the known_1000 subjects' embeddings (ROME's default)
+    noise s1.5, s6     the same at half and twice the strength
+    uniform u<h>       uniform noise on [-h, h] with the std of s3 (h = 3 sqrt(3) sigma)
     replace s3         the subject's embeddings replaced by s3 noise instead of noised
     substitute 'X'     the subject's text replaced by another known_1000 subject of the same token
                        length (of the same relation where possible)
@@ -227,8 +227,8 @@ def make_variants(model, prompt: str, subject: str, *, substitutes: int, seed: i
     from .facts import load_facts
 
     uniform = f"u{3 * math.sqrt(3.0) * model.subject_sigma():.4g}"
-    variants = [Variant(rule, "noise", rule) for rule in NOISE_LEVELS]
-    variants += [Variant(uniform, "noise", uniform), Variant("replace s3", "noise", "s3", replace=True)]
+    variants = [Variant(f"noise {rule}", "noise", rule) for rule in NOISE_LEVELS]
+    variants += [Variant(f"uniform {uniform}", "noise", uniform), Variant("replace s3", "noise", "s3", replace=True)]
     if substitutes:
         fact_list = load_facts(facts) if isinstance(facts, str) else list(facts)
         for s in pick_substitutes(model.tokenizer, prompt, subject, fact_list, substitutes, seed):
@@ -328,6 +328,9 @@ def robustness(model, prompt: str, subject: str, *, kinds=("hidden", "mlp", "att
     if found < substitutes:
         notes.append(f"{found} of {substitutes} substitutes found: too few subjects of the facts give the "
                      "prompt its token length with a changed subject")
+    if found and not any(v.same_relation for v in variants):
+        notes.append(f"substitutes of any relation: no fact has the subject {subject!r}, or none of its "
+                     "relation fits the token length")
     runs: list[VariantRun] = []
     for i, variant in enumerate(variants):
         emit(RobustnessProgress(i, len(variants), variant.name, done=False))

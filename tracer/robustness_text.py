@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import textwrap
 
-NAME_WIDTH = 20
-KIND_WIDTH = 20
+NAME_WIDTH = 28
+KIND_WIDTH = 17
 TOKEN_WIDTH = 8
-AXIS_WIDTH = 60  # at most this many columns for the layer axis
+AXIS_WIDTH = 50  # at most this many columns for the layer axis
 WIDTH = 100
 
 
@@ -81,7 +81,7 @@ def peak_plot(result, kind: str) -> list[str]:
         tail = "no value"
         if peak is not None:
             axis[_column(peak.layer, n, width)] = "o" if modal is not None and peak.positions == modal.positions else "x"
-            tail = f"L{peak.layer} {_show(peak.token)}"
+            tail = f"L{peak.layer} {_show(peak.token, 12)}"
         lines.append(f"{_clip(run.variant.name, NAME_WIDTH):<{NAME_WIDTH}} {''.join(axis)}  {tail}")
     return lines
 
