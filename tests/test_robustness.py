@@ -143,6 +143,12 @@ def test_verdict_logic_on_hand_built_peaks():
     v = judge("hidden", [_peak(1, 1), _peak(1, 3), _peak(1, 2), _peak(2, 2), _peak(1, 1), None])
     assert (v.peak.layer, v.n_same, v.n_near, v.n_variants, v.label) == (1, 2, 4, 6, "mostly stable")
     assert judge("mlp", [None, None]).label == "no peak" and "no peak" in judge("mlp", [None]).text
+    faint = judge("mlp", [Peak((3,), "t3", 5, 0.1, 8.2), Peak((3,), "t3", 5, 0.1, 3.0), _peak(3, 5)])
+    assert faint.max_recovery == 8.2 and faint.weak and faint.text.endswith(
+        "(stable); weak: at most 8% recovery, so where it lies means little")
+    assert not judge("mlp", [Peak((3,), "t3", 5, 0.1, 10.0)]).weak and not judge("mlp", [_peak(3, 5)]).weak
+    assert overall_verdict([faint], [type("R", (), {"weak": False})()]).endswith(
+        "; no clear site (every peak under 10% recovery): mlp")
     assert judge("mlp", [_peak(3, 5), _peak(3, 8)], tolerance=3).label == "stable"
 
     class Run:  # what overall_verdict reads of a VariantRun

@@ -28,6 +28,7 @@ LAYER_TOLERANCE = 2
 NOISE_LEVELS = ("s3", "s1.5", "s6")  # s3 first: the reference
 WEAK_CODES = ("corruption-kept-target", "negative-total-effect", "small-total-effect")
 MAX_SUBSTITUTES = 20
+WEAK_PEAK = 10.0  # % recovery: a kind whose peaks all stay below it has no clear site to move
 
 
 @dataclass(frozen=True)
@@ -108,19 +109,29 @@ class KindVerdict:
     n_same_token: int  # same positions, any layer
     tolerance: int
     label: str  # "stable", "mostly stable", "moves", "no peak"
+    max_recovery: float | None = None  # the largest recovery % among the peaks (None: none available)
+
+    @property
+    def weak(self) -> bool:
+        """Every peak recovers less than WEAK_PEAK %: the kind has no clear site, wherever it lies."""
+        return self.max_recovery is not None and self.max_recovery < WEAK_PEAK
 
     @property
     def text(self) -> str:
         if self.peak is None:
             return f"{self.kind}: no peak (no cell has a value)"
-        return (f"{self.kind}: peak at {self.peak.token!r} layer {self.peak.layer} under {self.n_same} of "
+        text = (f"{self.kind}: peak at {self.peak.token!r} layer {self.peak.layer} under {self.n_same} of "
                 f"{self.n_variants} corruptions; same token, layer within ±{self.tolerance} under "
                 f"{self.n_near} of {self.n_variants} ({self.label})")
+        if self.weak:
+            text += f"; weak: at most {self.max_recovery:.0f}% recovery, so where it lies means little"
+        return text
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "peak": self.peak.to_dict() if self.peak else None, "n_variants": self.n_variants,
                 "n_same": self.n_same, "n_near": self.n_near, "n_same_token": self.n_same_token,
-                "tolerance": self.tolerance, "label": self.label, "text": self.text}
+                "tolerance": self.tolerance, "label": self.label, "max_recovery": self.max_recovery,
+                "weak": self.weak, "text": self.text}
 
 
 def judge(kind: str, peaks: list[Peak | None], tolerance: int = LAYER_TOLERANCE) -> KindVerdict:
@@ -134,7 +145,8 @@ def judge(kind: str, peaks: list[Peak | None], tolerance: int = LAYER_TOLERANCE)
     Returns:
         A KindVerdict: the modal (positions, layer) and how many variants share it exactly, at
         the same positions within `tolerance` layers, and at the same positions; "stable" when
-        every variant is near, "mostly stable" when at least two thirds are, else "moves".
+        every variant is near, "mostly stable" when at least two thirds are, else "moves"; the
+        largest recovery % among the peaks (`weak` when under WEAK_PEAK).
     """
     found = [p for p in peaks if p is not None]
     n = len(peaks)
@@ -146,7 +158,9 @@ def judge(kind: str, peaks: list[Peak | None], tolerance: int = LAYER_TOLERANCE)
     same_token = [p for p in found if p.positions == mode.positions]
     near = [p for p in same_token if abs(p.layer - mode.layer) <= tolerance]
     label = "stable" if len(near) == n else "mostly stable" if 3 * len(near) >= 2 * n else "moves"
-    return KindVerdict(kind, mode, n, best, len(near), len(same_token), tolerance, label)
+    recoveries = [p.recovery for p in found if p.recovery is not None]
+    return KindVerdict(kind, mode, n, best, len(near), len(same_token), tolerance, label,
+                       max(recoveries) if recoveries else None)
 
 
 def overall_verdict(verdicts: list[KindVerdict], runs: list[VariantRun]) -> str:
@@ -160,6 +174,9 @@ def overall_verdict(verdicts: list[KindVerdict], runs: list[VariantRun]) -> str:
         parts = [f"{label}: {', '.join(kinds)}" for label, kinds in
                  (("holds", stable), ("mostly holds", mostly), ("moves", moves)) if kinds]
         line = "the peak " + "; ".join(parts)
+    faint = [v.kind for v in verdicts if v.weak]
+    if faint:
+        line += f"; no clear site (every peak under {WEAK_PEAK:.0f}% recovery): {', '.join(faint)}"
     weak = [r.variant.name for r in runs if r.weak]
     if weak:
         line += f"; {len(weak)} corruption(s) barely change the prediction ({', '.join(weak)}): their peaks mean little"
