@@ -63,7 +63,7 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
 
     if request.corrupted_prompt is not None:
         corrupted = tokenize(tok, request.corrupted_prompt, "the corrupted prompt")
-        where = _counterparts(clean.ids, corrupted.ids, chosen, clean.texts)
+        chosen, where = _counterparts(request, clean, corrupted, subject, chosen)
         batch, embeds, mode = mx.array([corrupted.ids]), None, "substitution"
     else:
         embeds, _ = model.noised_embeddings(clean.ids, subject, request)
@@ -103,22 +103,25 @@ def _positions(positions, subject: tuple[int, int], n_tokens: int, token) -> lis
     return [subject[1] - 1] if resolved == "all" else [int(p) for p in resolved]
 
 
-def _counterparts(clean_ids: list[int], corrupted_ids: list[int], chosen: list[int], texts: list[str]) -> list[int]:
-    """The corrupted prompt's positions that receive the chosen clean positions: the same ones
-    for prompts of one length, else their aligned counterparts (tracer.prompts.align_tokens)."""
+def _counterparts(request, clean, corrupted, subject: tuple[int, int], chosen: list[int]) -> tuple[list[int], list[int]]:
+    """(the chosen clean positions that have a counterpart, their positions in the corrupted prompt):
+    the same ones for prompts of one length, else as the trace aligns them (tracer.prompts.align_prompts,
+    with the corrupted subject when given); positions without a counterpart are not restored."""
     from .errors import InputError
+    from .prompts import subject_span
 
-    if len(clean_ids) == len(corrupted_ids):
-        return list(chosen)
+    if len(clean) == len(corrupted) and request.corrupted_subject is None:
+        return list(chosen), list(chosen)
     try:
-        from .prompts import align_tokens
+        from .prompts import align_prompts
     except ImportError:  # before prompts of different lengths were aligned
-        raise InputError(f"the corrupted prompt has {len(corrupted_ids)} tokens but the prompt has "
-                         f"{len(clean_ids)}: give prompts of one token length") from None
-    mapping = align_tokens(list(clean_ids), list(corrupted_ids))["clean_to_corrupted"]
-    missing = [p for p in chosen if mapping[p] is None]
-    if missing:
-        names = ", ".join(f"{p} {texts[p]!r}" for p in missing)
+        raise InputError(f"the corrupted prompt has {len(corrupted)} tokens but the prompt has "
+                         f"{len(clean)}: give prompts of one token length") from None
+    span = (subject_span(request.corrupted_prompt, request.corrupted_subject, corrupted)
+            if request.corrupted_subject is not None else None)
+    mapping = align_prompts(clean, corrupted, subject, span)["clean_to_corrupted"]
+    kept = [p for p in chosen if mapping[p] is not None]
+    if not kept:
+        names = ", ".join(f"{p} {clean.texts[p]!r}" for p in chosen)
         raise InputError(f"position(s) {names} have no counterpart in the corrupted prompt: choose another token")
-    return [int(mapping[p]) for p in chosen]
-
+    return kept, [int(mapping[p]) for p in kept]
