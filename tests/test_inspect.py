@@ -50,6 +50,8 @@ def test_p_target_equals_the_grid_cell(model, noise_result, substitution_result,
         top = np.argsort(-run.probs)[:4]
         assert [p for _, p in run.top] == pytest.approx(run.probs[top].tolist(), abs=1e-12)
         assert run.restored["positions"] == [token % T]
+        assert run.restored["target"] == {"ids": [result.target_id], "text": result.target_text,
+                                          "prob": pytest.approx(expected, abs=1e-5)}
     assert run.restored["samples"] == (3 if which == "noise" else 1)
     assert run.restored["corruption"] == which
 
@@ -98,3 +100,40 @@ def test_engine_inspect_runs_on_the_engine_thread(tiny_model_dir, noise_result):
             engine.inspect(noise_result.request, "attn", -1).result(timeout=300)
     finally:
         engine.close()
+
+
+def test_a_given_target(model):
+    target = " Paris"
+    result = tracer.trace(model, PROMPT, SUBJECT, target=target, kinds=("attn",), samples=2, window=2)
+    for token, layer in ((2, 1), (8, 3)):
+        run = tracer.inspect(model, result, "attn", layer, token=token)
+        assert run.restored["target"]["prob"] == pytest.approx(result.grid("attn")[token, layer], abs=1e-5)
+        assert run.restored["target"]["text"] == result.target_text
+
+
+@pytest.mark.skipif(not hasattr(__import__("tracer.prompts").prompts, "align_prompts"),
+                    reason="prompts of different lengths are aligned once the engine does it")
+def test_aligned_prompts_of_other_lengths(model):
+    for other in ("The Space Needle is located in the city of", "The Tower is located in the city of"):
+        result = tracer.trace(model, PROMPT, SUBJECT, corrupted_prompt=other, window=3, kinds=("mlp", "hidden"))
+        mapping = result.alignment["clean_to_corrupted"]
+        for kind, token, layer in (("mlp", 2, 1), ("hidden", 4, 3), ("mlp", 8, 5), ("hidden", 2, 0)):
+            run = tracer.inspect(model, result, kind, layer, token=token)
+            assert run.restored["target"]["prob"] == pytest.approx(result.grid(kind)[token, layer], abs=1e-5)
+        missing = [t for t, q in enumerate(mapping) if q is None]
+        if missing:
+            with pytest.raises(tracer.InputError, match="no counterpart"):
+                tracer.inspect(model, result, "mlp", 1, token=missing[0])
+
+
+@pytest.mark.skipif(not hasattr(__import__("tracer.prompts").prompts, "target_ids"),
+                    reason="targets of several tokens are teacher-forced once the engine does it")
+def test_a_target_of_several_tokens(model):
+    for corrupted in (None, _same_length_prompt(model)):
+        result = tracer.trace(model, PROMPT, SUBJECT, target="Paris France", corrupted_prompt=corrupted,
+                              kinds=("mlp",), samples=3, window=3)
+        assert len(result.target_tokens) > 1
+        for token, layer in ((2, 1), (8, 4), (0, 0)):
+            run = tracer.inspect(model, result, "mlp", layer, token=token)
+            assert run.restored["target"]["prob"] == pytest.approx(result.grid("mlp")[token, layer], abs=1e-5)
+            assert run.restored["target"]["ids"] == [t["id"] for t in result.target_tokens]

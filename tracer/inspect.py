@@ -29,8 +29,10 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
         k: how many top tokens.
 
     Returns:
-        A ``PatchedRun``: ``probs`` [vocab] (mean of softmax over the samples), ``top`` [(text, prob)]
-        and ``restored`` {"kind", "layers", "positions", "corruption", "samples"}.
+        A ``PatchedRun``: ``probs`` [vocab] (the next token after the prompt: mean of softmax over the
+        samples), ``top`` [(text, prob)] and ``restored`` {"kind", "layers", "positions" (those
+        restored), "corruption", "samples", "target": {"ids", "text", "prob"}}; the target's "prob" is
+        P(the whole target) (teacher-forced, as the trace) and equals the trace's grid cell.
 
     Raises:
         InputError: an unknown kind, a layer or token out of range, k < 1, or a bad request.
@@ -61,28 +63,52 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
     chosen = _positions(request.positions, subject, T, token)
     layers = range(*window_layers(kind, layer, request.window, n_layers))
 
+    # a target of several tokens is teacher-forced as the trace does: both runs read its first
+    # tokens after the prompt, and P(target) is the product of its tokens' probabilities
+    targets = _target_ids(tok, request, clean.ids)
+    extra = list(targets[:-1]) if targets else []
+    last = {"last": len(extra) + 1} if extra else {}
     if request.corrupted_prompt is not None:
         corrupted = tokenize(tok, request.corrupted_prompt, "the corrupted prompt")
         chosen, where = _counterparts(request, clean, corrupted, subject, chosen)
-        batch, embeds, mode = mx.array([corrupted.ids]), None, "substitution"
+        batch, embeds, mode = mx.array([corrupted.ids + extra]), None, "substitution"
     else:
-        embeds, _ = model.noised_embeddings(clean.ids, subject, request)
+        embeds, _ = model.noised_embeddings(clean.ids + extra, subject, request)
         where = chosen
-        batch, mode = mx.array([clean.ids] * request.samples), "noise"
-    n_rows, n_corrupted = batch.shape
-    states, _, _ = pm.record(mx.array([clean.ids]), kinds=(kind,))
-    mask = np.zeros((n_rows, n_corrupted, 1), dtype=bool)
+        batch, mode = mx.array([clean.ids + extra] * request.samples), "noise"
+    n_rows, n_frame = batch.shape
+    states, clean_logits, _ = pm.record(mx.array([clean.ids + extra]), kinds=(kind,), **last)
+    if targets is None:  # the clean run's top token, as the trace's default
+        targets = [int(np.argmax(np.array(clean_logits.astype(mx.float32)).reshape(-1)))]
+    mask = np.zeros((n_rows, n_frame, 1), dtype=bool)
     mask[:, where] = True
-    source = np.zeros(n_corrupted, dtype=np.int32)  # clean row placed at each corrupted position
+    source = np.zeros(n_frame, dtype=np.int32)  # the clean position restored at each frame position
     source[where] = chosen
     source = mx.array(source)
     plans = {(kind, i): TapPlan(mask=mx.array(mask), clean=states[kind][i][0][source]) for i in layers}
-    logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
-    probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
+    logits = pm.forward(batch, embeds=embeds, plans=plans, **last).astype(mx.float32)
+    dists = np.array(softmax(logits), dtype=np.float64).reshape(n_rows, len(targets), -1)  # [N, k, V]
+    probs = dists[:, 0].mean(axis=0)
+    p_target = np.prod([dists[:, j, t] for j, t in enumerate(targets)], axis=0).mean()
     top = [(p.text, p.prob) for p in top_predictions(tok, probs, k)]
     restored = {"kind": kind, "layers": list(layers), "positions": chosen, "corruption": mode,
-                "samples": int(n_rows)}
+                "samples": int(n_rows), "target": {"ids": [int(t) for t in targets],
+                                                   "text": tok.decode(targets, skip_special_tokens=False),
+                                                   "prob": float(p_target)}}
     return PatchedRun(probs, top, restored)
+
+
+def _target_ids(tokenizer, request, prompt_ids) -> list[int] | None:
+    """The traced target's token ids (None: the clean run's top token, found by the caller)."""
+    if not request.target:
+        return None
+    try:
+        from .prompts import target_ids
+    except ImportError:  # before targets of several tokens: the first token only
+        from .prompts import target_token
+
+        return [target_token(tokenizer, request.target)[0]]
+    return [int(t) for t in target_ids(tokenizer, request.target, request.prompt, list(prompt_ids))]
 
 
 def _positions(positions, subject: tuple[int, int], n_tokens: int, token) -> list[int]:
