@@ -52,7 +52,7 @@ def test_p_target_equals_the_grid_cell(model, noise_result, substitution_result,
         assert run.restored["positions"] == [token % T]
         assert run.restored["target"] == {"ids": [result.target_id], "text": result.target_text,
                                           "prob": pytest.approx(expected, abs=1e-5)}
-    assert run.restored["samples"] == (3 if which == "noise" else 1)
+    assert run.restored["samples"] == (3 if which == "noise" else 1) and run.restored["severed"] is None
     assert run.restored["corruption"] == which
 
 
@@ -137,3 +137,19 @@ def test_a_target_of_several_tokens(model):
             run = tracer.inspect(model, result, "mlp", layer, token=token)
             assert run.restored["target"]["prob"] == pytest.approx(result.grid("mlp")[token, layer], abs=1e-5)
             assert run.restored["target"]["ids"] == [t["id"] for t in result.target_tokens]
+
+
+def test_severed_grids(model):
+    for corrupted in (None, _same_length_prompt(model)):
+        result = tracer.trace(model, PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=("hidden",),
+                              sever=("mlp", "attn"), samples=2, positions=(2,))
+        for name in ("hidden-severed-mlp", "hidden-severed-attn"):
+            for layer in (0, 2, 5):
+                run = tracer.inspect(model, result, name, layer)
+                assert run.restored["severed"] == name.rsplit("-", 1)[1] and run.restored["kind"] == "hidden"
+                assert run.restored["target"]["prob"] == pytest.approx(result.grid(name)[0, layer], abs=1e-5)
+        # severing changes the cell: the plain hidden cell differs somewhere
+        plain = [tracer.inspect(model, result, "hidden", layer).restored["target"]["prob"] for layer in range(5)]
+        severed = [tracer.inspect(model, result, "hidden-severed-mlp", layer).restored["target"]["prob"]
+                   for layer in range(5)]
+        assert max(abs(a - b) for a, b in zip(plain, severed)) > 1e-6

@@ -6,7 +6,8 @@ seed, samples and replace, or the same substituted prompt), with `kind` restored
 the trace's window (schedule.window_layers: one layer for hidden, `window` layers around it for
 mlp and attn) at the chosen clean-prompt positions. The distribution is the mean over the noise
 samples of each sample's softmax, as the trace's cells are, so its P(target) equals the trace's
-grid cell.
+grid cell; a target of several tokens is teacher-forced as the trace does (P of the whole target
+in ``restored["target"]``), and a severed grid's cell holds the severed kind at its corrupted values.
 
 Nothing here imports MLX at module level: `import tracer` imports this module (see
 tracer/__init__.py) and must stay light.
@@ -21,7 +22,9 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
     Args:
         model: a loaded ``Tracer`` (``tracer.load``).
         request: the trace's ``TraceRequest`` (prompt, subject, corruption and settings).
-        kind: "hidden", "mlp" or "attn": the output restored.
+        kind: "hidden", "mlp" or "attn": the output restored (or an alias, e.g. "output"); or a
+            severed grid's name, "hidden-severed-mlp"/"-attn": hidden restored with that kind's
+            outputs above the layer held at their corrupted values.
         layer: the cell's layer (the centre of the window for mlp and attn).
         token: the clean-prompt index restored (negative counts from the end); None: the trace's
             positions when they are chosen positions (restored together, as the trace's one row),
@@ -46,11 +49,9 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
     from .patching import TapPlan
     from .prompts import subject_span, tokenize
     from .schedule import window_layers
-    from .settings import KINDS
     from .tracing import top_predictions
 
-    if kind not in KINDS:
-        raise InputError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
+    kind, severed = _kind(kind)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise InputError(f"k must be a whole number of at least 1 (got {k!r:.40})")
     n_layers = model.n_layers
@@ -86,16 +87,40 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
     source[where] = chosen
     source = mx.array(source)
     plans = {(kind, i): TapPlan(mask=mx.array(mask), clean=states[kind][i][0][source]) for i in layers}
+    if severed:  # the severed kind's outputs above the restored layer held at the corrupted run's
+        corrupted_states, _, _ = pm.record(batch, embeds=embeds, kinds=(severed,), **last)
+        for i in range(layers.stop, n_layers):
+            plans[(severed, i)] = TapPlan(freeze=mx.array(mask), frozen=corrupted_states[severed][i])
     logits = pm.forward(batch, embeds=embeds, plans=plans, **last).astype(mx.float32)
     dists = np.array(softmax(logits), dtype=np.float64).reshape(n_rows, len(targets), -1)  # [N, k, V]
     probs = dists[:, 0].mean(axis=0)
     p_target = np.prod([dists[:, j, t] for j, t in enumerate(targets)], axis=0).mean()
     top = [(p.text, p.prob) for p in top_predictions(tok, probs, k)]
-    restored = {"kind": kind, "layers": list(layers), "positions": chosen, "corruption": mode,
+    restored = {"kind": kind, "severed": severed, "layers": list(layers), "positions": chosen, "corruption": mode,
                 "samples": int(n_rows), "target": {"ids": [int(t) for t in targets],
                                                    "text": tok.decode(targets, skip_special_tokens=False),
                                                    "prob": float(p_target)}}
     return PatchedRun(probs, top, restored)
+
+
+def _kind(name) -> tuple[str, str | None]:
+    """(the restored kind, the kind held corrupted or None) of a grid's name: a kind, an alias of
+    one (tracer.settings.kind_name) or "hidden-severed-mlp"/"-attn"."""
+    from .errors import InputError
+    from .settings import KINDS, SEVERABLE, severed_name
+
+    text = str(name).strip()
+    for severed in SEVERABLE:
+        if text == severed_name(severed):
+            return "hidden", severed
+    try:
+        from .settings import kind_name
+    except ImportError:  # before kind aliases
+        if text in KINDS:
+            return text, None
+        raise InputError(f"unknown kind {text!r:.40}: choose from {', '.join(KINDS)} or "
+                         f"{', '.join(severed_name(s) for s in SEVERABLE)}") from None
+    return kind_name(text), None
 
 
 def _target_ids(tokenizer, request, prompt_ids) -> list[int] | None:
