@@ -177,7 +177,8 @@ def test_names_are_the_api_functions():
 
     assert callable(tracer.robustness) and callable(tracer.inspect)
     assert "robustness" in tracer.__all__ and "Args:" in tracer.robustness.__doc__
-    assert isinstance(RobustnessResult.to_text, object)
+    assert tracer.robustness.__module__ == tracer.inspect.__module__ == "tracer.api"
+    assert module.RobustnessResult is RobustnessResult
 
 
 def test_engine_robustness_progress_and_cancel(tiny_model_dir):
