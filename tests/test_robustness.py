@@ -173,12 +173,15 @@ def test_bad_input(model):
 
 
 def test_names_are_the_api_functions():
-    import tracer.robustness as module  # noqa: F401  - importing the module keeps the name the function's
+    import sys
+
+    from tracer.inspect import inspect_cell  # noqa: F401  - importing the modules keeps the names the functions'
+    from tracer.robustness import robustness  # noqa: F401
 
     assert callable(tracer.robustness) and callable(tracer.inspect)
     assert "robustness" in tracer.__all__ and "Args:" in tracer.robustness.__doc__
     assert tracer.robustness.__module__ == tracer.inspect.__module__ == "tracer.api"
-    assert module.RobustnessResult is RobustnessResult
+    assert sys.modules["tracer.robustness"].RobustnessResult is RobustnessResult
 
 
 def test_engine_robustness_progress_and_cancel(tiny_model_dir):
