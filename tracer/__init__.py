@@ -38,7 +38,15 @@ from .settings import NoiseRule, TraceSettings  # noqa: E402
 # The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
 # imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).
 _LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "sweep": "api", "report": "api",
-         "PatchedRun": "api", "Tracer": "tracing"}
+         "PatchedRun": "api", "Tracer": "tracing", "inspect": "api",
+         "robustness": "api"}
+
+# tracer/inspect.py and tracer/robustness.py are also modules' names: imported once here (they are
+# light), so that no later import of them rebinds `tracer.inspect` / `tracer.robustness`, which name
+# the API functions (loaded lazily from api)
+from . import inspect as _inspect_module, robustness as _robustness_module  # noqa: E402,F401
+
+del inspect, robustness  # noqa: F821
 
 
 def __getattr__(name):
@@ -65,11 +73,13 @@ __all__ = [
     "TraceSettings",
     "Tracer",
     "TracerError",
+    "inspect",
     "keep_freed_memory",
     "load",
     "patch",
     "predict",
     "report",
+    "robustness",
     "sweep",
     "trace",
 ]

@@ -222,3 +222,63 @@ def report(results: str, *, aggregate: str = "rome"):
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
     return load_report(results, aggregate)
+
+
+def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: int | None = None,
+            k: int = 5) -> PatchedRun:
+    """The top-k next tokens of one patched cell of a trace (the grid cell's whole distribution).
+
+    Args:
+        model: from ``load``.
+        result_or_request: a TraceResult (from ``trace``) or the TraceRequest it ran.
+        kind: "hidden", "mlp" or "attn".
+        layer: the cell's layer (the centre of the window for mlp and attn, as in the grid).
+        token: the clean-prompt index restored; None: the trace's chosen positions, or the
+            subject's last token when the trace covered all positions.
+        k: how many top tokens.
+
+    Returns:
+        A PatchedRun: ``probs`` [vocab] (mean over the noise samples), ``top`` [(text, prob)],
+        ``restored`` (kind, layers, positions, corruption, samples). ``probs[result.target_id]``
+        equals the grid cell ``result.grid(kind)[row, layer]``.
+
+    Raises:
+        InputError: an unknown kind, a layer or token out of range, k < 1.
+    """
+    from .inspect import inspect_cell
+
+    request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
+    if not isinstance(request, TraceRequest):
+        raise InputError(f"inspect needs a TraceResult or a TraceRequest (got {type(result_or_request).__name__})")
+    return inspect_cell(model, request, kind, layer, token=token, k=k)
+
+
+def robustness(model: Tracer, prompt: str, subject: str, **options):
+    """Trace one fact under several corruptions and say, per kind, whether the peak moves.
+
+    The corruptions: Gaussian noise s3 (ROME's default, the reference), s1.5 and s6; uniform
+    noise with the std of s3; s3 noise replacing the subject's embeddings; and substitution by
+    up to `substitutes` known_1000 subjects of the same token length (of the fact's relation
+    where known_1000 has the subject). Every variant traces the same target.
+
+    Args:
+        model: from ``load``.
+        prompt: the clean prompt.
+        subject: the words corrupted.
+        **options: kinds (("hidden", "mlp", "attn")), positions ("all"), target (None: the clean
+            run's top token), samples (10), seed (1), window (10), substitutes (3), facts
+            ("known_1000", or Fact records), on_event (RobustnessProgress events), cancel
+            (a threading.Event).
+
+    Returns:
+        A RobustnessResult: ``runs`` (per variant: probabilities, total effect, warning codes,
+        ``peaks[kind]``), ``verdicts[kind]`` (``.text``, ``.label``), ``verdict`` (one line),
+        ``to_text()``, ``to_dict()``.
+
+    Raises:
+        InputError: bad input (the message says which).
+        TraceCancelled: `cancel` was set.
+    """
+    from .robustness import robustness as run_robustness
+
+    return run_robustness(model, prompt, subject, **options)

@@ -160,6 +160,40 @@ class Engine:
         on_event(Finished(result, result.seconds))
         return result
 
+    def inspect(self, request, kind: str, layer: int, *, token: int | None = None, k: int = 5) -> Future:
+        """The top-k next tokens of one patched cell of a trace (tracer.api.inspect), on the engine
+        thread, loading the model first if needed; the future gives a PatchedRun (numpy and plain
+        values) or raises InputError. `request`: the TraceRequest or the TraceResult."""
+        return self.submit(self._inspect, request, kind, layer, token, k)
+
+    def robustness(self, prompt: str, subject: str, on_event=None, cancel: threading.Event | None = None,
+                   **options) -> Future:
+        """Trace one fact under several corruptions (tracer.robustness) on the engine thread, loading
+        the model first if needed; the future gives a RobustnessResult (None when cancelled; a failure raises from it).
+        `on_event` (on the engine thread) receives RobustnessProgress events (before and after each
+        corruption's trace), then Failed or Cancelled if it ends so; the result comes by the future."""
+        return self.submit(self._robustness, prompt, subject, on_event or (lambda e: None),
+                           cancel or threading.Event(), options)
+
+    def _robustness(self, prompt, subject, on_event, cancel, options):
+        from .robustness import robustness
+
+        try:
+            check_cancel(cancel)
+            result = robustness(self._loaded(), prompt, subject, on_event=on_event, cancel=cancel, **options)
+        except TraceCancelled:
+            on_event(Cancelled())
+            return None
+        except TracerError as exc:
+            on_event(Failed(str(exc)))
+            raise
+        return result
+
+    def _inspect(self, request, kind, layer, token, k):
+        from .api import inspect
+
+        return inspect(self._loaded(), request, kind, layer, token=token, k=k)
+
 
 def _join(thread: threading.Thread, timeout: float | None) -> None:
     # imported here, not at the top: the UI imports this module and must not import mlx

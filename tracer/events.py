@@ -80,4 +80,15 @@ class Cancelled:
     pass
 
 
+@dataclass
+class RobustnessProgress:
+    """Progress of tracer.robustness: variant `index` (from 0) of `total`, `name`, about to run
+    (done False) or finished (done True, `index` then counts the variants done)."""
+
+    index: int
+    total: int
+    name: str
+    done: bool
+
+
 TraceEvent = Recording | Started | CellsDone | Log | Finished | Failed | Cancelled

@@ -9,10 +9,11 @@ import argparse
 import sys
 
 from ..errors import TracerError
-from . import doctor, export_npz, report, sweep, trace
+from . import doctor, export_npz, report, robustness, sweep, trace
 from .common import EXIT_USAGE, Parser, add_model_args
 
-SUBCOMMANDS = {"doctor": doctor, "trace": trace, "sweep": sweep, "sweep-report": report, "sweep-export-npz": export_npz}
+SUBCOMMANDS = {"doctor": doctor, "trace": trace, "sweep": sweep, "sweep-report": report, "sweep-export-npz": export_npz,
+               "robustness": robustness}
 
 
 def build_parser() -> argparse.ArgumentParser:
