@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import tracer
-from tracer.inspect import inspect_cell
+from tracer.inspection import inspect_cell
 from tracer.prompts import tokenize
 
 PROMPT = "The Eiffel Tower is located in the city of"

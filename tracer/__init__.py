@@ -41,13 +41,6 @@ _LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "sweep
          "PatchedRun": "api", "Tracer": "tracing", "inspect": "api",
          "robustness": "api"}
 
-# tracer/inspect.py and tracer/robustness.py are also modules' names: imported once here (they are
-# light), so that no later import of them rebinds `tracer.inspect` / `tracer.robustness`, which name
-# the API functions (loaded lazily from api)
-from . import inspect as _inspect_module, robustness as _robustness_module  # noqa: E402,F401
-
-del inspect, robustness  # noqa: F821
-
 
 def __getattr__(name):
     if name in _LAZY:

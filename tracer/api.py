@@ -245,7 +245,7 @@ def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: i
     Raises:
         InputError: an unknown kind, a layer or token out of range, k < 1.
     """
-    from .inspect import inspect_cell
+    from .inspection import inspect_cell
 
     request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
     if not isinstance(request, TraceRequest):
@@ -279,6 +279,6 @@ def robustness(model: Tracer, prompt: str, subject: str, **options):
         InputError: bad input (the message says which).
         TraceCancelled: `cancel` was set.
     """
-    from .robustness import robustness as run_robustness
+    from .robust import robustness as run_robustness
 
     return run_robustness(model, prompt, subject, **options)

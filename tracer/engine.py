@@ -176,7 +176,7 @@ class Engine:
                            cancel or threading.Event(), options)
 
     def _robustness(self, prompt, subject, on_event, cancel, options):
-        from .robustness import robustness
+        from .robust import robustness
 
         try:
             check_cancel(cancel)

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import InputError
-from ..robustness import LAYER_TOLERANCE, MAX_SUBSTITUTES
+from ..robust import LAYER_TOLERANCE, MAX_SUBSTITUTES
 from .common import add_model_args, check_writable, write_output
 
 
@@ -57,7 +57,7 @@ def _parse_positions(text: str):
 
 def run(args) -> int:
     from ..models import load_model
-    from ..robustness import robustness
+    from ..robust import robustness
     from ..settings import TraceSettings
     from ..tracing import Tracer
     from ..types import TraceRequest

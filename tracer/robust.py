@@ -301,7 +301,7 @@ class RobustnessResult:
 
     def to_text(self) -> str:
         """The table, the peak-layer plot of each kind and the verdicts, as plain text."""
-        from .robustness_text import render
+        from .robust_text import render
 
         return render(self)
 
