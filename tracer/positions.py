@@ -109,8 +109,14 @@ def resolve_positions(positions, subject_range: tuple[int, int], n_tokens: int):
         return [end - 1]
     if positions == "last":
         return [n_tokens - 1]
-    for p in positions:
-        if not -n_tokens <= p < n_tokens:
-            raise InputError(f"position {p} out of range: the prompt has {n_tokens} tokens "
-                             f"(0..{n_tokens - 1}, or -{n_tokens}..-1 from the end)")
+    bad = [p for p in positions if not -n_tokens <= p < n_tokens]
+    if bad:
+        if len(bad) == 1:
+            which = f"position {bad[0]}"
+        elif bad == list(range(bad[0], bad[-1] + 1)):
+            which = f"positions {bad[0]}..{bad[-1]}"
+        else:
+            which = "positions " + ", ".join(map(str, bad[:5])) + (", ..." if len(bad) > 5 else "")
+        raise InputError(f"{which} out of range: the prompt has {n_tokens} tokens "
+                         f"(0..{n_tokens - 1}, or -{n_tokens}..-1 from the end)")
     return sorted({p % n_tokens for p in positions})
