@@ -60,10 +60,11 @@ def test_csv_is_long_format(capsys, tiny_model_dir):
 
 def test_text_output_to_file_with_chosen_positions(capsys, tiny_model_dir, tmp_path):
     target = tmp_path / "grid.txt"
-    code, out, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--samples", "1", "--output", str(target))
+    code, out, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--samples", "1", "--output", str(target),
+                            "--metric", "prob")
     assert code == 0 and out == "" and "wrote" in err
     text = target.read_text()
-    assert "clean P(target)" in text and "hidden - recovery %" in text and "mlp - recovery %" in text
+    assert "clean P(target)" in text and "hidden - P(target)" in text and "mlp - P(target)" in text
 
 
 @pytest.mark.parametrize(

@@ -228,7 +228,8 @@ def test_csv_comments_and_uncertainty_columns():
 
 def test_text_header_has_predictions_and_the_interval_at_the_peak():
     out = export.to_text(make_result())
-    assert "95% interval of P(target) at the peak (hidden, row 4, layer 3): ±0.0300 (4 samples)" in out
+    assert "95% interval of P(target) at the peak (hidden, token 4 ␣in, layer 3): 0.19 ±0.03 (4 samples)" in out
+    assert "(hidden, restored positions, layer 2): 0.15 ±0.03 (4 samples)" in export.to_text(make_result(positions="1-2"))
     lines = out.splitlines()
     i = lines.index("top-2 predictions   clean                     corrupted")
     assert lines[i + 1].split() == ["1", "␣Paris", "0.6000", "␣London", "0.3000"]

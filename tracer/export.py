@@ -218,8 +218,11 @@ def _peak_interval(result) -> str | None:
     high = result.grids[kind]["prob_high"][peak["row"]][peak["layer"]]
     if low is None or high is None:
         return None
-    return (f"95% interval of P(target) at the peak ({kind}, row {peak['row']}, layer {peak['layer']}): "
-            f"±{(high - low) / 2:.4f} ({result.request.samples} samples)")
+    where = (f"token {peak['token']} {_cut(show_token(peak['text']), LABEL_MAX)}" if peak["token"] is not None
+             else "restored positions")
+    prob = result.grids[kind]["prob"][peak["row"]][peak["layer"]]
+    return (f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): "
+            f"{prob:.4g} ±{(high - low) / 2:.3g} ({result.request.samples} samples)")
 
 
 def header(result) -> str:
