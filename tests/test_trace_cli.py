@@ -228,3 +228,20 @@ def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
     assert [t["prob"] for t in doc["inspect"]["top"]] == pytest.approx([p for _, p in run.top], abs=1e-6)
     code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp", "--inspect", "mlp:99")
     assert code == 2 and "layer 99 out of range" in err
+
+
+def test_the_tutorials_names_on_the_embedded_model(capsys):
+    """Issue 15's failing tutorial commands, as they now behave: `--kinds output,self_attn` and
+    `--positions 0-9` (every token restored together), with the predictions shown."""
+    code = run_cli(["trace", "--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "output,self_attn",
+                    "--positions", "0-9", "--samples", "1", "--top-k", "3", "--format", "json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["config"]["kinds"] == ["hidden", "attn"] and doc["config"]["positions"] == list(range(10))
+    assert [p["text"] for p in doc["clean_top"]] == [" Paris", " Mont", " Mar"]
+    assert doc["clean_top"][0]["prob"] == pytest.approx(0.70154, abs=1e-5) == doc["clean_prob"]
+    # restoring the whole residual stream at any layer gives back the clean run
+    peak = doc["summary"]["grids"]["hidden"]["peak"]
+    assert peak["tokens"] == list(range(10)) and peak["value"] == pytest.approx(100.0, abs=0.01)
+    assert doc["summary"]["grids"]["hidden"]["thirds"]["middle"]["mean"] == pytest.approx(100.0, abs=0.01)

@@ -235,6 +235,12 @@ def test_text_header_has_predictions_and_the_interval_at_the_peak():
     assert lines[i + 1].split() == ["1", "␣Paris", "0.6000", "␣London", "0.3000"]
     assert lines[i + 2].split() == ["2", "␣France", "0.1000", "␣Paris", "0.1000"]
     assert "95% interval" not in export.to_text(make_result(noise=False))
+    one = make_result()
+    for grid in one.grids.values():
+        grid["prob_low"] = [[float("nan")] * 6 for _ in grid["prob"]]
+    one.request = TraceRequest("The Eiffel Tower is in", "Eiffel Tower", kinds=("hidden", "mlp"), samples=1)
+    assert ("at the peak (hidden, token 4 ␣in, layer 3): 0.19 (no interval from 1 sample: use --samples 2 or more)"
+            in export.to_text(one))
     assert "hidden: peak 18.0 at token 4 ␣in, layer 3" in out
     assert "  top layers: 3 (18.0), 0 (8.0), 1 (8.0)" in out
     assert "  means: early (0-1) 8.0   middle (2-3) 13.0   late (4-5) 8.0" in out

@@ -216,13 +216,15 @@ def _peak_interval(result) -> str | None:
         return None
     low = result.grids[kind]["prob_low"][peak["row"]][peak["layer"]]
     high = result.grids[kind]["prob_high"][peak["row"]][peak["layer"]]
-    if low is None or high is None:
-        return None
     where = (f"token {peak['token']} {_cut(show_token(peak['text']), LABEL_MAX)}" if peak["token"] is not None
              else "restored positions")
     prob = result.grids[kind]["prob"][peak["row"]][peak["layer"]]
-    return (f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): "
-            f"{prob:.4g} ±{(high - low) / 2:.3g} ({result.request.samples} samples)")
+    n = result.request.samples
+    if low is None or high is None or not math.isfinite(high - low):
+        half = f"(no interval from {n} sample{'s' if n != 1 else ''}: use --samples 2 or more)"
+    else:
+        half = f"±{(high - low) / 2:.3g} ({n} samples)"
+    return f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): {prob:.4g} {half}"
 
 
 def header(result) -> str:
