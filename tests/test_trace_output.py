@@ -239,7 +239,7 @@ def test_text_header_has_predictions_and_the_interval_at_the_peak():
     for grid in one.grids.values():
         grid["prob_low"] = [[float("nan")] * 6 for _ in grid["prob"]]
     one.request = TraceRequest("The Eiffel Tower is in", "Eiffel Tower", kinds=("hidden", "mlp"), samples=1)
-    assert ("at the peak (hidden, token 4 ␣in, layer 3): 0.19 (no interval from 1 sample: use --samples 2 or more)"
+    assert ("at the peak (hidden, token 4 ␣in, layer 3): 0.19 (1 sample: no interval)"
             in export.to_text(one))
     assert "hidden: peak 18.0 at token 4 ␣in, layer 3" in out
     assert "  top layers: 3 (18.0), 0 (8.0), 1 (8.0)" in out

@@ -221,7 +221,7 @@ def _peak_interval(result) -> str | None:
     prob = result.grids[kind]["prob"][peak["row"]][peak["layer"]]
     n = result.request.samples
     if low is None or high is None or not math.isfinite(high - low):
-        half = f"(no interval from {n} sample{'s' if n != 1 else ''}: use --samples 2 or more)"
+        half = f"({n} sample{'s' if n != 1 else ''}: no interval)"
     else:
         half = f"±{(high - low) / 2:.3g} ({n} samples)"
     return f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): {prob:.4g} {half}"
