@@ -261,6 +261,14 @@ def test_text_fits_100_columns_with_30_layers_in_blocks():
     assert max(len(line) for line in export.to_text(result, layout="layers-down").splitlines()) <= 100
 
 
+def test_rows_of_restored_positions_are_labelled():
+    assert export.compact_positions([7, 0, 1, 2, 5, 6, 9]) == "0-2,5-7,9"
+    assert export.grid_table(make_result(positions="1-2"), "hidden").splitlines()[2].startswith("␣Eiffel + ␣Tower ")
+    result = make_result(positions="1-2")
+    result.positions = [0, 1, 2, 3]
+    assert export.grid_table(result, "hidden").splitlines()[2].startswith("tokens 0-3  ")
+
+
 def test_large_values_keep_their_cell_width():
     assert export.cell_text(806.04, "recovery") == " 806.0" and export.cell_text(-1234.5, "recovery") == " -1234"
     assert export.cell_text(-123456.0, "recovery") == "-1e+05" and export.cell_text(None, "prob") == "   n/a"

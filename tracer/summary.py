@@ -26,7 +26,7 @@ import textwrap
 
 import numpy as np
 
-from .export import show_token
+from .tables import show_token
 from .guards import MIN_TOTAL_EFFECT
 from .metrics import METRICS
 
