@@ -269,6 +269,18 @@ def test_rows_of_restored_positions_are_labelled():
     assert export.grid_table(result, "hidden").splitlines()[2].startswith("tokens 0-3  ")
 
 
+def test_header_shows_the_alignment():
+    result = make_result(noise=False)
+    result.corruption = "substitution"
+    result.request = TraceRequest("The Eiffel Tower is in", "Eiffel Tower", corrupted_prompt="The Louvre is in")
+    result.alignment = {"corrupted_tokens": ["The", " Louvre", " is", " in"], "clean_to_corrupted": [0, None, 1, 2, 3],
+                        "prefix": 1, "suffix": 2}
+    lines = export.header(result).splitlines()
+    assert "corrupted tokens: The ␣Louvre ␣is ␣in (shared prefix 1, suffix 2 tokens)" in lines
+    assert "clean tokens without a counterpart (not restored): 1" in lines
+    assert json.loads(export.to_json_text(result))["alignment"] == result.alignment
+
+
 def test_large_values_keep_their_cell_width():
     assert export.cell_text(806.04, "recovery") == " 806.0" and export.cell_text(-1234.5, "recovery") == " -1234"
     assert export.cell_text(-123456.0, "recovery") == "-1e+05" and export.cell_text(None, "prob") == "   n/a"

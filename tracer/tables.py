@@ -91,6 +91,20 @@ def _peak_interval(result) -> str | None:
     return f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): {prob:.4g} {half}"
 
 
+def _alignment_lines(alignment: dict | None) -> list[str]:
+    """Substitution with prompts of different lengths: the corrupted tokens and the clean tokens
+    that have no counterpart (not restored)."""
+    if not alignment or "corrupted_tokens" not in alignment:
+        return []
+    mapping = alignment.get("clean_to_corrupted") or []
+    lines = ["corrupted tokens: " + " ".join(show_token(t) for t in alignment["corrupted_tokens"])
+             + f" (shared prefix {alignment.get('prefix')}, suffix {alignment.get('suffix')} tokens)"]
+    missing = [i for i, j in enumerate(mapping) if j is None]
+    if missing:
+        lines.append(f"clean tokens without a counterpart (not restored): {compact_positions(missing)}")
+    return lines
+
+
 def header(result) -> str:
     """The text output's header: model, prompt, target, P(target) clean and corrupted, the
     corruption, both runs' top-k predictions and (noise mode) the interval at the peak."""
@@ -112,6 +126,7 @@ def header(result) -> str:
                      f"{req.samples} samples, seed {req.seed}")
     else:
         lines.append(f"corruption: substitution with {result.request.corrupted_prompt!r}")
+        lines += _alignment_lines(result.alignment)
     interval = _peak_interval(result)
     if interval:
         lines.append(interval)
