@@ -336,3 +336,17 @@ def test_readme_trace_synopsis_matches_the_parser():
     trace = _subparsers(build_parser())["trace"]
     options = {o for a in trace._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
     assert set(re.findall(r"--[a-z][a-z-]*", synopsis)) == options
+
+
+def test_every_option_the_readme_shows_exists():
+    """Each `uv run tracer-tui COMMAND ...` line of the README names only options COMMAND has."""
+    commands = _subparsers(build_parser())
+    seen = 0
+    for command, rest in re.findall(r"^(?:uv run )?tracer-tui ([a-z-]+) (.*)$", README.read_text(), re.M):
+        if command not in commands:
+            continue
+        known = {o for a in commands[command]._actions for o in a.option_strings}
+        for option in re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", rest.split("#")[0]):
+            assert option in known, f"README: tracer-tui {command} has no {option}"
+            seen += 1
+    assert seen > 10
