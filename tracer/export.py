@@ -129,9 +129,16 @@ def _csv_value(v) -> str:
 
 
 def to_csv(result) -> str:
-    """Long-format CSV: comment lines ("# ...", csv_comments), then a header and one line per
-    (kind, row, layer) with the metrics and, in noise mode, the uncertainty columns; a cell
-    without a value is empty. Read it with e.g. ``csv.DictReader(l for l in f if l[:1] != "#")``."""
+    """The result as long-format CSV.
+
+    Args:
+        result: a TraceResult.
+
+    Returns:
+        Comment lines ("# ...", csv_comments), then a header and one line per (kind, row, layer)
+        with the metrics and, in noise mode, the uncertainty columns (grid_keys); a cell without
+        a value is empty. Read it with e.g. ``csv.DictReader(l for l in f if l[:1] != "#")``.
+    """
     out = io.StringIO()
     out.write("\n".join(csv_comments(result)) + "\n")
     writer = csv.writer(out, lineterminator="\n")

@@ -128,7 +128,15 @@ def _value(v, metric: str) -> str:
 
 
 def summary_lines(summary: dict) -> list[str]:
-    """The summary as text lines (each under 100 columns for token labels up to 20 characters)."""
+    """The summary as text.
+
+    Args:
+        summary: what `summarize` returns.
+
+    Returns:
+        Lines, each within 100 columns: the metric and the total effect, then per grid its peak,
+        top layers (wrapped) and the thirds' means.
+    """
     metric = summary["metric"]
     lines = [f"summary - {summary['metric_note']}",
              f"  total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; "

@@ -106,8 +106,17 @@ def _alignment_lines(alignment: dict | None) -> list[str]:
 
 
 def header(result) -> str:
-    """The text output's header: model, prompt, target, P(target) clean and corrupted, the
-    corruption, both runs' top-k predictions and (noise mode) the interval at the peak."""
+    """The text output's header.
+
+    Args:
+        result: a TraceResult.
+
+    Returns:
+        Lines (joined by newlines, wrapped at WIDTH): model, prompt and subject, target (and its
+        tokens when several), P(target) clean and corrupted with the total effect, the corruption
+        (with the alignment in substitution), the interval at the peak (noise mode) and the two
+        runs' top-k predictions side by side.
+    """
     lines = [
         f"model: {escape_controls(result.model)}",
         f"prompt: {result.request.prompt!r}  subject: {result.request.subject!r} "
@@ -138,8 +147,17 @@ def header(result) -> str:
 
 
 def cell_text(value, metric: str, width: int = CELL - 1) -> str:
-    """One table cell: the metric's format, narrowed to `width` when the value is large;
-    "n/a" for a cell without a value."""
+    """One table cell.
+
+    Args:
+        value: the cell's value, or None (no value).
+        metric: its metric (METRICS[metric].cell is the format).
+        width: the cell's width.
+
+    Returns:
+        The value in the metric's format, right-aligned to `width`; without decimals, then in
+        exponent form, when it would not fit; "n/a" for None.
+    """
     if value is None:
         return "n/a".rjust(width)
     text = METRICS[metric].cell.format(value)
@@ -167,8 +185,18 @@ def compact_positions(positions) -> str:
 
 
 def grid_table(result, kind: str, metric: str = "recovery") -> str:
-    """Tokens down, layers across; subject rows marked with '*'; the layers wrapped into blocks
-    so that every line fits WIDTH columns; "n/a" where a cell has no value."""
+    """One grid as a table: tokens down, layers across.
+
+    Args:
+        result: a TraceResult.
+        kind: the grid (one of result.grids).
+        metric: the metric shown.
+
+    Returns:
+        A title line, then blocks of layer columns (as many as fit WIDTH columns, a blank line
+        between blocks), each a header of layer numbers and one line per row; subject rows are
+        marked with '*', token labels cut at LABEL_MAX, cells without a value show "n/a".
+    """
     grid = result.grids[kind][metric]
     labels = row_labels(result)
     if result.positions != "all":
@@ -193,7 +221,15 @@ def layers_table(result, metric: str = "recovery") -> str:
     """Layers down, kinds across (the seed tutorial's "Layer | MLP | Attn" table): each kind's
     column is its grid's row holding its peak (positions "all": the token whose restoration
     helps most, named in the heading; otherwise the one row of restored positions). '*' marks
-    each column's largest value."""
+    each column's largest value.
+
+    Args:
+        result: a TraceResult.
+        metric: the metric shown (and by which each kind's peak is found).
+
+    Returns:
+        The table as text: a title, the row each kind is read along, a header, one line per layer.
+    """
     from .summary import summarize_grid
 
     kinds = list(result.grids)

@@ -50,7 +50,13 @@ def add_parser(sub) -> None:
 
 
 def parse_inspect(text: str | None):
-    """--inspect KIND:LAYER[:TOKEN] as (kind, layer, token or None); None when not given.
+    """--inspect's value, parsed before any model is loaded.
+
+    Args:
+        text: KIND:LAYER[:TOKEN] (a kind or an alias, integers), or None.
+
+    Returns:
+        (kind, layer, token or None); None when `text` is None.
 
     Raises:
         InputError: not of that form, an unknown kind (aliases allowed), or a layer or token that
@@ -71,6 +77,14 @@ def parse_inspect(text: str | None):
 
 
 def run(args) -> int:
+    """trace: check the options, load the model, trace, and write the chosen format.
+
+    Args:
+        args: the parsed options (add_parser).
+
+    Returns:
+        The exit code (0); bad input raises InputError (one line, exit 2 in run_cli).
+    """
     from .. import export
     from ..models import load_model
     from ..tracing import Tracer, run_trace
