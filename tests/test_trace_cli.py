@@ -226,8 +226,13 @@ def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
     run = inspect_cell(tracer, request, "mlp", 2, token=3, k=4)
     assert [t["text"] for t in doc["inspect"]["top"]] == [t for t, _ in run.top]
     assert [t["prob"] for t in doc["inspect"]["top"]] == pytest.approx([p for _, p in run.top], abs=1e-6)
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "mlp", "--format", "csv",
+                            "--inspect", "ffn:2:3", "--top-k", "4")
+    assert code == 0 and f"\n# inspect mlp:2:3: {json.dumps(run.top[0][0])} " in out
     code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp", "--inspect", "mlp:99")
     assert code == 2 and "layer 99 out of range" in err
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp", "--inspect", "mlp:1:9")
+    assert code == 2 and err.strip() == "tracer-tui: error: --inspect token 9 out of range: the prompt has 9 tokens (0..8)"
 
 
 def test_the_tutorials_names_on_the_embedded_model(capsys):

@@ -128,11 +128,12 @@ def _csv_value(v) -> str:
     return "" if v is None else f"{v:.6g}"
 
 
-def to_csv(result) -> str:
+def to_csv(result, *, extra_comments: list[str] | None = None) -> str:
     """The result as long-format CSV.
 
     Args:
         result: a TraceResult.
+        extra_comments: more comment lines after csv_comments (each starting with "# ").
 
     Returns:
         Comment lines ("# ...", csv_comments), then a header and one line per (kind, row, layer)
@@ -140,7 +141,7 @@ def to_csv(result) -> str:
         a value is empty. Read it with e.g. ``csv.DictReader(l for l in f if l[:1] != "#")``.
     """
     out = io.StringIO()
-    out.write("\n".join(csv_comments(result)) + "\n")
+    out.write("\n".join([*csv_comments(result), *(extra_comments or [])]) + "\n")
     writer = csv.writer(out, lineterminator="\n")
     keys = grid_keys(result)
     writer.writerow(["kind", "token_index", "token", "layer", *keys])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 
@@ -113,8 +114,8 @@ def run(args) -> int:
     if not BLAS.fast:
         print(f"tracer-tui: warning: slow BLAS: {BLAS.note}", file=sys.stderr)
     tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
-    if inspect and not 0 <= inspect[1] < tracer.n_layers:
-        raise InputError(f"--inspect layer {inspect[1]} out of range: the model has layers 0..{tracer.n_layers - 1}")
+    if inspect:  # checked before the trace, which may take minutes
+        _check_inspect(tracer, args.prompt, *inspect)
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     with progress:
         result = run_trace(tracer, request, on_event=progress.on_event, cancel=threading.Event())
@@ -123,20 +124,36 @@ def run(args) -> int:
     patched = None
     if inspect:
         kind, layer, token = inspect
-        run = inspect_cell(tracer, request, kind, layer, token=token, k=request.top_k)
-        patched = {"kind": kind, "layer": layer, "token": token, "restored": dict(run.restored),
-                   "top": [{"text": text, "prob": prob} for text, prob in run.top]}
+        cell = inspect_cell(tracer, request, kind, layer, token=token, k=request.top_k)
+        patched = {"kind": kind, "layer": layer, "token": token, "restored": dict(cell.restored),
+                   "top": [{"text": text, "prob": prob} for text, prob in cell.top]}
     if args.npz:
         paths = export.to_npz(result, args.npz)
         print(f"wrote {len(paths)} .npz file(s) to {args.npz}", file=sys.stderr)
     if args.format == "json":
         text = export.to_json_text(result, top=args.top, extra={"inspect": patched} if patched else None)
     elif args.format == "csv":
-        text = export.to_csv(result)
+        text = export.to_csv(result, extra_comments=[inspect_comment(patched)] if patched else None)
     else:
         text = export.to_text(result, args.metric, layout=args.layout, top=args.top,
                               extra_lines=inspect_lines(patched) if patched else None)
     return write_output(args.output, text)
+
+
+def _check_inspect(tracer, prompt: str, kind: str, layer: int, token: int | None) -> None:
+    """InputError when --inspect's layer or token lies outside the model or the prompt."""
+    if not 0 <= layer < tracer.n_layers:
+        raise InputError(f"--inspect layer {layer} out of range: the model has layers 0..{tracer.n_layers - 1}")
+    if token is not None:
+        n = len(tracer.tokenize(prompt)[0])
+        if not -n <= token < n:
+            raise InputError(f"--inspect token {token} out of range: the prompt has {n} tokens (0..{n - 1})")
+
+
+def inspect_comment(patched: dict) -> str:
+    """--inspect's result as one CSV comment line."""
+    cell = ":".join(str(x) for x in (patched["kind"], patched["layer"], patched["token"]) if x is not None)
+    return f"# inspect {cell}: " + "; ".join(f"{json.dumps(t['text'])} {t['prob']:.6g}" for t in patched["top"])
 
 
 def _inspect_cell():
