@@ -246,6 +246,18 @@ def test_text_header_has_predictions_and_the_interval_at_the_peak():
     assert "  means: early (0-1) 8.0   middle (2-3) 13.0   late (4-5) 8.0" in out
 
 
+def test_a_target_of_several_tokens_shows_each():
+    result = make_result()
+    result.target_text = " New York"
+    result.target_tokens = [{"id": 5, "text": " New", "clean_prob": 0.5, "corrupted_prob": 0.2},
+                            {"id": 6, "text": " York", "clean_prob": 0.9, "corrupted_prob": 0.5}]
+    assert ("target tokens (P clean / corrupted; P(target) is their product): ␣New 0.5000/0.2000, "
+            "␣York 0.9000/0.5000") in export.header(result).splitlines()
+    assert ('# target_tokens: " New" (id 5) clean 0.5 corrupted 0.2; " York" (id 6) clean 0.9 corrupted 0.5'
+            in export.to_csv(result).splitlines())
+    assert "# target_tokens" not in export.to_csv(make_result())
+
+
 def test_text_fits_100_columns_with_30_layers_in_blocks():
     result = make_result(n_layers=30)
     result.tokens[3] = " a-very-long-token-indeed-more-than-twenty"

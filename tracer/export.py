@@ -112,12 +112,15 @@ def _top_comment(predictions) -> str:
 
 def csv_comments(result) -> list[str]:
     """The CSV's header comment lines (each starts with "# "): the model, the target with its clean
-    and corrupted probability, whether recovery is available, and both runs' top-k predictions
-    (each a JSON-quoted token text and its probability)."""
+    and corrupted probability (and each of its tokens' when it has several), whether recovery is
+    available, and both runs' top-k predictions (each a JSON-quoted token text and its probability)."""
     return [
         f"# model: {escape_controls(result.model)}",
         f"# target: {json.dumps(result.target_text)} (id {result.target_id}); clean_prob {result.clean_prob:.6g}; "
         f"corrupted_prob {result.corrupted_prob:.6g}",
+        *([f"# target_tokens: " + "; ".join(f"{json.dumps(t['text'])} (id {t['id']}) clean {t['clean_prob']:.6g} "
+                                            f"corrupted {t['corrupted_prob']:.6g}" for t in result.target_tokens)]
+          if len(result.target_tokens) > 1 else []),
         f"# recovery_available: {'true' if result.recovery_available else 'false'}",
         f"# clean_top: {_top_comment(result.clean_top)}",
         f"# corrupted_top: {_top_comment(result.corrupted_top)}",
