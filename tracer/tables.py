@@ -126,7 +126,7 @@ def header(result) -> str:
         f"total effect = {result.clean_prob - result.corrupted_prob:.4f}",
     ]
     if len(result.target_tokens) > 1:
-        lines.append("target tokens, P clean/corrupted (P(target) is the product): " + " x ".join(
+        lines.append("target tokens, P clean/corrupted: " + " x ".join(
             f"{show_token(t['text'])} {t['clean_prob']:.4f}/{t['corrupted_prob']:.4f}" for t in result.target_tokens))
     if result.corruption == "noise":
         req = result.request
