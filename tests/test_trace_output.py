@@ -251,7 +251,7 @@ def test_a_target_of_several_tokens_shows_each():
     result.target_text = " New York"
     result.target_tokens = [{"id": 5, "text": " New", "clean_prob": 0.5, "corrupted_prob": 0.2},
                             {"id": 6, "text": " York", "clean_prob": 0.9, "corrupted_prob": 0.5}]
-    assert ("target tokens, P clean/corrupted (P(target) is the product): ␣New 0.5000/0.2000 x "
+    assert ("target tokens, P clean/corrupted: ␣New 0.5000/0.2000 x "
             "␣York 0.9000/0.5000") in export.header(result).splitlines()
     assert ('# target_tokens: " New" (id 5) clean 0.5 corrupted 0.2; " York" (id 6) clean 0.9 corrupted 0.5'
             in export.to_csv(result).splitlines())
