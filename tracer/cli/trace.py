@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("trace", help="trace one prompt headlessly and print or save the grids",
                        description="Trace one prompt: the clean run, a corrupted run (noise on the subject, or "
                        "--corrupted-prompt), and the runs restoring each (token, layer) cell.")
-    p.add_argument("--prompt", required=True, help="the clean prompt (required)")
-    p.add_argument("--subject", required=True, help="the words of the prompt whose embeddings are corrupted (required)")
+    p.add_argument("--prompt", required=True, help="the clean prompt")
+    p.add_argument("--subject", required=True, help="the words of the prompt whose embeddings are corrupted")
     add_model_args(p)
     p.add_argument("--corrupted-prompt", default=None, metavar="TEXT",
                    help="substitute this prompt instead of adding noise (default: none, noise)")
