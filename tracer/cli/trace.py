@@ -157,11 +157,15 @@ def inspect_comment(patched: dict) -> str:
 
 
 def _inspect_cell():
-    """tracer.inspect.inspect_cell, or InputError when this build has none."""
+    """H4's inspect_cell (tracer/inspection.py; tracer/inspect.py before it was renamed), or
+    InputError when this build has neither."""
     try:
-        from ..inspect import inspect_cell
+        from ..inspection import inspect_cell
     except ImportError:
-        raise InputError("--inspect is not available in this build (tracer.inspect.inspect_cell is missing)") from None
+        try:
+            from ..inspect import inspect_cell
+        except ImportError:
+            raise InputError("--inspect is not available in this build (tracer.inspection.inspect_cell is missing)") from None
     return inspect_cell
 
 
