@@ -210,8 +210,8 @@ def _script(*args, env=None) -> subprocess.CompletedProcess:
 
 
 def _error_lines(stderr: str) -> list[str]:
-    # without a fast BLAS the doctor adds its slow-BLAS warning; that is not an error line
-    return [l for l in stderr.splitlines() if not l.startswith("warning: tracing will be")]
+    # the doctor's BLAS warnings (no fast BLAS; a fast BLAS measured slow on a busy machine) are not errors
+    return [l for l in stderr.splitlines() if not l.startswith("warning: ")]
 
 
 def test_console_script_truncated_gguf(tmp_path):

@@ -46,7 +46,7 @@ def test_settings_defaults_are_romes_and_validate():
     assert TraceSettings(kinds="mlp, hidden", sever="attn").grid_names == ("mlp", "hidden", "hidden-severed-attn")
     for bad, match in [({"seed": -1}, "seed"), ({"seed": 2**32}, "seed"), ({"samples": 0}, "samples"),
                        ({"samples": 10**9}, "samples"), ({"window": 0}, "window"), ({"kinds": ()}, "kind"),
-                       ({"kinds": ("output",)}, "kind"), ({"kinds": ("mlp",), "sever": ("mlp",)}, "hidden"),
+                       ({"kinds": ("outptu",)}, "kind"), ({"kinds": ("mlp",), "sever": ("mlp",)}, "hidden"),
                        ({"sever": ("hidden",)}, "severed kind"), ({"samples": 2.5}, "integer")]:
         with pytest.raises(InputError, match=match):
             TraceSettings(**bad)

@@ -128,7 +128,7 @@ def test_target_option_and_multi_token_warning(tracers):
         (dict(corrupted_prompt="A much longer prompt than the original one, really much longer"), "tokens"),
         (dict(window=0), "window"),
         (dict(samples=0), "samples"),
-        (dict(kinds=("resid",)), "unknown kind"),
+        (dict(kinds=("resdi",)), "unknown kind"),
         (dict(positions=(99,)), "out of range"),
     ],
 )

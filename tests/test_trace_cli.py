@@ -28,15 +28,16 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
                             "--kinds", "hidden,mlp", "--seed", "5")
     assert code == 0, err
     doc = json.loads(out)
-    assert set(doc) == {"model", "tokens", "subject_range", "target", "clean_prob", "corrupted_prob", "config", "grids",
+    assert set(doc) == {"model", "tokens", "subject_range", "target", "target_tokens", "clean_prob", "corrupted_prob",
+                        "recovery_available", "clean_top", "corrupted_top", "alignment", "config", "grids", "summary",
                         "warnings", "timing"}
     assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": "s3", "noise_std": doc["config"]["noise_std"],
                              "replace": False, "window": 3, "positions": "all", "seed": 5, "sever": [],
-                             "corruption": "noise"}
+                             "corruption": "noise", "top_k": 5}
     assert set(doc["target"]) == {"id", "text"} and set(doc["grids"]) == {"hidden", "mlp"}
     T = len(doc["tokens"])
     for grid in doc["grids"].values():
-        assert set(grid) == {"prob", "recovery", "logit_diff"}
+        assert {"prob", "recovery", "logit_diff"} <= set(grid)
         assert np.array(grid["prob"]).shape == (T, 6)
     # same numbers as the engine called directly
     tracer = Tracer(load_model(str(tiny_model_dir)))
@@ -50,18 +51,20 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
 def test_csv_is_long_format(capsys, tiny_model_dir):
     code, out, _ = _trace(capsys, tiny_model_dir, "--format", "csv", "--samples", "1", "--kinds", "attn")
     assert code == 0
-    rows = list(csv.DictReader(io.StringIO(out)))
-    assert list(rows[0]) == ["kind", "token_index", "token", "layer", "prob", "recovery", "logit_diff"]
+    assert out.startswith("# model: ")
+    rows = list(csv.DictReader(line for line in io.StringIO(out) if not line.startswith("#")))
+    assert list(rows[0])[:7] == ["kind", "token_index", "token", "layer", "prob", "recovery", "logit_diff"]
     n_tokens = len({r["token_index"] for r in rows})
     assert len(rows) == n_tokens * 6 and {r["kind"] for r in rows} == {"attn"}
 
 
 def test_text_output_to_file_with_chosen_positions(capsys, tiny_model_dir, tmp_path):
     target = tmp_path / "grid.txt"
-    code, out, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--samples", "1", "--output", str(target))
+    code, out, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--samples", "1", "--output", str(target),
+                            "--metric", "prob")
     assert code == 0 and out == "" and "wrote" in err
     text = target.read_text()
-    assert "clean P(target)" in text and "hidden - recovery %" in text and "mlp - recovery %" in text
+    assert "clean P(target)" in text and "hidden - P(target)" in text and "mlp - P(target)" in text
 
 
 @pytest.mark.parametrize(
@@ -73,7 +76,17 @@ def test_text_output_to_file_with_chosen_positions(capsys, tiny_model_dir, tmp_p
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--corrupted-prompt", "Hello"], "tokens"),
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--window", "0"], "window"),
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--samples", "0"], "samples"),
-        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "resid"], "unknown kind"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "resdi"], "unknown kind 'resdi' (did you mean 'resid'"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "zzz"], "aliases: output, resid, residual, block = hidden"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--positions", "4-2"], "runs backwards"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--positions", "0-40"], "positions 9..40 out of range"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--top-k", "0"], "top_k must be a whole number from 1 to 100"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--top-k", "x"], "invalid int value"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--top", "0"], "--top must be between 1 and 1000"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--inspect", "mlp"], "--inspect takes KIND:LAYER"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--inspect", "mlp:x"], "must be integers"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--inspect", "ffm:1"], "unknown kind 'ffm'"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--layout", "sideways"], "invalid choice"),
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--positions", "40"], "out of range"),
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--output", "/nonexistent/dir/x.json"], "cannot write"),
         (["--prompt", "word " * 300, "--subject", "word"], "context"),
@@ -107,7 +120,7 @@ def test_slow_blas_is_said_plainly(tiny_model_dir):
     )
     assert proc.returncode == 0, proc.stderr
     assert "warning: slow BLAS" in proc.stderr and "TRACER_BLAS" in proc.stderr
-    assert proc.stdout.startswith("kind,token_index")
+    assert proc.stdout.startswith("# model: ") and "\nkind,token_index," in proc.stdout
 
 
 def test_noise_rule_replace_and_sever_flags(capsys, tiny_model_dir):
@@ -148,3 +161,95 @@ def test_npz_option_writes_romes_case_files(capsys, tiny_model_dir, tmp_path):
     assert z["input_ids"].tolist() == direct.token_ids and float(z["low_score"]) == pytest.approx(direct.corrupted_prob)
     code, _, err = _trace(capsys, tiny_model_dir, "--positions", "subject-last", "--npz", str(tmp_path / "x"))
     assert code == 2 and "--npz needs the full grid" in err
+
+
+def test_top_k_predictions_in_json_csv_and_text(capsys, tiny_model_dir):
+    tracer = Tracer(load_model(str(tiny_model_dir)))
+    direct = run_trace(tracer, TraceRequest(PROMPT, "Eiffel Tower", kinds=("hidden",), samples=2, top_k=3,
+                                            positions="subject-last"))
+    flags = ("--kinds", "hidden", "--samples", "2", "--top-k", "3", "--positions", "subject-last")
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", *flags)
+    assert code == 0, err
+    doc = json.loads(out)
+    for key, top in (("clean_top", direct.clean_top), ("corrupted_top", direct.corrupted_top)):
+        assert [(p["id"], p["text"]) for p in doc[key]] == [(p.token_id, p.text) for p in top]
+        assert [p["prob"] for p in doc[key]] == pytest.approx([p.prob for p in top], abs=1e-7)
+    assert len(doc["clean_top"]) == 3 and doc["config"]["top_k"] == 3
+    assert doc["summary"]["grids"]["hidden"]["peak"]["tokens"] == [direct.subject_range[1] - 1]
+    code, out, _ = _trace(capsys, tiny_model_dir, "--format", "csv", *flags)
+    clean_line = next(line for line in out.splitlines() if line.startswith("# clean_top: "))
+    assert clean_line == "# clean_top: " + "; ".join(f"{json.dumps(p.text)} {p.prob:.6g}" for p in direct.clean_top)
+    code, out, _ = _trace(capsys, tiny_model_dir, *flags)
+    lines = out.splitlines()
+    i = lines.index("top-3 predictions   clean                     corrupted")
+    assert lines[i + 1].split()[-1] == f"{direct.corrupted_top[0].prob:.4f}"
+    assert "summary - " in out and "hidden: peak " in out
+
+
+def test_positions_and_kind_aliases_from_the_command_line(capsys, tiny_model_dir):
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "1", "--kinds", "output,self_attn",
+                            "--positions", "-3--1")
+    assert code == 0, err
+    doc = json.loads(out)
+    T = len(doc["tokens"])
+    assert doc["config"]["kinds"] == ["hidden", "attn"] and doc["config"]["positions"] == [T - 3, T - 2, T - 1]
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "1", "--kinds", "mlp",
+                            "--positions", "whole")
+    assert code == 0 and json.loads(out)["config"]["positions"] == list(range(T))
+
+
+def test_layers_down_layout_from_the_command_line(capsys, tiny_model_dir):
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp,attn", "--layout", "layers-down",
+                            "--metric", "prob")
+    assert code == 0, err
+    lines = out.splitlines()
+    i = lines.index("P(target) by layer (rows: layers; columns: kinds, each along its peak's row)")
+    assert lines[i + 1].startswith("  mlp: token ") and lines[i + 2].split() == ["layer", "mlp", "attn"]
+    assert [line.split()[0] for line in lines[i + 3:i + 9]] == ["0", "1", "2", "3", "4", "5"]
+    assert max(len(line) for line in lines[i:]) <= 100
+
+
+def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "mlp", "--format", "json",
+                            "--inspect", "ffn:2:3", "--top-k", "4")
+    from tracer.cli.trace import _inspect_cell
+    from tracer.errors import InputError
+
+    try:
+        inspect_cell = _inspect_cell()
+    except InputError:  # H4's tracer/inspection.py not merged in this branch: a clear one-line error
+        assert code == 2 and err.strip() == ("tracer-tui: error: --inspect is not available in this build "
+                                             "(tracer.inspection.inspect_cell is missing)")
+        return
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["inspect"]["kind"], doc["inspect"]["layer"], doc["inspect"]["token"]) == ("mlp", 2, 3)
+    tracer = Tracer(load_model(str(tiny_model_dir)))
+    request = TraceRequest(PROMPT, "Eiffel Tower", kinds=("mlp",), samples=2, top_k=4)
+    run = inspect_cell(tracer, request, "mlp", 2, token=3, k=4)
+    assert [t["text"] for t in doc["inspect"]["top"]] == [t for t, _ in run.top]
+    assert [t["prob"] for t in doc["inspect"]["top"]] == pytest.approx([p for _, p in run.top], abs=1e-6)
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "mlp", "--format", "csv",
+                            "--inspect", "ffn:2:3", "--top-k", "4")
+    assert code == 0 and f"\n# inspect mlp:2:3: {json.dumps(run.top[0][0])} " in out
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp", "--inspect", "mlp:99")
+    assert code == 2 and "layer 99 out of range" in err
+    code, out, err = _trace(capsys, tiny_model_dir, "--samples", "1", "--kinds", "mlp", "--inspect", "mlp:1:9")
+    assert code == 2 and err.strip() == "tracer-tui: error: --inspect token 9 out of range: the prompt has 9 tokens (0..8)"
+
+
+def test_the_tutorials_names_on_the_embedded_model(capsys):
+    """Issue 15's failing tutorial commands, as they now behave: `--kinds output,self_attn` and
+    `--positions 0-9` (every token restored together), with the predictions shown."""
+    code = run_cli(["trace", "--prompt", PROMPT, "--subject", "Eiffel Tower", "--kinds", "output,self_attn",
+                    "--positions", "0-9", "--samples", "1", "--top-k", "3", "--format", "json", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["config"]["kinds"] == ["hidden", "attn"] and doc["config"]["positions"] == list(range(10))
+    assert [p["text"] for p in doc["clean_top"]] == [" Paris", " Mont", " Mar"]
+    assert doc["clean_top"][0]["prob"] == pytest.approx(0.70154, abs=1e-5) == doc["clean_prob"]
+    # restoring the whole residual stream at any layer gives back the clean run
+    peak = doc["summary"]["grids"]["hidden"]["peak"]
+    assert peak["tokens"] == list(range(10)) and peak["value"] == pytest.approx(100.0, abs=0.01)
+    assert doc["summary"]["grids"]["hidden"]["thirds"]["middle"]["mean"] == pytest.approx(100.0, abs=0.01)

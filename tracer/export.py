@@ -1,4 +1,4 @@
-"""A TraceResult as JSON (the documented schema), long-format CSV, or a labelled text table."""
+"""A TraceResult as JSON (the documented schema), long-format CSV, or a labelled text table (tables.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import math
 import numpy as np
 
 from .guards import warning_dict
-from .metrics import METRIC_NAMES, METRICS
+from .metrics import METRIC_NAMES
+from .tables import (  # noqa: F401  (the text output lives in tables.py; these names stay importable here)
+    cell_text, compact_positions, escape_controls, grid_table, header, layers_table, row_labels, show_token, to_text)
 
 
 def finite_or_null(x):
@@ -33,20 +35,52 @@ def dumps(obj, **kwargs) -> str:
     return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
 
 
-def to_json(result) -> dict:
-    """The documented JSON document; non-finite values are null (see finite_or_null)."""
-    return finite_or_null(_to_json(result))
+UNCERTAINTY_KEYS = ("prob_std", "prob_low", "prob_high", "logit_diff_std")  # noise mode only
 
 
-def _to_json(result) -> dict:
+def grid_keys(result) -> tuple[str, ...]:
+    """The keys each exported grid carries: the metrics, then (noise mode) the uncertainty keys
+    the result has: prob_std, prob_low, prob_high, logit_diff_std."""
+    first = next(iter(result.grids.values()), {})
+    return METRIC_NAMES + tuple(k for k in UNCERTAINTY_KEYS if k in first)
+
+
+def prediction_dicts(predictions) -> list[dict]:
+    """Top predictions (Prediction) as JSON: [{"id", "text", "prob"}], most probable first."""
+    return [{"id": p.token_id, "text": p.text, "prob": p.prob} for p in predictions]
+
+
+def to_json(result, *, top: int = 3, extra: dict | None = None) -> dict:
+    """The documented JSON document; non-finite values are null (see finite_or_null).
+
+    Args:
+        result: a TraceResult.
+        top: how many top layers the summary lists per grid.
+        extra: more top-level keys (the CLI's "inspect").
+
+    Returns:
+        A dict of plain JSON values.
+    """
+    return finite_or_null({**_to_json(result, top), **(extra or {})})
+
+
+def _to_json(result, top: int) -> dict:
+    from .summary import summarize
+
     req = result.request
+    keys = grid_keys(result)
     return {
         "model": result.model,
         "tokens": list(result.tokens),
         "subject_range": list(result.subject_range),
         "target": {"id": result.target_id, "text": result.target_text},
+        "target_tokens": [dict(t) for t in result.target_tokens],
         "clean_prob": result.clean_prob,
         "corrupted_prob": result.corrupted_prob,
+        "recovery_available": result.recovery_available,
+        "clean_top": prediction_dicts(result.clean_top),
+        "corrupted_top": prediction_dicts(result.corrupted_top),
+        "alignment": result.alignment,
         "config": {
             "kinds": list(req.kinds),
             "samples": req.samples if result.corruption == "noise" else 1,
@@ -58,28 +92,62 @@ def _to_json(result) -> dict:
             "seed": req.seed,
             "sever": list(req.sever),
             "corruption": result.corruption,
+            "top_k": req.top_k,
         },
-        "grids": {kind: {m: grid[m] for m in METRIC_NAMES} for kind, grid in result.grids.items()},
+        "grids": {kind: {m: grid[m] for m in keys if m in grid} for kind, grid in result.grids.items()},
+        "summary": summarize(result, top=top),
         "warnings": [warning_dict(w) for w in result.warnings],
         "timing": {"seconds": result.seconds},
     }
 
 
-def to_json_text(result) -> str:
-    return dumps(to_json(result), indent=1) + "\n"
+def to_json_text(result, *, top: int = 3, extra: dict | None = None) -> str:
+    """to_json as indented strict JSON text, with a final newline."""
+    return dumps(to_json(result, top=top, extra=extra), indent=1) + "\n"
 
 
-def row_labels(result) -> list[tuple[int, str]]:
-    """(token index, label) of each grid row."""
-    if result.positions == "all":
-        return [(i, t) for i, t in enumerate(result.tokens)]
-    return [(p, result.tokens[p]) for p in result.positions]
+def _top_comment(predictions) -> str:
+    return "; ".join(f"{json.dumps(p.text)} {p.prob:.6g}" for p in predictions)
 
 
-def to_csv(result) -> str:
+def csv_comments(result) -> list[str]:
+    """The CSV's header comment lines (each starts with "# "): the model, the target with its clean
+    and corrupted probability (and each of its tokens' when it has several), whether recovery is
+    available, and both runs' top-k predictions (each a JSON-quoted token text and its probability)."""
+    return [
+        f"# model: {escape_controls(result.model)}",
+        f"# target: {json.dumps(result.target_text)} (id {result.target_id}); clean_prob {result.clean_prob:.6g}; "
+        f"corrupted_prob {result.corrupted_prob:.6g}",
+        *([f"# target_tokens: " + "; ".join(f"{json.dumps(t['text'])} (id {t['id']}) clean {t['clean_prob']:.6g} "
+                                            f"corrupted {t['corrupted_prob']:.6g}" for t in result.target_tokens)]
+          if len(result.target_tokens) > 1 else []),
+        f"# recovery_available: {'true' if result.recovery_available else 'false'}",
+        f"# clean_top: {_top_comment(result.clean_top)}",
+        f"# corrupted_top: {_top_comment(result.corrupted_top)}",
+    ]
+
+
+def _csv_value(v) -> str:
+    return "" if v is None else f"{v:.6g}"
+
+
+def to_csv(result, *, extra_comments: list[str] | None = None) -> str:
+    """The result as long-format CSV.
+
+    Args:
+        result: a TraceResult.
+        extra_comments: more comment lines after csv_comments (each starting with "# ").
+
+    Returns:
+        Comment lines ("# ...", csv_comments), then a header and one line per (kind, row, layer)
+        with the metrics and, in noise mode, the uncertainty columns (grid_keys); a cell without
+        a value is empty. Read it with e.g. ``csv.DictReader(l for l in f if l[:1] != "#")``.
+    """
     out = io.StringIO()
+    out.write("\n".join([*csv_comments(result), *(extra_comments or [])]) + "\n")
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["kind", "token_index", "token", "layer", *METRIC_NAMES])
+    keys = grid_keys(result)
+    writer.writerow(["kind", "token_index", "token", "layer", *keys])
     for kind, grid in result.grids.items():
         if result.positions == "all":
             rows = [(i, result.tokens[i]) for i in range(len(result.tokens))]
@@ -87,80 +155,8 @@ def to_csv(result) -> str:
             rows = [("+".join(str(p) for p in result.positions), "+".join(result.tokens[p] for p in result.positions))]
         for r, (index, token) in enumerate(rows):
             for layer in range(len(grid["prob"][r])):
-                writer.writerow([kind, index, token, layer, *(f"{grid[m][r][layer]:.6g}" for m in METRIC_NAMES)])
+                writer.writerow([kind, index, token, layer, *(_csv_value(grid[m][r][layer]) for m in keys)])
     return out.getvalue()
-
-
-def _control_picture(code: int) -> str:
-    if code < 0x20:
-        return chr(0x2400 + code)  # ␀ .. ␟: ESC -> ␛, CR -> ␍, BEL -> ␇
-    if code == 0x7F:
-        return "␡"
-    return f"\\x{code:02x}"  # C1 controls (0x80-0x9f) have no pictures
-
-
-_CONTROLS = {c: _control_picture(c) for c in [*range(0x20), *range(0x7F, 0xA0)]}
-
-
-_CONTROLS_BUT_NEWLINE = {c: p for c, p in _CONTROLS.items() if c != 0x0A}
-
-
-def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
-    """`text` safe for a terminal: every control character (C0, DEL, C1) shown as a
-    picture (␛, ␍, ␇, ␡) or a \\x escape, never sent raw (a raw CR or ESC rewrites the line);
-    `keep_newlines` leaves line breaks of a several-line message alone."""
-    return str(text).translate(_CONTROLS_BUT_NEWLINE if keep_newlines else _CONTROLS)
-
-
-def show_token(text: str) -> str:
-    """A token as a label: whitespace made visible (' Tower' -> '␣Tower', ⏎, ⇥) and every other
-    control character escaped (escape_controls); the empty token is '∅'. The one helper for
-    token labels in the text export, the CLI and the app (tracer.plot.visible)."""
-    return escape_controls(text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥")) or "∅"
-
-
-def header(result) -> str:
-    lines = [
-        f"model: {escape_controls(result.model)}",
-        f"prompt: {result.request.prompt!r}  subject: {result.request.subject!r} "
-        f"(tokens {result.subject_range[0]}..{result.subject_range[1] - 1})",
-        f"target: {escape_controls(repr(result.target_text))} (id {result.target_id})",
-        f"clean P(target) = {result.clean_prob:.4f}   corrupted P(target) = {result.corrupted_prob:.4f}",
-    ]
-    if result.corruption == "noise":
-        req = result.request
-        how = "replacing the subject embeddings" if req.replace else "added to the subject embeddings"
-        lines.append(f"corruption: noise {req.noise_rule.describe(result.noise_std)}, {how}, "
-                     f"{req.samples} samples, seed {req.seed}")
-    else:
-        lines.append(f"corruption: substitution with {result.request.corrupted_prompt!r}")
-    return "\n".join(lines)
-
-
-def grid_table(result, kind: str, metric: str = "recovery") -> str:
-    """Tokens down, layers across; subject rows marked with '*'."""
-    grid = result.grids[kind][metric]
-    fmt = METRICS[metric].cell
-    labels = row_labels(result)
-    if result.positions != "all":
-        labels = [(-1, " + ".join(show_token(t) for _, t in labels))]
-    b, e = result.subject_range
-    names = [("*" if b <= i < e else " ") + show_token(t) if i >= 0 else t for i, t in labels]
-    width = max(12, max(len(n) for n in names) + 1)
-    n_layers = len(grid[0])
-    lines = [f"{kind} - {METRICS[metric].title} (rows: {'tokens' if result.positions == 'all' else 'restored positions'}; columns: layers)"]
-    lines.append(" " * width + "".join(f"{layer:>7d}" for layer in range(n_layers)))
-    for name, row in zip(names, grid):
-        lines.append(name.ljust(width) + "".join(" " + fmt.format(v) for v in row))
-    return "\n".join(lines)
-
-
-def to_text(result, metric: str = "recovery") -> str:
-    parts = [header(result), ""]
-    for kind in result.grids:
-        parts += [grid_table(result, kind, metric), ""]
-    parts.append(f"'*' marks subject tokens. {result.seconds:.1f} s.")
-    return "\n".join(parts) + "\n"
 
 
 def to_npz(result, directory: str, known_id=0, input_ids=None) -> list[str]:

@@ -18,6 +18,7 @@ see ../shared/ROME-METHOD.md D1.2), with one addition of ours (`v<k>`):
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from dataclasses import dataclass, field, fields
@@ -25,6 +26,12 @@ from dataclasses import dataclass, field, fields
 from .errors import InputError
 
 KINDS = ("hidden", "mlp", "attn")
+# the names other tools (mlxterp, TransformerLens, the seed tutorial) give the kinds
+KIND_ALIASES = {
+    "output": "hidden", "resid": "hidden", "residual": "hidden", "block": "hidden",
+    "self_attn": "attn", "attention": "attn", "attn_out": "attn",
+    "mlp_out": "mlp", "ffn": "mlp",
+}
 SEVERABLE = ("mlp", "attn")
 MAX_SAMPLES = 10_000
 MAX_SEED = 2**32 - 1  # numpy.random.RandomState accepts seeds in [0, 2**32)
@@ -92,7 +99,9 @@ class TraceSettings:
 
     Args:
         kinds: what to restore, any of "hidden" (the residual stream after a block),
-            "mlp" and "attn" (those sublayers' outputs, over a window of layers).
+            "mlp" and "attn" (those sublayers' outputs, over a window of layers), or their
+            aliases (KIND_ALIASES: output/resid/residual/block, self_attn/attention/attn_out,
+            mlp_out/ffn); stored as the kinds' own names.
         samples: noise draws per cell (noise mode); scores are means over them.
         noise: the noise rule (see the module docstring); "s3" is ROME's default.
         replace: replace the subject's embeddings by the noise instead of adding it.
@@ -103,7 +112,8 @@ class TraceSettings:
     """
 
     kinds: tuple[str, ...] = field(default=KINDS, metadata=_flag(
-        "what to restore: hidden (residual stream), mlp, attn", metavar="K,K"))
+        "what to restore: hidden (residual stream; aliases output, resid, block), mlp (alias ffn), "
+        "attn (aliases self_attn, attention)", metavar="K,K"))
     samples: int = field(default=10, metadata=_flag(
         f"noise draws per cell, 1..{MAX_SAMPLES}", metavar="N"))
     noise: str = field(default="s3", metadata=_flag(
@@ -159,15 +169,43 @@ def severed_name(kind: str) -> str:
     return f"hidden-severed-{kind}"
 
 
+def kind_name(name, allowed=KINDS, what: str = "kind") -> str:
+    """The kind a user's name means: a kind itself or an alias (KIND_ALIASES: "output" -> "hidden",
+    "self_attn" -> "attn", "ffn" -> "mlp"); case and spaces do not matter.
+
+    Args:
+        name: what the user wrote.
+        allowed: the kinds accepted here (KINDS; SEVERABLE for --sever).
+        what: the thing named, for the message ("kind", "severed kind").
+
+    Returns:
+        The kind's own name, one of `allowed`.
+
+    Raises:
+        InputError: an unknown name, with the closest known name when there is one, the choices
+            and the aliases (saying that output = hidden).
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    kind = KIND_ALIASES.get(key, key)
+    if kind in allowed:
+        return kind
+    known = [*allowed, *(a for a, k in KIND_ALIASES.items() if k in allowed)]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = ""
+    if close:
+        meaning = KIND_ALIASES.get(close[0], close[0])
+        hint = f" (did you mean {close[0]!r}{'' if meaning == close[0] else f', that is {meaning}'}?)"
+    aliases = "; ".join(f"{', '.join(a for a, k in KIND_ALIASES.items() if k == kind)} = {kind}"
+                        for kind in allowed)
+    raise InputError(f"unknown {what} {str(name).strip()!r:.40}{hint}: choose from {', '.join(allowed)} "
+                     f"(aliases: {aliases})")
+
+
 def _names(value, allowed, what) -> tuple[str, ...]:
     if not isinstance(value, (str, list, tuple)):
         raise InputError(f"{what}s must be names ({', '.join(allowed)}), as text or a list (got {type(value).__name__})")
     items = value.split(",") if isinstance(value, str) else list(value)
-    names = tuple(dict.fromkeys(str(k).strip() for k in items if str(k).strip()))
-    for k in names:
-        if k not in allowed:
-            raise InputError(f"unknown {what} {k!r}: choose from {', '.join(allowed)}")
-    return names
+    return tuple(dict.fromkeys(kind_name(k, allowed, what) for k in items if str(k).strip()))
 
 
 SETTING_NAMES = tuple(f.name for f in fields(TraceSettings))

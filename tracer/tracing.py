@@ -27,6 +27,7 @@ from .workers import Workers, default_workers
 from . import schedule
 from .schedule import Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes, run_chunk
 from .prompts import check_substitution, subject_span, target_token, tokenize
+from .positions import resolve_positions
 
 
 class Tracer:
@@ -150,20 +151,6 @@ def check_recording_memory(tracer: Tracer, n_samples: int, n_tokens: int, kinds,
         raise InputError(f"{what} need{'s' if n_samples == 1 else ''} ~{need / 2**30:.1f} GiB for the recorded "
                          f"corrupted run; {available / 2**30:.1f} GiB is available: {advice}")
     return need
-
-
-def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
-    if positions == "all":
-        return "all"
-    if positions == "subject-last":
-        return [subject[1] - 1]
-    chosen = sorted({int(p) for p in positions})
-    if not chosen:
-        raise InputError("no positions chosen to restore")
-    for p in chosen:
-        if not -n_tokens <= p < n_tokens:
-            raise InputError(f"position {p} out of range: the prompt has {n_tokens} tokens (0..{n_tokens - 1})")
-    return sorted({p % n_tokens for p in chosen})
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:

@@ -20,8 +20,9 @@ class TraceRequest(TraceSettings):
         subject: the words whose embeddings are corrupted (first occurrence in the prompt).
         corrupted_prompt: set: substitution mode (the corrupted run is this prompt); None: noise.
         target: the token whose probability is traced; None: the clean run's top token.
-        positions: "all" (the paper's token x layer grid), "subject-last", or token indices
-            restored together (one row per kind).
+        positions: "all" (the paper's token x layer grid), or what is restored together (one row
+            per kind): "whole", "subject", "subject-last", "last", "3", "0-4", "0,2,5-7", "-3--1"
+            or token indices (tracer.positions; stored parsed: "0-4" -> (0, 1, 2, 3, 4)).
         corrupted_subject: substitution only: the words of the corrupted prompt that replace the
             subject (its differing span), when the prompts differ elsewhere too. None: found by
             aligning the two prompts' tokens.
@@ -48,11 +49,9 @@ class TraceRequest(TraceSettings):
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{what} is empty")
             check_text(value, what)
-        positions = self.positions
-        if not (positions in ("all", "subject-last") if isinstance(positions, str) else
-                isinstance(positions, (list, tuple)) and all(
-                    isinstance(p, int) and not isinstance(p, bool) for p in positions)):
-            raise InputError(f'positions must be "all", "subject-last" or token indices (got {positions!r:.60})')
+        from .positions import parse_positions
+
+        object.__setattr__(self, "positions", parse_positions(self.positions))  # "0-4" -> (0, 1, 2, 3, 4)
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= 100:
             raise InputError(f"top_k must be a whole number from 1 to 100 (got {self.top_k!r:.40})")
         if self.corrupted_subject is not None:

@@ -6,6 +6,7 @@ Nothing here imports the app."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from ..errors import TracerError
@@ -29,10 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_negative_positions(argv: list[str]) -> list[str]:
+    """`--positions -3--1` as `--positions=-3--1`: argparse takes a value such as "-3--1" or "-2,-1"
+    for an option (only a bare negative number passes)."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] == "--positions" and re.fullmatch(r"-\d[\d,\s-]*", out[i + 1]):
+            out[i:i + 2] = [f"--positions={out[i + 1]}"]
+            break
+    return out
+
+
 def parse(argv: list[str]):
     """(parsed arguments, None), or (None, exit code) when parsing ended (--help, a usage error)."""
     try:
-        return build_parser().parse_args(argv), None
+        return build_parser().parse_args(_join_negative_positions(argv)), None
     except SystemExit as exc:
         return None, int(exc.code or 0)
 

@@ -12,7 +12,32 @@ from ..errors import InputError
 EXIT_USAGE = 2
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that states every option's default: " (default: X)" is added to an option's help
+    when it has a default other than None or False and its help does not state one already."""
+
+    def _get_help_string(self, action):
+        return help_with_default(action)
+
+
+def help_with_default(action) -> str:
+    """An action's help as --help shows it: its own text, plus " (default: X)" when it has a
+    default (not None, False or suppressed) its text does not mention."""
+    text = action.help or ""
+    default = action.default
+    if default in (None, False, argparse.SUPPRESS) or "default" in text.lower():
+        return text
+    shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+    return f"{text} (default: {shown})"
+
+
 class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) and help that states the defaults (HelpFormatter)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line on stderr, exit 2
         print(f"tracer-tui: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)

@@ -12,7 +12,7 @@ def add_parser(sub) -> None:
         description="One knowledge_{known_id}{'',_mlp,_attn}.npz per fact and kind (numpy arrays only, no pickle), "
         "as ROME's causal_trace.py writes them; skipped facts get a file holding only correct_prediction=False.",
     )
-    x.add_argument("results", metavar="RESULTS.jsonl")
+    x.add_argument("results", metavar="RESULTS.jsonl", help="a sweep's results file")
     x.add_argument("directory", metavar="DIR", help="created if missing; must not hold knowledge_*.npz files already")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import threading
 
@@ -9,42 +10,86 @@ from ..errors import InputError
 from ..events import CellsDone, Recording, Started
 from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
-from ..settings import add_settings_arguments, settings_from_args
+from ..settings import add_settings_arguments, kind_name, settings_from_args
 from . import batch
 from .common import add_model_args, check_writable, write_output
 from .plots import add_trace_plot_arguments, write_trace_plots
 
 
+LAYOUTS = ("tokens-down", "layers-down")
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("trace", help="trace one prompt headlessly and print or save the grids")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--subject", required=True)
+    p = sub.add_parser("trace", help="trace one prompt headlessly and print or save the grids",
+                       description="Trace one prompt: the clean run, a corrupted run (noise on the subject, or "
+                       "--corrupted-prompt), and the runs restoring each (token, layer) cell.")
+    p.add_argument("--prompt", required=True, help="the clean prompt")
+    p.add_argument("--subject", required=True, help="the words of the prompt whose embeddings are corrupted")
     add_model_args(p)
-    p.add_argument("--corrupted-prompt", default=None, help="substitute this prompt instead of adding noise")
+    p.add_argument("--corrupted-prompt", default=None, metavar="TEXT",
+                   help="substitute this prompt instead of adding noise (default: none, noise)")
     p.add_argument("--target", default=None, help="target token (default: the clean run's top token)")
     add_settings_arguments(p)
-    p.add_argument("--positions", default="all", help="all | subject-last | I,J,... (default: all)")
-    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="default: text")
-    p.add_argument("--metric", choices=VIEW_ORDER, default="recovery", help="grid shown by --format text (default: recovery)")
-    p.add_argument("--output", default=None, help="write here instead of stdout")
+    p.add_argument("--positions", default="all", metavar="P",
+                   help="all (one row per token), or restored together: whole, subject, subject-last, last, "
+                   "an index, a range or a list (3, 0-4, 0,2,5-7; negative indices count from the end) (default: all)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K",
+                   help="top predictions of the clean and corrupted runs shown, 1..100 (default: 5)")
+    p.add_argument("--top", type=int, default=3, metavar="N", help="top layers per kind in the summary (default: 3)")
+    p.add_argument("--inspect", default=None, metavar="KIND:LAYER[:TOKEN]",
+                   help="also show the top-k predictions of one patched cell, e.g. mlp:15 or mlp:15:4 "
+                   "(default: none)")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format (default: text)")
+    p.add_argument("--metric", choices=VIEW_ORDER, default="recovery",
+                   help="grid shown by --format text (default: recovery)")
+    p.add_argument("--layout", choices=LAYOUTS, default="tokens-down",
+                   help="--format text: tokens-down (a table per kind) or layers-down (layers as rows, kinds as "
+                   "columns, each kind along its peak's row) (default: tokens-down)")
+    p.add_argument("--output", default=None, metavar="FILE", help="write here (default: stdout)")
     p.add_argument("--npz", default=None, metavar="DIR",
-                   help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all)")
+                   help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all) "
+                   "(default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
     add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.figures)
 
 
-def parse_positions(text: str):
-    text = text.strip()
-    if text in ("all", "subject-last"):
-        return text
+def parse_inspect(text: str | None):
+    """--inspect's value, parsed before any model is loaded.
+
+    Args:
+        text: KIND:LAYER[:TOKEN] (a kind or an alias, integers), or None.
+
+    Returns:
+        (kind, layer, token or None); None when `text` is None.
+
+    Raises:
+        InputError: not of that form, an unknown kind (aliases allowed), or a layer or token that
+            is not an integer.
+    """
+    if text is None:
+        return None
+    parts = text.strip().split(":")
+    if len(parts) not in (2, 3):
+        raise InputError(f"--inspect takes KIND:LAYER or KIND:LAYER:TOKEN, e.g. mlp:15 (got {text!r:.40})")
+    kind = kind_name(parts[0])
     try:
-        return tuple(int(p) for p in text.split(",") if p.strip())
+        layer = int(parts[1])
+        token = int(parts[2]) if len(parts) == 3 else None
     except ValueError:
-        raise InputError(f"--positions must be all, subject-last or comma-separated integers (got {text!r})") from None
+        raise InputError(f"--inspect {text!r:.40}: the layer and the token must be integers") from None
+    return kind, layer, token
 
 
 def run(args) -> int:
+    """trace: check the options, load the model, trace, and write the chosen format.
+
+    Args:
+        args: the parsed options (add_parser).
+
+    Returns:
+        The exit code (0); bad input raises InputError (one line, exit 2 in run_cli).
+    """
     if (code := batch.run_if_batch(args)) is not None:
         return code
     from .. import export
@@ -53,39 +98,98 @@ def run(args) -> int:
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
+    if not 1 <= args.top <= 1000:
+        raise InputError(f"--top must be between 1 and 1000 (got {args.top})")
     settings = settings_from_args(args)
     request = TraceRequest(
         args.prompt,
         args.subject,
         corrupted_prompt=args.corrupted_prompt,
         target=args.target,
-        positions=parse_positions(args.positions),
+        positions=args.positions,
+        top_k=args.top_k,
         **settings.as_kwargs(),
     )
+    inspect = parse_inspect(args.inspect)
     check_writable(args.output)
     if args.npz and request.positions != "all":
         raise InputError("--npz needs the full grid: use --positions all")
+    inspect_cell = _inspect_cell() if inspect else None
     from .. import BLAS
 
     if not BLAS.fast:
         print(f"tracer-tui: warning: slow BLAS: {BLAS.note}", file=sys.stderr)
     tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
+    if inspect:  # checked before the trace, which may take minutes
+        _check_inspect(tracer, args.prompt, *inspect)
     progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
     with progress:
         result = run_trace(tracer, request, on_event=progress.on_event, cancel=threading.Event())
     for w in result.warnings:
         print(f"tracer-tui: warning: {w}", file=sys.stderr)
+    patched = None
+    if inspect:
+        kind, layer, token = inspect
+        cell = inspect_cell(tracer, request, kind, layer, token=token, k=request.top_k)
+        patched = {"kind": kind, "layer": layer, "token": token, "restored": dict(cell.restored),
+                   "top": [{"text": text, "prob": prob} for text, prob in cell.top]}
     if args.npz:
         paths = export.to_npz(result, args.npz)
         print(f"wrote {len(paths)} .npz file(s) to {args.npz}", file=sys.stderr)
     write_trace_plots(args, result)
     if args.format == "json":
-        text = export.to_json_text(result)
+        text = export.to_json_text(result, top=args.top, extra={"inspect": patched} if patched else None)
     elif args.format == "csv":
-        text = export.to_csv(result)
+        text = export.to_csv(result, extra_comments=[inspect_comment(patched)] if patched else None)
     else:
-        text = export.to_text(result, args.metric)
+        text = export.to_text(result, args.metric, layout=args.layout, top=args.top,
+                              extra_lines=inspect_lines(patched) if patched else None)
     return write_output(args.output, text)
+
+
+def _check_inspect(tracer, prompt: str, kind: str, layer: int, token: int | None) -> None:
+    """InputError when --inspect's layer or token lies outside the model or the prompt."""
+    if not 0 <= layer < tracer.n_layers:
+        raise InputError(f"--inspect layer {layer} out of range: the model has layers 0..{tracer.n_layers - 1}")
+    if token is not None:
+        n = len(tracer.tokenize(prompt)[0])
+        if not -n <= token < n:
+            raise InputError(f"--inspect token {token} out of range: the prompt has {n} tokens (0..{n - 1})")
+
+
+def inspect_comment(patched: dict) -> str:
+    """--inspect's result as one CSV comment line."""
+    cell = ":".join(str(x) for x in (patched["kind"], patched["layer"], patched["token"]) if x is not None)
+    return f"# inspect {cell}: " + "; ".join(f"{json.dumps(t['text'])} {t['prob']:.6g}" for t in patched["top"])
+
+
+def _inspect_cell():
+    """H4's inspect_cell (tracer/inspection.py; tracer/inspect.py before it was renamed), or
+    InputError when this build has neither."""
+    try:
+        from ..inspection import inspect_cell
+    except ImportError:
+        try:
+            from ..inspect import inspect_cell
+        except ImportError:
+            raise InputError("--inspect is not available in this build (tracer.inspection.inspect_cell is missing)") from None
+    return inspect_cell
+
+
+def inspect_lines(patched: dict) -> list[str]:
+    """--inspect's text: which cell was restored (as the run reports it) and its top-k predictions."""
+    from ..export import show_token
+
+    restored = patched["restored"]
+    layers = restored.get("layers") or [patched["layer"]]
+    span = f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+    where = restored.get("positions")
+    at = f", positions {','.join(str(p) for p in where)}" if where else ""
+    lines = [f"inspect {patched['kind']}:{patched['layer']} (restoring {restored.get('kind', patched['kind'])} "
+             f"{span}{at}): top-{len(patched['top'])} predictions"[:100]]
+    lines += [f"  {i:>2}  {show_token(text)[:30]:<30} {prob:7.4f}" for i, (text, prob) in
+              enumerate(((t["text"], t["prob"]) for t in patched["top"]), 1)]
+    return lines
 
 
 class _Progress:
