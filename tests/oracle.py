@@ -56,7 +56,8 @@ def install_hooks(model):
 def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window=3, seed=1,
                  corrupted_prompt=None, positions="all", target_id=None, sever=(), replace=False,
                  noise_draws=None):
-    """{kind: {"prob": grid, "logit_diff": grid}}, p_clean, p_corrupted, target id.
+    """{kind: {"prob": grid, "logit_diff": grid, "prob_samples": [rows, L, N],
+    "logit_diff_samples": [rows, L, N]}}, p_clean, p_corrupted, target id.
 
     Noise as ROME draws and adds it: RandomState(seed).randn(N, e - b, D) x noise_std, added
     to the subject's embeddings in float64 (or replacing them) and rounded once to float32.
@@ -126,9 +127,12 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
 
     series = [(kind, None, kind) for kind in kinds] + [("hidden", s, f"hidden-severed-{s}") for s in sever]
     grids = {}
+    n_rows = int(corrupt_ids.shape[0])
     for kind, severed, name in series:
         prob = np.zeros((len(rows), L))
         diff = np.zeros((len(rows), L))
+        prob_samples = np.zeros((len(rows), L, n_rows))
+        diff_samples = np.zeros((len(rows), L, n_rows))
         for r, t in enumerate(rows):
             restore = [t] if t is not None else list(positions)
             for layer in range(L):
@@ -143,7 +147,9 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
                 logits = last_logits(corrupt_ids, True)
                 for key in touched:
                     hooks[key].fn = None
-                prob[r, layer] = softmax(logits)[:, target].mean()
-                diff[r, layer] = (logits[:, target] - logits[:, top]).mean()
-        grids[name] = {"prob": prob, "logit_diff": diff}
+                prob_samples[r, layer] = softmax(logits)[:, target]
+                diff_samples[r, layer] = logits[:, target] - logits[:, top]
+                prob[r, layer] = prob_samples[r, layer].mean()
+                diff[r, layer] = diff_samples[r, layer].mean()
+        grids[name] = {"prob": prob, "logit_diff": diff, "prob_samples": prob_samples, "logit_diff_samples": diff_samples}
     return grids, float(p_clean_all[target]), float(p_corrupt_all[target]), target

@@ -87,7 +87,7 @@ def to_csv(result) -> str:
             rows = [("+".join(str(p) for p in result.positions), "+".join(result.tokens[p] for p in result.positions))]
         for r, (index, token) in enumerate(rows):
             for layer in range(len(grid["prob"][r])):
-                writer.writerow([kind, index, token, layer, *(f"{grid[m][r][layer]:.6g}" for m in METRIC_NAMES)])
+                writer.writerow([kind, index, token, layer, *("" if grid[m][r][layer] is None else f"{grid[m][r][layer]:.6g}" for m in METRIC_NAMES)])
     return out.getvalue()
 
 
@@ -151,7 +151,8 @@ def grid_table(result, kind: str, metric: str = "recovery") -> str:
     lines = [f"{kind} - {METRICS[metric].title} (rows: {'tokens' if result.positions == 'all' else 'restored positions'}; columns: layers)"]
     lines.append(" " * width + "".join(f"{layer:>7d}" for layer in range(n_layers)))
     for name, row in zip(names, grid):
-        lines.append(name.ljust(width) + "".join(" " + fmt.format(v) for v in row))
+        lines.append(name.ljust(width) + "".join(" " + ("n/a".rjust(len(fmt.format(0.0))) if v is None else fmt.format(v))
+                                                 for v in row))
     return "\n".join(lines)
 
 

@@ -18,14 +18,15 @@ from . import corruption
 from .errors import InputError, check_cancel
 from .events import CellsDone, Log, Recording, Started
 from .fastops import softmax
-from .guards import TraceWarning, position_guards, substitution_guards, trace_guards
+from .guards import TraceWarning, position_guards, recovery_available, substitution_guards, trace_guards
 from .types import Prediction, TraceRequest, TraceResult
-from .metrics import METRIC_NAMES, cell_metrics
+from .metrics import METRIC_NAMES, cell_metrics, interval_grids
 from .models import LoadedModel
 from .patching import PatchableModel
 from .workers import Workers, default_workers
 from . import schedule
-from .schedule import Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes, run_chunk
+from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
+                       run_chunk_samples, sample_scores)
 from .prompts import check_substitution, subject_span, target_token, tokenize
 
 
@@ -231,19 +232,23 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     others = corrupt_probs.copy()
     others[target_id] = -1.0
     corrupt_top_id = int(np.argmax(others))
-    p_clean, p_corrupt = float(clean_probs[target_id]), float(corrupt_probs[target_id])
+    p_clean = float(clean_probs[target_id])
+    # the corrupted run's per-sample values: every cell restoring only unaffected positions has them
+    base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits.astype(mx.float32), [target_id],
+                                                                 corrupt_top_id))
+    p_corrupt = float(base_probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
+    available = recovery_available(p_clean, p_corrupt)
     warnings += trace_guards(
         target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=int(np.argmax(corrupt_probs)),
         target_id=target_id, clean_top_id=clean_top_id,
         clean_top_text=tok.decode([clean_top_id], skip_special_tokens=False), target_given=bool(req.target))
     warnings += position_guards(positions, first_corrupt, clean.texts)
-    corrupt_np_logits = np.array(corrupt_logits.astype(mx.float32))
-    base_logit_diff = float(np.mean(corrupt_np_logits[:, target_id] - corrupt_np_logits[:, corrupt_top_id]))
 
     cells = make_cells(req.kinds, positions, T, L, req.window, req.sever)
     shape = (T if positions == "all" else 1, L)
     names = req.grid_names
-    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in METRIC_NAMES} for k in names}
+    metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if mode == "noise" else ())
+    grids = {k: {m: [[None] * L for _ in range(shape[0])] for m in metrics} for k in names}
     emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, names, target_text, len(cells)))
     for w in warnings:
         emit(Log("warning", w))
@@ -251,24 +256,28 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     done = 0
 
     def deliver(batch_cells, probs, diffs):
+        """Store and report cells from their per-sample values [cells, N] (float32)."""
         nonlocal done
+        stats = interval_grids(probs, diffs)
         by_kind = defaultdict(list)
-        for cell, p, d in zip(batch_cells, probs, diffs):
-            by_kind[cell.grid].append((cell, p, d))
+        for i, cell in enumerate(batch_cells):
+            by_kind[cell.grid].append((cell, i))
         for kind, items in by_kind.items():
-            rec = [cell_metrics(p, p_clean, p_corrupt) for _, p, _ in items]
-            for (cell, p, d), r in zip(items, rec):
-                g = grids[kind]
-                g["prob"][cell.row][cell.layer], g["recovery"][cell.row][cell.layer] = p, r
-                g["logit_diff"][cell.row][cell.layer] = d
+            g = grids[kind]
+            values = {m: [(float if m in METRIC_NAMES else _value)(stats[m][i]) for _, i in items]
+                      for m in stats if m in g}
+            values["recovery"] = [cell_metrics(p, p_clean, p_corrupt) if available else None for p in values["prob"]]
+            for j, (cell, _) in enumerate(items):
+                for m, column in values.items():
+                    g[m][cell.row][cell.layer] = column[j]
             done += len(items)
-            emit(CellsDone(kind, [(c.row, c.layer) for c, _, _ in items], [p for _, p, _ in items], rec,
-                           [d for _, _, d in items], done, len(cells)))
+            emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
+                           values["logit_diff"], done, len(cells)))
 
     # cells restoring only unaffected positions: exactly the corrupted run
     unaffected = [c for c in cells if max(c.positions) < first_corrupt]
     if unaffected:
-        deliver(unaffected, [p_corrupt] * len(unaffected), [base_logit_diff] * len(unaffected))
+        deliver(unaffected, np.tile(base_probs, (len(unaffected), 1)), np.tile(base_diffs, (len(unaffected), 1)))
     todo = [c for c in cells if max(c.positions) >= first_corrupt]
 
     run = Corrupted(
@@ -281,7 +290,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         pm.packed.prepare(run)
         run.kv = corrupt_kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
-    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
+    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
     check_cancel(cancel)
 
@@ -304,4 +313,15 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         seconds=time.perf_counter() - started_at,
         warnings=warnings,
         token_ids=list(clean.ids),
+        recovery_available=available,
     )
+
+
+# the grids' extra keys in noise mode: the spread over the noise samples (metrics.interval_grids)
+UNCERTAINTY_NAMES = ("prob_std", "prob_low", "prob_high", "logit_diff_std")
+
+
+def _value(x) -> float | None:
+    """A cell's value as a Python float; None where it has none (NaN: a std of one sample)."""
+    x = float(x)
+    return None if np.isnan(x) else x
