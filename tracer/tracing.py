@@ -27,7 +27,7 @@ from .workers import Workers, default_workers
 from . import schedule
 from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
                        run_chunk_samples, sample_scores)
-from .prompts import check_substitution, subject_span, target_token, tokenize
+from .prompts import align_prompts, subject_span, target_token, tokenize
 
 
 class Tracer:
@@ -184,24 +184,35 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if not BLAS.fast:
         warnings.append(TraceWarning("slow-blas", f"slow BLAS: {BLAS.note}"))
 
-    # memory for the recorded corrupted run, checked before anything that size is made
-    keep = corrupted_kinds(req.sever)
-    use_prefix = pm.prefix_cache
-    n_samples = 1 if req.corrupted_prompt is not None else req.samples
-    check_recording_memory(tracer, n_samples, T, keep, use_prefix and pm.packed is not None)
-
-    # corrupted input
+    # corrupted input; a corrupted prompt of another length runs in its own frame: the patched
+    # forwards run on its tokens, restoring each clean position's state at its aligned position
+    alignment = None
     if req.corrupted_prompt is not None:
-        corrupted = tokenize(tok, req.corrupted_prompt)
-        first_corrupt = check_substitution(clean, corrupted)
-        warnings += substitution_guards(clean.ids, corrupted.ids, subject)
+        corrupted = tokenize(tok, req.corrupted_prompt, "the corrupted prompt")
+        span = (subject_span(req.corrupted_prompt, req.corrupted_subject, corrupted, "corrupted subject")
+                if req.corrupted_subject is not None else None)
+        aligned = align_prompts(clean, corrupted, subject, span)
+        alignment = {"corrupted_tokens": corrupted.texts, **aligned}
+        mapping, first_corrupt = aligned["clean_to_corrupted"], aligned["prefix"]
+        warnings += substitution_guards(clean.ids, corrupted.ids, subject, mapping)
         corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
         mode = "substitution"
     else:
+        mapping = list(range(T))
         corrupt_ids = clean.ids
         embeds, noise_std = tracer.noised_embeddings(clean.ids, subject, req)
         first_corrupt = subject[0]
         mode = "noise"
+    Tf = len(corrupt_ids)  # the frame's length: the corrupted prompt's
+    if tracer.context_length and Tf > tracer.context_length:
+        raise InputError(f"the corrupted prompt is {Tf} tokens, longer than the model's context of "
+                         f"{tracer.context_length}")
+
+    # memory for the recorded corrupted run, checked before anything that size is made
+    keep = corrupted_kinds(req.sever)
+    use_prefix = pm.prefix_cache
+    n_samples = 1 if req.corrupted_prompt is not None else req.samples
+    check_recording_memory(tracer, n_samples, max(T, Tf), keep, use_prefix and pm.packed is not None)
 
     # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
     # between blocks); of the corrupted run only what the patched forwards read is kept, and only
@@ -209,7 +220,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
         mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
-    batch_rows = record_batch_rows(T - min(first_corrupt, T - 1))  # the positions each row computes
+    batch_rows = record_batch_rows(Tf - min(first_corrupt, Tf - 1))  # the positions each row computes
     n_batches = -(-n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
@@ -243,8 +254,19 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         target_id=target_id, clean_top_id=clean_top_id,
         clean_top_text=tok.decode([clean_top_id], skip_special_tokens=False), target_given=bool(req.target))
     warnings += position_guards(positions, first_corrupt, clean.texts)
+    warnings += unaligned_guards(positions, mapping, clean.texts)
 
-    cells = make_cells(req.kinds, positions, T, L, req.window, req.sever)
+    # the cells, their positions in the frame; cells with no aligned position are not run (None)
+    cells, unaffected = [], []
+    for cell in make_cells(req.kinds, positions, T, L, req.window, req.sever):
+        frame = tuple(mapping[p] for p in cell.positions if mapping[p] is not None)
+        if frame:
+            # restoring only positions before the first corrupted token, each at its own place:
+            # exactly the corrupted run
+            same = all(mapping[p] == p < first_corrupt for p in cell.positions)
+            cell.positions = frame
+            (unaffected if same else cells).append(cell)
+    todo, cells = cells, unaffected + cells
     shape = (T if positions == "all" else 1, L)
     names = req.grid_names
     metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if mode == "noise" else ())
@@ -274,18 +296,16 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
             emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
                            values["logit_diff"], done, len(cells)))
 
-    # cells restoring only unaffected positions: exactly the corrupted run
-    unaffected = [c for c in cells if max(c.positions) < first_corrupt]
     if unaffected:
         deliver(unaffected, np.tile(base_probs, (len(unaffected), 1)), np.tile(base_diffs, (len(unaffected), 1)))
-    todo = [c for c in cells if max(c.positions) >= first_corrupt]
 
     run = Corrupted(
         ids=corrupt_ids, n_samples=n_samples, embeds=embeds, states=corrupt_states, kv=corrupt_kv,
-        clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
+        clean={k: [in_frame(s[0], mapping, Tf) for s in clean_states[k]] for k in clean_states},
         target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
     )
-    chunks, packed = plan_chunks(tracer, todo, n_samples, T, use_prefix=use_prefix)
+    del clean_states
+    chunks, packed = plan_chunks(tracer, todo, n_samples, Tf, use_prefix=use_prefix)
     if packed:
         pm.packed.prepare(run)
         run.kv = corrupt_kv = None  # the packed forward reads the rows only
@@ -314,7 +334,33 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         warnings=warnings,
         token_ids=list(clean.ids),
         recovery_available=available,
+        alignment=alignment,
     )
+
+
+def in_frame(states: mx.array, mapping: list, n_frame: int) -> mx.array:
+    """A clean run's states [T, D] moved to the corrupted frame's positions [n_frame, D]: the state
+    of clean position t at mapping[t]; frame positions without a clean counterpart (never restored)
+    hold the clean run's first position. The identity mapping returns `states` itself."""
+    if len(mapping) == n_frame and all(q == t for t, q in enumerate(mapping)):
+        return states
+    source = np.zeros(n_frame, dtype=np.int32)
+    for t, q in enumerate(mapping):
+        if q is not None:
+            source[q] = t
+    return states[mx.array(source)]
+
+
+def unaligned_guards(positions, mapping: list, tokens: list[str]) -> list[TraceWarning]:
+    """Chosen positions of the prompt with no counterpart in an aligned corrupted prompt: not restored."""
+    chosen = range(len(tokens)) if positions == "all" else positions
+    missing = [p for p in chosen if mapping[p] is None]
+    if not missing:
+        return []
+    names = ", ".join(f"{p} {tokens[p]!r}" for p in missing)
+    return [TraceWarning("no-counterpart",
+                         f"position(s) {names} have no counterpart in the corrupted prompt (it is shorter "
+                         "there): they are not restored and their cells have no value")]
 
 
 # the grids' extra keys in noise mode: the spread over the noise samples (metrics.interval_grids)
