@@ -131,13 +131,14 @@ def test_noise_is_seeded_and_reported(tracers):
     assert a.noise_std == pytest.approx(3.0 * tracer.subject_sigma())
 
 
-def test_target_option_and_multi_token_warning(tracers):
+def test_target_option_traces_every_token_without_warning(tracers):
     tracer, _ = tracers("llama")
-    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, target="Paris"))
-    ids = tracer.tokenizer.encode(" Paris", add_special_tokens=False).ids
-    assert result.target_id == ids[0]
-    if len(ids) > 1:
-        assert any("tokens" in w for w in result.warnings)
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, target="Paris is a city"))
+    ids = tracer.tokenizer.encode(" Paris is a city", add_special_tokens=False).ids
+    assert len(ids) > 1 and result.target_id == ids[0]
+    assert [t["id"] for t in result.target_tokens] == ids
+    assert result.clean_prob == pytest.approx(np.prod([t["clean_prob"] for t in result.target_tokens]), rel=1e-5)
+    assert not any("tokens" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,38 @@ def target_token(tokenizer: Tokenizer, target: str) -> tuple[int, str, list[str]
     return ids[0], first, warnings
 
 
+def target_ids(tokenizer: Tokenizer, target: str, prompt: str | None = None,
+               prompt_ids: list[int] | None = None) -> list[int]:
+    """Every token of the target as it follows the prompt (traced by teacher forcing).
+
+    A target without leading whitespace gets one (as ROME does: " Paris"). When its first token
+    is a bare space (" 0" -> [" ", "0"] in some tokenizers), the target is tokenized as the model
+    sees it after the prompt: the tokens of prompt + target beyond the prompt's own, when the
+    prompt's tokens are a prefix of them; otherwise those of " " + target.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        target: the target text.
+        prompt: the prompt the target follows, and prompt_ids its tokens (both or neither).
+
+    Returns:
+        The target's token ids (at least one).
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    text = target if target[0].isspace() else " " + target
+    ids = list(_encode(tokenizer, text, "the target", add_special_tokens=False).ids)
+    if not ids:
+        raise InputError(f"target {target!r} encodes to no token")
+    bare_space = not tokenizer.decode([ids[0]], skip_special_tokens=False).strip()
+    if bare_space and prompt is not None and prompt_ids is not None:
+        whole = list(_encode(tokenizer, prompt + text, "the prompt and target").ids)
+        n = len(prompt_ids)
+        if whole[:n] == list(prompt_ids) and len(whole) > n:
+            ids = whole[n:]
+    return ids
+
+
 def check_substitution(clean: Tokens, corrupted: Tokens) -> int:
     """The corrupted prompt must tokenize to the same length; returns the first
     position where the two differ (everything before it is exactly unaffected)."""

@@ -27,7 +27,7 @@ from .workers import Workers, default_workers
 from . import schedule
 from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
                        run_chunk_samples, sample_scores)
-from .prompts import align_prompts, subject_span, target_token, tokenize
+from .prompts import align_prompts, subject_span, target_ids, tokenize
 
 
 class Tracer:
@@ -184,6 +184,12 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if not BLAS.fast:
         warnings.append(TraceWarning("slow-blas", f"slow BLAS: {BLAS.note}"))
 
+    # a target of k tokens is teacher-forced: both runs read its first k - 1 tokens after the prompt,
+    # and P(target) is the product of its tokens' probabilities at the last k positions
+    targets = target_ids(tok, req.target, req.prompt, clean.ids) if req.target else None
+    extra = list(targets[:-1]) if targets else []
+    k = len(extra) + 1
+
     # corrupted input; a corrupted prompt of another length runs in its own frame: the patched
     # forwards run on its tokens, restoring each clean position's state at its aligned position
     alignment = None
@@ -200,26 +206,28 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     else:
         mapping = list(range(T))
         corrupt_ids = clean.ids
-        embeds, noise_std = tracer.noised_embeddings(clean.ids, subject, req)
+        embeds, noise_std = tracer.noised_embeddings(clean.ids + extra, subject, req)
         first_corrupt = subject[0]
         mode = "noise"
-    Tf = len(corrupt_ids)  # the frame's length: the corrupted prompt's
-    if tracer.context_length and Tf > tracer.context_length:
-        raise InputError(f"the corrupted prompt is {Tf} tokens, longer than the model's context of "
-                         f"{tracer.context_length}")
+    clean_ids, corrupt_ids = list(clean.ids) + extra, list(corrupt_ids) + extra
+    Tf = len(corrupt_ids)  # the frame's length: the corrupted prompt's and the appended target tokens
+    frame_map = mapping + [Tf - k + 1 + j for j in range(k - 1)]  # every clean run position's place
+    if tracer.context_length and max(len(clean_ids), Tf) > tracer.context_length:
+        raise InputError(f"the prompts with the target are {max(len(clean_ids), Tf)} tokens, longer than the "
+                         f"model's context of {tracer.context_length}")
 
     # memory for the recorded corrupted run, checked before anything that size is made
     keep = corrupted_kinds(req.sever)
     use_prefix = pm.prefix_cache
     n_samples = 1 if req.corrupted_prompt is not None else req.samples
-    check_recording_memory(tracer, n_samples, max(T, Tf), keep, use_prefix and pm.packed is not None)
+    check_recording_memory(tracer, n_samples, max(len(clean_ids), Tf), keep, use_prefix and pm.packed is not None)
 
     # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
     # between blocks); of the corrupted run only what the patched forwards read is kept, and only
     # its positions from the first corrupted token on are computed (earlier ones equal the clean run)
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
-        mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
+        mx.array([clean_ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)), last=k)
     batch_rows = record_batch_rows(Tf - min(first_corrupt, Tf - 1))  # the positions each row computes
     n_batches = -(-n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
@@ -227,26 +235,25 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     corrupt_states, corrupt_logits, corrupt_kv = pm.record(
         corrupt_batch, embeds=embeds, kinds=keep, batch_rows=batch_rows, cancel=cancel,
         on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
-        shared=(clean_states, clean_kv, first_corrupt))  # positions before the corruption: the clean run's
+        shared=(clean_states, clean_kv, first_corrupt), last=k)  # positions before the corruption: the clean run's
     del clean_kv
-    clean_probs = np.array(softmax(clean_logits))[0]
-    corrupt_probs = np.array(softmax(corrupt_logits)).mean(axis=0)
+    clean_logits, corrupt_logits = clean_logits.astype(mx.float32), corrupt_logits.astype(mx.float32)
+    # [k, V] and [N, k, V]: the next-token distributions after the prompt and after each target token
+    clean_dists = np.array(softmax(clean_logits.reshape(k, -1)))
+    corrupt_dists = np.array(softmax(corrupt_logits.reshape(n_samples * k, -1))).reshape(n_samples, k, -1)
+    clean_probs, corrupt_probs = clean_dists[0], corrupt_dists[:, 0].mean(axis=0)  # after the prompt
     clean_top_id = int(np.argmax(clean_probs))
-    if req.target:
-        target_id, target_text, target_warnings = target_token(tok, req.target)
-        warnings += [TraceWarning("multi-token-target", w) for w in target_warnings]
-    else:
-        target_id = clean_top_id
-        target_text = tok.decode([target_id], skip_special_tokens=False)
+    targets = targets or [clean_top_id]
+    target_id = targets[0]
+    target_text = tok.decode(targets, skip_special_tokens=False)
     # the logit difference is measured against the corrupted run's strongest token other than the
     # target (against its top token it is exactly 0 wherever the corruption kept the target on top)
     others = corrupt_probs.copy()
     others[target_id] = -1.0
     corrupt_top_id = int(np.argmax(others))
-    p_clean = float(clean_probs[target_id])
+    p_clean = float(np.array(sample_scores(clean_logits, targets, corrupt_top_id)[0])[0])
     # the corrupted run's per-sample values: every cell restoring only unaffected positions has them
-    base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits.astype(mx.float32), [target_id],
-                                                                 corrupt_top_id))
+    base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits, targets, corrupt_top_id))
     p_corrupt = float(base_probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
     available = recovery_available(p_clean, p_corrupt)
     warnings += trace_guards(
@@ -301,8 +308,8 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
 
     run = Corrupted(
         ids=corrupt_ids, n_samples=n_samples, embeds=embeds, states=corrupt_states, kv=corrupt_kv,
-        clean={k: [in_frame(s[0], mapping, Tf) for s in clean_states[k]] for k in clean_states},
-        target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
+        clean={kind: [in_frame(s[0], frame_map, Tf) for s in clean_states[kind]] for kind in clean_states},
+        target_id=target_id, top_id=corrupt_top_id, cancel=cancel, target_ids=tuple(targets),
     )
     del clean_states
     chunks, packed = plan_chunks(tracer, todo, n_samples, Tf, use_prefix=use_prefix)
@@ -335,6 +342,9 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         token_ids=list(clean.ids),
         recovery_available=available,
         alignment=alignment,
+        target_tokens=[{"id": int(t), "text": tok.decode([int(t)], skip_special_tokens=False),
+                        "clean_prob": float(clean_dists[j, t]), "corrupted_prob": float(corrupt_dists[:, j, t].mean())}
+                       for j, t in enumerate(targets)],
     )
 
 

@@ -19,7 +19,9 @@ class TraceRequest(TraceSettings):
         prompt: the clean prompt.
         subject: the words whose embeddings are corrupted (first occurrence in the prompt).
         corrupted_prompt: set: substitution mode (the corrupted run is this prompt); None: noise.
-        target: the token whose probability is traced; None: the clean run's top token.
+        target: the text whose probability is traced (P of all its tokens, teacher-forced: the
+            product of each token's probability after the prompt and the target's earlier
+            tokens); None: the clean run's top token.
         positions: "all" (the paper's token x layer grid), "subject-last", or token indices
             restored together (one row per kind).
         corrupted_subject: substitution only: the words of the corrupted prompt that replace the
