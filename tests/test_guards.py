@@ -122,3 +122,12 @@ def test_recovery_not_available_below_the_minimum_total_effect(tracers, monkeypa
     prob = np.array(forced.grids["mlp"]["prob"])
     np.testing.assert_allclose(forced.grids["mlp"]["recovery"], 100 * (prob - forced.corrupted_prob) / gap,
                                rtol=1e-9)
+
+
+def test_unaligned_positions_are_named():
+    from tracer.guards import unaligned_guards
+
+    (w,) = unaligned_guards("all", [0, None, 1, 2], ["The", " E", "iffel", " is"])
+    assert w.code == "no-counterpart" and "1 ' E'" in w and "iffel" not in w
+    assert unaligned_guards([0, 2], [0, None, 1, 2], ["a"] * 4) == []
+    assert unaligned_guards("all", [0, 1], ["a", "b"]) == []

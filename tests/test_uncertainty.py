@@ -97,3 +97,12 @@ def test_substitution_has_no_spread(tracers):
                      if len(tokenize(tracer.tokenizer, PROMPT.replace(SUBJECT, o))) == n)
     result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=("hidden",)))
     assert set(result.grids["hidden"]) == {"prob", "recovery", "logit_diff"}
+
+
+def test_one_noise_sample_has_no_spread(tracers):
+    tracer, _ = tracers("llama")
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, positions="subject-last"))
+    g = result.grids["hidden"]
+    assert all(isinstance(v, float) for v in g["prob"][0])
+    for key in ("prob_std", "prob_low", "prob_high", "logit_diff_std"):
+        assert g[key] == [[None] * tracer.n_layers]

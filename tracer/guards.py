@@ -15,7 +15,7 @@ Codes and thresholds:
     subject-unchanged        the substitution leaves the subject's tokens as they are
     nothing-corrupted        the corrupted prompt tokenizes exactly like the prompt
     no-counterpart           a position of the prompt has no aligned token in a shorter corrupted
-                             prompt: it is not restored and its cells have no value (tracing.py)
+                             prompt: it is not restored and its cells have no value
     position-before-corruption  a chosen position lies before the first corrupted token:
                              restoring it changes nothing (its cells equal the corrupted run)
     slow-blas                MLX runs on its reference BLAS
@@ -136,3 +136,25 @@ def position_guards(positions, first_corrupt: int, tokens: list[str]) -> list[Tr
     return [TraceWarning("position-before-corruption",
                          f"position(s) {names} lie before the first corrupted token ({first_corrupt}): "
                          "they carry the clean state already, so restoring them changes nothing")]
+
+
+def unaligned_guards(positions, mapping: list, tokens: list[str]) -> list[TraceWarning]:
+    """Positions of the prompt with no counterpart in an aligned, shorter corrupted prompt.
+
+    Args:
+        positions: "all" or the chosen positions.
+        mapping: each prompt position's aligned corrupted position (None: no counterpart).
+        tokens: the prompt's token texts.
+
+    Returns:
+        One warning (code no-counterpart) naming them: they are not restored and their cells have
+        no value; or [].
+    """
+    chosen = range(len(tokens)) if positions == "all" else positions
+    missing = [p for p in chosen if mapping[p] is None]
+    if not missing:
+        return []
+    names = ", ".join(f"{p} {tokens[p]!r}" for p in missing)
+    return [TraceWarning("no-counterpart",
+                         f"position(s) {names} have no counterpart in the corrupted prompt (it is shorter "
+                         "there): they are not restored and their cells have no value")]

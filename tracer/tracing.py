@@ -18,7 +18,8 @@ from . import corruption
 from .errors import InputError, check_cancel
 from .events import CellsDone, Log, Recording, Started
 from .fastops import softmax
-from .guards import TraceWarning, position_guards, recovery_available, substitution_guards, trace_guards
+from .guards import (TraceWarning, position_guards, recovery_available, substitution_guards, trace_guards,
+                     unaligned_guards)
 from .types import Prediction, TraceRequest, TraceResult
 from .metrics import METRIC_NAMES, cell_metrics, interval_grids
 from .models import LoadedModel
@@ -168,6 +169,26 @@ def resolve_positions(positions, subject: tuple[int, int], n_tokens: int):
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
+    """One causal trace (ROME-METHOD.md): the clean and corrupted runs, then every cell's patched run.
+
+    Noise corrupts the subject's embeddings (req.samples samples; each cell also gets its spread).
+    A corrupted prompt substitutes; one of another token length is aligned with the prompt
+    (prompts.align_prompts) and the patched forwards run on its tokens. A target of several
+    tokens is traced as P(whole target) by teacher forcing.
+
+    Args:
+        tracer: the loaded model.
+        req: what to trace.
+        on_event: called with each event (Recording, Started, Log, CellsDone) on this thread.
+        cancel: set to stop; TraceCancelled is raised at the next check (between blocks).
+
+    Returns:
+        The TraceResult.
+
+    Raises:
+        InputError: a request that cannot be traced (the message says why and what to do).
+        TraceCancelled: `cancel` was set.
+    """
     check_cancel(cancel)  # a request superseded before it started: nothing runs
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
@@ -349,9 +370,18 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
 
 
 def in_frame(states: mx.array, mapping: list, n_frame: int) -> mx.array:
-    """A clean run's states [T, D] moved to the corrupted frame's positions [n_frame, D]: the state
-    of clean position t at mapping[t]; frame positions without a clean counterpart (never restored)
-    hold the clean run's first position. The identity mapping returns `states` itself."""
+    """A clean run's states moved to the corrupted prompt's positions (the frame the patched forwards
+    run in).
+
+    Args:
+        states: [T, D], one kind's clean outputs at one layer.
+        mapping: the frame position of each clean position (None: no counterpart).
+        n_frame: the frame's length.
+
+    Returns:
+        [n_frame, D]: clean position t's state at mapping[t]; frame positions without a clean
+        counterpart (never restored) hold position 0's. The identity mapping returns `states` itself.
+    """
     if len(mapping) == n_frame and all(q == t for t, q in enumerate(mapping)):
         return states
     source = np.zeros(n_frame, dtype=np.int32)
@@ -359,18 +389,6 @@ def in_frame(states: mx.array, mapping: list, n_frame: int) -> mx.array:
         if q is not None:
             source[q] = t
     return states[mx.array(source)]
-
-
-def unaligned_guards(positions, mapping: list, tokens: list[str]) -> list[TraceWarning]:
-    """Chosen positions of the prompt with no counterpart in an aligned corrupted prompt: not restored."""
-    chosen = range(len(tokens)) if positions == "all" else positions
-    missing = [p for p in chosen if mapping[p] is None]
-    if not missing:
-        return []
-    names = ", ".join(f"{p} {tokens[p]!r}" for p in missing)
-    return [TraceWarning("no-counterpart",
-                         f"position(s) {names} have no counterpart in the corrupted prompt (it is shorter "
-                         "there): they are not restored and their cells have no value")]
 
 
 # the grids' extra keys in noise mode: the spread over the noise samples (metrics.interval_grids)
