@@ -132,10 +132,14 @@ def test_corrupted_subject_names_the_span(tracers):
     np.testing.assert_allclose(result.grid("hidden"), expected["hidden"]["prob"], atol=1e-5)
 
 
-def test_embedded_model_shakespeare_and_dickens(embedded_model):
+def test_embedded_model_shakespeare_and_dickens():
     """The seed tutorial's pair of different token lengths now traces, aligned at the last tokens,
     and shows ROME's two sites: the subject's last token early, the last token late."""
-    tracer = Tracer(embedded_model)
+    from tracer.models import load_model
+
+    # its own copy: a Tracer wraps the model's modules, and this file runs before tests that read
+    # the session's embedded model's parameter names (test_dequantize)
+    tracer = Tracer(load_model())
     result = run_trace(tracer, TraceRequest("Shakespeare wrote", "Shakespeare", corrupted_prompt="Dickens wrote",
                                             kinds=("hidden",), target="Romeo"))
     assert result.tokens == ["Sh", "akespeare", " wrote"]
