@@ -65,6 +65,8 @@ def test_trace_result_as_numpy(model):
     assert grid.shape == (1, model.n_layers) and grid.dtype == np.float64
     np.testing.assert_array_equal(grid, np.array(result.grids["mlp"]["prob"]))
     recovery = 100 * (grid - result.corrupted_prob) / (result.clean_prob - result.corrupted_prob)
+    if not result.recovery_available:  # the tiny model's total effect is below the minimum: NaN cells
+        recovery = np.full_like(grid, np.nan)
     np.testing.assert_allclose(result.grid("mlp", "recovery"), recovery, rtol=1e-9, atol=1e-9)
     doc = result.to_dict()
     assert doc["config"]["noise"] == "s3" and doc["config"]["seed"] == 1 and doc["grids"]["mlp"]["prob"] == grid.tolist()

@@ -3,6 +3,8 @@ meaningless traces now say so."""
 
 import json
 
+import numpy as np
+
 import pytest
 
 from tracer.guards import (
@@ -92,3 +94,40 @@ def test_the_seed_tutorials_cases_on_the_embedded_model(smollm, prompt, subject,
     if corrupted is not None:  # the logit difference is against another token, so never identically 0
         assert result.corrupted_top_id != result.target_id
         assert any(abs(v) > 1e-3 for v in result.grids["hidden"]["logit_diff"][0])
+
+
+def test_recovery_not_available_below_the_minimum_total_effect(tracers, monkeypatch):
+    """The tiny model's total effect is small: every recovery cell and every CellsDone recovery is None,
+    the probabilities are all there; with the threshold lowered, recovery is computed."""
+    from tracer import guards
+    from tracer.events import CellsDone
+
+    tracer, _ = tracers("llama")
+    req = TraceRequest("The Eiffel Tower is located in the city of", "Eiffel Tower", kinds=("hidden", "mlp"),
+                       samples=2)
+    events = []
+    result = run_trace(tracer, req, on_event=events.append)
+    gap = result.clean_prob - result.corrupted_prob
+    assert gap < MIN_TOTAL_EFFECT and not result.recovery_available
+    assert "small-total-effect" in codes(result.warnings) or "negative-total-effect" in codes(result.warnings)
+    done = [e for e in events if isinstance(e, CellsDone)]
+    assert done and all(r is None for e in done for r in e.recovery)
+    assert all(isinstance(p, float) for e in done for p in e.prob)
+    for kind in req.kinds:
+        assert all(v is None for row in result.grids[kind]["recovery"] for v in row)
+        assert all(isinstance(v, float) for row in result.grids[kind]["prob"] for v in row)
+    monkeypatch.setattr(guards, "MIN_TOTAL_EFFECT", -1.0)
+    forced = run_trace(tracer, req)
+    assert forced.recovery_available
+    prob = np.array(forced.grids["mlp"]["prob"])
+    np.testing.assert_allclose(forced.grids["mlp"]["recovery"], 100 * (prob - forced.corrupted_prob) / gap,
+                               rtol=1e-9)
+
+
+def test_unaligned_positions_are_named():
+    from tracer.guards import unaligned_guards
+
+    (w,) = unaligned_guards("all", [0, None, 1, 2], ["The", " E", "iffel", " is"])
+    assert w.code == "no-counterpart" and "1 ' E'" in w and "iffel" not in w
+    assert unaligned_guards([0, 2], [0, None, 1, 2], ["a"] * 4) == []
+    assert unaligned_guards("all", [0, 1], ["a", "b"]) == []

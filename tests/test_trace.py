@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from oracle import oracle_trace
+from tracer import guards
 from tracer.errors import InputError
 from tracer.types import TraceRequest
 from tracer.prompts import tokenize
@@ -25,10 +26,33 @@ def _substitute(tok, prompt=PROMPT):
     pytest.skip("no same-length substitution for this tokenizer")
 
 
+def check_recovery(result, kind, oracle_prob, p_clean, p_corrupt):
+    """Recovery against the oracle's probabilities where it is available; every cell None where the
+    total effect is below guards.MIN_TOTAL_EFFECT."""
+    gap = p_clean - p_corrupt
+    assert result.recovery_available == (gap >= guards.MIN_TOTAL_EFFECT)
+    cells = result.grids[kind]["recovery"]
+    if not result.recovery_available:
+        assert all(v is None for row in cells for v in row)
+        assert np.isnan(result.grid(kind, "recovery")).all()
+        return
+    recovery = 100 * (np.asarray(oracle_prob) - p_corrupt) / gap
+    # recovery divides by the clean-corrupted gap: prob's 1e-5 becomes 100 * 2e-5 / gap
+    np.testing.assert_allclose(np.array(cells, dtype=float), recovery, atol=100 * 2e-5 / abs(gap))
+
+
+@pytest.fixture
+def recovery_always(monkeypatch):
+    """Recovery computed whatever the total effect (the tiny random models' effects are small)."""
+    monkeypatch.setattr(guards, "MIN_TOTAL_EFFECT", -np.inf)
+
 
 @pytest.mark.parametrize("arch", ORACLE_ARCHS)
 @pytest.mark.parametrize("mode", ["noise", "substitution"])
-def test_engine_equals_oracle(tracers, arch, mode):
+@pytest.mark.parametrize("threshold", ["as-is", "recovery-always"])
+def test_engine_equals_oracle(tracers, arch, mode, threshold, monkeypatch):
+    if threshold == "recovery-always":
+        monkeypatch.setattr(guards, "MIN_TOTAL_EFFECT", -np.inf)
     tracer, oracle_lm = tracers(arch)
     corrupted = _substitute(tracer.tokenizer) if mode == "substitution" else None
     kinds = ("hidden", "mlp", "attn")
@@ -46,10 +70,7 @@ def test_engine_equals_oracle(tracers, arch, mode):
         got = np.array(result.grids[kind]["prob"])
         np.testing.assert_allclose(got, expected[kind]["prob"], atol=1e-5, err_msg=f"{arch} {mode} {kind}")
         np.testing.assert_allclose(np.array(result.grids[kind]["logit_diff"]), expected[kind]["logit_diff"], atol=1e-4)
-        recovery = 100 * (expected[kind]["prob"] - p_corrupt) / (p_clean - p_corrupt)
-        # recovery divides by the clean-corrupted gap: prob's 1e-5 becomes 100 * 2e-5 / gap
-        tolerance = 100 * 2e-5 / abs(p_clean - p_corrupt)
-        np.testing.assert_allclose(np.array(result.grids[kind]["recovery"]), recovery, atol=tolerance)
+        check_recovery(result, kind, expected[kind]["prob"], p_clean, p_corrupt)
     # the grid is not trivially flat: some cell moves the probability
     assert np.ptp(np.array(result.grids["hidden"]["prob"])) > 1e-4
 
@@ -71,7 +92,7 @@ def test_chosen_positions_equal_oracle(tracers, mode):
         np.testing.assert_allclose(np.array(result.grids[kind]["prob"]), expected[kind]["prob"], atol=1e-5)
 
 
-def test_restoring_every_position_gives_clean(tracers):
+def test_restoring_every_position_gives_clean(tracers, recovery_always):
     tracer, _ = tracers("llama")
     corrupted = _substitute(tracer.tokenizer)
     n = len(tokenize(tracer.tokenizer, PROMPT))
@@ -81,7 +102,7 @@ def test_restoring_every_position_gives_clean(tracers):
     np.testing.assert_allclose(result.grids["hidden"]["recovery"][0], [100.0] * tracer.n_layers, atol=1e-2)
 
 
-def test_positions_before_corruption_change_nothing(tracers):
+def test_positions_before_corruption_change_nothing(tracers, recovery_always):
     tracer, _ = tracers("llama")
     req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp", "attn"), samples=3, window=3)
     result = run_trace(tracer, req)
@@ -110,13 +131,14 @@ def test_noise_is_seeded_and_reported(tracers):
     assert a.noise_std == pytest.approx(3.0 * tracer.subject_sigma())
 
 
-def test_target_option_and_multi_token_warning(tracers):
+def test_target_option_traces_every_token_without_warning(tracers):
     tracer, _ = tracers("llama")
-    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, target="Paris"))
-    ids = tracer.tokenizer.encode(" Paris", add_special_tokens=False).ids
-    assert result.target_id == ids[0]
-    if len(ids) > 1:
-        assert any("tokens" in w for w in result.warnings)
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, target="Paris is a city"))
+    ids = tracer.tokenizer.encode(" Paris is a city", add_special_tokens=False).ids
+    assert len(ids) > 1 and result.target_id == ids[0]
+    assert [t["id"] for t in result.target_tokens] == ids
+    assert result.clean_prob == pytest.approx(np.prod([t["clean_prob"] for t in result.target_tokens]), rel=1e-5)
+    assert not any("tokens" in w for w in result.warnings)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +147,8 @@ def test_target_option_and_multi_token_warning(tracers):
         (dict(prompt=""), "prompt is empty"),
         (dict(subject="Louvre"), "not found"),
         (dict(subject=""), "subject is empty"),
-        (dict(corrupted_prompt="A much longer prompt than the original one, really much longer"), "tokens"),
+        (dict(corrupted_prompt="A much longer prompt than the original one, really much longer"), "share none"),
+        (dict(corrupted_prompt=PROMPT + " the"), "--corrupted-subject"),
         (dict(window=0), "window"),
         (dict(samples=0), "samples"),
         (dict(kinds=("resdi",)), "unknown kind"),

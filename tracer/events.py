@@ -49,10 +49,14 @@ class Started:
 
 @dataclass
 class CellsDone:
+    """Finished cells of one grid. `recovery` holds None for every cell when recovery % is not
+    available (the total effect is below guards.MIN_TOTAL_EFFECT: show n/a). Cells without a
+    value (a prompt token with no counterpart in an aligned corrupted prompt) never arrive."""
+
     kind: str
     cells: list[tuple[int, int]]  # (row, layer) of each finished cell
     prob: list[float]
-    recovery: list[float]
+    recovery: list[float | None]
     logit_diff: list[float]
     done: int  # cells finished so far, all kinds
     total: int

@@ -14,6 +14,8 @@ Codes and thresholds:
     target-not-predicted     --target is not the clean run's top token (which is named)
     subject-unchanged        the substitution leaves the subject's tokens as they are
     nothing-corrupted        the corrupted prompt tokenizes exactly like the prompt
+    no-counterpart           a position of the prompt has no aligned token in a shorter corrupted
+                             prompt: it is not restored and its cells have no value
     position-before-corruption  a chosen position lies before the first corrupted token:
                              restoring it changes nothing (its cells equal the corrupted run)
     slow-blas                MLX runs on its reference BLAS
@@ -96,13 +98,27 @@ def trace_guards(*, target_text: str, p_clean: float, p_corrupted: float, corrup
     return out
 
 
-def substitution_guards(clean_ids: list[int], corrupted_ids: list[int], subject: tuple[int, int]) -> list[TraceWarning]:
-    """Guards of a substitution: nothing or not the subject changed."""
+def substitution_guards(clean_ids: list[int], corrupted_ids: list[int], subject: tuple[int, int],
+                        mapping: list | None = None) -> list[TraceWarning]:
+    """Guards of a substitution: nothing or not the subject changed.
+
+    Args:
+        clean_ids, corrupted_ids: the two prompts' token ids.
+        subject: the subject's token range [b, e) in the prompt.
+        mapping: each clean position's aligned corrupted position (None: no counterpart), for
+            prompts of different lengths; None: position by position.
+
+    Returns:
+        The warnings (codes nothing-corrupted, subject-unchanged), or [].
+    """
     if clean_ids == corrupted_ids:
         return [TraceWarning("nothing-corrupted",
                              "the corrupted prompt tokenizes exactly like the prompt: nothing is corrupted")]
     b, e = subject
-    if clean_ids[b:e] == corrupted_ids[b:e]:
+    mapping = list(range(len(clean_ids))) if mapping is None else mapping
+    counterparts = [None if mapping[i] is None or mapping[i] >= len(corrupted_ids) else corrupted_ids[mapping[i]]
+                    for i in range(b, e)]
+    if clean_ids[b:e] == counterparts:
         return [TraceWarning("subject-unchanged",
                              "the corrupted prompt leaves the subject's tokens unchanged: "
                              "this traces another change, not the subject")]
@@ -120,3 +136,25 @@ def position_guards(positions, first_corrupt: int, tokens: list[str]) -> list[Tr
     return [TraceWarning("position-before-corruption",
                          f"position(s) {names} lie before the first corrupted token ({first_corrupt}): "
                          "they carry the clean state already, so restoring them changes nothing")]
+
+
+def unaligned_guards(positions, mapping: list, tokens: list[str]) -> list[TraceWarning]:
+    """Positions of the prompt with no counterpart in an aligned, shorter corrupted prompt.
+
+    Args:
+        positions: "all" or the chosen positions.
+        mapping: each prompt position's aligned corrupted position (None: no counterpart).
+        tokens: the prompt's token texts.
+
+    Returns:
+        One warning (code no-counterpart) naming them: they are not restored and their cells have
+        no value; or [].
+    """
+    chosen = range(len(tokens)) if positions == "all" else positions
+    missing = [p for p in chosen if mapping[p] is None]
+    if not missing:
+        return []
+    names = ", ".join(f"{p} {tokens[p]!r}" for p in missing)
+    return [TraceWarning("no-counterpart",
+                         f"position(s) {names} have no counterpart in the corrupted prompt (it is shorter "
+                         "there): they are not restored and their cells have no value")]

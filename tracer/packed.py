@@ -188,13 +188,17 @@ class PackedForward:
             tuple(x.transpose(0, 2, 1, 3).reshape(x.shape[0] * x.shape[2], -1) for x in kv) for kv in run.kv
         ]
 
-    def logits(self, run, cells, start: int) -> mx.array:
-        """Last-position logits [len(cells) * N, V] for the cells (sharing `start`) x samples.
-        `run` is a schedule.Corrupted, prepared."""
+    def logits(self, run, cells, start: int, last: int = 1) -> mx.array:
+        """Last-position logits [len(cells) * N, V] for the cells (sharing `start`) x samples, or
+        with last > 1 the last positions' [len(cells) * N, last, V]. `run` is a schedule.Corrupted,
+        prepared."""
         N, T, L = run.n_samples, len(run.ids), self.n_layers
         lay = _Layout.of(cells, N, T)
         R, M, Tq = lay.R, lay.M, T - lay.t0
-        last = lay.last
+        k = last
+        # each row's last k tokens, row by row (every row computes at least k positions: its first
+        # restored position lies in the prompt, before the k - 1 appended target tokens)
+        last = lay.last if k == 1 else (lay.last[:, None] + np.arange(1 - k, 1)[None, :]).reshape(-1)
 
         restores, freezes = {}, {}  # (kind, layer) -> [M] bool
         for c_i, cell in enumerate(cells):
@@ -239,10 +243,15 @@ class PackedForward:
             rope = ropes.get(key) or ropes.setdefault(key, _Rope(attn.rope, self.head_dims[layer], lay.tok_pos))
             a = block.input_layernorm(h)
             keys, values = self._kv(attn, rope, a, run.kv_rows[layer], lay, T)
-            if layer == L - 1:  # only each row's last position goes on
-                q = rope(attn.q_proj(a[mx.array(last)]), attn.n_heads, last)[:, :, None, :]
-                out = attention(q, keys, values, attn.scale)
-                out = attn.o_proj(out.reshape(R, -1))
+            if layer == L - 1:  # only each row's last position (last k positions) goes on
+                q = rope(attn.q_proj(a[mx.array(last)]), attn.n_heads, last)
+                if k == 1:
+                    out = attention(q[:, :, None, :], keys, values, attn.scale).reshape(R, -1)
+                else:  # queries [R, heads, k, hd] at positions T-k..T-1, causal among themselves
+                    q = q.reshape(R, k, attn.n_heads, -1).transpose(0, 2, 1, 3)
+                    out = attention(q, keys, values, attn.scale, causal[Tq - k:])
+                    out = out.transpose(0, 2, 1, 3).reshape(R * k, -1)
+                out = attn.o_proj(out)
                 h = h[mx.array(last)] + restore("attn", layer, out, last)
                 h = h + restore("mlp", layer, self.mlps[layer](block.post_attention_layernorm(h)), last)
                 h = restore("hidden", layer, h, last)
@@ -260,7 +269,8 @@ class PackedForward:
                 check_cancel(run.cancel)
         else:  # no layer computed (start == L): the replayed state's last positions
             h = h[mx.array(last)]
-        return self._head(self.norm(h))
+        out = self._head(self.norm(h))
+        return out if k == 1 else out.reshape(R, k, -1)
 
     def _head(self, x):
         return self.model.lm_head(x) if "lm_head" in self.model else self.embed.as_linear(x)

@@ -99,10 +99,12 @@ class EmbedTap(Tap):
 
 
 class LastPosition(Tap):
-    """Final norm on the last position only: logits are needed nowhere else."""
+    """Final norm on the last position only (the last k while a forward asks for k): logits are
+    needed nowhere else."""
 
     def __call__(self, x):
-        return self.inner(x[:, -1:, :])
+        last = getattr(_local, "last", 1)
+        return self.inner(x[:, -last:, :])
 
 
 def _install(slot: Slot, cls) -> Tap:
@@ -242,9 +244,11 @@ class PatchableModel:
         self.packed = PackedForward(model, anatomy) if self.prefix_cache and supports_packed(model, anatomy) else None
 
     def forward(self, ids: mx.array, *, embeds=None, plans=None, cache=None, cancel=None,
-                on_block=None, eval_blocks: bool | None = None, chunk_attention: bool = False) -> mx.array:
-        """Last-position logits [B, V]; embeds: [B, T, D] used instead of the embedding output;
-        plans: {(kind, layer): TapPlan}; cache: one PrefixCache per layer;
+                on_block=None, eval_blocks: bool | None = None, chunk_attention: bool = False,
+                last: int | None = None) -> mx.array:
+        """Last-position logits [B, V], or with `last` the last positions' [B, last, V];
+        embeds: [B, T, D] used instead of the embedding output; plans: {(kind, layer): TapPlan};
+        cache: one PrefixCache per layer;
         cancel: an Event checked after each block, raising TraceCancelled once set;
         on_block: called after each block is evaluated. Blocks are evaluated one by one on
         CPU (default) or when `eval_blocks` is True; otherwise neither is called. chunk_attention:
@@ -258,18 +262,19 @@ class PatchableModel:
         if eval_blocks is None:
             eval_blocks = mx.default_device() == mx.cpu
         _local.eval_blocks, _local.cancel, _local.on_block = eval_blocks, cancel, on_block
-        _local.chunk_attention = chunk_attention
+        _local.chunk_attention, _local.last = chunk_attention, last or 1
         try:
             logits = self.model(ids, cache=cache) if cache is not None else self.model(ids)
         finally:
             _local.plans, _local.eval_blocks, _local.cancel, _local.on_block = None, False, None, None
-            _local.chunk_attention = False
-        return logits[:, -1, :]
+            _local.chunk_attention, _local.last = False, 1
+        return logits[:, -1, :] if last is None else logits[:, -last:, :]
 
     def record(self, ids: mx.array, *, embeds=None, kinds=KIND_SLOTS, batch_rows: int | None = None,
-               cancel=None, on_layer=None, chunk_attention: bool = True, shared=None):
+               cancel=None, on_layer=None, chunk_attention: bool = True, shared=None, last: int | None = None):
         """Run once, keeping the `kinds`' outputs at every layer and each layer's keys/values:
-        ({kind: [L x [B, T, D]]}, logits [B, V], [L x (keys, values)] or None), all evaluated.
+        ({kind: [L x [B, T, D]]}, logits [B, V] (with `last`: [B, last, V], the last positions'),
+        [L x (keys, values)] or None), all evaluated.
 
         The rows run in batches of at most `batch_rows` (all at once by default), so only one
         batch's activations are alive besides what is kept. Blocks are evaluated one by one:
@@ -284,7 +289,7 @@ class PatchableModel:
         t0 = 0
         if shared is not None and self.prefix_cache and shared[1] is not None:
             shared_states, shared_kv, t0 = shared
-            t0 = min(t0, ids.shape[1] - 1)
+            t0 = min(t0, ids.shape[1] - (last or 1))
         size = B if not batch_rows else max(1, min(B, batch_rows))
         parts = []
         for b, r0 in enumerate(range(0, B, size)):
@@ -304,7 +309,7 @@ class PatchableModel:
                          for kv in shared_kv]
             logits = self.forward(ids[rows, t0:], embeds=None if embeds is None else embeds[rows, t0:], plans=plans,
                                   cache=cache, cancel=cancel, on_block=block_done, eval_blocks=True,
-                                  chunk_attention=chunk_attention)
+                                  chunk_attention=chunk_attention, last=last)
             states = {k: [plans[(k, i)].recorded for i in range(self.n_layers)] for k in kinds}
             if t0 > 0:
                 states = {k: [mx.concatenate([mx.broadcast_to(shared_states[k][i][:, :t0], (n, t0, s.shape[2])), s],

@@ -1,4 +1,5 @@
-"""Prompts as tokens: ids, display texts, character offsets, the subject's span, the target."""
+"""Prompts as tokens: ids, display texts, character offsets, the subject's span, the target, and the
+alignment of a corrupted prompt of another token length with the prompt."""
 
 from __future__ import annotations
 
@@ -55,20 +56,22 @@ def tokenize(tokenizer: Tokenizer, text: str, what: str = "the prompt") -> Token
     return Tokens(ids, texts, [tuple(o) for o in enc.offsets], special)
 
 
-def subject_span(prompt: str, subject: str, tokens: Tokens) -> tuple[int, int]:
+def subject_span(prompt: str, subject: str, tokens: Tokens, what: str = "subject") -> tuple[int, int]:
     """Token range [begin, end) covering the subject's FIRST occurrence in the prompt.
 
     A token belongs to the subject when its characters overlap the subject's
-    characters (a token " Eiffel" with a leading space counts)."""
+    characters (a token " Eiffel" with a leading space counts). `what` names the subject and
+    its prompt in messages ("corrupted subject": "... not found in the corrupted prompt")."""
     if not isinstance(subject, str) or not subject.strip():
-        raise InputError("the subject is empty")
-    check_text(subject, "the subject")
+        raise InputError(f"the {what} is empty")
+    check_text(subject, f"the {what}")
     start = prompt.find(subject)
     if start < 0:
         stripped = subject.strip()
         start = prompt.find(stripped)
         if start < 0:
-            raise InputError(f"subject {subject!r} not found in prompt {prompt!r}")
+            where = "the corrupted prompt" if what.startswith("corrupted") else "prompt"
+            raise InputError(f"{what} {subject!r} not found in {where} {prompt!r}")
         subject = stripped
     end = start + len(subject)
     inside = [
@@ -77,7 +80,7 @@ def subject_span(prompt: str, subject: str, tokens: Tokens) -> tuple[int, int]:
         if not tokens.special[i] and s < end and e > start
     ]
     if not inside:
-        raise InputError(f"subject {subject!r} covers no token of the prompt")
+        raise InputError(f"{what} {subject!r} covers no token of its prompt")
     return inside[0], inside[-1] + 1
 
 
@@ -101,6 +104,38 @@ def target_token(tokenizer: Tokenizer, target: str) -> tuple[int, str, list[str]
     return ids[0], first, warnings
 
 
+def target_ids(tokenizer: Tokenizer, target: str, prompt: str | None = None,
+               prompt_ids: list[int] | None = None) -> list[int]:
+    """Every token of the target as it follows the prompt (traced by teacher forcing).
+
+    A target without leading whitespace gets one (as ROME does: " Paris"). When its first token
+    is a bare space (" 0" -> [" ", "0"] in some tokenizers), the target is tokenized as the model
+    sees it after the prompt: the tokens of prompt + target beyond the prompt's own, when the
+    prompt's tokens are a prefix of them; otherwise those of " " + target.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        target: the target text.
+        prompt: the prompt the target follows, and prompt_ids its tokens (both or neither).
+
+    Returns:
+        The target's token ids (at least one).
+    """
+    if not isinstance(target, str) or not target.strip():
+        raise InputError("the target is empty")
+    text = target if target[0].isspace() else " " + target
+    ids = list(_encode(tokenizer, text, "the target", add_special_tokens=False).ids)
+    if not ids:
+        raise InputError(f"target {target!r} encodes to no token")
+    bare_space = not tokenizer.decode([ids[0]], skip_special_tokens=False).strip()
+    if bare_space and prompt is not None and prompt_ids is not None:
+        whole = list(_encode(tokenizer, prompt + text, "the prompt and target").ids)
+        n = len(prompt_ids)
+        if whole[:n] == list(prompt_ids) and len(whole) > n:
+            ids = whole[n:]
+    return ids
+
+
 def check_substitution(clean: Tokens, corrupted: Tokens) -> int:
     """The corrupted prompt must tokenize to the same length; returns the first
     position where the two differ (everything before it is exactly unaffected)."""
@@ -113,3 +148,80 @@ def check_substitution(clean: Tokens, corrupted: Tokens) -> int:
         if a != b:
             return i
     return len(clean)
+
+
+def align_tokens(clean_ids: list[int], corrupted_ids: list[int]) -> dict:
+    """Align a corrupted prompt's tokens with the clean prompt's.
+
+    The shared prefix and the shared suffix match token by token; the two differing spans between
+    them match as blocks with their LAST tokens together (so "the subject's last token" keeps its
+    counterpart): clean position i of the block maps to i + len(corrupted) - len(clean), and to
+    None where the corrupted block is shorter and has no token there.
+
+    Args:
+        clean_ids: the clean prompt's token ids.
+        corrupted_ids: the corrupted prompt's token ids.
+
+    Returns:
+        {"clean_to_corrupted": [corrupted index or None per clean token], "prefix": shared leading
+        tokens, "suffix": shared trailing tokens (never overlapping the prefix)}.
+    """
+    n, m = len(clean_ids), len(corrupted_ids)
+    prefix = 0
+    while prefix < min(n, m) and clean_ids[prefix] == corrupted_ids[prefix]:
+        prefix += 1
+    suffix = 0
+    while suffix < min(n, m) - prefix and clean_ids[n - 1 - suffix] == corrupted_ids[m - 1 - suffix]:
+        suffix += 1
+    mapping = [i if i < prefix else (i + m - n if i + m - n >= prefix else None) for i in range(n)]
+    return {"clean_to_corrupted": mapping, "prefix": prefix, "suffix": suffix}
+
+
+def align_prompts(clean: Tokens, corrupted: Tokens, subject: tuple[int, int],
+                  corrupted_span: tuple[int, int] | None = None) -> dict:
+    """The alignment (align_tokens' format) a substitution traces with, or one InputError saying
+    what to do instead.
+
+    Prompts of one token length align position by position (as always). Prompts of different
+    lengths align by align_tokens: they must share tokens at the start or the end, and their
+    differing span must contain part of the subject; with
+    `corrupted_span` (the corrupted subject's tokens) the subject aligns with that span, last
+    tokens together, and the tokens before and after it position by position, which needs as
+    many tokens before (and after) the subject in both prompts.
+
+    Args:
+        clean: the prompt's tokens.
+        corrupted: the corrupted prompt's tokens.
+        subject: the subject's token range [b, e) in the prompt.
+        corrupted_span: the corrupted subject's token range in the corrupted prompt, or None.
+
+    Returns:
+        {"clean_to_corrupted", "prefix", "suffix"}.
+    """
+    n, m = len(clean), len(corrupted)
+    aligned = align_tokens(clean.ids, corrupted.ids)
+    b, e = subject
+    if corrupted_span is not None:
+        b2, e2 = corrupted_span
+        if b != b2 or n - e != m - e2:
+            raise InputError(
+                f"outside the subjects the prompts must have as many tokens: {b} vs {b2} before, "
+                f"{n - e} vs {m - e2} after ({clean.texts} vs {corrupted.texts}): make the prompts "
+                "differ only in the subject")
+        mapping = ([i for i in range(b)] + [i + e2 - e if i + e2 - e >= b2 else None for i in range(b, e)]
+                   + [i + e2 - e for i in range(e, n)])
+        return {**aligned, "clean_to_corrupted": mapping}
+    if n == m:
+        return {**aligned, "clean_to_corrupted": list(range(n))}
+    start, stop = aligned["prefix"], n - aligned["suffix"]
+    if start == 0 and stop == n:
+        raise InputError(
+            f"the prompts have {n} and {m} tokens and share none at the start or the end ({clean.texts} vs "
+            f"{corrupted.texts}): nothing aligns them; give a corrupted prompt that changes only the subject")
+    if not (start < e and b < stop):
+        differ = f"{clean.texts[start:stop]} vs {corrupted.texts[start:m - aligned['suffix']]}"
+        raise InputError(
+            f"the prompts have {n} and {m} tokens and differ in tokens {differ}, which do not include the "
+            f"subject ({clean.texts[b:e]}): give --corrupted-subject (the corrupted prompt's words in place "
+            "of the subject), or a corrupted prompt that changes the subject")
+    return aligned

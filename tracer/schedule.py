@@ -9,7 +9,8 @@ one forward are (cell, noise sample). Work that cannot change is never done:
 - positions before a chunk's first restored position equal the corrupted run
   at every layer: their keys/values come from the corrupted run's cache and
   only the later positions are computed (`tmin`);
-- logits are computed at the last position only.
+- logits are computed at the last position only (the last k positions for a target of k
+  tokens, teacher-forced: its first k - 1 tokens are appended to the prompt).
 """
 
 from __future__ import annotations
@@ -67,10 +68,21 @@ class Corrupted:
     states: dict  # kind -> [L x [N, T, D]] corrupted outputs
     kv: list | None  # [L x (keys, values)] of the corrupted run, [N, heads, T, hd]
     clean: dict  # kind -> [L x [T, D]] clean outputs
-    target_id: int
-    top_id: int
+    target_id: int  # the target's first token
+    top_id: int  # the logit difference's reference: the corrupted run's strongest other token
     kv_rows: list | None = None  # kv as [L x (keys, values)] [N*T, heads*hd] rows (packed forward)
     cancel: threading.Event | None = None  # checked between layers: a cancel stops a forward midway
+    target_ids: tuple[int, ...] = ()  # every target token (teacher forcing); () means (target_id,)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        return tuple(self.target_ids) or (self.target_id,)
+
+    @property
+    def n_last(self) -> int:
+        """Positions whose logits a forward reads: one per target token (ids end with the
+        target's first k - 1 tokens)."""
+        return len(self.targets)
 
 
 def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
@@ -143,10 +155,26 @@ def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, pac
 
 
 def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[float], list[float]]:
-    """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell."""
+    """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell,
+    reduced over the samples in float64."""
+    probs, diffs = run_chunk_samples(pm, chunk, run)
+    return probs.astype(np.float64).mean(axis=1).tolist(), diffs.astype(np.float64).mean(axis=1).tolist()
+
+
+def run_chunk_samples(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[np.ndarray, np.ndarray]:
+    """One forward for the chunk's cells x samples.
+
+    Args:
+        pm: the patchable model.
+        chunk: the cells (sharing a start layer) and the first computed position.
+        run: the clean and corrupted runs.
+
+    Returns:
+        (P(target), logit difference) per cell and sample: two float32 arrays [cells, N].
+    """
     cells, start, tmin, N = chunk.cells, chunk.start, chunk.tmin, run.n_samples
     if pm.packed is not None and run.kv_rows is not None:
-        logits = pm.packed.logits(run, cells, start).astype(mx.float32)
+        logits = pm.packed.logits(run, cells, start, last=run.n_last).astype(mx.float32)
         return _summarize(logits, run, len(cells), N)
     T = len(run.ids)
     n_rows = len(cells) * N
@@ -175,16 +203,42 @@ def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[fl
     cache = None
     if tmin > 0:
         cache = [PrefixCache(k[sample_of_row, :, :tmin], v[sample_of_row, :, :tmin]) for k, v in run.kv]
-    logits = pm.forward(ids, embeds=embeds, plans=plans, cache=cache, cancel=run.cancel).astype(mx.float32)
-    return _summarize(logits, run, len(cells), N)
+    logits = pm.forward(ids, embeds=embeds, plans=plans, cache=cache, cancel=run.cancel, last=run.n_last)
+    return _summarize(logits.astype(mx.float32), run, len(cells), N)
 
 
-def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[list[float], list[float]]:
-    target = logits[:, run.target_id]
-    p_target = mx.exp(target - logsumexp(logits)[:, 0]).reshape(n_cells, N).mean(axis=1)  # the target's column only
-    diff = (target - logits[:, run.top_id]).reshape(n_cells, N).mean(axis=1)
+def sample_scores(logits: mx.array, targets, top_id: int) -> tuple[mx.array, mx.array]:
+    """Per row: P(target) and the logit difference, in float32.
+
+    Args:
+        logits: [rows, V] (a one-token target) or [rows, k, V], the logits at the last k positions
+            (the prompt's last, then each teacher-forced target token's).
+        targets: the k target token ids.
+        top_id: the logit difference's reference token.
+
+    Returns:
+        (P(target) [rows]: the product of the k tokens' softmax probabilities; the first target
+        token's logit minus top_id's at the prompt's last position [rows]).
+    """
+    if logits.ndim == 2:
+        logits = logits[:, None, :]
+    rows, k, V = logits.shape
+    targets = list(targets)
+    flat = logits.reshape(rows * k, V)
+    lse = logsumexp(flat)[:, 0].reshape(rows, k)
+    if k == 1:
+        picked = logits[:, 0, targets[0]][:, None]  # the target's column only
+    else:
+        picked = mx.take_along_axis(logits, mx.array(targets)[None, :, None], axis=2)[:, :, 0]
+    p_target = mx.exp((picked - lse).sum(axis=1))
+    diff = logits[:, 0, targets[0]] - logits[:, 0, top_id]
+    return p_target, diff
+
+
+def _summarize(logits: mx.array, run: Corrupted, n_cells: int, N: int) -> tuple[np.ndarray, np.ndarray]:
+    p_target, diff = sample_scores(logits, run.targets, run.top_id)
     mx.eval(p_target, diff)
-    return p_target.tolist(), diff.tolist()
+    return np.array(p_target).reshape(n_cells, N), np.array(diff).reshape(n_cells, N)
 
 
 # Token-rows per forward, measured on this 2-core CPU (benchmarks/trace_speed.py). Dense: 256

@@ -18,15 +18,17 @@ from . import corruption
 from .errors import InputError, check_cancel
 from .events import CellsDone, Log, Recording, Started
 from .fastops import softmax
-from .guards import TraceWarning, position_guards, substitution_guards, trace_guards
+from .guards import (TraceWarning, position_guards, recovery_available, substitution_guards, trace_guards,
+                     unaligned_guards)
 from .types import Prediction, TraceRequest, TraceResult
-from .metrics import METRIC_NAMES, cell_metrics
+from .metrics import METRIC_NAMES, cell_metrics, interval_grids
 from .models import LoadedModel
 from .patching import PatchableModel
 from .workers import Workers, default_workers
 from . import schedule
-from .schedule import Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes, run_chunk
-from .prompts import check_substitution, subject_span, target_token, tokenize
+from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
+                       run_chunk_samples, sample_scores)
+from .prompts import align_prompts, subject_span, target_ids, tokenize
 from .positions import resolve_positions
 
 
@@ -154,6 +156,26 @@ def check_recording_memory(tracer: Tracer, n_samples: int, n_tokens: int, kinds,
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
+    """One causal trace (ROME-METHOD.md): the clean and corrupted runs, then every cell's patched run.
+
+    Noise corrupts the subject's embeddings (req.samples samples; each cell also gets its spread).
+    A corrupted prompt substitutes; one of another token length is aligned with the prompt
+    (prompts.align_prompts) and the patched forwards run on its tokens. A target of several
+    tokens is traced as P(whole target) by teacher forcing.
+
+    Args:
+        tracer: the loaded model.
+        req: what to trace.
+        on_event: called with each event (Recording, Started, Log, CellsDone) on this thread.
+        cancel: set to stop; TraceCancelled is raised at the next check (between blocks).
+
+    Returns:
+        The TraceResult.
+
+    Raises:
+        InputError: a request that cannot be traced (the message says why and what to do).
+        TraceCancelled: `cancel` was set.
+    """
     check_cancel(cancel)  # a request superseded before it started: nothing runs
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
@@ -170,67 +192,100 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if not BLAS.fast:
         warnings.append(TraceWarning("slow-blas", f"slow BLAS: {BLAS.note}"))
 
+    # a target of k tokens is teacher-forced: both runs read its first k - 1 tokens after the prompt,
+    # and P(target) is the product of its tokens' probabilities at the last k positions
+    targets = target_ids(tok, req.target, req.prompt, clean.ids) if req.target else None
+    extra = list(targets[:-1]) if targets else []
+    k = len(extra) + 1
+
+    # corrupted input; a corrupted prompt of another length runs in its own frame: the patched
+    # forwards run on its tokens, restoring each clean position's state at its aligned position
+    alignment = None
+    if req.corrupted_prompt is not None:
+        corrupted = tokenize(tok, req.corrupted_prompt, "the corrupted prompt")
+        span = (subject_span(req.corrupted_prompt, req.corrupted_subject, corrupted, "corrupted subject")
+                if req.corrupted_subject is not None else None)
+        aligned = align_prompts(clean, corrupted, subject, span)
+        alignment = {"corrupted_tokens": corrupted.texts, **aligned}
+        mapping, first_corrupt = aligned["clean_to_corrupted"], aligned["prefix"]
+        warnings += substitution_guards(clean.ids, corrupted.ids, subject, mapping)
+        corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
+        mode = "substitution"
+    else:
+        mapping = list(range(T))
+        corrupt_ids = clean.ids
+        embeds, noise_std = tracer.noised_embeddings(clean.ids + extra, subject, req)
+        first_corrupt = subject[0]
+        mode = "noise"
+    clean_ids, corrupt_ids = list(clean.ids) + extra, list(corrupt_ids) + extra
+    Tf = len(corrupt_ids)  # the frame's length: the corrupted prompt's and the appended target tokens
+    frame_map = mapping + [Tf - k + 1 + j for j in range(k - 1)]  # every clean run position's place
+    if tracer.context_length and max(len(clean_ids), Tf) > tracer.context_length:
+        raise InputError(f"the prompts with the target are {max(len(clean_ids), Tf)} tokens, longer than the "
+                         f"model's context of {tracer.context_length}")
+
     # memory for the recorded corrupted run, checked before anything that size is made
     keep = corrupted_kinds(req.sever)
     use_prefix = pm.prefix_cache
     n_samples = 1 if req.corrupted_prompt is not None else req.samples
-    check_recording_memory(tracer, n_samples, T, keep, use_prefix and pm.packed is not None)
-
-    # corrupted input
-    if req.corrupted_prompt is not None:
-        corrupted = tokenize(tok, req.corrupted_prompt)
-        first_corrupt = check_substitution(clean, corrupted)
-        warnings += substitution_guards(clean.ids, corrupted.ids, subject)
-        corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
-        mode = "substitution"
-    else:
-        corrupt_ids = clean.ids
-        embeds, noise_std = tracer.noised_embeddings(clean.ids, subject, req)
-        first_corrupt = subject[0]
-        mode = "noise"
+    check_recording_memory(tracer, n_samples, max(len(clean_ids), Tf), keep, use_prefix and pm.packed is not None)
 
     # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
     # between blocks); of the corrupted run only what the patched forwards read is kept, and only
     # its positions from the first corrupted token on are computed (earlier ones equal the clean run)
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
-        mx.array([clean.ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)))
-    batch_rows = record_batch_rows(T - min(first_corrupt, T - 1))  # the positions each row computes
+        mx.array([clean_ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)), last=k)
+    batch_rows = record_batch_rows(Tf - min(first_corrupt, Tf - 1))  # the positions each row computes
     n_batches = -(-n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
     corrupt_batch = mx.array([corrupt_ids] * n_samples)
     corrupt_states, corrupt_logits, corrupt_kv = pm.record(
         corrupt_batch, embeds=embeds, kinds=keep, batch_rows=batch_rows, cancel=cancel,
         on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
-        shared=(clean_states, clean_kv, first_corrupt))  # positions before the corruption: the clean run's
+        shared=(clean_states, clean_kv, first_corrupt), last=k)  # positions before the corruption: the clean run's
     del clean_kv
-    clean_probs = np.array(softmax(clean_logits))[0]
-    corrupt_probs = np.array(softmax(corrupt_logits)).mean(axis=0)
+    clean_logits, corrupt_logits = clean_logits.astype(mx.float32), corrupt_logits.astype(mx.float32)
+    # [k, V] and [N, k, V]: the next-token distributions after the prompt and after each target token
+    clean_dists = np.array(softmax(clean_logits.reshape(k, -1)))
+    corrupt_dists = np.array(softmax(corrupt_logits.reshape(n_samples * k, -1))).reshape(n_samples, k, -1)
+    clean_probs, corrupt_probs = clean_dists[0], corrupt_dists[:, 0].mean(axis=0)  # after the prompt
     clean_top_id = int(np.argmax(clean_probs))
-    if req.target:
-        target_id, target_text, target_warnings = target_token(tok, req.target)
-        warnings += [TraceWarning("multi-token-target", w) for w in target_warnings]
-    else:
-        target_id = clean_top_id
-        target_text = tok.decode([target_id], skip_special_tokens=False)
+    targets = targets or [clean_top_id]
+    target_id = targets[0]
+    target_text = tok.decode(targets, skip_special_tokens=False)
     # the logit difference is measured against the corrupted run's strongest token other than the
     # target (against its top token it is exactly 0 wherever the corruption kept the target on top)
     others = corrupt_probs.copy()
     others[target_id] = -1.0
     corrupt_top_id = int(np.argmax(others))
-    p_clean, p_corrupt = float(clean_probs[target_id]), float(corrupt_probs[target_id])
+    p_clean = float(np.array(sample_scores(clean_logits, targets, corrupt_top_id)[0])[0])
+    # the corrupted run's per-sample values: every cell restoring only unaffected positions has them
+    base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits, targets, corrupt_top_id))
+    p_corrupt = float(base_probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
+    available = recovery_available(p_clean, p_corrupt)
     warnings += trace_guards(
         target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=int(np.argmax(corrupt_probs)),
         target_id=target_id, clean_top_id=clean_top_id,
         clean_top_text=tok.decode([clean_top_id], skip_special_tokens=False), target_given=bool(req.target))
     warnings += position_guards(positions, first_corrupt, clean.texts)
-    corrupt_np_logits = np.array(corrupt_logits.astype(mx.float32))
-    base_logit_diff = float(np.mean(corrupt_np_logits[:, target_id] - corrupt_np_logits[:, corrupt_top_id]))
+    warnings += unaligned_guards(positions, mapping, clean.texts)
 
-    cells = make_cells(req.kinds, positions, T, L, req.window, req.sever)
+    # the cells, their positions in the frame; cells with no aligned position are not run (None)
+    cells, unaffected = [], []
+    for cell in make_cells(req.kinds, positions, T, L, req.window, req.sever):
+        frame = tuple(mapping[p] for p in cell.positions if mapping[p] is not None)
+        if frame:
+            # restoring only positions before the first corrupted token, each at its own place:
+            # exactly the corrupted run
+            same = all(mapping[p] == p < first_corrupt for p in cell.positions)
+            cell.positions = frame
+            (unaffected if same else cells).append(cell)
+    todo, cells = cells, unaffected + cells
     shape = (T if positions == "all" else 1, L)
     names = req.grid_names
-    grids = {k: {m: [[0.0] * L for _ in range(shape[0])] for m in METRIC_NAMES} for k in names}
+    metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if mode == "noise" else ())
+    grids = {k: {m: [[None] * L for _ in range(shape[0])] for m in metrics} for k in names}
     emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, names, target_text, len(cells)))
     for w in warnings:
         emit(Log("warning", w))
@@ -238,37 +293,39 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     done = 0
 
     def deliver(batch_cells, probs, diffs):
+        """Store and report cells from their per-sample values [cells, N] (float32)."""
         nonlocal done
+        stats = interval_grids(probs, diffs)
         by_kind = defaultdict(list)
-        for cell, p, d in zip(batch_cells, probs, diffs):
-            by_kind[cell.grid].append((cell, p, d))
+        for i, cell in enumerate(batch_cells):
+            by_kind[cell.grid].append((cell, i))
         for kind, items in by_kind.items():
-            rec = [cell_metrics(p, p_clean, p_corrupt) for _, p, _ in items]
-            for (cell, p, d), r in zip(items, rec):
-                g = grids[kind]
-                g["prob"][cell.row][cell.layer], g["recovery"][cell.row][cell.layer] = p, r
-                g["logit_diff"][cell.row][cell.layer] = d
+            g = grids[kind]
+            values = {m: [(float if m in METRIC_NAMES else _value)(stats[m][i]) for _, i in items]
+                      for m in stats if m in g}
+            values["recovery"] = [cell_metrics(p, p_clean, p_corrupt) if available else None for p in values["prob"]]
+            for j, (cell, _) in enumerate(items):
+                for m, column in values.items():
+                    g[m][cell.row][cell.layer] = column[j]
             done += len(items)
-            emit(CellsDone(kind, [(c.row, c.layer) for c, _, _ in items], [p for _, p, _ in items], rec,
-                           [d for _, _, d in items], done, len(cells)))
+            emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
+                           values["logit_diff"], done, len(cells)))
 
-    # cells restoring only unaffected positions: exactly the corrupted run
-    unaffected = [c for c in cells if max(c.positions) < first_corrupt]
     if unaffected:
-        deliver(unaffected, [p_corrupt] * len(unaffected), [base_logit_diff] * len(unaffected))
-    todo = [c for c in cells if max(c.positions) >= first_corrupt]
+        deliver(unaffected, np.tile(base_probs, (len(unaffected), 1)), np.tile(base_diffs, (len(unaffected), 1)))
 
     run = Corrupted(
         ids=corrupt_ids, n_samples=n_samples, embeds=embeds, states=corrupt_states, kv=corrupt_kv,
-        clean={k: [s[0] for s in clean_states[k]] for k in clean_states},
-        target_id=target_id, top_id=corrupt_top_id, cancel=cancel,
+        clean={kind: [in_frame(s[0], frame_map, Tf) for s in clean_states[kind]] for kind in clean_states},
+        target_id=target_id, top_id=corrupt_top_id, cancel=cancel, target_ids=tuple(targets),
     )
-    chunks, packed = plan_chunks(tracer, todo, n_samples, T, use_prefix=use_prefix)
+    del clean_states
+    chunks, packed = plan_chunks(tracer, todo, n_samples, Tf, use_prefix=use_prefix)
     if packed:
         pm.packed.prepare(run)
         run.kv = corrupt_kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
-    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk(pm, c, run), chunks, cancel):
+    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
         deliver(chunk.cells, probs, diffs)
     check_cancel(cancel)
 
@@ -291,4 +348,41 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         seconds=time.perf_counter() - started_at,
         warnings=warnings,
         token_ids=list(clean.ids),
+        recovery_available=available,
+        alignment=alignment,
+        target_tokens=[{"id": int(t), "text": tok.decode([int(t)], skip_special_tokens=False),
+                        "clean_prob": float(clean_dists[j, t]), "corrupted_prob": float(corrupt_dists[:, j, t].mean())}
+                       for j, t in enumerate(targets)],
     )
+
+
+def in_frame(states: mx.array, mapping: list, n_frame: int) -> mx.array:
+    """A clean run's states moved to the corrupted prompt's positions (the frame the patched forwards
+    run in).
+
+    Args:
+        states: [T, D], one kind's clean outputs at one layer.
+        mapping: the frame position of each clean position (None: no counterpart).
+        n_frame: the frame's length.
+
+    Returns:
+        [n_frame, D]: clean position t's state at mapping[t]; frame positions without a clean
+        counterpart (never restored) hold position 0's. The identity mapping returns `states` itself.
+    """
+    if len(mapping) == n_frame and all(q == t for t, q in enumerate(mapping)):
+        return states
+    source = np.zeros(n_frame, dtype=np.int32)
+    for t, q in enumerate(mapping):
+        if q is not None:
+            source[q] = t
+    return states[mx.array(source)]
+
+
+# the grids' extra keys in noise mode: the spread over the noise samples (metrics.interval_grids)
+UNCERTAINTY_NAMES = ("prob_std", "prob_low", "prob_high", "logit_diff_std")
+
+
+def _value(x) -> float | None:
+    """A cell's value as a Python float; None where it has none (NaN: a std of one sample)."""
+    x = float(x)
+    return None if np.isnan(x) else x

@@ -19,7 +19,9 @@ class TraceRequest(TraceSettings):
         prompt: the clean prompt.
         subject: the words whose embeddings are corrupted (first occurrence in the prompt).
         corrupted_prompt: set: substitution mode (the corrupted run is this prompt); None: noise.
-        target: the token whose probability is traced; None: the clean run's top token.
+        target: the text whose probability is traced (P of all its tokens, teacher-forced: the
+            product of each token's probability after the prompt and the target's earlier
+            tokens); None: the clean run's top token.
         positions: "all" (the paper's token x layer grid), or what is restored together (one row
             per kind): "whole", "subject", "subject-last", "last", "3", "0-4", "0,2,5-7", "-3--1"
             or token indices (tracer.positions; stored parsed: "0-4" -> (0, 1, 2, 3, 4)).

@@ -1,0 +1,108 @@
+"""Per-cell uncertainty in noise mode: the std over the noise samples and the 95% Student-t interval
+of the mean, against a hand computation over the oracle's per-sample values."""
+
+import math
+
+import numpy as np
+import pytest
+
+from oracle import oracle_trace
+from tracer.events import CellsDone
+from tracer.metrics import interval_grids, mean_interval, t_quantile_975
+from tracer.tracing import Tracer, run_trace
+from tracer.types import TraceRequest
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.706), (2, 4.303), (9, 2.262), (29, 2.045), (30, 2.042),
+                                          (100, 1.984), (10**6, 1.960)])
+def test_t_quantile_matches_the_tables(df, expected):
+    assert t_quantile_975(df) == pytest.approx(expected, abs=6e-4)
+
+
+def test_t_quantile_to_many_digits():
+    # known to 9 digits (R: qt(0.975, df))
+    assert t_quantile_975(1) == pytest.approx(12.7062047362, abs=1e-8)
+    assert t_quantile_975(9) == pytest.approx(2.2621571628, abs=1e-9)
+    assert t_quantile_975(29) == pytest.approx(2.0452296421, abs=1e-9)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
+
+
+def test_mean_interval_by_hand():
+    values = [0.2, 0.4, 0.9, 0.5]
+    mean, std, low, high = mean_interval(values)
+    assert mean == pytest.approx(0.5)
+    hand_std = math.sqrt(sum((v - 0.5) ** 2 for v in values) / 3)
+    assert std == pytest.approx(hand_std)
+    half = 3.182446305284263 * hand_std / 2  # t(0.975, 3) * std / sqrt(4)
+    assert (low, high) == pytest.approx((0.5 - half, 0.5 + half))
+    one = mean_interval([0.3])
+    assert one[0] == 0.3 and all(math.isnan(x) for x in one[1:])
+
+
+def test_interval_grids_reduce_in_float64():
+    probs = np.array([[0.1, 0.3, 0.2], [0.5, 0.5, 0.5]], dtype=np.float32)
+    stats = interval_grids(probs, probs * 10)
+    for i in range(2):
+        mean, std, low, high = mean_interval(probs[i].astype(np.float64))
+        assert stats["prob"][i] == mean and stats["prob_std"][i] == std
+        assert stats["prob_low"][i] == low and stats["prob_high"][i] == high
+    assert stats["prob_std"][1] == 0 and stats["logit_diff_std"][0] == pytest.approx(1.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # the packed forward and the generic one
+@pytest.mark.parametrize("positions", ["all", (2, -1)])
+def test_cell_spread_equals_the_oracles_samples(tracers, arch, positions):
+    tracer, oracle_lm = tracers(arch)
+    N = 4
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, positions=positions)
+    events = []
+    result = run_trace(tracer, req, on_event=events.append)
+    T = len(result.tokens)
+    oracle_positions = "all" if positions == "all" else [2, T - 1]
+    expected, p_clean, p_corrupt, _ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3,
+                                                   seed=3, noise_std=result.noise_std, positions=oracle_positions)
+    t = t_quantile_975(N - 1)
+    for kind in req.kinds:
+        g = result.grids[kind]
+        assert set(g) == {"prob", "recovery", "logit_diff", "prob_std", "prob_low", "prob_high", "logit_diff_std"}
+        samples = expected[kind]["prob_samples"]  # [rows, layers, N], float64 softmax of float32 logits
+        std = samples.std(axis=2, ddof=1)
+        mean = samples.mean(axis=2)
+        np.testing.assert_allclose(g["prob_std"], std, atol=2e-6, err_msg=f"{arch} {kind}")
+        np.testing.assert_allclose(g["prob_low"], mean - t * std / math.sqrt(N), atol=1e-5)
+        np.testing.assert_allclose(g["prob_high"], mean + t * std / math.sqrt(N), atol=1e-5)
+        np.testing.assert_allclose(g["logit_diff_std"], expected[kind]["logit_diff_samples"].std(axis=2, ddof=1),
+                                   atol=1e-4)
+        assert np.max(std) > 1e-4  # the samples differ: the test could fail
+        # the interval holds the mean
+        assert np.all(np.array(g["prob_low"]) <= np.array(g["prob"]))
+        assert np.all(np.array(g["prob"]) <= np.array(g["prob_high"]))
+    if positions == "all":
+        # a token before the subject equals the corrupted run: its spread is the corrupted run's
+        corrupted_std = np.std(expected["hidden"]["prob_samples"][0, 0], ddof=1)
+        assert result.grids["hidden"]["prob_std"][0] == pytest.approx([corrupted_std] * tracer.n_layers, abs=2e-6)
+    assert any(isinstance(e, CellsDone) for e in events)
+
+
+def test_substitution_has_no_spread(tracers):
+    from tracer.prompts import tokenize
+
+    tracer, _ = tracers("llama")
+    n = len(tokenize(tracer.tokenizer, PROMPT))
+    corrupted = next(PROMPT.replace(SUBJECT, o) for o in ("Louvre Museum", "Space Needle", "Big Ben", "Colosseum")
+                     if len(tokenize(tracer.tokenizer, PROMPT.replace(SUBJECT, o))) == n)
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, corrupted_prompt=corrupted, kinds=("hidden",)))
+    assert set(result.grids["hidden"]) == {"prob", "recovery", "logit_diff"}
+
+
+def test_one_noise_sample_has_no_spread(tracers):
+    tracer, _ = tracers("llama")
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, positions="subject-last"))
+    g = result.grids["hidden"]
+    assert all(isinstance(v, float) for v in g["prob"][0])
+    for key in ("prob_std", "prob_low", "prob_high", "logit_diff_std"):
+        assert g[key] == [[None] * tracer.n_layers]
