@@ -27,8 +27,16 @@ def add_parser(sub) -> None:
     p.add_argument("--subject", required=True, help="the words of the prompt whose embeddings are corrupted")
     add_model_args(p)
     p.add_argument("--corrupted-prompt", default=None, metavar="TEXT",
-                   help="substitute this prompt instead of adding noise (default: none, noise)")
-    p.add_argument("--target", default=None, help="target token (default: the clean run's top token)")
+                   help="substitute this prompt instead of adding noise; it may have another token length "
+                   "(the two are aligned: shared start and end token by token, the differing spans last tokens "
+                   "together) (default: none, noise)")
+    p.add_argument("--corrupted-subject", default=None, metavar="TEXT",
+                   help="with --corrupted-prompt: the words of the corrupted prompt that stand for the subject, "
+                   "aligned with it last token to last token, when the prompts differ elsewhere too "
+                   "(default: found by aligning the two prompts)")
+    p.add_argument("--target", default=None,
+                   help="the answer traced, one or several tokens (P of the whole target by teacher forcing) "
+                   "(default: the clean run's top token)")
     add_settings_arguments(p)
     p.add_argument("--positions", default="all", metavar="P",
                    help="all (one row per token), or restored together: whole, subject, subject-last, last, "
@@ -105,6 +113,7 @@ def run(args) -> int:
         args.prompt,
         args.subject,
         corrupted_prompt=args.corrupted_prompt,
+        corrupted_subject=args.corrupted_subject,
         target=args.target,
         positions=args.positions,
         top_k=args.top_k,
