@@ -160,3 +160,35 @@ def test_the_engine_never_imports_the_app():
     sources = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(ROOT, "tracer")) for f in fs if f.endswith(".py")]
     offenders = [p for p in sources if any(line.lstrip().startswith(("import tui", "from tui")) for line in open(p))]
     assert offenders == []
+
+
+def test_patch_aligns_a_corrupted_prompt_of_another_length(model, plain):
+    """A shorter corrupted prompt: restoring mlp at the aligned positions equals a plain forward of the
+    corrupted prompt with the clean outputs put where the alignment says (last subject tokens together)."""
+    lm, hooks = plain
+    clean_ids = tokenize(lm.tokenizer, PROMPT).ids
+    corrupted = PROMPT.replace(SUBJECT, "Rome")
+    corrupted_ids = tokenize(lm.tokenizer, corrupted).ids
+    assert len(corrupted_ids) < len(clean_ids)
+    shift = len(corrupted_ids) - len(clean_ids)
+    last = len(clean_ids) - 1
+    span_end = max(i for i, t in enumerate(tokenize(lm.tokenizer, PROMPT).offsets)  # the subject's last token
+                   if t[0] < PROMPT.find(SUBJECT) + len(SUBJECT))
+    layer = 1
+    got = tracer.patch(model, PROMPT, corrupted, kind="self_attn", layers=[layer], positions=[span_end, last],
+                       subject=SUBJECT)
+    assert got.restored == {"kind": "attn", "layers": [layer], "positions": [span_end, last]}
+    recorded = {}
+    hooks[("attn", layer)].fn = lambda out: recorded.setdefault("clean", out)
+    last_probs(lm, PROMPT)
+    clean_out = recorded["clean"]
+    keep = np.zeros((1, len(corrupted_ids), 1), dtype=bool)
+    source = np.zeros(len(corrupted_ids), dtype=np.int32)
+    for t in (span_end, last):
+        keep[0, t + shift], source[t + shift] = True, t
+    hooks[("attn", layer)].fn = lambda out: mx.where(mx.array(keep), clean_out[:, mx.array(source)], out)
+    expected = last_probs(lm, corrupted)
+    hooks[("attn", layer)].fn = None
+    np.testing.assert_allclose(got.probs, expected, atol=1e-6)
+    with pytest.raises(tracer.InputError, match="counterpart"):
+        tracer.patch(model, PROMPT, corrupted, kind="mlp", layers=[1], positions=[span_end - 1], subject=SUBJECT)

@@ -25,9 +25,10 @@ from .fastops import softmax
 from .types import TraceRequest, TraceResult
 from .models import load_model
 from .patching import TapPlan
-from .prompts import check_substitution, subject_span, tokenize
-from .settings import KINDS, TraceSettings
-from .tracing import Tracer, resolve_positions, run_trace, top_predictions
+from .positions import parse_positions, resolve_positions
+from .prompts import align_prompts, align_tokens, subject_span, tokenize
+from .settings import TraceSettings, kind_name
+from .tracing import Tracer, in_frame, run_trace, top_predictions
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
@@ -117,11 +118,14 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     Args:
         model: from ``load``.
         clean_prompt: the prompt whose states are restored.
-        corrupted_prompt: the corrupted run's prompt (same token count); None: the clean
-            prompt with the subject's embeddings noised (`subject` and the noise settings).
-        kind: "hidden", "mlp" or "attn": which output is restored.
+        corrupted_prompt: the corrupted run's prompt, aligned with the clean one as ``trace`` aligns
+            them when their token counts differ (each clean state goes to its aligned position;
+            positions without a counterpart are not restored); None: the clean prompt with the
+            subject's embeddings noised (`subject` and the noise settings).
+        kind: "hidden", "mlp" or "attn" (or an alias: "output", "self_attn", ...): which output is restored.
         layers: the layers restored, all at once (no window).
-        positions: "all", "subject-last" (needs `subject`) or token indices.
+        positions: "all" (every position), or as ``trace`` takes them: "subject", "subject-last"
+            (both need `subject`), "last", "0-4", token indices, ...
         subject: the subject, for noise and for "subject-last".
         k: the number of top tokens returned.
         **settings: noise, samples, seed, replace (as in ``trace``).
@@ -132,8 +136,7 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     Raises:
         InputError: bad prompts, kind, layers or positions.
     """
-    if kind not in KINDS:
-        raise InputError(f"unknown kind {kind!r}: choose from {', '.join(KINDS)}")
+    kind = kind_name(kind)
     config = TraceSettings(**settings)
     pm = model.patchable
     clean = tokenize(model.tokenizer, clean_prompt)
@@ -142,29 +145,38 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     layer_list = sorted({int(layer) for layer in ([layers] if isinstance(layers, int) else layers)})
     if not layer_list or not all(0 <= layer < model.n_layers for layer in layer_list):
         raise InputError(f"layers must be in 0..{model.n_layers - 1} (got {list(layers)})")
+    positions = parse_positions(positions)
     if positions == "all":
         chosen = list(range(T))
-    elif positions == "subject-last" and span is None:
-        raise InputError('positions="subject-last" needs the subject')
+    elif positions in ("subject", "subject-last") and span is None:
+        raise InputError(f'positions="{positions}" needs the subject')
     else:
         chosen = resolve_positions(positions, span or (0, T), T)
+    mapping = list(range(T))  # clean position -> position in the corrupted run (None: no counterpart)
     if corrupted_prompt is not None:
         ids = tokenize(model.tokenizer, corrupted_prompt)
-        check_substitution(clean, ids)
+        if len(ids) != T:
+            aligned = align_prompts(clean, ids, span) if span else align_tokens(clean.ids, ids.ids)
+            mapping = aligned["clean_to_corrupted"]
         batch, embeds = mx.array([ids.ids]), None
     elif span is None:
         raise InputError("give a corrupted prompt, or the subject to corrupt with noise")
     else:
         embeds, _ = model.noised_embeddings(clean.ids, span, config)
         batch = mx.array([clean.ids] * config.samples)
+    restored = [mapping[p] for p in chosen if mapping[p] is not None]
+    if not restored:
+        raise InputError("none of the chosen positions has a counterpart in the corrupted prompt")
     states, _, _ = pm.record(mx.array([clean.ids]))
-    mask = np.zeros((batch.shape[0], T, 1), dtype=bool)
-    mask[:, chosen] = True
-    plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=states[kind][layer][0]) for layer in layer_list}
+    frame = batch.shape[1]
+    mask = np.zeros((batch.shape[0], frame, 1), dtype=bool)
+    mask[:, restored] = True
+    plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=in_frame(states[kind][layer][0], mapping, frame))
+             for layer in layer_list}
     logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
     probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
     return PatchedRun(probs, [(p.text, p.prob) for p in top_predictions(model.tokenizer, probs, k)],
-                      {"kind": kind, "layers": layer_list, "positions": chosen})
+                      {"kind": kind, "layers": layer_list, "positions": [p for p in chosen if mapping[p] is not None]})
 
 
 def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl", *, limit: int | None = None,
