@@ -1,0 +1,40 @@
+"""Every private plotext / textual-plotext call the app makes, fenced in one module.
+
+pyproject pins textual-plotext and plotext to the versions these calls were written and tested
+against; a version bump checks this module (and tests/tui/test_plot_themes_hygiene.py) first.
+The widgets call `prepare(widget, plt)`, `mark_cells(...)` and `build(plt)` only.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from tracer.plot import _bins  # the canvas bins draw_grid gives each cell (tracer/plot.py)
+
+
+def prepare(widget, plt) -> None:
+    """Size the widget's own plotext figure to the widget and give it the app's theme, as
+    PlotextPlot.render does (textual-plotext issue #5: plotsize alone leaves a stale size)."""
+    width, height = widget.size.width, widget.size.height
+    plt.plotsize(width, height)
+    plt._set_size(width, height)
+    plt.theme(widget._get_plotext_theme_name(widget.app.theme))
+
+
+def mark_cells(plt, marks, n_rows: int, n_cols: int, canvas: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    """Overdraw the cells in `marks` ((row, column) pairs, row 0 on top) with a light shade, after
+    tracer.plot.draw_grid drew the grid into `plt` on a canvas of `canvas` = (columns, rows) bins
+    (the value draw_grid left in its canvas_cache)."""
+    if not marks or not n_rows or not n_cols:
+        return
+    width, height = canvas
+    for r, c in marks:
+        y0, y1 = _bins(r, n_rows, height)
+        y0, y1 = height - 1 - y1, height - 1 - y0
+        x0, x1 = _bins(c, n_cols, width)
+        plt.rectangle([x0, x1], [y0, y1], marker="░", color=colour, fill=True)
+
+
+def build(plt) -> Text:
+    """The figure as Rich text."""
+    return Text.from_ansi(plt.build())

@@ -1,0 +1,99 @@
+"""The trace screen's plain steps: tokenizing for the strip, the request from the form, the
+positions a run restores. No widgets are kept here; the screen passes itself where needed."""
+
+from __future__ import annotations
+
+from tracer.errors import user_message
+from tracer.events import Started
+from tracer.types import TraceRequest
+
+from .. import exporting
+from ..gridmodel import MODES
+from ..widgets.settings import SettingsError
+
+
+def preview_tokens(engine, prompt: str, subject: str) -> tuple[list[str], tuple[int, int] | None, str]:
+    """(tokens, subject range or None, note) for the token strip, on any thread (Engine.tokenize uses
+    no MLX). Bad input comes back as the note."""
+    try:
+        tokens, _ = engine.tokenize(prompt)
+    except Exception as exc:  # bad input (TracerError) or a bug: one line, never a crash
+        return [], None, user_message(exc)
+    if not subject.strip():
+        return list(tokens), None, "the subject is empty"
+    try:
+        _, span = engine.tokenize(prompt, subject)
+    except Exception as exc:
+        return list(tokens), None, user_message(exc)
+    return list(tokens), (tuple(span) if span else None), ""
+
+
+def build_request(screen) -> tuple[TraceRequest | None, str, str]:
+    """(request, problem, note) from the screen's form, token strip and settings panel: the request,
+    or None and the problem in words; the note is a log line (e.g. the strip was not ready)."""
+    form = screen.form.values()
+    problem = None
+    if not form.prompt.strip():
+        problem = "the prompt is empty"
+    elif not form.subject.strip():
+        problem = "the subject is empty"
+    elif form.subject.strip() not in form.prompt:
+        problem = f"subject {form.subject!r} is not in the prompt"
+    if problem is None:
+        try:
+            settings = screen.panel.read()
+        except SettingsError as exc:
+            problem = str(exc)
+    if problem:
+        return None, problem, ""
+    positions: str | tuple[int, ...] = "all"
+    note = ""
+    if screen.view_mode == "positions":
+        strip = screen.strip
+        if strip.is_current(form.prompt, form.subject):
+            positions = strip.positions
+            if not positions:
+                return None, "choose at least one token in the strip (click or space)", ""
+        else:
+            positions = "subject-last"
+            note = "token strip not ready: restoring the subject's last token"
+    try:
+        request = TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
+                               positions=positions, **settings.trace.as_kwargs())
+    except Exception as exc:  # InputError from the request's own checks
+        return None, user_message(exc), note
+    return request, "", note
+
+
+def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
+    """The positions the running request restores, as token indices (empty for all tokens)."""
+    positions = request.positions
+    if positions == "all":
+        return ()
+    if positions == "subject-last":
+        return (event.subject_range[1] - 1,)
+    n = len(event.tokens)
+    return tuple(sorted({p % n for p in positions}))
+
+
+def export_view(screen) -> None:
+    """ctrl+s: the finished grid of the view on screen (a cancelled re-run keeps the previous one)
+    as text, CSV, JSON and, where tracer.figures is there, SVG/PDF; the folder and names announced."""
+    done = screen.finished.get(screen.view_mode)
+    if done is None:
+        screen.report(f"nothing to export: no finished {MODES[screen.view_mode]} trace yet", "warning")
+        return
+    grid, result = done
+    try:
+        folder = screen.panel.read().export_dir
+    except SettingsError:
+        folder = screen.export_dir
+    view = grid.view(screen.view_kind, screen.metric, auto=screen.auto_scale)
+    outcome = exporting.export_all(result, view, folder, screen.view_kind, screen.metric)
+    if outcome.error:
+        screen.report(f"export failed: {outcome.error}", "error")
+        return
+    screen.last_export = outcome.paths
+    for note in outcome.notes:
+        screen.report(note, "info", notify=False)
+    screen.report(outcome.announcement, "done")
