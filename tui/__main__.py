@@ -1,15 +1,35 @@
-"""Command line: `tracer-tui` opens the app; subcommands run headless (tracer.cli)."""
+"""Command line: `tracer-tui` opens the app; subcommands run headless (tracer.cli).
+
+The app also takes the trace settings as flags (`tracer-tui --samples 20 --kinds mlp`), generated
+from tracer.settings.TraceSettings as the CLI's are (add_settings_arguments); they override the
+settings saved from the last session.
+"""
 
 from __future__ import annotations
 
 import sys
 
 
+def parse(argv: list[str]):
+    """(parsed arguments, None), or (None, exit code) when parsing ended (--help, a usage error)."""
+    from tracer.cli import build_parser
+    from tracer.settings import add_settings_arguments
+
+    parser = build_parser()
+    group = parser.add_argument_group("trace settings of the app (saved for the next launch)")
+    add_settings_arguments(group)
+    try:
+        return parser.parse_args(argv), None
+    except SystemExit as exc:
+        return None, int(exc.code or 0)
+
+
 def main(argv: list[str] | None = None) -> int:
     import tracer  # loads a fast BLAS before anything imports mlx.core
 
     tracer.keep_freed_memory()  # the app and CLI keep freed blocks (tracer/memory.py); library users opt in
-    from tracer.cli import parse, run_cli
+    from tracer.cli import run_cli
+    from tracer.errors import TracerError
 
     args, code = parse(sys.argv[1:] if argv is None else argv)
     if args is not None:
@@ -17,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         if code is None:  # no subcommand: the app
             from tui.app import run_app
 
-            code = run_app(args)
+            try:
+                code = run_app(args)
+            except TracerError as exc:  # a bad setting flag: one line, exit 2
+                print(f"tracer-tui: error: {exc}", file=sys.stderr)
+                code = 2
     if argv is None:
         sys.exit(code)
     return code

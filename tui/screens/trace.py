@@ -347,6 +347,10 @@ class TraceScreen(Screen):
         if (message.mode, message.kind, message.metric) != (self.view_mode, self.view_kind, self.metric):
             self.set_view(message.mode, message.kind, message.metric)
 
+    @on(SettingsPanel.Changed)
+    def _settings_changed(self) -> None:
+        self.app.remember_settings(self.panel)
+
     @on(WarningBadge.Pressed)
     def _badge_pressed(self) -> None:
         self.action_show_warnings()

@@ -82,6 +82,17 @@ class SettingsPanel(VerticalScroll):
             yield Label("Export folder")
             yield Input(self._export_dir, id="export-dir", compact=True, tooltip="where ctrl+s writes .txt/.csv/.json")
 
+    class Changed(Message):
+        """A field changed (the app keeps valid settings for the next launch)."""
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
     def read(self) -> PanelSettings:
         """The settings, checked; raises SettingsError naming the bad field."""
         values = {
