@@ -7,6 +7,7 @@ settings saved from the last session.
 
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -22,6 +23,15 @@ def parse(argv: list[str]):
         return parser.parse_args(argv), None
     except SystemExit as exc:
         return None, int(exc.code or 0)
+
+
+def leave(code: int) -> None:
+    """End the app's process at once. The app has closed its engine and saved its settings by now;
+    the interpreter's own teardown of MLX, numpy and Textual takes seconds on a loaded machine
+    (issue 16.8: the process exits within 1 s of ctrl+q)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"tracer-tui: error: {exc}", file=sys.stderr)
                 code = 2
     if argv is None:
+        if args is not None and args.command is None:
+            leave(code or 0)
         sys.exit(code)
     return code
 

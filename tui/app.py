@@ -64,10 +64,18 @@ class TracerApp(App):
         self.watch(self, "theme", self._theme_changed, init=False)  # persist choices from now on
         self.engine.load().add_done_callback(self._on_loaded)
 
-    def on_unmount(self) -> None:
+    def _cancel_run(self) -> None:
         run = self.trace_screen.run if self.trace_screen is not None else None
         if run is not None:
             run.cancel.set()
+
+    async def action_quit(self) -> None:
+        """Quit: the engine is told to stop first, so it is done by the time the widgets are gone."""
+        self._cancel_run()
+        self.exit()
+
+    def on_unmount(self) -> None:
+        self._cancel_run()
         if self.owns_engine:
             self.engine.close(timeout=5.0)
 

@@ -35,6 +35,23 @@ def mark_cells(plt, marks, n_rows: int, n_cols: int, canvas: tuple[int, int], co
         plt.rectangle([x0, x1], [y0, y1], marker="░", color=colour, fill=True)
 
 
+TOO_SMALL = "(too small to draw)"
+
+
 def build(plt) -> Text:
-    """The figure as Rich text."""
-    return Text.from_ansi(plt.build())
+    """The figure as Rich text. plotext divides by the canvas's extent, which is zero when the
+    widget leaves it a single row or column (a 60x15 terminal): then a note instead of a crash."""
+    try:
+        return Text.from_ansi(plt.build())
+    except (ZeroDivisionError, ValueError, IndexError):
+        return Text(TOO_SMALL, style="italic", justify="center")
+
+
+def drawing(draw) -> Text | None:
+    """Run `draw()` (the widget's plotext calls); None, for the same small-canvas failures as
+    `build`, when it cannot be drawn."""
+    try:
+        draw()
+    except (ZeroDivisionError, ValueError, IndexError):
+        return None
+    return Text("")

@@ -47,12 +47,18 @@ class GridPlot(PlotextPlot):
         plotting_internals.prepare(self, plt)
         scale = heat_scale(self.app.theme_variables, view.kind)
         lo, hi = view.scale if view.scale is not None else (None, None)
-        self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at, lo=lo, hi=hi,
-                               canvas_cache=self.canvas_cache)
-        if view.marks and self.canvas_cache:
-            n_cols = max((len(r) for r in view.values), default=0)
-            canvas = next(iter(self.canvas_cache.values()))
-            plotting_internals.mark_cells(plt, view.marks, len(view.values), n_cols, canvas, scale.at(0.5))
+
+        def draw() -> None:
+            self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at, lo=lo, hi=hi,
+                                   canvas_cache=self.canvas_cache)
+            if view.marks and self.canvas_cache:
+                n_cols = max((len(r) for r in view.values), default=0)
+                canvas = next(iter(self.canvas_cache.values()))
+                plotting_internals.mark_cells(plt, view.marks, len(view.values), n_cols, canvas, scale.at(0.5))
+
+        if plotting_internals.drawing(draw) is None:
+            self.canvas_cache.clear()
+            return Text(plotting_internals.TOO_SMALL, style="italic", justify="center")
         return plotting_internals.build(plt)
 
 
