@@ -94,7 +94,7 @@ class TracerApp(App):
         self.sub_title = f"{info.name} · {info.n_layers} layers · BLAS: {info.blas.split(' (')[0]}"
         self.trace_screen.model_ready(info)
         if self.autorun:
-            self.trace_screen.action_run()
+            self.call_after_refresh(self.trace_screen.action_run)
 
     def on_engine_failed(self, message: EngineFailed) -> None:
         self.model_error = message.message

@@ -100,6 +100,9 @@ class TraceScreen(Screen):
         self.last_export: dict[str, str] | None = None
         self.done_note = ""  # "done in 1.2 s (162 cells)." of the last finished run
         self.model_ready_flag = False
+        self._composed = False
+        self._model = None
+        self._model_failure: tuple[str, str] | None = None
         self._dirty = False
         self._preview_timer = None
         self.form = PromptForm(id="form")
@@ -133,14 +136,18 @@ class TraceScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        if not self.model_ready_flag and getattr(self.app, "model_error", None) is None:
-            self.pane.loading = True
-            self.strip.show_note("(loading the model…)")
-            self.status.idle("loading the model…")
+        self.pane.loading = True
+        self.strip.show_note("(loading the model…)")
+        self.status.idle("loading the model…")
         self._refresh_timer = self.set_interval(REFRESH_SECONDS, self._refresh)
         prompt = self.form.inputs["prompt"]
         prompt.focus()
         prompt.cursor_position = len(prompt.value)
+        self._composed = True
+        if self._model is not None:  # the model was quicker than the screen
+            self.model_ready(self._model)
+        elif self._model_failure is not None:
+            self.model_failed(*self._model_failure)
 
     def on_unmount(self) -> None:
         self._refresh_timer.stop()  # nothing redraws into widgets being pruned (issue 16.2)
@@ -161,6 +168,9 @@ class TraceScreen(Screen):
 
     # ---- the model (told by the App) ------------------------------------------------
     def model_ready(self, info) -> None:
+        self._model = info
+        if not self._composed:
+            return  # on_mount shows it
         self.model_ready_flag = True
         self.pane.loading = False
         self.status.idle(f"ready: {info.name}, {info.n_layers} layers. Press enter or ctrl+r to trace.")
@@ -170,6 +180,9 @@ class TraceScreen(Screen):
         self.request_preview()
 
     def model_failed(self, message: str, detail: str = "") -> None:
+        self._model_failure = (message, detail)
+        if not self._composed:
+            return  # on_mount shows it
         self.pane.loading = False
         self.status.idle(f"model failed to load: {message}", error=True)
         self.strip.show_note("(no model)")
