@@ -25,14 +25,29 @@ def mark_cells(plt, marks, n_rows: int, n_cols: int, canvas: tuple[int, int], co
     """Overdraw the cells in `marks` ((row, column) pairs, row 0 on top) with a light shade, after
     tracer.plot.draw_grid drew the grid into `plt` on a canvas of `canvas` = (columns, rows) bins
     (the value draw_grid left in its canvas_cache)."""
-    if not marks or not n_rows or not n_cols:
-        return
     width, height = canvas
+    if not marks or not n_rows or not n_cols or n_rows > height or n_cols > width:
+        return  # cells sharing canvas rows: a mark would cover its neighbours' colour
     for r, c in marks:
         y0, y1 = _bins(r, n_rows, height)
         y0, y1 = height - 1 - y1, height - 1 - y0
         x0, x1 = _bins(c, n_cols, width)
         plt.rectangle([x0, x1], [y0, y1], marker="░", color=colour, fill=True)
+
+
+def thin_row_ticks(plt, labels, n_rows: int, canvas: tuple[int, int]) -> None:
+    """When the canvas has fewer rows than the grid, label every k-th row (and the last, the
+    prediction's token) instead of all of them: colliding tick labels are drawn in an order plotext
+    does not fix, so the label a row showed changed between runs."""
+    height = canvas[1]
+    if n_rows <= height or not n_rows:
+        return
+    step = -(-n_rows // max(1, height))
+    rows = list(range(0, n_rows, step))
+    if rows[-1] != n_rows - 1:
+        rows = [r for r in rows if n_rows - 1 - r >= step] + [n_rows - 1]
+    ys = [height - 1 - sum(_bins(r, n_rows, height)) // 2 for r in rows]
+    plt.yticks(ys, [labels[r] for r in rows])
 
 
 TOO_SMALL = "(too small to draw)"

@@ -13,8 +13,10 @@ pytest.importorskip("pytest_textual_snapshot")
 
 
 async def settle(pilot) -> None:
+    """Let the screen settle; no toasts and no focus (a blinking cursor differs between shots)."""
     await pilot.pause(0.3)
     pilot.app.clear_notifications()
+    pilot.app.set_focus(None)
     await pilot.pause(0.1)
 
 

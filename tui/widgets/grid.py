@@ -51,10 +51,11 @@ class GridPlot(PlotextPlot):
         def draw() -> None:
             self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at, lo=lo, hi=hi,
                                    canvas_cache=self.canvas_cache)
-            if view.marks and self.canvas_cache:
+            if self.canvas_cache:
                 n_cols = max((len(r) for r in view.values), default=0)
                 canvas = next(iter(self.canvas_cache.values()))
                 plotting_internals.mark_cells(plt, view.marks, len(view.values), n_cols, canvas, scale.at(0.5))
+                plotting_internals.thin_row_ticks(plt, view.labels, len(view.values), canvas)
 
         if plotting_internals.drawing(draw) is None:
             self.canvas_cache.clear()
