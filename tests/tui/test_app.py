@@ -13,7 +13,7 @@ from tracer.plot import format_value, visible
 from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.messages import CellsArrived
-from tui.screens.trace import RunState
+from tui.runstate import RunState
 from tui.widgets.grid import GridPane, GridTable
 from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
 from tui.widgets.token_strip import TokenStrip
@@ -105,19 +105,19 @@ async def test_grid_and_table_show_exactly_the_engines_values(engine):
 
 
 async def test_grid_fills_in_live_from_cells_done_events(engine):
-    """Synthetic events through the same path the engine thread uses (TraceScreen._on_event)."""
+    """Synthetic events through the same path the engine thread uses (RunState.on_event)."""
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         ts = app.trace_screen
         await pilot.press("ctrl+o")  # the chosen-positions view is on screen; the run fills all tokens
-        run = ts.run = RunState(99, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all")
+        run = ts.run = RunState(99, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all", post=ts.post_message)
         tokens = ["The", " Eiffel", " Tower", " is"]
-        ts._on_event(run, Started(tokens, (1, 3), 0.5, 0.1, (4, 6), ("hidden", "mlp"), " Paris", 48))
+        run.on_event(Started(tokens, (1, 3), 0.5, 0.1, (4, 6), ("hidden", "mlp"), " Paris", 48))
         await pilot.pause(0.1)
         for i in range(3):
             cells = [(i, layer) for layer in range(6)]
-            ts._on_event(run, CellsDone("hidden", cells, [0.1 * i] * 6, [10.0 * i] * 6, [0.0] * 6, 6 * (i + 1), 48))
+            run.on_event(CellsDone("hidden", cells, [0.1 * i] * 6, [10.0 * i] * 6, [0.0] * 6, 6 * (i + 1), 48))
         await wait_for(pilot, lambda: run.progress.done == 18, what="the cells")
         await pilot.pause(0.3)
         assert ts.view_mode == "positions" and app.query_one(GridPane).current is None
@@ -219,8 +219,8 @@ async def test_the_recording_phase_shows_in_the_status_line(engine):
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
         ts = app.trace_screen
-        run = ts.run = RunState(77, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all")
-        ts._on_event(run, Recording("corrupted", 12, 30, 2, 3))
+        run = ts.run = RunState(77, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all", post=ts.post_message)
+        run.on_event(Recording("corrupted", 12, 30, 2, 3))
         status = app.query_one(RunStatus)
         await wait_for(pilot, lambda: "recording the corrupted run: layer 12/30, samples batch 2/3" in status.plain,
                        what="the recording status")

@@ -13,7 +13,7 @@ from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.gridmodel import GridData
 from tui.messages import RunEnded
-from tui.screens.trace import RunState
+from tui.runstate import RunState
 from tui.widgets.grid import GridTable
 from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
 
@@ -44,7 +44,7 @@ async def show_result(pilot, res):
     """Hand `res` to the trace screen as the engine's done-callback would."""
     ts = pilot.app.trace_screen
     ts.run_count += 1
-    run = ts.run = RunState(ts.run_count, res.request, "all")
+    run = ts.run = RunState(ts.run_count, res.request, "all", post=ts.post_message)
     ts.post_message(RunEnded(run.id, res))
     await wait_for(pilot, lambda: run.ended, what="the result")
     await pilot.pause(0.2)

@@ -12,23 +12,23 @@ from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.screens.help import HelpScreen
 from tui.screens.sweep import SweepScreen
-from tui.screens.trace import RunState
+from tui.runstate import RunState
 from tui.widgets.grid import GridTable
 from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
 
 
 def fake_run(screen, n_tokens: int, n_layers: int, kinds=("hidden", "mlp", "attn"), run_id: int = 500) -> RunState:
     """A run fed by synthetic events through the engine thread's path, every cell filled."""
-    run = screen.run = RunState(run_id, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all")
+    run = screen.run = RunState(run_id, TraceRequest(EIFFEL_PROMPT, EIFFEL_SUBJECT), "all", post=screen.post_message)
     tokens = [f" t{i}" for i in range(n_tokens)]
     total = n_tokens * n_layers * len(kinds)
-    screen._on_event(run, Started(tokens, (1, 3), 0.6, 0.1, (n_tokens, n_layers), kinds, " Paris", total))
+    run.on_event(Started(tokens, (1, 3), 0.6, 0.1, (n_tokens, n_layers), kinds, " Paris", total))
     done = 0
     for kind in kinds:
         for r in range(n_tokens):
             done += n_layers
             cells = [(r, c) for c in range(n_layers)]
-            screen._on_event(run, CellsDone(kind, cells, [0.1 + 0.01 * c for c in range(n_layers)],
+            run.on_event(CellsDone(kind, cells, [0.1 + 0.01 * c for c in range(n_layers)],
                                             [float(c + r) for c in range(n_layers)], [0.0] * n_layers, done, total))
     return run
 

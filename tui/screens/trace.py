@@ -1,16 +1,12 @@
 """The trace screen: prompt form, token strip, view bar, status, and the tabs (grid with the facts
 beside it, number table, log, settings). It owns the trace flow and the run state (`RunState`).
 
-Waiting on the engine has one shape: `Engine.trace` gets `on_event` (engine thread: it only
-queues cells and posts messages) and its future a done-callback that posts `RunEnded`. The end
-of a run comes only from that callback; nothing polls.
+Waiting on the engine has one shape (tui/runstate.py): `Engine.trace` gets the run's `on_event`
+(engine thread: it only queues cells and posts messages) and its future the run's done-callback,
+which posts `RunEnded`. The end of a run comes only from that callback; nothing polls.
 """
 
 from __future__ import annotations
-
-import threading
-from collections import deque
-from dataclasses import dataclass, field
 
 from textual import on
 from textual.app import ComposeResult
@@ -19,14 +15,14 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from tracer.errors import TracerError, error_location, user_message
 from tracer.export import escape_controls
-from tracer.events import CellsDone, Log, Recording, Started
+from tracer.events import Log, Recording, Started
 from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
-from ..gridmodel import METRICS, MODES, GridData, Progress, peak_sentence
+from ..gridmodel import METRICS, MODES, GridData, peak_sentence
 from ..messages import CellsArrived, RunEnded, RunEvent
+from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
 from ..widgets.grid import GridPane, GridTable
 from ..widgets.log import RunLog
@@ -37,24 +33,6 @@ from ..widgets.token_strip import TokenStrip
 from . import trace_actions
 
 REFRESH_SECONDS = 0.2  # the grid and the status redraw at most this often while cells arrive
-
-
-@dataclass
-class RunState:
-    """One run: what was asked, its cancel switch, its progress and its grid, filled live."""
-
-    id: int
-    request: TraceRequest
-    mode: str  # the view it fills: "positions" or "all"
-    cancel: threading.Event = field(default_factory=threading.Event)
-    progress: Progress = field(default_factory=Progress)
-    cells: deque = field(default_factory=deque)  # CellsDone from the engine thread, drained on the UI
-    grid: GridData | None = None
-    ended: bool = False
-
-    @property
-    def active(self) -> bool:
-        return not self.ended and not self.cancel.is_set()
 
 
 class TraceScreen(Screen):
@@ -214,28 +192,12 @@ class TraceScreen(Screen):
         if self.run is not None:
             self.run.cancel.set()
         self.run_count += 1
-        run = self.run = RunState(self.run_count, request, self.view_mode)
+        run = self.run = RunState(self.run_count, request, self.view_mode, post=self.post_message)
         self.run_log.settings(run.id, request, MODES[run.mode])
         self.status.running(run.progress, "recording clean and corrupted runs…")
-        future = self.engine.trace(request, lambda event: self._on_event(run, event), run.cancel)
-        future.add_done_callback(lambda f: self._on_done(run, f))
+        future = self.engine.trace(request, run.on_event, run.cancel)
+        future.add_done_callback(run.on_done)
         return run
-
-    def _on_event(self, run: RunState, event) -> None:  # engine thread: post, never wait
-        if isinstance(event, CellsDone):
-            run.cells.append(event)
-            self.post_message(CellsArrived(run.id))
-        elif isinstance(event, (Started, Recording, Log)):
-            self.post_message(RunEvent(run.id, event))
-
-    def _on_done(self, run: RunState, future) -> None:  # engine thread (or here, if already done)
-        try:
-            result = future.result()
-        except Exception as exc:
-            detail = "" if isinstance(exc, TracerError) else error_location(exc)
-            self.post_message(RunEnded(run.id, None, user_message(exc), detail))
-            return
-        self.post_message(RunEnded(run.id, result))
 
     def _current(self, run_id: int) -> RunState | None:
         run = self.run
