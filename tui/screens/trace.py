@@ -181,11 +181,12 @@ class TraceScreen(Screen):
             return
         values = self.form.values()
         tokens, span, note = trace_actions.preview_tokens(self.engine, values.prompt, values.subject)
-        self.strip.set_tokens(tokens, span, source=(values.prompt, values.subject), note=note)
+        aligned, align_note = trace_actions.aligned_tokens(self.engine, tokens, values.corrupted)
+        self.strip.aligned = aligned
+        self.strip.set_tokens(tokens, span, source=(values.prompt, values.subject), note=note or align_note)
 
     def on_prompt_form_submitted(self, message: PromptForm.Submitted) -> None:
         self.action_run()
-
     # ---- a run ------------------------------------------------------------------------
     def start(self, request: TraceRequest) -> RunState:
         """Hand `request` to the engine; a run in hand is cancelled (its events are ignored)."""
@@ -329,7 +330,6 @@ class TraceScreen(Screen):
     @on(WarningBadge.Pressed)
     def _badge_pressed(self) -> None:
         self.action_show_warnings()
-
     # ---- actions ----------------------------------------------------------------------
     def action_run(self) -> None:
         error = getattr(self.app, "model_error", None)

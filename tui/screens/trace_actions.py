@@ -97,3 +97,35 @@ def export_view(screen) -> None:
     for note in outcome.notes:
         screen.report(note, "info", notify=False)
     screen.report(outcome.announcement, "done")
+
+
+def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tuple[list[str] | None, str]:
+    """(the corrupted prompt's token(s) under each clean token, note) for the token strip, as the
+    user types: tracer.prompts.align_tokens (shared prefix and suffix token by token, the differing
+    spans as blocks with their last tokens together), compared on token texts. None without a
+    corrupted prompt; the note says why there is no alignment."""
+    if not corrupted_prompt or not clean:
+        return None, ""
+    try:
+        corrupted, _ = engine.tokenize(corrupted_prompt)
+    except Exception as exc:  # bad input: one line under the strip
+        return None, f"corrupted prompt: {user_message(exc)}"
+    corrupted = list(corrupted)
+    try:
+        from tracer.prompts import align_tokens
+    except ImportError:
+        if len(corrupted) == len(clean):
+            return corrupted, ""
+        return None, "aligning prompts of different lengths is not available yet"
+    try:
+        mapping = align_tokens(list(clean), corrupted)["clean_to_corrupted"]
+    except Exception as exc:  # InputError: no alignment makes sense; its message says what to do
+        return None, f"corrupted prompt: {user_message(exc)}"
+    out, last = [], -1
+    for j in mapping:
+        if j is None:
+            out.append("")
+            continue
+        out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # a block's extra tokens go with its last
+        last = max(last, j)
+    return out, ""

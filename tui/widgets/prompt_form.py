@@ -34,7 +34,7 @@ class PromptForm(Vertical):
 
     @dataclass
     class Changed(Message):
-        """The prompt or the subject changed (the token strip follows)."""
+        """The prompt, the subject or the corrupted prompt changed (the token strip follows)."""
 
         form: "PromptForm"
         prompt: str
@@ -86,7 +86,7 @@ class PromptForm(Vertical):
             self.inputs[name].value = value
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id in ("prompt", "subject"):
+        if event.input.id in ("prompt", "subject", "corrupted"):
             v = self.values()
             self.post_message(self.Changed(self, v.prompt, v.subject))
 
