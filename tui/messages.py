@@ -58,3 +58,12 @@ class RunEnded(Message):
     result: TraceResult | None
     error: str | None = None
     detail: str = ""
+
+
+@dataclass
+class CellInspected(Message):
+    """Engine.inspect answered for one cell (`where` in words): its patched run, or an error line."""
+
+    where: str
+    run: object | None
+    error: str | None = None

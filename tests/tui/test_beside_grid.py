@@ -134,3 +134,19 @@ def test_grid_model_scales_without_a_total_effect():
     assert grid.view("hidden", "prob").scale is None
     assert grid.view("hidden", "recovery").scale == (0.0, 100.0)
     assert grid.view("hidden", "recovery", auto=True).scale is None
+
+
+async def test_f9_inspects_the_selected_cell_or_says_it_is_not_available(engine):
+    res = engine.trace(REQUEST).result(timeout=120)
+    app = make_app(engine=engine)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        ts = await show_result(pilot, res)
+        await pilot.press("f3")
+        ts.table.cursor_coordinate = Coordinate(2, 4)  # token 2, layer 3
+        await pilot.press("f9")
+        if not hasattr(engine, "inspect"):
+            assert ("warning", "inspecting a cell is not available yet (Engine.inspect)") in notifications(app)
+            return
+        await wait_for(pilot, lambda: any("top-5 restoring hidden layer 3" in m for _, m in notifications(app)),
+                       what="the inspected cell")

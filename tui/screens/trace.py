@@ -21,14 +21,14 @@ from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
 from ..gridmodel import METRICS, MODES, GridData, peak_sentence
-from ..messages import CellsArrived, RunEnded, RunEvent
+from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
 from ..widgets.grid import GridPane, GridTable
 from ..widgets.log import RunLog
 from ..widgets.prompt_form import PromptForm
 from ..widgets.run_status import RunStatus
-from ..widgets.settings import SettingsError, SettingsPanel, ViewBar
+from ..widgets.settings import SettingsPanel, ViewBar
 from ..widgets.token_strip import TokenStrip
 from . import trace_actions
 
@@ -48,6 +48,7 @@ class TraceScreen(Screen):
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
+        Binding("f9", "inspect", "Inspect", id="inspect", show=False, tooltip="Top-k of the selected table cell's run"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
         Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
         Binding("f3", "show_tab('tab-table')", "Table", show=False),
@@ -330,6 +331,7 @@ class TraceScreen(Screen):
     @on(WarningBadge.Pressed)
     def _badge_pressed(self) -> None:
         self.action_show_warnings()
+
     # ---- actions ----------------------------------------------------------------------
     def action_run(self) -> None:
         error = getattr(self.app, "model_error", None)
@@ -374,22 +376,13 @@ class TraceScreen(Screen):
                                             "fixed (recovery 0-100%, probability p_corrupted..p_clean)"), timeout=3)
 
     def action_show_warnings(self) -> None:
-        warnings = self.facts.badge.warnings
-        if not warnings:
-            self.app.notify("no warnings for this trace", timeout=3)
-        for w in warnings:
-            self.app.notify(str(w), title=getattr(w, "code", "note"), severity="warning", timeout=10)
+        trace_actions.show_warnings(self)
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
     def action_sweeps(self) -> None:
-        try:
-            settings = self.panel.read().trace
-        except SettingsError as exc:
-            self.report(f"settings: {exc}", "error")
-            return
-        self.app.open_sweeps(settings)
+        trace_actions.open_sweeps(self)
 
     def action_select_subject_last(self) -> None:
         if self.strip.subject_range:
@@ -397,3 +390,9 @@ class TraceScreen(Screen):
 
     def action_export(self) -> None:
         trace_actions.export_view(self)
+
+    def action_inspect(self) -> None:
+        trace_actions.inspect_cell(self)
+
+    def on_cell_inspected(self, message: CellInspected) -> None:
+        trace_actions.show_inspected(self, message)

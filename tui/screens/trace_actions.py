@@ -9,6 +9,7 @@ from tracer.types import TraceRequest
 
 from .. import exporting
 from ..gridmodel import MODES
+from ..messages import CellInspected
 from ..widgets.settings import SettingsError
 
 
@@ -129,3 +130,71 @@ def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tu
         out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # a block's extra tokens go with its last
         last = max(last, j)
     return out, ""
+
+
+def inspect_cell(screen) -> None:
+    """F9: the top-k of the patched run of the number table's selected cell (Engine.inspect, when
+    that is merged), shown as a notification and a log line."""
+    done = screen.finished.get(screen.view_mode)
+    if done is None:
+        screen.report("nothing to inspect: no finished trace in this view yet", "warning")
+        return
+    if not hasattr(screen.engine, "inspect"):
+        screen.report("inspecting a cell is not available yet (Engine.inspect)", "warning")
+        return
+    grid, result = done
+    row, layer = screen.table.cursor_coordinate.row, screen.table.cursor_coordinate.column - 1
+    if not (0 <= row < len(grid.kinds if grid.mode == "positions" else grid.tokens) and 0 <= layer < grid.n_layers):
+        screen.report("select a cell in the number table (F3) first", "warning")
+        return
+    kind, token = (grid.kinds[row], None) if grid.mode == "positions" else (screen.view_kind, row)
+    where = f"{kind} layer {layer}" + (f" at {grid.tokens[token]!r}" if token is not None else "")
+
+    def done_callback(future) -> None:  # engine thread: post only
+        try:
+            run = future.result()
+        except Exception as exc:
+            screen.post_message(CellInspected(where, None, user_message(exc)))
+            return
+        screen.post_message(CellInspected(where, run))
+
+    try:
+        future = screen.engine.inspect(result.request, kind, layer, token=token, k=5)
+    except Exception as exc:  # a signature other than the one coded against: say so
+        screen.report(f"inspect failed: {user_message(exc)}", "error")
+        return
+    future.add_done_callback(done_callback)
+    screen.report(f"inspecting {where}…", notify=False)
+
+
+def describe_patched(run) -> str:
+    """A patched run's top-k in one line: "' Paris' 0.412, ' Rome' 0.051, …"."""
+    preds = getattr(run, "top", None) or getattr(run, "predictions", None) or getattr(run, "top_k", None) or []
+    return ", ".join(f"{getattr(p, 'text', p)!r} {getattr(p, 'prob', float('nan')):.3f}" for p in preds) or str(run)
+
+
+def show_inspected(screen, message) -> None:
+    """Engine.inspect's answer (a CellInspected message) as a log line and a notification."""
+    if message.error:
+        screen.report(f"inspect {message.where}: {message.error}", "error")
+    else:
+        screen.report(f"top-5 restoring {message.where}: {describe_patched(message.run)}", "done")
+
+
+def show_warnings(screen) -> None:
+    """F8 / the badge: each warning of the trace on screen as a notification titled with its code."""
+    warnings = screen.facts.badge.warnings
+    if not warnings:
+        screen.app.notify("no warnings for this trace", timeout=3)
+    for w in warnings:
+        screen.app.notify(str(w), title=getattr(w, "code", "note"), severity="warning", timeout=10)
+
+
+def open_sweeps(screen) -> None:
+    """F6: the sweep screen, with the settings panel's trace settings."""
+    try:
+        settings = screen.panel.read().trace
+    except SettingsError as exc:
+        screen.report(f"settings: {exc}", "error")
+        return
+    screen.app.open_sweeps(settings)
