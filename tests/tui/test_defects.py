@@ -164,3 +164,14 @@ async def test_a_29_token_prompt_at_48_rows_keeps_the_layer_axis_on_screen(engin
         drawn = str(plot.render())
         assert drawn.rstrip().splitlines()[-1].strip() == "layer"  # the x label, last line, is drawn
         ts.run.cancel.set()
+
+
+async def test_the_log_uses_the_width_of_its_pane(engine):
+    app = make_app(engine=engine)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await ready(pilot)
+        log = app.trace_screen.run_log
+        log.line("x" * 120)  # written while the Log tab is hidden
+        await pilot.press("f4")
+        await pilot.pause(0.3)
+        assert any(("x" * 120) in strip.text for strip in log.lines)  # one line, not wrapped at 78
