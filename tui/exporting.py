@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracer import export
+from tracer.errors import user_message
 from tracer.plot import render_text
 
 
@@ -75,8 +76,8 @@ def write_figures(result, base: Path, kind: str, metric: str) -> tuple[dict[str,
         paths["pdf"] = str(base.with_suffix(".pdf"))
     except ImportError:
         notes.append("PDF heatmap left out: install the matplotlib extra")
-    except Exception as exc:  # the figure module is another helper's: its failure must not lose the rest
-        notes.append(f"PDF heatmap left out: {type(exc).__name__}: {exc}")
+    except Exception as exc:  # matplotlib missing (InputError) or a bug there: the other files stay
+        notes.append(f"PDF heatmap left out: {user_message(exc)}")
     return paths, notes
 
 

@@ -39,5 +39,7 @@ def write_report(report, folder: str, stamp: str | None = None) -> tuple[list[st
     except ImportError:
         notes.append("report plots left out: install the matplotlib extra")
     except Exception as exc:  # another helper's module: its failure must not lose the tables
-        notes.append(f"report plots left out: {type(exc).__name__}: {exc}")
+        from tracer.errors import user_message
+
+        notes.append(f"report plots left out: {user_message(exc)}")
     return paths, notes, None

@@ -261,9 +261,9 @@ class TraceScreen(Screen):
         self.report(f"trace done in {result.seconds:.1f} s. {self.status_peak()}", "done")
 
     def _stopped(self, text: str, level: str) -> None:
-        self.done_note = text if level == "error" else f"{text}; the previous grid stays."
-        self.report(text, level)
         done = self.finished.get(self.view_mode)
+        self.done_note = f"{text}; the previous grid stays." if done is not None and level != "error" else text
+        self.report(text, level)
         if done is not None:
             self.facts.show_result(done[1])
         self.show_view()

@@ -127,7 +127,7 @@ def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tu
         if j is None:
             out.append("")
             continue
-        out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # a block's extra tokens go with its last
+        out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # untaken tokens go with the next chip
         last = max(last, j)
     return out, ""
 
@@ -168,9 +168,13 @@ def inspect_cell(screen) -> None:
 
 
 def describe_patched(run) -> str:
-    """A patched run's top-k in one line: "' Paris' 0.412, ' Rome' 0.051, …"."""
-    preds = getattr(run, "top", None) or getattr(run, "predictions", None) or getattr(run, "top_k", None) or []
-    return ", ".join(f"{getattr(p, 'text', p)!r} {getattr(p, 'prob', float('nan')):.3f}" for p in preds) or str(run)
+    """A patched run (tracer.api.PatchedRun) in one line: "' Paris' 0.412, ' Rome' 0.051, …; P(target) …"."""
+    preds = [(p.text, p.prob) if hasattr(p, "text") else tuple(p) for p in getattr(run, "top", [])]
+    text = ", ".join(f"{t!r} {p:.3f}" for t, p in preds)
+    target = (getattr(run, "restored", None) or {}).get("target") or {}
+    if target.get("prob") is not None:
+        text += f"; P({target.get('text', 'target')!r}) {target['prob']:.4f}"
+    return text or str(run)
 
 
 def show_inspected(screen, message) -> None:

@@ -24,22 +24,26 @@ def warning_code(w) -> str:
 
 
 def summary_lines(result) -> list[str]:
-    """Per kind: peak (token, layer) and the top layers, from tracer.summary when it is merged."""
+    """Per kind: the peak (token, layer, value) and the top layers, from tracer.summary.summarize
+    (issue 15.5) when that module is there; [] before."""
     try:
         from tracer.summary import summarize
     except ImportError:
         return []
     try:
         summary = summarize(result, top=3)
-    except Exception as exc:  # a summary must never take the panel down; say so instead
+    except Exception as exc:  # another helper's module: its failure must not take the panel down
         return [f"summary unavailable: {type(exc).__name__}"]
     lines = []
-    for kind, s in (summary.get("grids", summary) if isinstance(summary, dict) else {}).items():
-        if not isinstance(s, dict):
+    for kind, s in summary.get("grids", {}).items():
+        peak = s.get("peak")
+        if not peak:
+            lines.append(f"{kind}: no peak (n/a)")
             continue
-        peak = s.get("peak") or {}
-        where = f"{peak.get('token', '?')!s} L{peak.get('layer', '?')}" if peak else "–"
-        lines.append(f"{kind}: peak {where}")
+        value = peak.get("value")
+        top = ",".join(f"L{t['layer']}" for t in s.get("top_layers", []))
+        lines.append(f"{kind}: {show_token(peak.get('text', ''))[:12]} L{peak.get('layer')}"
+                     f" {'' if value is None else f'{value:.3g}'}; top {top}")
     return lines
 
 
