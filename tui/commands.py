@@ -23,6 +23,7 @@ COMMANDS = [
     ("Choose positions: subject's last token", "reset the token strip's selection", "select_subject_last"),
     ("Next theme", "cycle dark, light, high-contrast", "app.next_theme"),
     ("Sweeps: average indirect effect", "open a results file or run a sweep over many facts", "sweeps"),
+    ("Robustness: does the peak move?", "trace the fact under several corruptions (F10)", "robustness"),
     ("Help", "what the app does and every key", "app.help"),
 ]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 
 from tui_helpers import notifications, ready, result as finished_result, wait_for

@@ -51,6 +51,7 @@ at a time from the clean run and measure how much of the answer's probability co
 | ctrl+s | export the current grid |
 | F7 | fixed ↔ auto colour scale |
 | F8 | the trace's warnings |
+| F10 | robustness: the fact under several corruptions, and whether each kind's peak moves |
 | F6 | sweeps: average indirect effect over many facts (open a results file or run a sweep) |
 | ctrl+t | next theme (dark, light, high-contrast); ctrl+p → "theme" for all |
 | ctrl+p | command palette: every action by name |

@@ -55,6 +55,8 @@ class TraceScreen(Screen):
         Binding("f4", "show_tab('tab-log')", "Log", show=False),
         Binding("f5", "show_tab('tab-settings')", "Settings", show=False),
         Binding("f6", "sweeps", "Sweeps", id="sweeps", tooltip="Average indirect effect over many facts"),
+        Binding("f10", "robustness", "Robustness", id="robustness", show=False,
+                tooltip="Does the peak move when the corruption changes?"),
     ]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     DEFAULT_CSS = """
@@ -370,10 +372,7 @@ class TraceScreen(Screen):
         self.set_view(metric=METRICS[(METRICS.index(self.metric) + 1) % len(METRICS)])
 
     def action_toggle_scale(self) -> None:
-        self.auto_scale = not self.auto_scale
-        self.show_view()
-        self.app.notify("colour scale: " + ("auto (the cells' own range)" if self.auto_scale else
-                                            "fixed (recovery 0-100%, probability p_corrupted..p_clean)"), timeout=3)
+        trace_actions.toggle_scale(self)
 
     def action_show_warnings(self) -> None:
         trace_actions.show_warnings(self)
@@ -384,9 +383,11 @@ class TraceScreen(Screen):
     def action_sweeps(self) -> None:
         trace_actions.open_sweeps(self)
 
+    def action_robustness(self) -> None:
+        trace_actions.open_robustness(self)
+
     def action_select_subject_last(self) -> None:
-        if self.strip.subject_range:
-            self.strip.selected = frozenset({self.strip.subject_range[1] - 1})
+        self.strip.select_subject_last()
 
     def action_export(self) -> None:
         trace_actions.export_view(self)

@@ -202,3 +202,31 @@ def open_sweeps(screen) -> None:
         screen.report(f"settings: {exc}", "error")
         return
     screen.app.open_sweeps(settings)
+
+
+def open_robustness(screen) -> None:
+    """The robustness view for the form's prompt and subject, with the settings' samples, seed,
+    window and kinds."""
+    from .robustness import RobustnessScreen
+
+    form = screen.form.values()
+    if not form.prompt.strip() or not form.subject.strip() or form.subject.strip() not in form.prompt:
+        screen.report("robustness: give a prompt and a subject inside it", "error")
+        return
+    try:
+        trace = screen.panel.read().trace
+    except SettingsError as exc:
+        screen.report(f"settings: {exc}", "error")
+        return
+    options = {"samples": trace.samples, "seed": trace.seed, "window": trace.window, "kinds": trace.kinds}
+    if form.target:
+        options["target"] = form.target
+    screen.app.push_screen(RobustnessScreen(screen.engine, form.prompt, form.subject, options=options))
+
+
+def toggle_scale(screen) -> None:
+    """F7: ROME's fixed colour scales <-> the cells' own range."""
+    screen.auto_scale = not screen.auto_scale
+    screen.show_view()
+    screen.app.notify("colour scale: " + ("auto (the cells' own range)" if screen.auto_scale else
+                                          "fixed (recovery 0-100%, probability p_corrupted..p_clean)"), timeout=3)

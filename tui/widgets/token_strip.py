@@ -105,6 +105,12 @@ class TokenStrip(Widget, can_focus=True):
         self.cursor = index
         self.post_message(self.Toggled(self, self.positions))
 
+    def select_subject_last(self) -> None:
+        """Choose only the subject's last token."""
+        if self.subject_range:
+            self.selected = frozenset({self.subject_range[1] - 1})
+            self.post_message(self.Toggled(self, self.positions))
+
     def action_toggle_chip(self, index: int) -> None:  # from a chip's @click
         self.toggle(int(index))
 
