@@ -41,9 +41,10 @@ def summary_lines(result) -> list[str]:
             lines.append(f"{kind}: no peak (n/a)")
             continue
         value = peak.get("value")
-        top = ",".join(f"L{t['layer']}" for t in s.get("top_layers", []))
-        lines.append(f"{kind}: {show_token(peak.get('text', ''))[:12]} L{peak.get('layer')}"
-                     f" {'' if value is None else f'{value:.3g}'}; top {top}")
+        top = " ".join(f"L{t['layer']}" for t in s.get("top_layers", []))
+        lines.append(f"{kind}: peak {show_token(peak.get('text', ''))[:12]} L{peak.get('layer')}"
+                     f" {'' if value is None else f'{value:.3g}'}")
+        lines.append(f"  top layers {top}")
     return lines
 
 
