@@ -86,10 +86,10 @@ async def bench(model: str | None, samples: int, keys: int) -> dict:
         report["keys_idle"] = summary(await key_latency(pilot, keys))
         report["loop_lag_idle"] = summary(await loop_lag(2.0))
         app.query_one("#samples").value = str(samples)
-        await pilot.press("ctrl+o", "ctrl+r")  # the all-tokens view: the longest trace
-        if app.cancel_event is None:
+        await pilot.press("ctrl+r")  # the all-tokens view (the default): the longest trace
+        if (app.trace_screen.run is None or app.trace_screen.run.ended):
             raise SystemExit(f"the run did not start: {[n.message for n in app._notifications]}")
-        await wait(pilot, lambda: app.progress.done > 0)
+        await wait(pilot, lambda: app.trace_screen.run.progress.done > 0)
         app.query_one("#prompt").focus()
         await pilot.press("end")
         report["keys_busy"] = summary(await key_latency(pilot, keys))
@@ -104,28 +104,28 @@ async def bench(model: str | None, samples: int, keys: int) -> dict:
             tabs.append(time.perf_counter() - start)
             await asyncio.sleep(0.05)
         report["tab_switch_busy"] = summary(tabs)
-        report["cells_done_before_cancel"] = f"{app.progress.done}/{app.progress.total}"
-        report["cells_per_s"] = round(app.progress.rate or 0.0, 2)
+        report["cells_done_before_cancel"] = f"{app.trace_screen.run.progress.done}/{app.trace_screen.run.progress.total}"
+        report["cells_per_s"] = round(app.trace_screen.run.progress.rate or 0.0, 2)
         start = time.perf_counter()
         app.post_message(events.Key("escape", None))
-        await wait(pilot, lambda: app.cancel_event is None, 60)
+        await wait(pilot, lambda: (app.trace_screen.run is None or app.trace_screen.run.ended), 60)
         report["cancel_s"] = round(time.perf_counter() - start, 3)
         # one redraw of each view at this size
         # a whole trace in the app, and the CPU time the UI thread spent drawing it
         app.query_one("#samples").value = str(samples)
         ui_cpu = time.thread_time()
         await pilot.press("ctrl+r")
-        await wait(pilot, lambda: app.results["all"] is not None and app.cancel_event is None)
-        report["trace_in_app_s"] = round(app.results["all"].seconds, 1)
+        await wait(pilot, lambda: (app.trace_screen.finished["all"] or (None, None))[1] is not None and (app.trace_screen.run is None or app.trace_screen.run.ended))
+        report["trace_in_app_s"] = round((app.trace_screen.finished["all"] or (None, None))[1].seconds, 1)
         report["ui_thread_cpu_s"] = round(time.thread_time() - ui_cpu, 1)
         app.query_one("#samples").value = "1"
         await pilot.press("ctrl+r")
-        await wait(pilot, lambda: app.results["all"] is not None and app.cancel_event is None)
+        await wait(pilot, lambda: (app.trace_screen.finished["all"] or (None, None))[1] is not None and (app.trace_screen.run is None or app.trace_screen.run.ended))
         await pilot.pause(0.3)
         for mode in ("all", "positions"):
             if mode == "positions":
                 await pilot.press("ctrl+o", "ctrl+r")
-                await wait(pilot, lambda: app.results["positions"] is not None)
+                await wait(pilot, lambda: (app.trace_screen.finished["positions"] or (None, None))[1] is not None)
                 await pilot.pause(0.3)
             plot = app.query_one(GridPlot)
             times = []

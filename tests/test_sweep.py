@@ -558,7 +558,8 @@ def _host(screen):
 async def test_sweep_screen_shows_a_results_file_and_follows_it(tmp_path):
     from textual.widgets import DataTable, Static
 
-    from tui.widgets.sweep_view import SweepPlot, SweepScreen
+    from tui.screens.sweep import SweepScreen
+    from tui.widgets.sweep_plot import SweepPlot
 
     path = tmp_path / "r.jsonl"
     records = synthetic_records()
@@ -583,7 +584,7 @@ async def test_sweep_screen_runs_a_sweep_on_the_engine_thread(tmp_path, tiny_mod
     from textual.widgets import Static
 
     from tracer.engine import Engine
-    from tui.widgets.sweep_view import SweepScreen
+    from tui.screens.sweep import SweepScreen
 
     facts = write_json(tmp_path / "facts.json", tiny_facts)
     out = str(tmp_path / "r.jsonl")

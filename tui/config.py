@@ -1,6 +1,8 @@
-"""A small JSON settings file: the chosen theme (and whatever else should survive a restart).
+"""A small JSON settings file: the chosen theme, the trace settings and the export folder, kept
+between launches.
 
-Location: $TRACER_TUI_CONFIG_DIR, else $XDG_CONFIG_HOME/tracer-tui, else ~/.config/tracer-tui.
+Location: $TRACER_TUI_CONFIG_DIR, else platformdirs' user config folder for "tracer-tui"
+(~/.config/tracer-tui on Linux, honouring $XDG_CONFIG_HOME; ~/Library/Application Support/tracer-tui on macOS).
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ CONFIG_ENV = "TRACER_TUI_CONFIG_DIR"
 
 
 def config_dir() -> Path:
+    """The folder of config.json and the user's themes."""
     if os.environ.get(CONFIG_ENV):
         return Path(os.environ[CONFIG_ENV]).expanduser()
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base).expanduser() / "tracer-tui"
+    from platformdirs import user_config_dir
+
+    return Path(user_config_dir("tracer-tui", appauthor=False))
 
 
 def config_path() -> Path:
@@ -50,3 +54,21 @@ def save_config(updates: dict) -> str | None:
     except OSError as exc:
         return f"could not save settings to {path}: {exc}"
     return None
+
+
+def saved_settings(data: dict, overrides: dict | None = None):
+    """(TraceSettings, warning or None): the saved trace settings (`data["trace"]`) with `overrides`
+    (flags given on the command line, by field name) on top. A saved value that no longer validates
+    is dropped with a warning; a bad override raises InputError (the command line reports it)."""
+    from tracer.errors import InputError
+    from tracer.settings import SETTING_NAMES, TraceSettings
+
+    saved = data.get("trace") if isinstance(data.get("trace"), dict) else {}
+    saved = {k: v for k, v in saved.items() if k in SETTING_NAMES}
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    warning = None
+    try:
+        TraceSettings(**saved)
+    except (InputError, TypeError) as exc:
+        saved, warning = {}, f"saved trace settings ignored: {exc}"
+    return TraceSettings(**{**saved, **overrides}), warning

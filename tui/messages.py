@@ -5,12 +5,13 @@ A widget's own messages live in the widget (`TokenStrip.Toggled`, `PromptForm.Su
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from textual.message import Message
 
 from tracer.engine import ModelInfo
 from tracer.events import TraceEvent
+from tracer.types import TraceResult
 
 
 @dataclass
@@ -30,7 +31,7 @@ class EngineFailed(Message):
 
 @dataclass
 class RunEvent(Message):
-    """One trace event other than CellsDone (Started, Log, Finished, Failed, Cancelled)."""
+    """One trace event other than CellsDone (Recording, Started, Log), from the engine thread."""
 
     run_id: int
     event: TraceEvent
@@ -48,20 +49,21 @@ class CellsArrived(Message):
 
 
 @dataclass
-class RunCrashed(Message):
-    """The engine raised without reporting Failed (a bug, not bad input)."""
+class RunEnded(Message):
+    """The engine's future for a run is done (its done-callback posts this): `result` when it
+    finished, `error` (one line; `detail` says where an internal error was raised) when it
+    failed, neither when it was cancelled."""
 
     run_id: int
-    message: str
-    detail: str = ""  # for an internal error: where it was raised (a log line)
+    result: TraceResult | None
+    error: str | None = None
+    detail: str = ""
 
 
 @dataclass
-class TokensPreviewed(Message):
-    """The tokenizer's view of the prompt, for the token strip before a run."""
+class CellInspected(Message):
+    """Engine.inspect answered for one cell (`where` in words): its patched run, or an error line."""
 
-    prompt: str
-    subject: str
-    tokens: list[str] = field(default_factory=list)
-    subject_range: tuple[int, int] | None = None
+    where: str
+    run: object | None
     error: str | None = None

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import csv
-import io
 import json
 
-from tui_helpers import notifications, ready, wait_for
+from tui_helpers import notifications, ready, result as finished_result, wait_for
 from textual.widgets import Footer, Input
 
 from tracer import export
@@ -23,7 +22,7 @@ async def finished_run(pilot):
     await ready(pilot)
     app.query_one("#samples", Input).value = "2"
     await pilot.press("ctrl+r")
-    await wait_for(pilot, lambda: app.results[app.view_mode] is not None, 60, "the run")
+    await wait_for(pilot, lambda: finished_result(app.trace_screen) is not None, 120, "the run")
 
 
 async def test_export_writes_text_csv_and_json(engine, tmp_path):
@@ -34,20 +33,23 @@ async def test_export_writes_text_csv_and_json(engine, tmp_path):
         await finished_run(pilot)
         app.query_one("#export-dir", Input).value = str(tmp_path / "out")
         await pilot.press("ctrl+s")
-        paths = app.last_export
+        paths = app.trace_screen.last_export
         assert paths and all(p.startswith(str(tmp_path / "out")) for p in paths.values())
-        assert any(paths["txt"] in m for _, m in notifications(app))
+        folder = str((tmp_path / "out").resolve())
+        names = ", ".join(p.rsplit("/", 1)[1] for p in paths.values())
+        assert (".txt" in names and ".csv" in names and ".json" in names)
+        assert ("information", f"exported to {folder}/: {names}") in notifications(app)  # the folder and the names
         text = open(paths["txt"], encoding="utf-8").read()
         assert "\x1b[" not in text  # readable in any editor
-        assert "recovery % restoring ' Tower'" in text and "layer" in text  # the drawing
+        assert "hidden · recovery % · all tokens" in text and "layer" in text  # the drawing
         assert "hidden - recovery %" in text and "clean P(target)" in text  # the numbers
-        result = app.results["positions"]
+        result = finished_result(app.trace_screen)
         assert json.load(open(paths["json"])) == json.loads(json.dumps(export.to_json(result)))
-        rows = list(csv.DictReader(line for line in open(paths["csv"]) if not line.startswith("#")))  # after the comments
-        assert len(rows) == len(result.grids) * 6
+        rows = list(csv.DictReader(line for line in open(paths["csv"]) if not line.startswith("#")))  # after any comments
+        assert len(rows) == len(result.grids) * len(result.tokens) * 6
         # a second export in the same second gets its own name
         await pilot.press("ctrl+s")
-        assert app.last_export["txt"] != paths["txt"]
+        assert app.trace_screen.last_export["txt"] != paths["txt"]
         # an unusable folder: a notification and a log line, and the app carries on
         blocker = tmp_path / "a-file"
         blocker.write_text("x")
@@ -139,4 +141,4 @@ async def test_help_screen_and_command_palette(engine):
         await pilot.press(*"toggle view")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.view_mode == "all", 5, "the palette's toggle view")
+        await wait_for(pilot, lambda: app.trace_screen.view_mode == "positions", 5, "the palette's toggle view")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from tui_helpers import notifications, ready, wait_for
+from tui_helpers import notifications, ready, run_and_wait, wait_for
 
 from tracer.engine import Engine
 from tracer.errors import InputError
@@ -21,10 +21,7 @@ async def _run_with(monkeypatch, engine, exc):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        before = app.run_id
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: app.run_id > before and app.cancel_event is None, what="the run to end")
-        await pilot.pause(0.2)
+        await run_and_wait(pilot)
         assert app.is_running
         return notifications(app), list(app.query_one(RunLog).lines_text)
 

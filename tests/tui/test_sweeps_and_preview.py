@@ -9,7 +9,7 @@ from textual.widgets import Input
 
 from tracer.types import TraceRequest
 from tui.app import make_app
-from tui.widgets.sweep_view import SweepScreen
+from tui.screens.sweep import SweepScreen
 from tui.widgets.token_strip import TokenStrip
 
 
@@ -60,7 +60,7 @@ async def test_sweep_screen_clears_the_old_report_when_a_file_cannot_be_read(eng
     from tui_helpers import notifications
 
     from tui.widgets.log import RunLog
-    from tui.widgets.sweep_view import SweepPlot
+    from tui.widgets.sweep_plot import SweepPlot
 
     good = tmp_path / "good.jsonl"
     good.write_text("".join(json.dumps(r) + "\n" for r in synthetic_records()))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 
-async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "condition"):
-    """Let the app run until `condition()` is true."""
+async def wait_for(pilot, condition, timeout: float = 60.0, what: str = "condition"):
+    """Let the app run until `condition()` is true (generous: the test machine is loaded)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -17,11 +17,30 @@ async def wait_for(pilot, condition, timeout: float = 30.0, what: str = "conditi
 async def ready(pilot):
     app = pilot.app
     await wait_for(pilot, lambda: app.model_info is not None, what="the model to load")
-    strip = app.query_one("#strip")
+    strip = app.trace_screen.strip
     await wait_for(pilot, lambda: bool(strip.tokens), what="the token strip")
     await pilot.pause()
 
 
+def idle(screen) -> bool:
+    """No run in hand (none started, or the last one ended)."""
+    return screen.run is None or screen.run.ended
+
+
+async def run_and_wait(pilot, timeout=120.0):
+    """ctrl+r, then wait for that run to end."""
+    screen = pilot.app.trace_screen
+    before = screen.run_count
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: screen.run_count > before and idle(screen), timeout, "the run to end")
+    await pilot.pause(0.3)
+
+
+def result(screen, mode=None):
+    """The last finished TraceResult of `mode` (default: the view on screen), or None."""
+    done = screen.finished.get(mode or screen.view_mode)
+    return done[1] if done else None
+
+
 def notifications(app) -> list[tuple[str, str]]:
     return [(n.severity, n.message) for n in app._notifications]
-

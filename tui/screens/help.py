@@ -1,4 +1,4 @@
-"""`?` / F1: what the app does and every key, in one scrollable page."""
+"""F1 (or `?` outside a text field): what the app does and every key, in one scrollable page."""
 
 from __future__ import annotations
 
@@ -18,17 +18,26 @@ at a time from the clean run and measure how much of the answer's probability co
 ## A run, step by step
 1. Type a **prompt** and the **subject** inside it (the Eiffel example is pre-filled).
    A **target** is optional (default: the clean run's top token). A **corrupted** prompt
-   switches from noise to substitution (it must tokenize to the same length).
+   switches from noise to substitution; its tokens show under the prompt's, aligned.
 2. In the **token strip**, the subject is underlined and its last token is chosen.
    Click chips (or focus the strip, move with ←/→ and press space) to choose the positions
    to restore in the *chosen positions* view.
-3. Press **enter** in the form or **ctrl+r**. The grid fills in as cells finish; **esc** cancels.
-4. **ctrl+s** writes the grid as text (plot + numbers), CSV and JSON to the export folder.
+3. Press **enter** in the form or **ctrl+r**. The grid fills in as cells finish; **esc** cancels
+   (a cancelled re-run keeps the previous grid).
+4. Beside the grid: the target, p_clean and p_corrupted, both runs' top-3, the noise rule and
+   its std, and a **warnings** badge (**F8** or a click shows the messages): read them first.
+5. **ctrl+s** writes the grid as text (plot + numbers), CSV and JSON (and SVG/PDF where available)
+   to the export folder.
 
 ## Views
+* *all tokens* (the default): the paper's picture, tokens × layers for one kind (**ctrl+g** picks
+  the kind; hidden shows both sites).
 * *chosen positions*: rows are kinds (hidden, mlp, attn), columns are layers.
-* *all tokens*: the paper's picture, tokens × layers for one kind (**ctrl+g** picks the kind).
 * **ctrl+n** cycles the metric: recovery %, probability, logit difference.
+* Colours: recovery on a fixed 0-100% scale, probability from p_corrupted to p_clean (ROME's);
+  **F7** switches to the cells' own range. `░` marks cells indistinguishable from the corrupted
+  run (noise mode: p_corrupted inside the 95% interval); the table shows `value±half-width`;
+  "n/a" is a cell without a value (e.g. recovery when the total effect is below 0.05).
 * **F2** grid · **F3** table · **F4** log · **F5** settings (samples, noise rule, window, kinds, severed paths).
 
 ## Keys
@@ -40,13 +49,17 @@ at a time from the clean run and measure how much of the answer's probability co
 | ctrl+g | next kind (all-tokens view) |
 | ctrl+n | next metric |
 | ctrl+s | export the current grid |
+| F7 | fixed ↔ auto colour scale |
+| F8 | the trace's warnings |
+| F10 | robustness: the fact under several corruptions, and whether each kind's peak moves |
 | F6 | sweeps: average indirect effect over many facts (open a results file or run a sweep) |
 | ctrl+t | next theme (dark, light, high-contrast); ctrl+p → "theme" for all |
 | ctrl+p | command palette: every action by name |
-| ? / F1 | this help |
+| F1 (? outside a text field) | this help |
 | ctrl+q | quit |
 
-Themes are TOML files: copy one from `themes/` into `~/.config/tracer-tui/themes/` to make your own.
+Settings and the theme are kept for the next launch. Themes are TOML files: copy one from
+`themes/` into the `themes/` folder of the config folder (`~/.config/tracer-tui/` on Linux).
 """
 
 

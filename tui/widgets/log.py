@@ -19,8 +19,10 @@ class RunLog(RichLog):
     """
 
     def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=5000)
+        super().__init__(id=id, wrap=True, markup=False, highlight=False, max_lines=5000, min_width=20)
         self.lines_text: list[str] = []  # plain copies, for tests and export
+        self._written: list[Text] = []  # what was written, to wrap again at a new width
+        self._wrapped_at = 0
 
     def line(self, text: str, level: str = "info") -> None:
         text = escape_controls(text, keep_newlines=True)  # a token's ESC or CR never reaches the terminal raw
@@ -29,7 +31,22 @@ class RunLog(RichLog):
         self.lines_text.append(f"{stamp} {label}{text}")
         out = Text(f"{stamp} ", style="dim")
         out.append(f"{label}{text}", style=LEVEL_STYLES.get(level, ""))
-        self.write(out)
+        self._written = (self._written + [out])[-5000:]
+        self.write(out, expand=True)  # wrap at the pane's width, not the console's measure (80 headless)
+
+    def on_resize(self, event) -> None:
+        """RichLog wraps a line once, at the width it had then (78 columns while its tab was hidden):
+        wrap everything again when the width changes."""
+        first = not self._size_known
+        super().on_resize(event)  # the first known size renders the deferred writes
+        width = self.scrollable_content_region.width
+        if first:
+            self._wrapped_at = width
+        elif width and width != self._wrapped_at:
+            self._wrapped_at = width
+            self.clear()
+            for line in self._written:
+                self.write(line, expand=True)
 
     def settings(self, run_id: int, req: TraceRequest, mode: str) -> None:
         corruption = (f"substitution with {req.corrupted_prompt!r}" if req.corrupted_prompt is not None

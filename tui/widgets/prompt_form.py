@@ -34,7 +34,7 @@ class PromptForm(Vertical):
 
     @dataclass
     class Changed(Message):
-        """The prompt or the subject changed (the token strip follows)."""
+        """The prompt, the subject or the corrupted prompt changed (the token strip follows)."""
 
         form: "PromptForm"
         prompt: str
@@ -49,36 +49,44 @@ class PromptForm(Vertical):
     def __init__(self, prompt: str = EIFFEL_PROMPT, subject: str = EIFFEL_SUBJECT, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._initial = (prompt, subject)
+        self.inputs: dict[str, Input] = {}  # kept, not queried: reading a field never fails, even mid-teardown
 
     def compose(self) -> ComposeResult:
         prompt, subject = self._initial
+        self.inputs = {
+            "prompt": Input(prompt, placeholder="the prompt; its next token is traced", id="prompt", compact=True,
+                            select_on_focus=False, tooltip="The model predicts the token after this text."),
+            "subject": Input(subject, placeholder="part of the prompt to corrupt", id="subject", compact=True,
+                             select_on_focus=False, tooltip="The words whose embeddings get noised (or substituted)."),
+            "target": Input(placeholder="(clean top token)", id="target", compact=True, select_on_focus=False,
+                            tooltip="The answer to measure (several tokens are fine); empty: the clean run's top token."),
+            "corrupted": Input(placeholder="optional: a prompt to substitute instead of adding noise", id="corrupted",
+                               compact=True, select_on_focus=False,
+                               tooltip="Set this to switch from noise to substitution."),
+        }
         with Horizontal():
             yield Label("Prompt")
-            yield Input(prompt, placeholder="the prompt; its next token is traced", id="prompt", compact=True,
-                        tooltip="The model predicts the token after this text.")
+            yield self.inputs["prompt"]
         with Horizontal():
             yield Label("Subject")
-            yield Input(subject, placeholder="part of the prompt to corrupt", id="subject", compact=True,
-                        tooltip="The words whose embeddings get noised (or substituted).")
+            yield self.inputs["subject"]
             yield Label("Target", classes="second")
-            yield Input(placeholder="(clean top token)", id="target", compact=True,
-                        tooltip="The answer token to measure; empty: the clean run's top token.")
+            yield self.inputs["target"]
         with Horizontal():
             yield Label("Corrupted")
-            yield Input(placeholder="optional: a prompt to substitute instead of adding noise", id="corrupted",
-                        compact=True, tooltip="Set this to switch from noise to substitution (same token count).")
+            yield self.inputs["corrupted"]
 
     def values(self) -> PromptValues:
-        get = lambda name: self.query_one(f"#{name}", Input).value  # noqa: E731
+        get = lambda name: self.inputs[name].value  # noqa: E731
         target, corrupted = get("target").strip(), get("corrupted")
         return PromptValues(get("prompt"), get("subject"), target or None, corrupted if corrupted.strip() else None)
 
     def set_values(self, **values: str) -> None:
         for name, value in values.items():
-            self.query_one(f"#{name}", Input).value = value
+            self.inputs[name].value = value
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id in ("prompt", "subject"):
+        if event.input.id in ("prompt", "subject", "corrupted"):
             v = self.values()
             self.post_message(self.Changed(self, v.prompt, v.subject))
 

@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import ProgressBar, Static
 
-from ..runner import Progress, format_seconds
+from ..gridmodel import Progress, format_seconds
 
 
 class RunStatus(Horizontal):
@@ -20,9 +20,19 @@ class RunStatus(Horizontal):
     RunStatus.-error #status-text { color: $error; }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.bar = ProgressBar(total=None, show_eta=False, id="progress")
+        self.status_text = Static("", id="status-text")
+        self.plain = ""  # the text shown, for tests
+
     def compose(self) -> ComposeResult:
-        yield ProgressBar(total=None, show_eta=False, id="progress")
-        yield Static("", id="status-text")
+        yield self.bar
+        yield self.status_text
+
+    def _say(self, text: str) -> None:
+        self.plain = text
+        self.status_text.update(text)
 
     def on_mount(self) -> None:
         self.add_class("-idle")
@@ -30,11 +40,11 @@ class RunStatus(Horizontal):
     def idle(self, text: str, error: bool = False) -> None:
         self.add_class("-idle")
         self.set_class(error, "-error")
-        self.query_one("#status-text", Static).update(text)
+        self._say(text)
 
     def running(self, progress: Progress, note: str = "") -> None:
         self.remove_class("-idle", "-error")
-        bar = self.query_one(ProgressBar)
+        bar = self.bar
         if progress.total:
             bar.update(total=progress.total, progress=progress.done)
         rate = progress.rate
@@ -44,4 +54,4 @@ class RunStatus(Horizontal):
         parts.append(f"{format_seconds(progress.elapsed)} elapsed")
         if note:
             parts.append(note)
-        self.query_one("#status-text", Static).update(" · ".join(parts))
+        self._say(" · ".join(parts))

@@ -15,7 +15,7 @@ from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.settings import KINDS, SEVERABLE, TraceSettings
 
 METRIC_CHOICES = [(METRIC_LABELS[name], name) for name in VIEW_ORDER]
-MODE_CHOICES = [("chosen positions", "positions"), ("all tokens", "all")]
+MODE_CHOICES = [("all tokens", "all"), ("chosen positions", "positions")]
 KIND_CHOICES = [(k, k) for k in KINDS]
 
 
@@ -51,33 +51,47 @@ class SettingsPanel(VerticalScroll):
     SettingsPanel .hint { color: $text-muted; padding-left: 2; width: 1fr; }
     """
 
-    def __init__(self, *, export_dir: str = "exports", id: str | None = None) -> None:
+    def __init__(self, settings: TraceSettings | None = None, *, export_dir: str = "exports",
+                 id: str | None = None) -> None:
         super().__init__(id=id)
+        self._initial = settings or _DEFAULT
         self._export_dir = export_dir
 
     def compose(self) -> ComposeResult:
+        start = self._initial
         with Horizontal():
             yield Label("Kinds")
             for kind in KINDS:
-                yield Checkbox(kind, kind in _DEFAULT.kinds, id=f"kind-{kind}", compact=True)
+                yield Checkbox(kind, kind in start.kinds, id=f"kind-{kind}", compact=True)
         for name, label, kind in (("samples", "Samples", "integer"), ("noise", "Noise rule", "text"),
                                   ("window", "Window", "integer"), ("seed", "Seed", "integer")):
             with Horizontal():
                 yield Label(label)
-                yield Input(str(getattr(_DEFAULT, name)), type=kind, id=name, compact=True, tooltip=_help(name))
+                yield Input(str(getattr(start, name)), type=kind, id=name, compact=True, tooltip=_help(name))
                 yield Static(_help(name), classes="hint")
         with Horizontal():
             yield Label("Corruption")
-            yield Checkbox("replace", _DEFAULT.replace, id="replace", compact=True, tooltip=_help("replace"))
+            yield Checkbox("replace", start.replace, id="replace", compact=True, tooltip=_help("replace"))
             yield Static(_help("replace"), classes="hint")
         with Horizontal():
             yield Label("Sever")
             for kind in SEVERABLE:
-                yield Checkbox(kind, kind in _DEFAULT.sever, id=f"sever-{kind}", compact=True)
+                yield Checkbox(kind, kind in start.sever, id=f"sever-{kind}", compact=True)
             yield Static(_help("sever"), classes="hint")
         with Horizontal():
             yield Label("Export folder")
             yield Input(self._export_dir, id="export-dir", compact=True, tooltip="where ctrl+s writes .txt/.csv/.json")
+
+    class Changed(Message):
+        """A field changed (the app keeps valid settings for the next launch)."""
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
+
+    def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed())
 
     def read(self) -> PanelSettings:
         """The settings, checked; raises SettingsError naming the bad field."""
@@ -99,6 +113,10 @@ class SettingsPanel(VerticalScroll):
             raise SettingsError(str(exc)) from None
         export_dir = self.query_one("#export-dir", Input).value.strip() or "exports"
         return PanelSettings(trace, export_dir)
+
+    def kinds(self) -> tuple[str, ...]:
+        """The kinds checked now (all kinds when none is)."""
+        return tuple(k for k in KINDS if self.query_one(f"#kind-{k}", Checkbox).value) or KINDS
 
     def set_value(self, field: str, value) -> None:
         widget = self.query_one(f"#{field}")
@@ -124,13 +142,19 @@ class ViewBar(Horizontal):
         kind: str
         metric: str
 
+    def __init__(self, mode: str = "all", kind: str = "hidden", metric: str = "recovery", *,
+                 id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._initial = (mode, kind, metric)
+
     def compose(self) -> ComposeResult:
+        mode, kind, metric = self._initial
         yield Label("View")
-        yield Select(MODE_CHOICES, value="positions", allow_blank=False, id="view-mode", compact=True)
+        yield Select(MODE_CHOICES, value=mode, allow_blank=False, id="view-mode", compact=True)
         yield Label("Kind")
-        yield Select(KIND_CHOICES, value="mlp", allow_blank=False, id="view-kind", compact=True)
+        yield Select(KIND_CHOICES, value=kind, allow_blank=False, id="view-kind", compact=True)
         yield Label("Metric")
-        yield Select(METRIC_CHOICES, value="recovery", allow_blank=False, id="view-metric", compact=True)
+        yield Select(METRIC_CHOICES, value=metric, allow_blank=False, id="view-metric", compact=True)
 
     def state(self) -> tuple[str, str, str]:
         return tuple(self.query_one(f"#view-{n}", Select).value for n in ("mode", "kind", "metric"))  # type: ignore[return-value]

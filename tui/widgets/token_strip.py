@@ -62,6 +62,7 @@ class TokenStrip(Widget, can_focus=True):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self.source: tuple[str, str] | None = None  # the (prompt, subject) these tokens came from
+        self.aligned: list[str] | None = None  # the corrupted prompt's tokens under each token
 
     # ---- data in -----------------------------------------------------------------
     def set_tokens(self, tokens: list[str], subject_range: tuple[int, int] | None, source=None, note: str = "") -> None:
@@ -78,10 +79,16 @@ class TokenStrip(Widget, can_focus=True):
             self.selected = frozenset() if last is None else frozenset({last})
             self.cursor = last if last is not None else 0
             self.post_message(self.Toggled(self, self.positions))
-        self.refresh()
+        self.refresh(layout=True)
 
     def show_note(self, note: str) -> None:
         self.note = note
+
+    def set_aligned(self, aligned: list[str] | None) -> None:
+        """Under each token, the corrupted prompt's token(s) aligned with it ("" where it has no
+        counterpart); None: no second line (noise mode)."""
+        self.aligned = aligned
+        self.refresh(layout=True)
 
     @property
     def positions(self) -> tuple[int, ...]:
@@ -97,6 +104,12 @@ class TokenStrip(Widget, can_focus=True):
         self.selected = self.selected ^ {index}
         self.cursor = index
         self.post_message(self.Toggled(self, self.positions))
+
+    def select_subject_last(self) -> None:
+        """Choose only the subject's last token."""
+        if self.subject_range:
+            self.selected = frozenset({self.subject_range[1] - 1})
+            self.post_message(self.Toggled(self, self.positions))
 
     def action_toggle_chip(self, index: int) -> None:  # from a chip's @click
         self.toggle(int(index))
@@ -120,17 +133,53 @@ class TokenStrip(Widget, can_focus=True):
         if not self.tokens:
             text.append(self.note or "(none yet)", style("token-strip--note" if self.note else "token-strip--label"))
             return text
-        b, e = self.subject_range or (-1, -1)
+        aligned = self.aligned if self.aligned is not None and len(self.aligned) == len(self.tokens) else None
+        if aligned is not None:
+            return self._render_aligned(aligned)
         for i, token in enumerate(self.tokens):
-            part = "token-strip--selected" if i in self.selected else "token-strip--subject" if b <= i < e else "token-strip--chip"
-            chip_style = style(part)
-            if i == self.cursor and self.has_focus:
-                chip_style += style("token-strip--cursor")
-            chip_style += Style(meta={"@click": f"toggle_chip({i})"})
-            text.append(visible(token), chip_style)
+            text.append(visible(token), self._chip_style(i))
             text.append(" ")
         if self.note:
             text.append(f" {self.note}", style("token-strip--note"))
+        return text
+
+    def _chip_style(self, i: int) -> Style:
+        style = self.get_component_rich_style
+        b, e = self.subject_range or (-1, -1)
+        part = "token-strip--selected" if i in self.selected else "token-strip--subject" if b <= i < e else "token-strip--chip"
+        chip_style = style(part)
+        if i == self.cursor and self.has_focus:
+            chip_style += style("token-strip--cursor")
+        return chip_style + Style(meta={"@click": f"toggle_chip({i})"})
+
+    def _render_aligned(self, aligned: list[str]) -> Text:
+        """Two lines per row of chips: the tokens, and under each the corrupted token(s) it is
+        aligned with ("·" where it has none), each chip as wide as the wider of the two."""
+        style = self.get_component_rich_style
+        room = max(20, self.size.width - 2) if self.size.width else 10_000
+        label = "Tokens    "
+        rows: list[tuple[Text, Text]] = []
+        top, bottom = Text(label, style("token-strip--label")), Text("Corrupted ", style("token-strip--label"))
+        for i, token in enumerate(self.tokens):
+            clean, other = visible(token), visible(aligned[i]) if aligned[i] else "·"
+            width = max(len(clean), len(other))
+            if top.cell_len + width + 1 > room and top.cell_len > len(label):
+                rows.append((top, bottom))
+                top, bottom = Text(" " * len(label)), Text(" " * len(label))
+            top.append(clean.ljust(width), self._chip_style(i))
+            top.append(" ")
+            bottom.append(other.ljust(width), style("token-strip--label" if aligned[i] else "token-strip--note"))
+            bottom.append(" ")
+        rows.append((top, bottom))
+        text = Text()
+        for n, (a, b) in enumerate(rows):
+            text.append_text(a)
+            text.append("\n")
+            text.append_text(b)
+            if n < len(rows) - 1:
+                text.append("\n")
+        if self.note:
+            text.append(f"\n{self.note}", style("token-strip--note"))
         return text
 
     def on_focus(self) -> None:

@@ -8,13 +8,15 @@ thread only posts messages here. The view is always of the file, so a resumed
 sweep shows the facts already done at once.
 
 Mount it with `app.push_screen(SweepScreen(engine=app.engine, results="r.jsonl"))`
-(add `facts="known_1000.json", config=SweepConfig(...), limit=N` to run one).
+(add `facts="known_1000.json", config=SweepConfig(...), limit=N` to run one). ctrl+s writes
+the report (tui/screens/sweep_export.py).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -25,54 +27,14 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
-from textual_plotext import PlotextPlot
 
 from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
+from ..widgets.sweep_plot import SweepPlot
+
 POLL_SECONDS = 1.0
-
-
-class SweepPlot(PlotextPlot):
-    """Six curves (token groups) over layers for one kind, in this widget's own plotext figure."""
-
-    DEFAULT_CSS = """
-    SweepPlot { height: 1fr; min-height: 12; }
-    """
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.report: SweepReport | None = None
-        self.kind: str | None = None
-        self.placeholder = "No results yet: open a results file, or run a sweep."
-
-    def show(self, report: SweepReport | None, kind: str | None) -> None:
-        self.report, self.kind = report, kind
-        self.refresh()
-
-    def render(self):
-        width, height = self.size.width, self.size.height
-        report, kind = self.report, self.kind
-        if report is None or kind is None or not report.kept or report.n_layers < 1:
-            return Text(self.placeholder, style="italic", justify="center")
-        if width < 20 or height < 6:
-            return Text("(too small to draw)", style="italic", justify="center")
-        plt = self.plt
-        plt.clear_figure()
-        plt.plotsize(width, height)
-        plt._set_size(width, height)  # as PlotextPlot.render does (textual-plotext issue #5)
-        plt.theme(self._get_plotext_theme_name(self.app.theme))
-        layers = list(range(report.n_layers))
-        for group in GROUPS:
-            curve = report.curves[kind][group]
-            if curve.n:
-                plt.plot(layers, [0.0 if v != v else v for v in curve.mean], label=GROUP_LABELS[group], marker="braille")
-        step = max(1, -(-report.n_layers // 8))
-        plt.xticks(sorted(set(range(0, report.n_layers, step)) | {report.n_layers - 1}))
-        plt.title(f"{kind}: average indirect effect ({report.aggregate} aggregation) over {report.kept} facts")
-        plt.xlabel("layer")
-        return Text.from_ansi(plt.build())
 
 
 @dataclass
@@ -90,6 +52,8 @@ class SweepScreen(Screen):
         Binding("ctrl+g", "next_kind", "Kind", id="sweep-kind", tooltip="Next kind (hidden, mlp, attn)"),
         Binding("ctrl+r", "run", "Run sweep", id="sweep-run", tooltip="Run (or resume) the sweep of the facts file"),
         Binding("ctrl+x", "stop", "Stop", id="sweep-stop", tooltip="Stop the running sweep; the file stays valid"),
+        Binding("ctrl+s", "export", "Export", id="sweep-export",
+                tooltip="Write the sweep report (.txt, .csv, .json; plots with tracer.figures)"),
     ]
 
     DEFAULT_CSS = """
@@ -130,6 +94,7 @@ class SweepScreen(Screen):
         *,
         engine=None,
         results: str | None = None,
+        export_dir: str = "exports",
         facts: str | None = None,
         config: SweepConfig | None = None,
         limit: int | None = None,
@@ -142,6 +107,8 @@ class SweepScreen(Screen):
         self.initial_facts = facts or ""
         self.config = config or SweepConfig()
         self.limit = limit
+        self.export_dir = export_dir
+        self.last_export: list[str] | None = None
         self.tail: ResultsTail | None = None
         self.report: SweepReport | None = None
         self.kind: str | None = None
@@ -213,7 +180,7 @@ class SweepScreen(Screen):
             return
         self._last_error = text
         self.app.notify(text, severity="error", timeout=8)
-        from .log import RunLog
+        from ..widgets.log import RunLog
 
         for screen in self.app.screen_stack:
             for log in screen.query(RunLog):
@@ -246,6 +213,9 @@ class SweepScreen(Screen):
         with self.app.batch_update():
             self.query_one(SweepPlot).show(report, self.kind)
             self.fill_table()
+        if report is not None and self.running is None and self.tail is not None:
+            self.status(f"{self.tail.path}: {report.kept} facts ({len(records)} lines) · kind {self.kind} "
+                        "(ctrl+g) · ctrl+s exports the report")
 
     def fill_table(self) -> None:
         table = self.query_one("#sweep-table", DataTable)
@@ -303,6 +273,25 @@ class SweepScreen(Screen):
         kinds = self.report.kinds
         self.kind = kinds[(kinds.index(self.kind) + 1) % len(kinds)] if self.kind in kinds else kinds[0]
         self.redraw()
+
+    def action_export(self) -> None:
+        """The sweep report as text, CSV and JSON (as `tracer-tui sweep-report` writes them), and its
+        plots where tracer.figures is there, into the export folder."""
+        from . import sweep_export
+
+        if self.report is None:
+            self.status("nothing to export: open a results file first", error=True)
+            self.app.notify("nothing to export: open a results file first", severity="warning")
+            return
+        paths, notes, error = sweep_export.write_report(self.report, self.export_dir)
+        if error:
+            self.error(f"export failed: {error}")
+            return
+        self.last_export = paths
+        folder = str(Path(paths[0]).parent)
+        text = f"exported to {folder}/: " + ", ".join(Path(p).name for p in paths)
+        self.status(text + ("; " + "; ".join(notes) if notes else ""))
+        self.app.notify(text, timeout=5)
 
     def action_close(self) -> None:
         self.action_stop()

@@ -1,0 +1,252 @@
+"""The trace grid as plain data: filled live from CellsDone, made final from the TraceResult, and cut
+into views (rows x layers with labels, colour scale, ± half-widths and marks). No widgets here.
+
+Colour scales (issue 16.3): recovery on a fixed 0-100 % scale, probability from p_corrupted to
+p_clean as ROME draws it, the logit difference on its own range; `auto=True` scales every metric to
+its cells' range instead. Values beyond a fixed scale are counted (`GridView.beyond`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from tracer.events import CellsDone, Started
+from tracer.metrics import METRIC_LABELS, VIEW_ORDER
+from tracer.plot import finite, format_value, format_with_unit, peak, row_label, value_range
+
+METRICS = VIEW_ORDER
+MODES = {"positions": "chosen positions", "all": "all tokens"}
+NOT_AVAILABLE = "n/a"  # a finished cell without a value (recovery not available, no counterpart)
+PENDING = "·"  # a cell not computed yet
+
+
+@dataclass
+class GridView:
+    """What one view shows: rows x layers values with labels, ready to draw or tabulate.
+
+    Args (fields):
+        values: rows x layers; None where a cell has no value (yet).
+        labels: plot/table row labels; names: rows in words for the peak sentence ("{layer}" filled in).
+        title, metric: the plot's title and the metric drawn.
+        kind: the colour scale's kind (tokens view), None for the components view.
+        row_kinds: the kind of each row.
+        final: the run finished (a None cell is "n/a", not pending).
+        scale: (lo, hi) of the colour scale, None: the cells' own range.
+        spread: rows x layers half-widths of the 95% interval (noise mode), or None.
+        marks: (row, layer) cells indistinguishable from the corrupted run.
+    """
+
+    values: list[list[float | None]]
+    labels: list[str]
+    names: list[str]
+    title: str
+    metric: str
+    kind: str | None
+    row_kinds: list[str]
+    final: bool = False
+    scale: tuple[float, float] | None = None
+    spread: list[list[float | None]] | None = None
+    marks: frozenset = frozenset()
+
+    @property
+    def beyond(self) -> tuple[int, float | None, float | None]:
+        """(cells outside the fixed scale, lowest, highest value) — (0, None, None) when auto."""
+        if self.scale is None:
+            return 0, None, None
+        lo, hi = self.scale
+        out = [v for row in self.values for v in row if finite(v) and (v < lo - 1e-9 or v > hi + 1e-9)]
+        return len(out), (min(out) if out else None), (max(out) if out else None)
+
+    def cell_text(self, r: int, c: int) -> str:
+        """A table cell: the value (with ± in noise mode), "n/a" or "·"."""
+        v = self.values[r][c]
+        if not finite(v):
+            return NOT_AVAILABLE if self.final or v is not None else PENDING
+        text = format_value(v, self.metric)
+        half = self.spread[r][c] if self.spread else None
+        if finite(half):
+            text += "±" + format_value(half, self.metric).lstrip("+")
+        if (r, c) in self.marks:
+            text += "~"
+        return text
+
+
+@dataclass
+class GridData:
+    """One run's grids, filled cell by cell: values[kind][metric][row][layer] (None = pending)."""
+
+    mode: str  # "positions" (rows: kinds at the chosen positions) or "all" (rows: tokens)
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    kinds: tuple[str, ...]
+    n_rows: int
+    n_layers: int
+    positions: list[int] = field(default_factory=list)
+    target_text: str = ""
+    done: int = 0
+    total: int = 0
+    values: dict = field(default_factory=dict)
+    final: bool = False
+    clean_prob: float | None = None
+    corrupted_prob: float | None = None
+    intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
+
+    @classmethod
+    def from_started(cls, mode: str, event: Started, positions=()) -> "GridData":
+        rows, layers = event.shape
+        grid = cls(mode, list(event.tokens), tuple(event.subject_range), tuple(event.kinds), rows, layers,
+                   list(positions), event.target_text, 0, event.total_cells,
+                   clean_prob=event.clean_prob, corrupted_prob=event.corrupted_prob)
+        grid.values = {k: {m: [[None] * layers for _ in range(rows)] for m in METRICS} for k in event.kinds}
+        return grid
+
+    @classmethod
+    def from_result(cls, mode: str, result) -> "GridData":
+        kinds = tuple(result.grids)
+        first = result.grids[kinds[0]]["prob"]
+        positions = [] if result.positions == "all" else list(result.positions)
+        grid = cls(mode, list(result.tokens), tuple(result.subject_range), kinds, len(first), len(first[0]), positions,
+                   result.target_text, clean_prob=result.clean_prob, corrupted_prob=result.corrupted_prob)
+        grid.fill(result)
+        return grid
+
+    def apply(self, event: CellsDone) -> None:
+        table = self.values.get(event.kind)
+        if table is None:
+            return
+        for (r, c), p, rec, ld in zip(event.cells, event.prob, event.recovery, event.logit_diff):
+            table["prob"][r][c], table["recovery"][r][c], table["logit_diff"][r][c] = p, rec, ld
+        self.done, self.total = event.done, event.total
+
+    def fill(self, result) -> None:
+        """The final, authoritative values (and the noise intervals where the result has them)."""
+        self.values = {k: {m: [list(row) for row in g[m]] for m in METRICS} for k, g in result.grids.items()}
+        self.intervals = {k: (g["prob_low"], g["prob_high"]) for k, g in result.grids.items()
+                          if "prob_low" in g and "prob_high" in g}
+        self.done = self.total = self.n_rows * self.n_layers * len(self.kinds)
+        self.final = True
+
+    def position_text(self) -> str:
+        return " + ".join(repr(self.tokens[p]) for p in self.positions if 0 <= p < len(self.tokens))
+
+    def view(self, kind: str, metric: str, *, auto: bool = False) -> GridView:
+        """The grid of `kind` (all-tokens view) or of every kind (positions view) for `metric`."""
+        label = METRIC_LABELS.get(metric, metric)
+        if self.mode == "positions":
+            kinds = list(self.kinds)
+            rows = [self.values[k][metric][0] for k in kinds]
+            where = self.position_text()
+            names = [f"{k} layer {{layer}} at {where}" for k in kinds]
+            view = GridView(rows, kinds, names, f"{label} restoring {where}", metric, None, kinds, self.final)
+            cells = [(k, 0, i) for i, k in enumerate(kinds)]
+        else:
+            kind = kind if kind in self.values else self.kinds[0]
+            b, e = self.subject_range
+            labels = [row_label(t, b <= i < e) for i, t in enumerate(self.tokens)]
+            names = [f"{kind} layer {{layer}} at {t!r}" for t in self.tokens]
+            view = GridView(self.values[kind][metric], labels, names, f"{kind} · {label} · all tokens", metric, kind,
+                            [kind] * len(labels), self.final)
+            cells = [(kind, r, r) for r in range(self.n_rows)]
+        view.scale = None if auto else self.fixed_scale(metric)
+        self._add_intervals(view, cells)
+        return view
+
+    def fixed_scale(self, metric: str) -> tuple[float, float] | None:
+        """ROME's scales: recovery 0..100 %, probability p_corrupted..p_clean; else None (auto)."""
+        if metric == "recovery":
+            return (0.0, 100.0)
+        if metric == "prob" and finite(self.clean_prob) and finite(self.corrupted_prob):
+            lo, hi = sorted((self.corrupted_prob, self.clean_prob))
+            return (lo, hi) if hi - lo > 1e-9 else None
+        return None
+
+    def _add_intervals(self, view: GridView, cells) -> None:
+        """± half-widths (prob, and recovery in % of the total effect) and the marks of cells whose
+        interval holds p_corrupted."""
+        if not self.intervals or view.metric not in ("prob", "recovery"):
+            return
+        gap = (self.clean_prob or 0.0) - (self.corrupted_prob or 0.0)
+        spread, marks = [], set()
+        for kind, src_row, view_row in cells:
+            low, high = self.intervals.get(kind, (None, None))
+            if low is None:
+                spread.append([None] * self.n_layers)
+                continue
+            row = []
+            for c, (lo, hi) in enumerate(zip(low[src_row], high[src_row])):
+                if not (finite(lo) and finite(hi)):
+                    row.append(None)
+                    continue
+                half = (hi - lo) / 2
+                row.append(half if view.metric == "prob" else (100 * half / gap if abs(gap) > 1e-12 else None))
+                if self.corrupted_prob is not None and lo <= self.corrupted_prob <= hi:
+                    marks.add((view_row, c))
+            spread.append(row)
+        view.spread, view.marks = spread, frozenset(marks)
+
+
+def peak_sentence(view: GridView) -> str:
+    """e.g. "peak: mlp layer 3 at ' Tower', 64% recovery"."""
+    best = peak(view.values)
+    if best is None:
+        return "peak: –" if not view.final else f"peak: {NOT_AVAILABLE}"
+    r, c, v = best
+    return f"peak: {view.names[r].format(layer=c)}, {format_with_unit(v, view.metric)}"
+
+
+def scale_ends(view: GridView) -> tuple[float, float] | None:
+    """The colour scale's (lo, hi): the fixed scale, else the cells' range."""
+    return view.scale if view.scale is not None else value_range(view.values)
+
+
+@dataclass
+class Progress:
+    """Cells done, rate and ETA of the running trace, measured on the UI side."""
+
+    done: int = 0
+    total: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_cell_at: float | None = None
+    first_done: int = 0
+
+    def update(self, done: int, total: int) -> None:
+        if self.first_cell_at is None and done > 0:
+            self.first_cell_at, self.first_done = time.monotonic(), done
+        self.done, self.total = done, total
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rate(self) -> float | None:
+        """Cells per second since the first batch (the clean/corrupted runs come before it)."""
+        if self.first_cell_at is None:
+            return None
+        span = time.monotonic() - self.first_cell_at
+        counted = self.done - self.first_done
+        if span < 0.05 or counted <= 0:
+            return None
+        return counted / span
+
+    @property
+    def eta(self) -> float | None:
+        rate = self.rate
+        if not rate or self.total <= 0:
+            return None
+        return max(0.0, (self.total - self.done) / rate)
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration for the status line: "4.2s", "12s", "3m05s", "1h02m"; "–" for None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds + 0.5), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

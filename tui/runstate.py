@@ -1,0 +1,56 @@
+"""One run's state, and the two callbacks the engine thread calls for it: `on_event` (queues cells,
+posts the other events) and `on_done` (the future's done-callback: posts RunEnded). They never wait
+for the UI and never touch a widget; `post` is the screen's thread-safe post_message."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tracer.errors import TracerError, error_location, user_message
+from tracer.events import CellsDone, Log, Recording, Started
+from tracer.types import TraceRequest
+
+from .gridmodel import GridData, Progress
+from .messages import CellsArrived, RunEnded, RunEvent
+
+
+@dataclass
+class RunState:
+    """One run: what was asked, its cancel switch, its progress and its grid, filled live."""
+
+    id: int
+    request: TraceRequest
+    mode: str  # the view it fills: "positions" or "all"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    progress: Progress = field(default_factory=Progress)
+    cells: deque = field(default_factory=deque)  # CellsDone from the engine thread, drained on the UI
+    grid: GridData | None = None
+    ended: bool = False
+    post: Callable = field(default=lambda message: None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        return not self.ended and not self.cancel.is_set()
+
+    def on_event(self, event) -> None:  # engine thread
+        """Cells wait in `cells` behind one coalescing CellsArrived; Recording, Started and Log are
+        posted; Finished, Failed and Cancelled are left to `on_done` (the future says how it ended)."""
+        if isinstance(event, CellsDone):
+            self.cells.append(event)
+            self.post(CellsArrived(self.id))
+        elif isinstance(event, (Started, Recording, Log)):
+            self.post(RunEvent(self.id, event))
+
+    def on_done(self, future) -> None:  # engine thread (or the UI's, if it was done already)
+        """RunEnded with the result, with the error in one line (and where an internal one was
+        raised), or with neither when the run was cancelled (the future gives None)."""
+        try:
+            result = future.result()
+        except Exception as exc:
+            detail = "" if isinstance(exc, TracerError) else error_location(exc)
+            self.post(RunEnded(self.id, None, user_message(exc), detail))
+            return
+        self.post(RunEnded(self.id, result))
