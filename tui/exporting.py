@@ -59,12 +59,10 @@ def write_exports(result, view, folder: str | Path, stamp: str) -> dict[str, str
 
 
 def write_figures(result, base: Path, kind: str, metric: str) -> tuple[dict[str, str], list[str]]:
-    """The SVG of the grid and the PDF heatmap beside the text exports, where tracer.figures (and
-    matplotlib) are there; (paths, notes on what was left out)."""
-    try:
-        from tracer import figures
-    except ImportError:
-        return {}, ["SVG/PDF export is not available yet (tracer.figures is not installed)"]
+    """The SVG of the grid, and the PDF heatmap where matplotlib is installed, beside the text exports;
+    (paths, notes on what was left out)."""
+    from tracer import figures
+
     paths, notes = {}, []
     kind = kind if kind in result.grids else next(iter(result.grids))
     svg_metric = metric if metric in ("prob", "recovery", "logit_diff") else "prob"

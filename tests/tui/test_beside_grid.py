@@ -136,7 +136,7 @@ def test_grid_model_scales_without_a_total_effect():
     assert grid.view("hidden", "recovery", auto=True).scale is None
 
 
-async def test_f9_inspects_the_selected_cell_or_says_it_is_not_available(engine):
+async def test_f9_inspects_the_selected_cell(engine):
     res = engine.trace(REQUEST).result(timeout=120)
     app = make_app(engine=engine)
     async with app.run_test(size=(160, 48)) as pilot:
@@ -145,8 +145,5 @@ async def test_f9_inspects_the_selected_cell_or_says_it_is_not_available(engine)
         await pilot.press("f3")
         ts.table.cursor_coordinate = Coordinate(2, 4)  # token 2, layer 3
         await pilot.press("f9")
-        if not hasattr(engine, "inspect"):
-            assert ("warning", "inspecting a cell is not available yet (Engine.inspect)") in notifications(app)
-            return
         await wait_for(pilot, lambda: any("top-5 restoring hidden layer 3" in m for _, m in notifications(app)),
                        what="the inspected cell")

@@ -20,15 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tracer.errors import TracerError, error_location, user_message
-
-
-def render_result(result) -> str:
-    """The result as tracer.robust_text renders it (str(result) before that module is there)."""
-    try:
-        from tracer.robust_text import render
-    except ImportError:
-        return str(result)
-    return render(result)
+from tracer.robust_text import render
 
 
 class RobustnessScreen(Screen):
@@ -72,9 +64,6 @@ class RobustnessScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        if not hasattr(self.engine, "robustness"):
-            self._say("the robustness view is not available yet (Engine.robustness)", error=True)
-            return
         self._say(f"tracing {self.subject!r} in {self.prompt!r} under several corruptions…")
         try:
             future = self.engine.robustness(self.prompt, self.subject, on_event=self._on_event, cancel=self.cancel,
@@ -121,7 +110,7 @@ class RobustnessScreen(Screen):
             self._say("stopped")
             return
         self.result = message.result
-        self.text = render_result(message.result)
+        self.text = render(message.result)
         self._say("done: does each kind's peak stay where it is when the corruption changes?")
         self.body.update(Text(self.text))
 

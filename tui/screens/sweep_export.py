@@ -28,11 +28,8 @@ def write_report(report, folder: str, stamp: str | None = None) -> tuple[list[st
     except OSError as exc:
         return [], [], f"{exc.strerror or exc}: {getattr(exc, 'filename', None) or folder}"
     notes = []
-    try:
-        from tracer.figures import save_report_plots
-    except ImportError:
-        notes.append("report plots not available yet (tracer.figures)")
-        return paths, notes, None
+    from tracer.figures import save_report_plots
+
     try:
         plots = Path(str(base) + "-plots")
         paths += [str(p) for p in save_report_plots(report, str(plots))]

@@ -112,12 +112,8 @@ def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tu
     except Exception as exc:  # bad input: one line under the strip
         return None, f"corrupted prompt: {user_message(exc)}"
     corrupted = list(corrupted)
-    try:
-        from tracer.prompts import align_tokens
-    except ImportError:
-        if len(corrupted) == len(clean):
-            return corrupted, ""
-        return None, "aligning prompts of different lengths is not available yet"
+    from tracer.prompts import align_tokens
+
     try:
         mapping = align_tokens(list(clean), corrupted)["clean_to_corrupted"]
     except Exception as exc:  # InputError: no alignment makes sense; its message says what to do
@@ -133,14 +129,10 @@ def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tu
 
 
 def inspect_cell(screen) -> None:
-    """F9: the top-k of the patched run of the number table's selected cell (Engine.inspect, when
-    that is merged), shown as a notification and a log line."""
+    """F9: the top-k of the patched run of the number table's selected cell (Engine.inspect), shown as a notification and a log line."""
     done = screen.finished.get(screen.view_mode)
     if done is None:
         screen.report("nothing to inspect: no finished trace in this view yet", "warning")
-        return
-    if not hasattr(screen.engine, "inspect"):
-        screen.report("inspecting a cell is not available yet (Engine.inspect)", "warning")
         return
     grid, result = done
     row, layer = screen.table.cursor_coordinate.row, screen.table.cursor_coordinate.column - 1

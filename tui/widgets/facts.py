@@ -1,8 +1,8 @@
 """Beside the grid: what a researcher checks before trusting it (issues 16.3, 13.1, 15.1, 15.5).
 
 The target, p_clean and p_corrupted, the clean and corrupted top-3, the corruption (the noise
-rule with its absolute std, or the substituted prompt), the per-kind summary when
-tracer.summary is there, and the trace's warnings as a badge (count + codes; click it, or F8,
+rule with its absolute std, or the substituted prompt), the per-kind summary (peak and
+top layers), and the trace's warnings as a badge (count + codes; click it, or F8,
 for the messages)."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from textual.message import Message
 from textual.widgets import Static
 
 from tracer.export import show_token
+from tracer.summary import summarize
 
 
 def warning_code(w) -> str:
@@ -24,16 +25,9 @@ def warning_code(w) -> str:
 
 
 def summary_lines(result) -> list[str]:
-    """Per kind: the peak (token, layer, value) and the top layers, from tracer.summary.summarize
-    (issue 15.5) when that module is there; [] before."""
-    try:
-        from tracer.summary import summarize
-    except ImportError:
-        return []
-    try:
-        summary = summarize(result, top=3)
-    except Exception as exc:  # another helper's module: its failure must not take the panel down
-        return [f"summary unavailable: {type(exc).__name__}"]
+    """Per kind: the peak (token, layer, value) and the top layers (tracer.summary.summarize, the
+    CLI's summary)."""
+    summary = summarize(result, top=3)
     lines = []
     for kind, s in summary.get("grids", {}).items():
         peak = s.get("peak")
