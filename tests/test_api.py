@@ -131,7 +131,15 @@ def test_the_seed_tutorial_example_runs():
     assert out.returncode == 0, out.stderr
     assert "clean:     ' Paris' 0.70" in out.stdout
     assert "patched (layer 8 MLP, all positions): ' Paris'" in out.stdout
-    assert out.stdout.count("% recovery") >= 5 and "Einstein vs Newton: peak MLP recovery at layer" in out.stdout
+    assert out.stdout.count("% recovery") >= 5 and "Einstein vs Newton: peak mlp layer" in out.stdout
+    # Part 4: the paper's noise at the last subject token, with its interval; pairs averaged by a sweep
+    assert "P(' Paris') clean 0.7015, corrupted 0.0163" in out.stdout and "95% interval of P" in out.stdout
+    assert "last subject token, 2 pairs: peak AIE at layer" in out.stdout
+    # Part 5: the four cases, each with its answer: a multi-token target, ' 0' as the model writes it,
+    # the aligned prompts of different lengths, and the guards that say which traces mean little
+    assert "target ' El' + 'on' + ' Musk'" in out.stdout and "target ' ' + '0'" in out.stdout
+    assert "prompts aligned" in out.stdout and "warning [weak-target]" in out.stdout
+    assert "target ' Paris': P clean 0.7725" in out.stdout
 
 
 def test_sweep_and_report_from_python(model, tmp_path):

@@ -131,3 +131,26 @@ def test_unaligned_positions_are_named():
     assert w.code == "no-counterpart" and "1 ' E'" in w and "iffel" not in w
     assert unaligned_guards([0, 2], [0, None, 1, 2], ["a"] * 4) == []
     assert unaligned_guards("all", [0, 1], ["a", "b"]) == []
+
+
+def test_a_target_of_several_tokens_is_kept_only_when_the_run_would_write_all_of_it():
+    """The ids are tuples along the target (teacher-forced top tokens): the first token alone on top
+    (' ' of ' 0') is not 'kept the target'."""
+    several = {**SOUND, "target_text": " 0", "target_id": (7, 8), "clean_top_id": (7, 8)}
+    assert trace_guards(**{**several, "corrupted_top_id": (7, 9)}) == []
+    assert codes(trace_guards(**{**several, "corrupted_top_id": (7, 8)})) == ["corruption-kept-target"]
+    (w,) = trace_guards(**{**several, "corrupted_top_id": (5, 8), "target_given": True,
+                           "clean_top_id": (7, 3), "clean_top_text": " 1"})
+    assert w.code == "target-not-predicted" and "' 1'" in w
+
+
+def test_water_freezes_at_0_on_the_embedded_model(smollm):
+    """The tutorial's "0/100" case with the answer as the target: ' 0' is two tokens here (' ', '0');
+    the corrupted run still puts ' ' first but does not write ' 0', and restoring every position
+    together names no position before the corruption."""
+    result = run_trace(smollm, TraceRequest("Water freezes at", "freezes", corrupted_prompt="Water boils at",
+                                            target="0", kinds=("mlp",), positions="whole", window=1))
+    assert [t["text"] for t in result.target_tokens] == [" ", "0"]
+    assert "corruption-kept-target" not in codes(result.warnings)
+    assert "position-before-corruption" not in codes(result.warnings)
+    assert result.clean_prob == pytest.approx(np.prod([t["clean_prob"] for t in result.target_tokens]), rel=1e-5)

@@ -68,9 +68,13 @@ def is_weak_target(text: str) -> bool:
     return not word or all(c in string.punctuation or c.isspace() for c in word) or word.lower() in STOP_WORDS
 
 
-def trace_guards(*, target_text: str, p_clean: float, p_corrupted: float, corrupted_top_id: int, target_id: int,
-                 clean_top_id: int, clean_top_text: str, target_given: bool) -> list[TraceWarning]:
-    """The guards every trace gets, from its clean and corrupted runs."""
+def trace_guards(*, target_text: str, p_clean: float, p_corrupted: float, corrupted_top_id, target_id,
+                 clean_top_id, clean_top_text: str, target_given: bool) -> list[TraceWarning]:
+    """The guards every trace gets, from its clean and corrupted runs.
+
+    The ids are token ids, or for a target of several tokens tuples of them: the target's tokens
+    and each run's top token at every step along the target (teacher-forced), so "kept the target"
+    means the corrupted run would still write the whole target."""
     out = []
     gap = p_clean - p_corrupted
     if corrupted_top_id == target_id:

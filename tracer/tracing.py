@@ -264,11 +264,19 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits, targets, corrupt_top_id))
     p_corrupt = float(base_probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
     available = recovery_available(p_clean, p_corrupt)
+    # what each run predicts, token by token along the target (teacher-forced): for a one-token
+    # target its top token; for a longer one whether it would write the whole target
+    clean_greedy = tuple(int(np.argmax(clean_dists[j])) for j in range(k))
+    corrupt_greedy = tuple(int(np.argmax(corrupt_dists[:, j].mean(axis=0))) for j in range(k))
+    # what the clean run writes instead: the target up to its first other top token, then that token
+    differ = next((j for j in range(k) if clean_greedy[j] != targets[j]), k - 1)
+    clean_instead = list(targets[:differ]) + [clean_greedy[differ]]
     warnings += trace_guards(
-        target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=int(np.argmax(corrupt_probs)),
-        target_id=target_id, clean_top_id=clean_top_id,
-        clean_top_text=tok.decode([clean_top_id], skip_special_tokens=False), target_given=bool(req.target))
-    warnings += position_guards(positions, first_corrupt, clean.texts)
+        target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=corrupt_greedy,
+        target_id=tuple(targets), clean_top_id=clean_greedy,
+        clean_top_text=tok.decode(clean_instead, skip_special_tokens=False), target_given=bool(req.target))
+    if req.positions != "whole":  # restoring every position together: the early ones are simply included
+        warnings += position_guards(positions, first_corrupt, clean.texts)
     warnings += unaligned_guards(positions, mapping, clean.texts)
 
     # the cells, their positions in the frame; cells with no aligned position are not run (None)
