@@ -29,9 +29,11 @@ def child(model: str | None, samples: int) -> int:
     sys.path.insert(0, str(ROOT))
     import tracer  # noqa: F401  - fast BLAS before mlx.core
     from tracer.settings import TraceSettings
+    from textual import events
     from tui.app import make_app
 
     app = make_app(model_spec=model or None, settings=TraceSettings(samples=samples))
+    app.leaves_at_once = True  # as run_app: the process ends with leave() below
 
     async def pilot_steps(pilot) -> None:
         screen = app.trace_screen
@@ -43,7 +45,8 @@ def child(model: str | None, samples: int) -> int:
         while screen.run is None or screen.run.progress.done == 0:
             await pilot.pause(0.02)
         print(json.dumps({"quit_at": time.time(), "cells": screen.run.progress.done}), flush=True)
-        await pilot.press("ctrl+q")
+        # the key as the terminal driver delivers it (Pilot.press would also wait for the app to idle)
+        app.post_message(events.Key("ctrl+q", None))
 
     app.run(headless=True, size=(120, 40), auto_pilot=pilot_steps)
     from tui.__main__ import leave
