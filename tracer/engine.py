@@ -146,18 +146,10 @@ class Engine:
     def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
         from .tracing import run_trace
 
-        try:
-            check_cancel(cancel)  # superseded while queued: neither load nor run
-            if self._tracer is None:
-                self._load()
-            result = run_trace(self._tracer, request, on_event=on_event, cancel=cancel)
-        except TraceCancelled:
-            on_event(Cancelled())
-            return None
-        except TracerError as exc:
-            on_event(Failed(str(exc)))
-            raise
-        on_event(Finished(result, result.seconds))
+        result = _reported(lambda: run_trace(self._loaded(), request, on_event=on_event, cancel=cancel),
+                           on_event, cancel)
+        if result is not None:
+            on_event(Finished(result, result.seconds))
         return result
 
     def inspect(self, request, kind: str, layer: int, *, token: int | None = None, k: int = 5) -> Future:
@@ -178,21 +170,27 @@ class Engine:
     def _robustness(self, prompt, subject, on_event, cancel, options):
         from .robust import robustness
 
-        try:
-            check_cancel(cancel)
-            result = robustness(self._loaded(), prompt, subject, on_event=on_event, cancel=cancel, **options)
-        except TraceCancelled:
-            on_event(Cancelled())
-            return None
-        except TracerError as exc:
-            on_event(Failed(str(exc)))
-            raise
-        return result
+        return _reported(lambda: robustness(self._loaded(), prompt, subject, on_event=on_event, cancel=cancel,
+                                            **options), on_event, cancel)
 
     def _inspect(self, request, kind, layer, token, k):
         from .api import inspect
 
         return inspect(self._loaded(), request, kind, layer, token=token, k=k)
+
+
+def _reported(work, on_event, cancel: threading.Event):
+    """`work()` unless cancelled while queued (then neither load nor run); a cancel ends it as
+    Cancelled and None, an input or model error as Failed, raised again for the future."""
+    try:
+        check_cancel(cancel)
+        return work()
+    except TraceCancelled:
+        on_event(Cancelled())
+        return None
+    except TracerError as exc:
+        on_event(Failed(str(exc)))
+        raise
 
 
 def _join(thread: threading.Thread, timeout: float | None) -> None:

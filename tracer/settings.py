@@ -227,6 +227,12 @@ def add_settings_arguments(parser) -> None:
 
 def settings_from_args(args) -> TraceSettings:
     """TraceSettings from parsed flags (unset flags keep the defaults)."""
+    return TraceSettings(**settings_given(args))
+
+
+def settings_given(args) -> dict:
+    """The settings given as flags, by field name (flags not given are left out); InputError for a
+    value that is not a whole number where one is needed."""
     values = {}
     for name in SETTING_NAMES:
         given = getattr(args, name, None)
@@ -238,4 +244,4 @@ def settings_from_args(args) -> TraceSettings:
             except ValueError:
                 raise InputError(f"--{name} must be an integer (got {given!r})") from None
         values[name] = given
-    return TraceSettings(**values)
+    return values

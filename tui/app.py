@@ -10,8 +10,8 @@ from textual.app import App
 from textual.binding import Binding
 
 from tracer.engine import Engine, ModelInfo
-from tracer.errors import InputError, TracerError, error_location, user_message
-from tracer.settings import SETTING_NAMES, TraceSettings
+from tracer.errors import TracerError, error_location, user_message
+from tracer.settings import TraceSettings, settings_given
 
 from .commands import TracerCommands
 from .config import load_config, save_config, saved_settings
@@ -188,20 +188,9 @@ def make_app(engine: Engine | None = None, model_spec: str | None = None, theme:
 
 
 def settings_overrides(args) -> dict:
-    """The trace settings given as flags (`tracer-tui --samples 20 --kinds mlp`), by field name;
-    InputError for a value that is not a whole number where one is needed."""
-    out = {}
-    for name in SETTING_NAMES:
-        given = getattr(args, name, None)
-        if given is None:
-            continue
-        if name in ("samples", "window", "seed"):
-            try:
-                given = int(given)
-            except ValueError:
-                raise InputError(f"--{name} must be an integer (got {given!r})") from None
-        out[name] = given
-    return out
+    """The trace settings given as flags (`tracer-tui --samples 20 --kinds mlp`), by field name, read
+    as the CLI reads them (tracer.settings.settings_given)."""
+    return settings_given(args)
 
 
 def run_app(args) -> int:

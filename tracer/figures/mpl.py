@@ -111,13 +111,18 @@ def save_line_plot_spec(spec: LinePlotSpec, path: str) -> str:
             ax.plot(layers, np.array(s.values, dtype=float), label=_plain(s.label), color=s.colour)
         ax.set_ylim(*spec.ylim)
         ax.set_xlim(0, max(1, spec.n_layers - 1))
-        ax.set_xticks(layer_ticks(spec.n_layers))
-        ax.set_title(_plain(spec.title))
-        ax.set_xlabel(_plain(spec.xlabel))
-        ax.set_ylabel(_plain(spec.ylabel))
-        ax.legend(frameon=False, fontsize=7)
+        _finish(ax, spec)
         _save(fig, path, plt)
     return path
+
+
+def _finish(ax, spec) -> None:
+    """The layer ticks, the titles and the legend every line and bar chart has."""
+    ax.set_xticks(layer_ticks(spec.n_layers))
+    ax.set_title(_plain(spec.title))
+    ax.set_xlabel(_plain(spec.xlabel))
+    ax.set_ylabel(_plain(spec.ylabel))
+    ax.legend(frameon=False, fontsize=7)
 
 
 def save_bar_chart_spec(spec, path: str) -> str:
@@ -137,10 +142,6 @@ def save_bar_chart_spec(spec, path: str) -> str:
             ax.bar(layers + offsets[min(i, len(offsets) - 1)], np.array(values, dtype=float), width=0.3,
                    color=colour, label=_plain(label))
         ax.yaxis.set_major_formatter(PercentFormatter(1.0))
-        ax.set_xticks(layer_ticks(spec.n_layers))
-        ax.set_title(_plain(spec.title))
-        ax.set_xlabel(_plain(spec.xlabel))
-        ax.set_ylabel(_plain(spec.ylabel))
-        ax.legend(frameon=False, fontsize=7)
+        _finish(ax, spec)
         _save(fig, path, plt)
     return path
