@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from tui_helpers import ready, wait_for
+from textual.coordinate import Coordinate
 from textual.widgets import Input
 
 from tracer.types import TraceRequest
@@ -78,7 +79,13 @@ async def test_sweep_screen_clears_the_old_report_when_a_file_cannot_be_read(eng
         screen.open(str(good))
         await pilot.pause()
         assert "Facts: 3 traced" in str(screen.query_one("#sweep-summary", Static).render())
-        assert screen.query_one("#sweep-table", DataTable).row_count > 0
+        table = screen.query_one("#sweep-table", DataTable)
+        assert table.row_count > 0
+        curve = screen.report.curves[screen.kind]["last_subject"]  # each AIE with its 95% interval (the report's)
+        column = 1 + list(screen.report.curves[screen.kind]).index("last_subject")
+        for layer in (0, screen.report.n_layers - 1):
+            half = (curve.high[layer] - curve.low[layer]) / 2
+            assert table.get_cell_at(Coordinate(layer, column)) == f"{curve.mean[layer]:+.4f} ±{half:.4f}"
         for path, message in [(bad, f"results file is a directory: {bad}"),
                               (garbage, f"{garbage}: no sweep result lines (2 unreadable lines)")]:
             screen.open(str(good))

@@ -223,12 +223,17 @@ class SweepScreen(Screen):
         report, kind = self.report, self.kind
         if report is None or kind is None or not report.kept:
             return
-        table.add_columns("layer", *(GROUP_LABELS[g] for g in GROUPS))
+        table.add_columns("layer", *(f"{GROUP_LABELS[g]} (AIE ±95%)" for g in GROUPS))
         curves = report.curves[kind]
 
-        def cell(g, layer):
+        def cell(g, layer):  # the AIE and its 95% interval's half-width (the report's own band)
             c = curves[g]
-            return f"{c.mean[layer]:+.4f} ± {c.std[layer]:.4f}" if c.n else "–"
+            if not c.n or c.mean[layer] is None:
+                return "–"
+            low, high = (c.low[layer], c.high[layer]) if len(c.low) > layer else (None, None)
+            if low is None or high is None:
+                return f"{c.mean[layer]:+.4f}"
+            return f"{c.mean[layer]:+.4f} ±{(high - low) / 2:.4f}"
 
         for layer in range(report.n_layers):
             table.add_row(str(layer), *(cell(g, layer) for g in GROUPS), key=f"L{layer}")
