@@ -9,7 +9,7 @@ import pytest
 from oracle import oracle_trace
 from tracer.events import CellsDone
 from tracer.metrics import interval_grids, mean_interval, t_quantile_975
-from tracer.tracing import Tracer, run_trace
+from tracer.tracing import run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"

@@ -118,7 +118,7 @@ def csv_comments(result) -> list[str]:
         f"# model: {escape_controls(result.model)}",
         f"# target: {json.dumps(result.target_text)} (id {result.target_id}); clean_prob {result.clean_prob:.6g}; "
         f"corrupted_prob {result.corrupted_prob:.6g}",
-        *([f"# target_tokens: " + "; ".join(f"{json.dumps(t['text'])} (id {t['id']}) clean {t['clean_prob']:.6g} "
+        *(["# target_tokens: " + "; ".join(f"{json.dumps(t['text'])} (id {t['id']}) clean {t['clean_prob']:.6g} "
                                             f"corrupted {t['corrupted_prob']:.6g}" for t in result.target_tokens)]
           if len(result.target_tokens) > 1 else []),
         f"# recovery_available: {'true' if result.recovery_available else 'false'}",

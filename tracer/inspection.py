@@ -106,20 +106,12 @@ def inspect_cell(model, request, kind: str, layer: int, *, token: int | None = N
 def _kind(name) -> tuple[str, str | None]:
     """(the restored kind, the kind held corrupted or None) of a grid's name: a kind, an alias of
     one (tracer.settings.kind_name) or "hidden-severed-mlp"/"-attn"."""
-    from .errors import InputError
-    from .settings import KINDS, SEVERABLE, severed_name
+    from .settings import SEVERABLE, kind_name, severed_name
 
     text = str(name).strip()
     for severed in SEVERABLE:
         if text == severed_name(severed):
             return "hidden", severed
-    try:
-        from .settings import kind_name
-    except ImportError:  # before kind aliases
-        if text in KINDS:
-            return text, None
-        raise InputError(f"unknown kind {text!r:.40}: choose from {', '.join(KINDS)} or "
-                         f"{', '.join(severed_name(s) for s in SEVERABLE)}") from None
     return kind_name(text), None
 
 
@@ -127,12 +119,8 @@ def _target_ids(tokenizer, request, prompt_ids) -> list[int] | None:
     """The traced target's token ids (None: the clean run's top token, found by the caller)."""
     if not request.target:
         return None
-    try:
-        from .prompts import target_ids
-    except ImportError:  # before targets of several tokens: the first token only
-        from .prompts import target_token
+    from .prompts import target_ids
 
-        return [target_token(tokenizer, request.target)[0]]
     return [int(t) for t in target_ids(tokenizer, request.target, request.prompt, list(prompt_ids))]
 
 
@@ -146,10 +134,8 @@ def _positions(positions, subject: tuple[int, int], n_tokens: int, token) -> lis
             raise InputError(f"token must be an index in 0..{n_tokens - 1} of the prompt's "
                              f"{n_tokens} tokens (got {token!r:.40})")
         return [token % n_tokens]
-    try:
-        from .positions import resolve_positions
-    except ImportError:  # before tracer/positions.py existed
-        from .tracing import resolve_positions
+    from .positions import resolve_positions
+
     resolved = resolve_positions(positions, subject, n_tokens)
     return [subject[1] - 1] if resolved == "all" else [int(p) for p in resolved]
 
@@ -159,15 +145,10 @@ def _counterparts(request, clean, corrupted, subject: tuple[int, int], chosen: l
     the same ones for prompts of one length, else as the trace aligns them (tracer.prompts.align_prompts,
     with the corrupted subject when given); positions without a counterpart are not restored."""
     from .errors import InputError
-    from .prompts import subject_span
+    from .prompts import align_prompts, subject_span
 
     if len(clean) == len(corrupted) and request.corrupted_subject is None:
         return list(chosen), list(chosen)
-    try:
-        from .prompts import align_prompts
-    except ImportError:  # before prompts of different lengths were aligned
-        raise InputError(f"the corrupted prompt has {len(corrupted)} tokens but the prompt has "
-                         f"{len(clean)}: give prompts of one token length") from None
     span = (subject_span(request.corrupted_prompt, request.corrupted_subject, corrupted)
             if request.corrupted_subject is not None else None)
     mapping = align_prompts(clean, corrupted, subject, span)["clean_to_corrupted"]

@@ -136,20 +136,6 @@ def target_ids(tokenizer: Tokenizer, target: str, prompt: str | None = None,
     return ids
 
 
-def check_substitution(clean: Tokens, corrupted: Tokens) -> int:
-    """The corrupted prompt must tokenize to the same length; returns the first
-    position where the two differ (everything before it is exactly unaffected)."""
-    if len(clean) != len(corrupted):
-        raise InputError(
-            f"corrupted prompt has {len(corrupted)} tokens but the prompt has {len(clean)}: "
-            f"{corrupted.texts} vs {clean.texts}"
-        )
-    for i, (a, b) in enumerate(zip(clean.ids, corrupted.ids)):
-        if a != b:
-            return i
-    return len(clean)
-
-
 def align_tokens(clean_ids: list[int], corrupted_ids: list[int]) -> dict:
     """Align a corrupted prompt's tokens with the clean prompt's.
 

@@ -154,13 +154,6 @@ def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, pac
     return sum(n_samples * ((n_tokens - min(c.positions)) * (layers - 1) + 1) for c in chunk.cells)
 
 
-def run_chunk(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[list[float], list[float]]:
-    """One forward for the chunk's cells x samples; (mean P(target), mean logit difference) per cell,
-    reduced over the samples in float64."""
-    probs, diffs = run_chunk_samples(pm, chunk, run)
-    return probs.astype(np.float64).mean(axis=1).tolist(), diffs.astype(np.float64).mean(axis=1).tolist()
-
-
 def run_chunk_samples(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[np.ndarray, np.ndarray]:
     """One forward for the chunk's cells x samples.
 

@@ -69,10 +69,8 @@ def run_if_batch(args) -> int | None:
 
 
 def _positions(text: str):
-    try:
-        from ..positions import parse_positions
-    except ImportError:  # before positions moved out of the trace command
-        from .trace import parse_positions
+    from ..positions import parse_positions
+
     return parse_positions(text)
 
 

@@ -48,10 +48,8 @@ def _whole(value: str, flag: str) -> int:
 
 
 def _parse_positions(text: str):
-    try:
-        from ..positions import parse_positions
-    except ImportError:  # before tracer/positions.py existed
-        from .trace import parse_positions
+    from ..positions import parse_positions
+
     return parse_positions(text)
 
 

@@ -173,15 +173,9 @@ def inspect_comment(patched: dict) -> str:
 
 
 def _inspect_cell():
-    """H4's inspect_cell (tracer/inspection.py; tracer/inspect.py before it was renamed), or
-    InputError when this build has neither."""
-    try:
-        from ..inspection import inspect_cell
-    except ImportError:
-        try:
-            from ..inspect import inspect_cell
-        except ImportError:
-            raise InputError("--inspect is not available in this build (tracer.inspection.inspect_cell is missing)") from None
+    """tracer.inspection.inspect_cell, imported when --inspect is used (it loads MLX)."""
+    from ..inspection import inspect_cell
+
     return inspect_cell
 
 
