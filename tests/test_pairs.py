@@ -348,5 +348,8 @@ def test_sweep_cli_reads_a_csv_of_pairs(tmp_path, capsys, tiny_model_dir):
     data = json.loads(stdout)
     assert code == 0 and data["facts"]["kept"] == 1 and sum(data["peak_layers"]["mlp"]["last"]["counts"]) == 1
     assert np.isfinite(data["indirect_effect"]["mlp"]["last"]["low"]).all()
+    code, stdout, _ = cli(["sweep-report", out], capsys)  # the text names the corruption, not noise settings
+    first = stdout.splitlines()[0]
+    assert code == 0 and first.endswith("kinds mlp, window 2, filter rome, corruption: substitution (prompt pairs)")
     code, stdout, _ = cli(["sweep", str(path), "--model", str(tiny_model_dir), "--check-only"], capsys)
     assert code == 0 and "1 of 1 prompt pairs kept (--filter rome: the clean top token is the first token of the pair's target" in stdout

@@ -136,11 +136,13 @@ def _f(x, width: int = 8, digits: int = 4) -> str:
 
 def summary_lines(report: SweepReport) -> list[str]:
     c = report.config
+    pairs = c.get("mode") == "substitution"  # prompt pairs: no noise, one run each
+    shown = ("kinds", "window", "filter") if pairs else ("kinds", "samples", "noise", "window", "seed", "filter")
     settings = ", ".join(
         f"{k} {','.join(v) if isinstance(v, list) else v}"
         for k, v in c.items()
-        if k in ("kinds", "samples", "noise", "window", "seed", "filter")
-    )
+        if k in shown
+    ) + (", corruption: substitution (prompt pairs)" if pairs else "")
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(report.skipped_by_reason.items()))
     lines = [
         f"Sweep {report.path}: model {c.get('model', '?')}; {settings}",
