@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from tui_helpers import idle, notifications, ready, result, run_and_wait, wait_for
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
 from textual.coordinate import Coordinate
 from textual.widgets import Input
 
@@ -140,10 +140,7 @@ async def test_cancel_stops_a_long_run_within_a_second(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        ts = app.trace_screen
-        app.query_one("#samples", Input).value = "3000"  # all tokens: 162 cells x 3000 samples
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run.progress.done > 0, what="the first cells")
+        ts = await start_long_run(pilot)  # all tokens: 162 cells x 3000 samples
         await pilot.pause(0.3)
         await pilot.press("x")  # the UI still takes typing while the engine works
         start = time.monotonic()
@@ -159,10 +156,7 @@ async def test_starting_a_new_run_cancels_the_old_one(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        ts = app.trace_screen
-        app.query_one("#samples", Input).value = "3000"
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run.progress.done > 0, what="the first cells")
+        ts = await start_long_run(pilot)
         first = ts.run
         app.query_one("#samples", Input).value = "2"
         await pilot.press("ctrl+r")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tui_helpers import idle, notifications, ready, result, run_and_wait, wait_for
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
 from textual.widgets import Input
 
 from tracer.events import CellsDone, Started
@@ -38,10 +38,7 @@ async def test_leaving_while_a_run_streams_cells_does_not_crash(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
-        ts = app.trace_screen
-        app.query_one("#samples", Input).value = "3000"
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run.progress.done > 0, what="the first cells")
+        ts = await start_long_run(pilot)
         await ts.pane.remove()  # a widget gone while cells keep arriving: redraws must not raise
         ts._dirty = True
         ts._refresh()
@@ -93,9 +90,7 @@ async def test_a_cancelled_rerun_keeps_the_previous_grid_exportable(engine, tmp_
         app.query_one("#export-dir", Input).value = str(tmp_path)
         await run_and_wait(pilot)
         first = result(ts)
-        app.query_one("#samples", Input).value = "3000"
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run.progress.done > 0, what="the re-run's first cells")
+        await start_long_run(pilot, what="the re-run's first cells")
         await pilot.press("escape")
         await wait_for(pilot, lambda: idle(ts), what="the cancellation")
         assert result(ts) is first and ts.pane.current.values == first.grids["hidden"]["recovery"]

@@ -6,21 +6,12 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from tui_helpers import idle, notifications, ready, result, run_and_wait, wait_for
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
 from textual.widgets import Input
 
 from tui.app import make_app
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-async def start_long_run(pilot):
-    app = pilot.app
-    ts = app.trace_screen
-    app.query_one("#samples", Input).value = "3000"
-    await pilot.press("ctrl+r")
-    await wait_for(pilot, lambda: ts.run.progress.done > 0, what="the first cells")
-    return ts
 
 
 async def test_thirty_rapid_run_cancel_cycles(engine):

@@ -22,6 +22,16 @@ async def ready(pilot):
     await pilot.pause()
 
 
+async def start_long_run(pilot, what: str = "the first cells"):
+    """ctrl+r with 3,000 samples (a run that lasts), then wait for its first cells; the trace screen."""
+    app = pilot.app
+    ts = app.trace_screen
+    app.query_one("#samples").value = "3000"
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: ts.run.progress.done > 0, what=what)
+    return ts
+
+
 def idle(screen) -> bool:
     """No run in hand (none started, or the last one ended)."""
     return screen.run is None or screen.run.ended
