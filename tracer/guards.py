@@ -136,9 +136,8 @@ def position_guards(positions, first_corrupt: int, tokens: list[str]) -> list[Tr
     early = [p for p in positions if p < first_corrupt]
     if not early:
         return []
-    names = ", ".join(f"{p} {tokens[p]!r}" for p in early)
     return [TraceWarning("position-before-corruption",
-                         f"position(s) {names} lie before the first corrupted token ({first_corrupt}): "
+                         f"position(s) {named_positions(early, tokens)} lie before the first corrupted token ({first_corrupt}): "
                          "they carry the clean state already, so restoring them changes nothing")]
 
 
@@ -158,7 +157,11 @@ def unaligned_guards(positions, mapping: list, tokens: list[str]) -> list[TraceW
     missing = [p for p in chosen if mapping[p] is None]
     if not missing:
         return []
-    names = ", ".join(f"{p} {tokens[p]!r}" for p in missing)
     return [TraceWarning("no-counterpart",
-                         f"position(s) {names} have no counterpart in the corrupted prompt (it is shorter "
+                         f"position(s) {named_positions(missing, tokens)} have no counterpart in the corrupted prompt (it is shorter "
                          "there): they are not restored and their cells have no value")]
+
+
+def named_positions(positions, tokens: list[str]) -> str:
+    """Positions as a message names them: "0 'The', 2 ' of'"."""
+    return ", ".join(f"{p} {tokens[p]!r}" for p in positions)

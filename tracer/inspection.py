@@ -145,6 +145,7 @@ def _counterparts(request, clean, corrupted, subject: tuple[int, int], chosen: l
     the same ones for prompts of one length, else as the trace aligns them (tracer.prompts.align_prompts,
     with the corrupted subject when given); positions without a counterpart are not restored."""
     from .errors import InputError
+    from .guards import named_positions
     from .prompts import align_prompts, subject_span
 
     if len(clean) == len(corrupted) and request.corrupted_subject is None:
@@ -154,6 +155,6 @@ def _counterparts(request, clean, corrupted, subject: tuple[int, int], chosen: l
     mapping = align_prompts(clean, corrupted, subject, span)["clean_to_corrupted"]
     kept = [p for p in chosen if mapping[p] is not None]
     if not kept:
-        names = ", ".join(f"{p} {clean.texts[p]!r}" for p in chosen)
+        names = named_positions(chosen, clean.texts)
         raise InputError(f"position(s) {names} have no counterpart in the corrupted prompt: choose another token")
     return kept, [int(mapping[p]) for p in kept]
