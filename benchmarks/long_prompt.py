@@ -27,9 +27,9 @@ import mlx.core as mx  # noqa: E402
 
 from tracer.errors import TraceCancelled  # noqa: E402
 from tracer.events import Recording, Started  # noqa: E402
-from tracer.models import load_model  # noqa: E402
-from tracer.prompts import tokenize  # noqa: E402
-from tracer.tracing import Tracer, run_trace  # noqa: E402
+from tracer.models.load import load_model  # noqa: E402
+from tracer.inputs.prompts import tokenize  # noqa: E402
+from tracer.core.tracing import Tracer, run_trace  # noqa: E402
 from tracer.types import TraceRequest  # noqa: E402
 
 SENTENCE = "The Eiffel Tower is located in the city of"

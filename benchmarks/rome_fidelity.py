@@ -58,7 +58,7 @@ import mlx.core as mx  # noqa: E402
 import numpy as np  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
 
-from tracer.models import load_model  # noqa: E402
+from tracer.models.load import load_model  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

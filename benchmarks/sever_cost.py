@@ -17,9 +17,10 @@ import time
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
 
 from tracer.types import TraceRequest  # noqa: E402
-from tracer.models import load_model  # noqa: E402
-from tracer.schedule import make_cells, token_layers  # noqa: E402
-from tracer.tracing import Tracer, plan_chunks, resolve_positions, run_trace  # noqa: E402
+from tracer.models.load import load_model  # noqa: E402
+from tracer.core.schedule import make_cells, token_layers  # noqa: E402
+from tracer.core.tracing import Tracer, plan_chunks, run_trace
+from tracer.inputs.positions import resolve_positions  # noqa: E402
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -24,15 +24,15 @@ import numpy as np  # noqa: E402
 
 from tracer import BLAS  # noqa: E402
 from tracer.blas import set_blas_threads  # noqa: E402
-from tracer.anatomy import find_anatomy  # noqa: E402
+from tracer.models.anatomy import find_anatomy  # noqa: E402
 from tracer.types import TraceRequest  # noqa: E402
-from tracer.models import load_model  # noqa: E402
-from tracer.prompts import subject_span, tokenize  # noqa: E402
-from tracer.schedule import make_cells, token_layers, window_layers  # noqa: E402
-from tracer.tracing import Tracer, plan_chunks, run_trace  # noqa: E402
+from tracer.models.load import load_model  # noqa: E402
+from tracer.inputs.prompts import subject_span, tokenize  # noqa: E402
+from tracer.core.schedule import make_cells, token_layers, window_layers  # noqa: E402
+from tracer.core.tracing import Tracer, plan_chunks, run_trace  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.patching)
+from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.core.patching)
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -16,7 +16,7 @@ import os
 import tempfile
 
 import tracer  # first: it loads a fast BLAS before mlx.core is imported
-from tracer.summary import summarize
+from tracer.analyses.summary import summarize
 
 CLEAN = "The Eiffel Tower is located in the city of"
 CORRUPTED = "The Louvre Museum is located in the city of"

@@ -48,8 +48,8 @@ def tiny_model_dirs(tiny_model_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_model_dir):
-    """The tiny llama loaded through tracer.models.load_model (a LoadedModel)."""
-    from tracer.models import load_model
+    """The tiny llama loaded through tracer.models.load.load_model (a LoadedModel)."""
+    from tracer.models.load import load_model
 
     return load_model(str(tiny_model_dir))
 
@@ -57,7 +57,7 @@ def tiny_lm(tiny_model_dir):
 @pytest.fixture(scope="session")
 def embedded_model():
     """The embedded SmolLM2-135M-Instruct, dequantized to float32 (loads in ~5 s, once)."""
-    from tracer.models import load_model
+    from tracer.models.load import load_model
 
     return load_model()
 
@@ -65,8 +65,8 @@ def embedded_model():
 @pytest.fixture(scope="module")
 def tracers(tiny_model_factory):
     """Per arch: (an engine Tracer with small forwards, a separately loaded model for the oracle)."""
-    from tracer.models import load_model
-    from tracer.tracing import Tracer
+    from tracer.models.load import load_model
+    from tracer.core.tracing import Tracer
 
     cache = {}
 

@@ -23,8 +23,8 @@ import tracer  # noqa: F401,E402  - loads the fast BLAS before mlx.core
 
 import gguf_bytes  # noqa: E402
 from tracer.errors import ModelError  # noqa: E402
-from tracer.gguf import read_gguf  # noqa: E402
-from tracer.gguf_header import validate_gguf  # noqa: E402
+from tracer.models.gguf import read_gguf  # noqa: E402
+from tracer.models.gguf_header import validate_gguf  # noqa: E402
 
 
 def mutate(rng: random.Random, data: bytes, header_end: int) -> tuple[bytes, str]:

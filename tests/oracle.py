@@ -1,6 +1,6 @@
 """The obviously-correct reference: one full forward per cell, no batching, no reuse.
 
-Its own small wrappers (not tracer.patching's taps) on a separately loaded model.
+Its own small wrappers (not tracer.core.patching's taps) on a separately loaded model.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from tracer.anatomy import find_anatomy
-from tracer.prompts import subject_span, tokenize
-from tracer.schedule import window_layers
+from tracer.models.anatomy import find_anatomy
+from tracer.inputs.prompts import subject_span, tokenize
+from tracer.core.schedule import window_layers
 
 
 class Hook(nn.Module):

@@ -7,8 +7,8 @@ import pytest
 
 from oracle import oracle_trace
 from tracer.errors import InputError
-from tracer.prompts import Tokens, align_prompts, align_tokens, tokenize
-from tracer.tracing import Tracer, in_frame, run_trace
+from tracer.inputs.prompts import Tokens, align_prompts, align_tokens, tokenize
+from tracer.core.tracing import Tracer, in_frame, run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -135,7 +135,7 @@ def test_corrupted_subject_names_the_span(tracers):
 def test_embedded_model_shakespeare_and_dickens():
     """The seed tutorial's pair of different token lengths now traces, aligned at the last tokens,
     and shows ROME's two sites: the subject's last token early, the last token late."""
-    from tracer.models import load_model
+    from tracer.models.load import load_model
 
     # its own copy: a Tracer wraps the model's modules, and this file runs before tests that read
     # the session's embedded model's parameter names (test_dequantize)

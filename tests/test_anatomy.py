@@ -7,9 +7,9 @@ import pytest
 from oracle import Hook
 from tiny import ARCHS, HIDDEN, n_layers
 
-from tracer.anatomy import find_anatomy
+from tracer.models.anatomy import find_anatomy
 from tracer.errors import ModelError
-from tracer.models import load_model
+from tracer.models.load import load_model
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

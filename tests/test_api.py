@@ -10,8 +10,8 @@ import pytest
 
 import tracer
 from oracle import install_hooks
-from tracer.models import load_model
-from tracer.prompts import tokenize
+from tracer.models.load import load_model
+from tracer.inputs.prompts import tokenize
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -161,7 +161,7 @@ def test_sweep_and_report_from_python(model, tmp_path):
 
 def test_the_engine_never_imports_the_app():
     """tracer/ (CLI included) imports nothing from tui/; tui/__main__ chooses between app and CLI."""
-    code = ("import sys, tracer, tracer.cli, tracer.api, tracer.sweeps.report, tracer.engine; "
+    code = ("import sys, tracer, tracer.cli, tracer.api, tracer.render.sweep_report, tracer.engine; "
             "print(sorted(m for m in sys.modules if m == 'tui' or m.startswith('tui.')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -19,8 +19,9 @@ import pytest
 
 import tracer
 from tracer import blas
-from tracer.cli import EXIT_USAGE, run_cli
-from tracer.models import embedded_model_path
+from tracer.cli.common import EXIT_USAGE
+from tracer.cli import run_cli
+from tracer.models.load import embedded_model_path
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 PREFIX = "tracer-tui: error: "

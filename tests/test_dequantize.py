@@ -11,9 +11,9 @@ import pytest
 from mlx.utils import tree_flatten
 
 import gguf_bytes as gb
-from tracer.dequant import dequantize_f32
-from tracer.gguf_header import validate_gguf
-from tracer.models import embedded_model_path, load_model
+from tracer.models.dequant import dequantize_f32
+from tracer.models.gguf_header import validate_gguf
+from tracer.models.load import embedded_model_path, load_model
 
 ROWS, COLS = 6, 128  # MLX shape; GGUF dims are (COLS, ROWS)
 

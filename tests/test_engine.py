@@ -90,7 +90,7 @@ def test_import_tracer_does_not_import_textual():
     import subprocess
     import sys
 
-    code = "import tracer, tracer.engine, tracer.tracing, tracer.api, tracer.cli, sys; print('textual' in sys.modules)"
+    code = "import tracer, tracer.engine, tracer.core.tracing, tracer.api, tracer.cli, sys; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -99,7 +99,8 @@ def test_engine_owns_sweeps_and_fact_checks(tmp_path, tiny_model_dir):
     """Engine.sweep and Engine.count_known load the model on first use and run on the engine thread."""
     import json
 
-    from tracer.sweeps import Fact, SweepConfig
+    from tracer.inputs.facts import Fact
+    from tracer.sweeps.results import SweepConfig
 
     engine = Engine(str(tiny_model_dir))
     try:

@@ -15,10 +15,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from tracer import workers
+from tracer.core import workers
 from tracer.engine import Engine
 from tracer.types import TraceRequest
-from tracer.workers import Workers, join_thread, release_thread_state
+from tracer.core.workers import Workers, join_thread, release_thread_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,8 +27,8 @@ import sys
 import tracer
 import mlx.core as mx
 from tracer.engine import Engine
-from tracer.fastops import fused_silu_mul
-from tracer.workers import Workers
+from tracer.core.fastops import fused_silu_mul
+from tracer.core.workers import Workers
 
 def job():
     # what loading a model and tracing leave on the engine's threads: each one's mx.random key

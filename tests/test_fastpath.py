@@ -11,9 +11,9 @@ import pytest
 from tracer.errors import TraceCancelled
 from tracer.events import CellsDone
 from tracer.types import TraceRequest
-from tracer.fastops import fused_silu_mul, silu_mul
-from tracer.models import load_model
-from tracer.tracing import Tracer, run_trace
+from tracer.core.fastops import fused_silu_mul, silu_mul
+from tracer.models.load import load_model
+from tracer.core.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -111,7 +111,7 @@ def test_packed_equals_dense_with_mixed_rows(model_variant, arch, positions):
 
 def test_rope_variants_take_their_paths(model_variant):
     """Plain RoPE uses the fused tables; other rotary classes their own module."""
-    from tracer.packed import _Rope
+    from tracer.core.packed import _Rope
 
     positions = np.array([0, 3, 7])
     for name, tables in (("traditional", True), ("llama3-scaled", False)):
@@ -120,7 +120,7 @@ def test_rope_variants_take_their_paths(model_variant):
 
 
 def test_logsumexp_matches_float64():
-    from tracer.fastops import logsumexp
+    from tracer.core.fastops import logsumexp
 
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(0, 4, (3, 5000)), np.full((1, 5000), -1e4)], axis=0).astype(np.float32)
@@ -139,7 +139,7 @@ def test_logsumexp_matches_float64():
 
 @pytest.mark.parametrize("n,T,heads,kv_heads", [(6, 10, 9, 3), (1, 7, 4, 4), (3, 3, 6, 2)])
 def test_attention_equals_mlx_sdpa(n, T, heads, kv_heads):
-    from tracer.packed import attention
+    from tracer.core.packed import attention
 
     mx.random.seed(n + T)
     q = mx.random.normal((5, heads, n, 16))
@@ -185,7 +185,7 @@ def test_softmax_and_logsumexp_are_precise_over_a_large_vocabulary():
     which put every cell of a trace 1e-4 above ROME's numbers)."""
     import mlx.core as mx
 
-    from tracer.fastops import logsumexp, softmax
+    from tracer.core.fastops import logsumexp, softmax
 
     rng = np.random.default_rng(0)
     for vocab in (49152, 49153, 700):

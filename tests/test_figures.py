@@ -1,4 +1,4 @@
-"""tracer.figures: hand-written SVG heatmaps and report plots, matplotlib PDF/PNG, the CLI's --plot/--plots.
+"""tracer.render.figures: hand-written SVG heatmaps and report plots, matplotlib PDF/PNG, the CLI's --plot/--plots.
 
 Colours are checked against the documented scale (tracer/figures/svg.py): ColorBrewer anchors at
 t = i/8, linear interpolation, channels rounded; the positions t come from ROME's scales
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer import figures
+from tracer.render import figures
 from tracer.errors import InputError
 from tracer.types import Prediction, TraceRequest, TraceResult
 
@@ -144,7 +144,7 @@ def test_chosen_positions_give_one_row():
 
 
 def test_axis_ticks_are_round_and_labelled_exactly():
-    from tracer.figures.svg import nice_ticks, tick_labels
+    from tracer.render.figures.svg import nice_ticks, tick_labels
 
     assert nice_ticks(-0.7, 0.35) == [-0.5, -0.25, 0.0, 0.25]
     assert tick_labels([-0.5, -0.25, 0.0, 0.25]) == ["-0.50", "-0.25", "0", "0.25"]

@@ -1,4 +1,4 @@
-"""tracer.figures for sweep reports (the AIE line plot's 95% band, the AIE heatmap, the severed-path
+"""tracer.render.figures for sweep reports (the AIE line plot's 95% band, the AIE heatmap, the severed-path
 chart) and the CLI's figure options (trace --plot, sweep-report --plots): files, exit codes, messages."""
 
 import json
@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 from test_figures import GREENS, PURPLES, SVG, cells, fill_at, parse, texts
 
-from tracer import figures
+from tracer.render import figures
 from tracer.cli import run_cli
 from tracer.errors import InputError
-from tracer.figures.report import band
-from tracer.sweeps.report import load_report
+from tracer.render.figures.report import band
+from tracer.sweeps.aggregate import load_report
 
 # ---- a sweep report ---------------------------------------------------------------------------
 

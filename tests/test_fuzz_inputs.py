@@ -71,15 +71,15 @@ def raw_controls(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cached_model(tiny_model_dir):
-    from tracer.models import load_model
+    from tracer.models.load import load_model
 
     return load_model(str(tiny_model_dir))
 
 
 def test_fuzz_cli_trace(capsys, monkeypatch, tiny_model_dir, cached_model):
-    import tracer.models
+    import tracer.models.load
 
-    monkeypatch.setattr(tracer.models, "load_model", lambda *a, **k: cached_model)  # load once
+    monkeypatch.setattr(tracer.models.load, "load_model", lambda *a, **k: cached_model)  # load once
     rng = random.Random(SEED)
     codes = {0: 0, 2: 0}
     started = time.monotonic()
@@ -136,7 +136,7 @@ def test_fuzz_api_trace(tiny_model_dir):
             assert str(exc) and "\n" not in str(exc), f"case {case}: {exc!r}"
             failed += 1
             continue
-        strict_loads(tracer.export.dumps(result.to_dict()))
+        strict_loads(tracer.render.export.dumps(result.to_dict()))
         ok += 1
     assert ok >= 1 and failed >= 10, (ok, failed)
 
@@ -153,7 +153,7 @@ def random_json(rng: random.Random, depth: int = 0):
 
 
 def test_fuzz_facts_loader(tmp_path):
-    from tracer.facts import load_facts
+    from tracer.inputs.facts_file import load_facts
 
     rng = random.Random(SEED + 2)
     good = bad = 0
@@ -180,8 +180,9 @@ def test_fuzz_facts_loader(tmp_path):
 
 def test_fuzz_results_reader(tmp_path):
     from tracer.settings import TraceSettings
-    from tracer.sweeps.files import scan_results
-    from tracer.sweeps.report import load_report, render_json, render_text
+    from tracer.sweeps.results import scan_results
+    from tracer.render.sweep_report import render_json, render_text
+    from tracer.sweeps.aggregate import load_report
 
     rng = random.Random(SEED + 3)
     config = {"model": "m", **TraceSettings(kinds=("mlp",), samples=1, window=2).to_dict(), "filter": "rome"}

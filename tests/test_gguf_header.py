@@ -15,9 +15,9 @@ import pytest
 import gguf_bytes as gb
 from gguf_bytes import kv, raw_gguf, s, tensor_info
 from tracer.errors import ModelError
-from tracer.gguf import read_gguf
-from tracer.gguf_header import validate_gguf
-from tracer.models import embedded_model_path
+from tracer.models.gguf import read_gguf
+from tracer.models.gguf_header import validate_gguf
+from tracer.models.load import embedded_model_path
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 HERE = Path(__file__).parent

@@ -16,7 +16,7 @@ from tracer.guards import (
     trace_guards,
     warning_dict,
 )
-from tracer.tracing import Tracer, run_trace
+from tracer.core.tracing import Tracer, run_trace
 from tracer.types import TraceRequest
 
 SOUND = dict(target_text=" Paris", p_clean=0.70, p_corrupted=0.02, corrupted_top_id=5, target_id=7,

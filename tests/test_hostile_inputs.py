@@ -13,8 +13,10 @@ import pytest
 import tracer
 from tracer.cli import run_cli
 from tracer.errors import InputError
-from tracer.sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
-from tracer.tracing import Tracer
+from tracer.sweeps.results import SweepConfig
+from tracer.sweeps.run import TracerBackend, run_sweep
+from tracer.inputs.facts_file import load_facts
+from tracer.core.tracing import Tracer
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 PREFIX = "tracer-tui: error: "
@@ -23,7 +25,7 @@ PROMPT = "The Eiffel Tower is located in the city of"
 
 @pytest.fixture(scope="module")
 def tiny_tracer(tiny_model_dir):
-    from tracer.models import load_model
+    from tracer.models.load import load_model
 
     return Tracer(load_model(str(tiny_model_dir)))
 
@@ -75,7 +77,7 @@ def test_a_fact_the_trace_refuses_is_skipped(tmp_path, tiny_tracer):
 
     class PassAll(TracerBackend):
         def check(self, facts):
-            from tracer.sweeps.files import Check
+            from tracer.sweeps.results import Check
 
             return [Check(True, target_id=1, target="x", top=(1, "x", 0.5), target_prob=0.5) for _ in facts]
 
@@ -247,10 +249,10 @@ def _poisoned(result):
 
 @pytest.fixture
 def nan_model(monkeypatch):
-    import tracer.tracing
+    import tracer.core.tracing
 
-    real = tracer.tracing.run_trace
-    monkeypatch.setattr(tracer.tracing, "run_trace", lambda *a, **k: _poisoned(real(*a, **k)))
+    real = tracer.core.tracing.run_trace
+    monkeypatch.setattr(tracer.core.tracing, "run_trace", lambda *a, **k: _poisoned(real(*a, **k)))
 
 
 def test_trace_json_with_nan_logits_is_strict(capsys, tiny_model_dir, nan_model):
@@ -265,8 +267,9 @@ def test_trace_json_with_nan_logits_is_strict(capsys, tiny_model_dir, nan_model)
 
 
 def test_sweep_line_and_report_with_nan_logits_are_strict(tmp_path, tiny_tracer, nan_model):
-    from tracer.sweeps.files import Check
-    from tracer.sweeps.report import load_report, render_json
+    from tracer.sweeps.results import Check
+    from tracer.render.sweep_report import render_json
+    from tracer.sweeps.aggregate import load_report
 
     class PassAll(TracerBackend):
         def check(self, facts):
@@ -318,7 +321,7 @@ def test_sweep_report_refuses_mixed_settings(capsys, tmp_path, change, said):
 
 def test_sweep_report_of_one_setting_still_reads(capsys, tmp_path):
     path = _results_file(tmp_path, [_config()] * 3)
-    from tracer.sweeps.report import read_results
+    from tracer.sweeps.results import read_results
 
     records, warnings = read_results(str(path))
     assert [r["known_id"] for r in records] == [0, 1, 2] and warnings == []
@@ -336,16 +339,16 @@ def _raw_controls(text: str) -> list[str]:
 def test_text_export_escapes_control_characters(tiny_tracer):
     import dataclasses
 
-    from tracer import export
+    from tracer.render import trace_text
 
     result = tracer.trace(tiny_tracer, PROMPT, "Eiffel Tower", kinds=("mlp",), samples=1, window=2)
     tokens = list(result.tokens)
     for i, c in enumerate(CONTROLS):
         tokens[i] = "a" + c + "b"
     result = dataclasses.replace(result, tokens=tokens, model="m\x1b]0;title\x07", target_text="\r\x1b")
-    text = export.to_text(result)
+    text = trace_text.to_text(result)
     assert _raw_controls(text) == []
-    table = export.grid_table(result, "mlp").splitlines()
+    table = trace_text.grid_table(result, "mlp").splitlines()
     assert len(table) == 2 + len(tokens)  # title, layers, one line per token: no row broken
     labels = [line[1:].split(" ")[0] for line in table[2:10]]  # after the subject mark
     assert labels == ["a␛[31mb", "a␍b", "a␇b", "a␡b", "a\\x85b", "a\\x9bb", "a␀b", "a␈b"]
@@ -353,8 +356,8 @@ def test_text_export_escapes_control_characters(tiny_tracer):
 
 
 def test_show_token_and_the_apps_labels_agree():
-    from tracer.export import show_token
-    from tracer.plot import row_label, visible
+    from tracer.render.tokens import show_token
+    from tracer.render.terminal_plot import row_label, visible
 
     assert show_token(" Tower\n\t\r\x1b\x7f\x9b") == "␣Tower⏎⇥␍␛␡\\x9b"
     assert visible("\x1b[2J") == "␛[2J" and row_label("\x07", True) == "␇*"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import tracer
-from tracer.inspection import inspect_cell
-from tracer.prompts import tokenize
+from tracer.core.inspection import inspect_cell
+from tracer.inputs.prompts import tokenize
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -111,8 +111,6 @@ def test_a_given_target(model):
         assert run.restored["target"]["text"] == result.target_text
 
 
-@pytest.mark.skipif(not hasattr(__import__("tracer.prompts").prompts, "align_prompts"),
-                    reason="prompts of different lengths are aligned once the engine does it")
 def test_aligned_prompts_of_other_lengths(model):
     for other in ("The Space Needle is located in the city of", "The Tower is located in the city of"):
         result = tracer.trace(model, PROMPT, SUBJECT, corrupted_prompt=other, window=3, kinds=("mlp", "hidden"))
@@ -126,8 +124,6 @@ def test_aligned_prompts_of_other_lengths(model):
                 tracer.inspect(model, result, "mlp", 1, token=missing[0])
 
 
-@pytest.mark.skipif(not hasattr(__import__("tracer.prompts").prompts, "target_ids"),
-                    reason="targets of several tokens are teacher-forced once the engine does it")
 def test_a_target_of_several_tokens(model):
     for corrupted in (None, _same_length_prompt(model)):
         result = tracer.trace(model, PROMPT, SUBJECT, target="Paris France", corrupted_prompt=corrupted,

@@ -10,8 +10,8 @@ import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
 
-from tracer.anatomy import find_anatomy
-from tracer.models import DEFAULT_MODEL, embedded_model_path, load_model
+from tracer.models.anatomy import find_anatomy
+from tracer.models.load import DEFAULT_MODEL, embedded_model_path, load_model
 
 EIFFEL = "The Eiffel Tower is located in the city of"
 EIFFEL_IDS = [504, 414, 46682, 18669, 314, 3807, 281, 260, 2240, 282]
@@ -162,7 +162,7 @@ def test_quantized_dir_is_dequantized_on_cpu(quantized_tiny_dir, tiny_lm):
 
 def test_import_tracer_does_not_load_textual():
     code = (
-        "import sys, tracer, tracer.models, tracer.anatomy, tracer.cli\n"
+        "import sys, tracer, tracer.models.load, tracer.models.anatomy, tracer.cli\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'tui', 'plotext', 'textual_plotext'))\n"
         "print(bad)\n"
         "assert not bad, bad\n"

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from oracle import oracle_trace
-from tracer.prompts import align_tokens, target_ids, tokenize
-from tracer.tracing import Tracer, run_trace
+from tracer.inputs.prompts import align_tokens, target_ids, tokenize
+from tracer.core.tracing import Tracer, run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from oracle import oracle_trace
-from tracer import corruption
+from tracer.core import corruption
 from tracer.errors import InputError
 from tracer.types import TraceRequest
-from tracer.models import load_model
+from tracer.models.load import load_model
 from tracer.settings import NoiseRule, TraceSettings
-from tracer.tracing import Tracer, run_trace
+from tracer.core.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -121,7 +121,7 @@ def test_rules_traced_equal_oracle(tracer_and_oracle, noise, replace):
 
 
 def _draws(tracer, req, result):
-    """The rule's noise, built here from RandomState directly (not through tracer.corruption)."""
+    """The rule's noise, built here from RandomState directly (not through tracer.core.corruption)."""
     b, e = result.subject_range
     D = tracer.patchable.anatomy.hidden_size
     rule = NoiseRule.parse(req.noise)

@@ -12,10 +12,14 @@ import numpy as np
 import pytest
 
 from tracer.errors import InputError
-from tracer.facts import Fact, load_facts, pair_passes
-from tracer.pairs import read_rows
-from tracer.sweeps import SweepConfig, TracerBackend, run_sweep
-from tracer.sweeps.report import aggregate, load_report, render_csv, render_json, render_text
+from tracer.inputs.facts import Fact, pair_passes
+from tracer.inputs.facts_file import load_facts
+from tracer.inputs.facts_file import read_rows
+from tracer.sweeps.results import SweepConfig
+from tracer.sweeps.run import TracerBackend, run_sweep
+from tracer.sweeps.aggregate import aggregate
+from tracer.render.sweep_report import render_csv, render_json, render_text
+from tracer.sweeps.aggregate import load_report
 
 from test_sweep import FakeBackend, lines_of
 
@@ -250,14 +254,14 @@ def test_per_fact_intervals_skip_empty_cells():
 
 @pytest.fixture(scope="module")
 def tiny_tracer(tiny_lm):
-    from tracer.tracing import Tracer
+    from tracer.core.tracing import Tracer
 
     return Tracer(tiny_lm)
 
 
 def test_api_sweeps_a_pairs_file_like_single_traces(tmp_path, tiny_tracer):
     import tracer
-    from tracer.tracing import run_trace
+    from tracer.core.tracing import run_trace
 
     pairs = write_jsonl(tmp_path / "pairs.jsonl", PAIRS + [{**PAIRS[1], "subject": "Spain"}])
     out = str(tmp_path / "r.jsonl")
@@ -293,7 +297,7 @@ def cli(argv, capsys):
 
 
 def test_trace_batch_end_to_end(tmp_path, capsys, tiny_model_dir, tiny_tracer):
-    from tracer.tracing import run_trace
+    from tracer.core.tracing import run_trace
     from tracer.types import TraceRequest
 
     rows = [PAIRS[1], {"prompt": "The capital of France is", "subject": "Nowhere"}, "not json",

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 
 from oracle import oracle_trace
-from tracer import schedule, tracing
+from tracer.core import schedule, tracing
 from tracer.engine import Engine
 from tracer.errors import InputError, TraceCancelled
 from tracer.events import Cancelled, CellsDone, Recording, Started
-from tracer.models import load_model
-from tracer.patching import PatchableModel
-from tracer.prompts import tokenize
-from tracer.schedule import recording_bytes
-from tracer.tracing import Tracer, run_trace
+from tracer.models.load import load_model
+from tracer.core.patching import PatchableModel
+from tracer.inputs.prompts import tokenize
+from tracer.core.schedule import recording_bytes
+from tracer.core.tracing import Tracer, run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -137,7 +137,7 @@ def test_batched_record_equals_one_batch(tracer):
 
 
 def test_causal_attention_in_pieces_equals_mlx_attention():
-    from tracer.patching import ATTENTION_CHUNK, causal_attention
+    from tracer.core.patching import ATTENTION_CHUNK, causal_attention
 
     T = 2 * ATTENTION_CHUNK + 37  # two whole pieces and a part
     rng = np.random.default_rng(0)
@@ -155,7 +155,7 @@ def test_causal_attention_in_pieces_equals_mlx_attention():
 
 
 def test_long_recording_with_attention_in_pieces_equals_without(long_tracer, monkeypatch):
-    import tracer.patching as patching
+    import tracer.core.patching as patching
 
     pm = long_tracer.patchable
     ids = mx.array([tokenize(long_tracer.tokenizer, long_prompt(long_tracer.tokenizer, 600)).ids])

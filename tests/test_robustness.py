@@ -10,9 +10,16 @@ import pytest
 
 import tracer
 from tracer.cli import run_cli
-from tracer.facts import Fact
-from tracer.prompts import tokenize
-from tracer.robust import LAYER_TOLERANCE, Peak, RobustnessResult, judge, overall_verdict, pick_substitutes
+from tracer.inputs.facts import Fact
+from tracer.inputs.prompts import tokenize
+from tracer.analyses.robustness import (
+    LAYER_TOLERANCE,
+    Peak,
+    RobustnessResult,
+    judge,
+    overall_verdict,
+    pick_substitutes,
+)
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -175,13 +182,13 @@ def test_bad_input(model):
 def test_names_are_the_api_functions():
     import sys
 
-    from tracer.inspection import inspect_cell  # noqa: F401  - importing the modules leaves the names the functions
-    from tracer.robust import robustness  # noqa: F401
+    from tracer.core.inspection import inspect_cell  # noqa: F401  - importing the modules leaves the names the functions
+    from tracer.analyses.robustness import robustness  # noqa: F401
 
     assert callable(tracer.robustness) and callable(tracer.inspect)
     assert "robustness" in tracer.__all__ and "Args:" in tracer.robustness.__doc__
     assert tracer.robustness.__module__ == tracer.inspect.__module__ == "tracer.api"
-    assert sys.modules["tracer.robust"].RobustnessResult is RobustnessResult
+    assert sys.modules["tracer.analyses.robustness"].RobustnessResult is RobustnessResult
 
 
 def test_engine_robustness_progress_and_cancel(tiny_model_dir):

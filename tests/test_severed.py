@@ -6,8 +6,8 @@ import pytest
 from oracle import oracle_trace
 from test_trace import check_recovery
 from tracer.types import TraceRequest
-from tracer.prompts import tokenize
-from tracer.tracing import run_trace
+from tracer.inputs.prompts import tokenize
+from tracer.core.tracing import run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -59,8 +59,10 @@ def test_sweep_with_sever_reports_figure_3(tmp_path, tracers, capsys):
     import json
 
     from tracer.cli import run_cli
-    from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
-    from tracer.sweeps.report import load_report
+    from tracer.inputs.facts import Fact
+    from tracer.sweeps.results import SweepConfig
+    from tracer.sweeps.run import TracerBackend, run_sweep
+    from tracer.sweeps.aggregate import load_report
 
     tracer, _ = tracers("llama")
     prompts = [("The capital of Germany is", "Germany"), ("The Eiffel Tower is located in", "Eiffel Tower"),

@@ -20,17 +20,15 @@ import pytest
 
 from tracer.errors import InputError
 from tracer.types import Prediction, TraceRequest, TraceResult
-from tracer.sweeps import (
-    Check,
-    Fact,
-    FactDone,
-    SweepConfig,
-    TracerBackend,
-    load_facts,
-    run_sweep,
-    scan_results,
-)
-from tracer.sweeps.report import aggregate, load_report, read_results, render_csv, render_json, render_text, token_groups
+from tracer.sweeps.results import Check, SweepConfig, scan_results
+from tracer.inputs.facts import Fact
+from tracer.inputs.facts_file import load_facts
+from tracer.sweeps.run import FactDone, TracerBackend, run_sweep
+from tracer.sweeps.aggregate import aggregate
+from tracer.render.sweep_report import render_csv, render_json, render_text
+from tracer.sweeps.aggregate import load_report
+from tracer.sweeps.results import read_results
+from tracer.sweeps.stats import token_groups
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -259,7 +257,7 @@ def test_sigkill_mid_fact_loses_only_that_fact(tmp_path):
         import sys
         sys.path[:0] = [{REPO!r}, {TESTS!r}]
         from test_sweep import FakeBackend, CONFIG
-        from tracer.sweeps import load_facts, run_sweep
+        from tracer.inputs.facts_file import load_facts; from tracer.sweeps.run import run_sweep
         run_sweep(FakeBackend(delay=0.4), load_facts({facts_path!r}), {out!r}, CONFIG)
         """
     )
@@ -289,7 +287,7 @@ def test_sigkill_mid_fact_loses_only_that_fact(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_tracer(tiny_lm):
-    from tracer.tracing import Tracer
+    from tracer.core.tracing import Tracer
 
     return Tracer(tiny_lm)
 
@@ -311,7 +309,7 @@ CANDIDATES = [
 @pytest.fixture(scope="module")
 def tiny_facts(tiny_tracer):
     """Facts the tiny model 'knows' (attribute = its prediction) and facts it does not."""
-    from tracer.prompts import target_token
+    from tracer.inputs.prompts import target_token
 
     known, unknown = [], []
     for (prompt, subject), preds in zip(CANDIDATES, tiny_tracer.predict([p for p, _ in CANDIDATES])):
@@ -327,7 +325,7 @@ def tiny_facts(tiny_tracer):
 
 
 def test_tiny_model_sweep_keeps_known_facts_and_matches_a_single_trace(tmp_path, tiny_tracer, tiny_facts):
-    from tracer.tracing import run_trace
+    from tracer.core.tracing import run_trace
 
     out = str(tmp_path / "r.jsonl")
     facts = load_facts(write_json(tmp_path / "facts.json", tiny_facts))

@@ -11,7 +11,7 @@ import pytest
 from test_sweep_rome import FACTS, KINDS, records
 from tracer.errors import InputError
 from tracer.sweeps.npz import export_results, read_npz_dir, trace_to_npz
-from tracer.sweeps.report import load_report
+from tracer.sweeps.aggregate import load_report
 
 FIELDS = {"scores", "low_score", "high_score", "input_ids", "input_tokens", "subject_range", "answer", "window",
           "correct_prediction", "kind"}
@@ -107,9 +107,9 @@ def test_a_single_trace_to_npz(tmp_path):
     from tracer.types import TraceRequest
 
     result = FakeBackend().trace(TraceRequest("The Big Ben is in", "Big Ben", kinds=("hidden", "attn"), window=4), None, None)
-    from tracer.export import to_npz
 
-    paths = to_npz(result, str(tmp_path / "one"), known_id=7, input_ids=[1, 2, 3, 4, 5])
+
+    paths = trace_to_npz(result, str(tmp_path / "one"), known_id=7, input_ids=[1, 2, 3, 4, 5])
     assert sorted(os.path.basename(p) for p in paths) == ["knowledge_7.npz", "knowledge_7_attn.npz"]
     z = load_plain(paths[1])
     assert z["scores"].tolist() == result.grids["attn"]["prob"] and z["subject_range"].tolist() == [1, 3]
@@ -119,10 +119,12 @@ def test_a_single_trace_to_npz(tmp_path):
 
 
 def test_sweep_lines_store_input_ids_for_the_npz_files(tmp_path, tiny_model_dir):
-    from tracer.models import load_model
-    from tracer.prompts import tokenize
-    from tracer.sweeps import Fact, SweepConfig, TracerBackend, run_sweep
-    from tracer.tracing import Tracer
+    from tracer.models.load import load_model
+    from tracer.inputs.prompts import tokenize
+    from tracer.inputs.facts import Fact
+    from tracer.sweeps.results import SweepConfig
+    from tracer.sweeps.run import TracerBackend, run_sweep
+    from tracer.core.tracing import Tracer
 
     tracer = Tracer(load_model(str(tiny_model_dir)))
     prompt = "The capital of Germany is"

@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 
 from tracer.errors import InputError
-from tracer.facts import BUNDLED, load_facts, passes_filter, resolve_facts
-from tracer.sweeps import Fact, SweepConfig, TracerBackend
-from tracer.sweeps.report import aggregate, load_report, render_json, render_text
+from tracer.inputs.facts import BUNDLED, passes_filter, resolve_facts
+from tracer.inputs.facts_file import load_facts
+from tracer.inputs.facts import Fact
+from tracer.sweeps.results import SweepConfig
+from tracer.sweeps.run import TracerBackend
+from tracer.sweeps.aggregate import aggregate
+from tracer.render.sweep_report import render_json, render_text
+from tracer.sweeps.aggregate import load_report
 
 L = 4
 KINDS = ("hidden", "mlp")
@@ -207,7 +212,7 @@ def test_tracer_backend_check_applies_each_rule():
 
 
 def test_old_results_without_a_filter_resume_only_with_first_token(tmp_path):
-    from tracer.sweeps import prepare_output
+    from tracer.sweeps.results import prepare_output
 
     fact = Fact(0, "A", "B", "A is")
     old = {"model": "m", "kinds": ["mlp"], "samples": 2, "noise": "3", "window": 2, "seed": 0}  # no "filter"

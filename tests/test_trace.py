@@ -7,9 +7,9 @@ from oracle import oracle_trace
 from tracer import guards
 from tracer.errors import InputError
 from tracer.types import TraceRequest
-from tracer.prompts import tokenize
-from tracer.schedule import make_cells, make_chunks, token_layers, window_layers
-from tracer.tracing import Tracer, run_trace
+from tracer.inputs.prompts import tokenize
+from tracer.core.schedule import make_cells, make_chunks, token_layers, window_layers
+from tracer.core.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tracer import export
+from tracer.render import export, trace_text
 from tracer.cli import build_parser
 from tracer.cli.common import help_with_default
 from tracer.errors import InputError
-from tracer.positions import parse_positions, resolve_positions
+from tracer.inputs.positions import parse_positions, resolve_positions
 from tracer.settings import KIND_ALIASES, TraceSettings, kind_name
-from tracer.summary import summarize, thirds
+from tracer.analyses.summary import summarize, thirds
 from tracer.types import Prediction, TraceRequest, TraceResult
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -200,12 +200,12 @@ def test_cells_without_values_are_null_empty_and_na():
     text = export.to_csv(result)
     rows = list(csv.DictReader(line for line in io.StringIO(text) if not line.startswith("#")))
     assert rows[0]["prob"] == "" and rows[6]["recovery"] == "" and rows[6]["prob"] == "0.11"
-    out = export.to_text(result)
+    out = trace_text.to_text(result)
     assert "recovery % is not available (total effect 0.5000 is below 0.05): showing P(target)" in out
     assert "hidden - P(target)" in out
-    table = export.grid_table(result, "hidden", "recovery").splitlines()
+    table = trace_text.grid_table(result, "hidden", "recovery").splitlines()
     assert table[2].split() == ["The", *["n/a"] * 6]
-    assert export.grid_table(result, "hidden", "prob").splitlines()[3].split()[1:3] == ["0.110", "0.110"]
+    assert trace_text.grid_table(result, "hidden", "prob").splitlines()[3].split()[1:3] == ["0.110", "0.110"]
     assert "n/a: no value (a token without a counterpart" in out
 
 
@@ -226,20 +226,20 @@ def test_csv_comments_and_uncertainty_columns():
 
 
 def test_text_header_has_predictions_and_the_interval_at_the_peak():
-    out = export.to_text(make_result())
+    out = trace_text.to_text(make_result())
     assert "95% interval of P(target) at the peak (hidden, token 4 ␣in, layer 3): 0.19 ±0.03 (4 samples)" in out
-    assert "(hidden, restored positions, layer 2): 0.15 ±0.03 (4 samples)" in export.to_text(make_result(positions="1-2"))
+    assert "(hidden, restored positions, layer 2): 0.15 ±0.03 (4 samples)" in trace_text.to_text(make_result(positions="1-2"))
     lines = out.splitlines()
     i = lines.index("top-2 predictions   clean                     corrupted")
     assert lines[i + 1].split() == ["1", "␣Paris", "0.6000", "␣London", "0.3000"]
     assert lines[i + 2].split() == ["2", "␣France", "0.1000", "␣Paris", "0.1000"]
-    assert "95% interval" not in export.to_text(make_result(noise=False))
+    assert "95% interval" not in trace_text.to_text(make_result(noise=False))
     one = make_result()
     for grid in one.grids.values():
         grid["prob_low"] = [[float("nan")] * 6 for _ in grid["prob"]]
     one.request = TraceRequest("The Eiffel Tower is in", "Eiffel Tower", kinds=("hidden", "mlp"), samples=1)
     assert ("at the peak (hidden, token 4 ␣in, layer 3): 0.19 (1 sample: no interval)"
-            in export.to_text(one))
+            in trace_text.to_text(one))
     assert "hidden: peak 18.0 at token 4 ␣in, layer 3" in out
     assert "  top layers: 3 (18.0), 0 (8.0), 1 (8.0)" in out
     assert "  means: early (0-1) 8.0   middle (2-3) 13.0   late (4-5) 8.0" in out
@@ -251,7 +251,7 @@ def test_a_target_of_several_tokens_shows_each():
     result.target_tokens = [{"id": 5, "text": " New", "clean_prob": 0.5, "corrupted_prob": 0.2},
                             {"id": 6, "text": " York", "clean_prob": 0.9, "corrupted_prob": 0.5}]
     assert ("target tokens, P clean/corrupted: ␣New 0.5000/0.2000 x "
-            "␣York 0.9000/0.5000") in export.header(result).splitlines()
+            "␣York 0.9000/0.5000") in trace_text.header(result).splitlines()
     assert ('# target_tokens: " New" (id 5) clean 0.5 corrupted 0.2; " York" (id 6) clean 0.9 corrupted 0.5'
             in export.to_csv(result).splitlines())
     assert "# target_tokens" not in export.to_csv(make_result())
@@ -260,24 +260,24 @@ def test_a_target_of_several_tokens_shows_each():
 def test_text_fits_100_columns_with_30_layers_in_blocks():
     result = make_result(n_layers=30)
     result.tokens[3] = " a-very-long-token-indeed-more-than-twenty"
-    out = export.to_text(result, top=8)
+    out = trace_text.to_text(result, top=8)
     assert max(len(line) for line in out.splitlines()) <= 100
-    table = export.grid_table(result, "mlp").splitlines()
+    table = trace_text.grid_table(result, "mlp").splitlines()
     # label width 22 (mark + 20 characters + 1): (100 - 22) // 7 = 11 layers per block: 11, 11, 8
     headers = [line.split() for line in table if line.startswith(" " * 22) and line.strip()]
     assert headers == [[str(i) for i in range(0, 11)], [str(i) for i in range(11, 22)],
                        [str(i) for i in range(22, 30)]]
     assert len(table) == 1 + 3 * (1 + len(TOKENS)) + 2  # title; 3 blocks of header + rows; 2 blank lines
     assert "\n ␣a-very-long-token-…   " in out
-    assert max(len(line) for line in export.to_text(result, layout="layers-down").splitlines()) <= 100
+    assert max(len(line) for line in trace_text.to_text(result, layout="layers-down").splitlines()) <= 100
 
 
 def test_rows_of_restored_positions_are_labelled():
-    assert export.compact_positions([7, 0, 1, 2, 5, 6, 9]) == "0-2,5-7,9"
-    assert export.grid_table(make_result(positions="1-2"), "hidden").splitlines()[2].startswith("␣Eiffel + ␣Tower ")
+    assert trace_text.compact_positions([7, 0, 1, 2, 5, 6, 9]) == "0-2,5-7,9"
+    assert trace_text.grid_table(make_result(positions="1-2"), "hidden").splitlines()[2].startswith("␣Eiffel + ␣Tower ")
     result = make_result(positions="1-2")
     result.positions = [0, 1, 2, 3]
-    assert export.grid_table(result, "hidden").splitlines()[2].startswith("tokens 0-3  ")
+    assert trace_text.grid_table(result, "hidden").splitlines()[2].startswith("tokens 0-3  ")
 
 
 def test_header_shows_the_alignment():
@@ -286,20 +286,20 @@ def test_header_shows_the_alignment():
     result.request = TraceRequest("The Eiffel Tower is in", "Eiffel Tower", corrupted_prompt="The Louvre is in")
     result.alignment = {"corrupted_tokens": ["The", " Louvre", " is", " in"], "clean_to_corrupted": [0, None, 1, 2, 3],
                         "prefix": 1, "suffix": 2}
-    lines = export.header(result).splitlines()
+    lines = trace_text.header(result).splitlines()
     assert "corrupted tokens: The ␣Louvre ␣is ␣in (shared prefix 1, suffix 2 tokens)" in lines
     assert "clean tokens without a counterpart (not restored): 1" in lines
     assert json.loads(export.to_json_text(result))["alignment"] == result.alignment
 
 
 def test_large_values_keep_their_cell_width():
-    assert export.cell_text(806.04, "recovery") == " 806.0" and export.cell_text(-1234.5, "recovery") == " -1234"
-    assert export.cell_text(-123456.0, "recovery") == "-1e+05" and export.cell_text(None, "prob") == "   n/a"
+    assert trace_text.cell_text(806.04, "recovery") == " 806.0" and trace_text.cell_text(-1234.5, "recovery") == " -1234"
+    assert trace_text.cell_text(-123456.0, "recovery") == "-1e+05" and trace_text.cell_text(None, "prob") == "   n/a"
 
 
 def test_layers_down_layout():
     result = make_result(n_layers=6)
-    lines = export.layers_table(result, "recovery").splitlines()
+    lines = trace_text.layers_table(result, "recovery").splitlines()
     assert lines[0] == "recovery % by layer (rows: layers; columns: kinds, each along its peak's row)"
     assert lines[1] == "  hidden: token 4 ␣in   mlp: token 4 ␣in"
     assert lines[2].split() == ["layer", "hidden", "mlp"]
@@ -307,9 +307,9 @@ def test_layers_down_layout():
     assert [line.split() for line in lines[3:]] == [
         ["0", "8.0", "8.0"], ["1", "8.0", "8.0"], ["2", "8.0", "8.0"], ["3", "18.0*", "8.0"],
         ["4", "8.0", "18.0*"], ["5", "8.0", "8.0"]]
-    together = export.layers_table(make_result(n_layers=3, positions="1-2"), "prob").splitlines()
+    together = trace_text.layers_table(make_result(n_layers=3, positions="1-2"), "prob").splitlines()
     assert together[1] == "  restored together: 1 ␣Eiffel + 2 ␣Tower"
-    assert "'*' marks each column's peak" in export.to_text(result, layout="layers-down")
+    assert "'*' marks each column's peak" in trace_text.to_text(result, layout="layers-down")
 
 
 # ---- help -----------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from oracle import oracle_trace
 from tracer.events import CellsDone
 from tracer.metrics import interval_grids, mean_interval, t_quantile_975
-from tracer.tracing import run_trace
+from tracer.core.tracing import run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
@@ -89,7 +89,7 @@ def test_cell_spread_equals_the_oracles_samples(tracers, arch, positions):
 
 
 def test_substitution_has_no_spread(tracers):
-    from tracer.prompts import tokenize
+    from tracer.inputs.prompts import tokenize
 
     tracer, _ = tracers("llama")
     n = len(tokenize(tracer.tokenizer, PROMPT))

@@ -1,11 +1,11 @@
-"""tracer.workers: results come back as they finish, at most n in flight, cancel stops feeding."""
+"""tracer.core.workers: results come back as they finish, at most n in flight, cancel stops feeding."""
 
 import threading
 import time
 
 import tracer  # noqa: F401
 
-from tracer.workers import Workers
+from tracer.core.workers import Workers
 
 
 def test_results_in_completion_order_with_at_most_n_in_flight():

@@ -2,7 +2,7 @@
 
 `make_tiny_model(arch, path)` writes config.json, model.safetensors, tokenizer.json
 and tokenizer_config.json into `path`, so `mlx_lm.load(path)` (and therefore
-`tracer.models.load_model(str(path))`) loads it offline. Weights come from the
+`tracer.models.load.load_model(str(path))`) loads it offline. Weights come from the
 mlx-lm model class's own initialisation under a fixed `mx.random.seed`, so the
 same (arch, seed) always gives the same model. The tokenizer is a small
 byte-level BPE trained with `tokenizers` on the built-in corpus below; it is

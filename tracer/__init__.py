@@ -31,14 +31,14 @@ if BLAS.imported_too_late:
     _warnings.warn(f"tracer: {BLAS.note}", SlowBlasWarning, stacklevel=2)
 
 from .errors import InputError, ModelError, TraceCancelled, TracerError  # noqa: E402
-from .types import Prediction, TraceRequest, TraceResult  # noqa: E402
+from .types import PatchedRun, Prediction, TraceRequest, TraceResult  # noqa: E402
 from .memory import keep_freed_memory  # noqa: E402
 from .settings import NoiseRule, TraceSettings  # noqa: E402
 
 # The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
 # imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).
 _LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "sweep": "api", "report": "api",
-         "PatchedRun": "api", "Tracer": "tracing", "inspect": "api",
+         "Tracer": "core.tracing", "inspect": "api",
          "robustness": "api"}
 
 

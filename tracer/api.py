@@ -15,20 +15,19 @@ Tracing installs taps (thin pass-through wrappers) into the model it is given.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
 
 from .errors import InputError
-from .fastops import softmax
-from .types import TraceRequest, TraceResult
-from .models import load_model
-from .patching import TapPlan
-from .positions import parse_positions, resolve_positions
-from .prompts import align_prompts, align_tokens, subject_span, tokenize
+from .core.fastops import softmax
+from .types import PatchedRun, TraceRequest, TraceResult
+from .models.load import load_model
+from .core.patching import TapPlan
+from .inputs.positions import parse_positions, resolve_positions
+from .inputs.prompts import align_prompts, align_tokens, subject_span, tokenize
 from .settings import TraceSettings, kind_name
-from .tracing import Tracer, in_frame, run_trace, top_predictions
+from .core.tracing import Tracer, in_frame, run_trace, top_predictions
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
@@ -100,15 +99,6 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
     return run_trace(model, request, on_event=on_event, cancel=cancel)
-
-
-@dataclass
-class PatchedRun:
-    """One patched run's next-token distribution (mean over noise samples)."""
-
-    probs: np.ndarray  # [vocab]
-    top: list[tuple[str, float]]  # the top-k (text, probability)
-    restored: dict  # kind, layers, positions (token indices)
 
 
 def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None, *, kind: str = "mlp",
@@ -203,7 +193,9 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     Raises:
         InputError: unreadable facts, a results file written with other settings, bad settings.
     """
-    from .sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
+    from .sweeps.results import SweepConfig
+    from .sweeps.run import TracerBackend, run_sweep
+    from .inputs.facts_file import load_facts
 
     fact_list = load_facts(facts)
     if limit is not None:
@@ -229,7 +221,7 @@ def report(results: str, *, aggregate: str = "rome"):
     Raises:
         InputError: a missing or malformed results file.
     """
-    from .sweeps.report import load_report
+    from .sweeps.aggregate import load_report
 
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
@@ -257,7 +249,7 @@ def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: i
     Raises:
         InputError: an unknown kind, a layer or token out of range, k < 1.
     """
-    from .inspection import inspect_cell
+    from .core.inspection import inspect_cell
 
     request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
     if not isinstance(request, TraceRequest):
@@ -291,6 +283,6 @@ def robustness(model: Tracer, prompt: str, subject: str, **options):
         InputError: bad input (the message says which).
         TraceCancelled: `cancel` was set.
     """
-    from .robust import robustness as run_robustness
+    from .analyses.robustness import robustness as run_robustness
 
     return run_robustness(model, prompt, subject, **options)

@@ -38,7 +38,7 @@ class Engine:
         self.keep_quantized = keep_quantized
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="tracer-engine", daemon=True)
-        self._tracer = None  # tracer.tracing.Tracer, only touched on the engine thread
+        self._tracer = None  # tracer.core.tracing.Tracer, only touched on the engine thread
         self._thread.start()
         # closes the engine at interpreter exit (atexit runs before finalisation) if nobody did
         weakref.finalize(self, _stop, self._jobs, self._thread)
@@ -97,7 +97,7 @@ class Engine:
 
     # ---- engine thread ----------------------------------------------------------
     def _loop(self) -> None:
-        from .workers import release_thread_state, serve_jobs  # here: the UI imports this module, not mlx
+        from .core.workers import release_thread_state, serve_jobs  # here: the UI imports this module, not mlx
 
         try:
             serve_jobs(self._jobs)
@@ -110,8 +110,8 @@ class Engine:
         import mlx.core as mx
 
         from . import BLAS
-        from .models import load_model
-        from .tracing import Tracer
+        from .models.load import load_model
+        from .core.tracing import Tracer
 
         lm = load_model(self.model_spec, keep_quantized=self.keep_quantized)
         old, self._tracer = self._tracer, None
@@ -133,18 +133,18 @@ class Engine:
         return self._tracer
 
     def _sweep(self, facts, output, config, on_event, cancel):
-        from .sweeps import TracerBackend, run_sweep
+        from .sweeps.run import TracerBackend, run_sweep
 
         backend = TracerBackend(self._loaded(), config.filter)
         return run_sweep(backend, facts, output, config, on_event=on_event, cancel=cancel)
 
     def _count_known(self, facts, rule, on_event):
-        from .sweeps import TracerBackend, count_known
+        from .sweeps.run import TracerBackend, count_known
 
         return count_known(TracerBackend(self._loaded(), rule), facts, on_event=on_event)
 
     def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
-        from .tracing import run_trace
+        from .core.tracing import run_trace
 
         result = _reported(lambda: run_trace(self._loaded(), request, on_event=on_event, cancel=cancel),
                            on_event, cancel)
@@ -168,7 +168,7 @@ class Engine:
                            cancel or threading.Event(), options)
 
     def _robustness(self, prompt, subject, on_event, cancel, options):
-        from .robust import robustness
+        from .analyses.robustness import robustness
 
         return _reported(lambda: robustness(self._loaded(), prompt, subject, on_event=on_event, cancel=cancel,
                                             **options), on_event, cancel)
@@ -195,7 +195,7 @@ def _reported(work, on_event, cancel: threading.Event):
 
 def _join(thread: threading.Thread, timeout: float | None) -> None:
     # imported here, not at the top: the UI imports this module and must not import mlx
-    from .workers import join_thread
+    from .core.workers import join_thread
 
     join_thread(thread, timeout)
 

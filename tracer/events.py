@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .settings import KINDS  # noqa: F401  (re-exported: the app's kind choices)
 from .types import TraceResult
 
 

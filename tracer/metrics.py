@@ -4,7 +4,7 @@ One source for every place that names, labels, formats or computes a metric (the
 the exports, the plots, the CLI's --metric and the app's views):
 
 - prob: P(target) in the patched run, the mean over noise samples of each row's softmax
-  (ROME's score; computed in the batched forward, tracer.schedule).
+  (ROME's score; computed in the batched forward, tracer.core.schedule).
 - recovery: 100 (p - p_corrupted) / (p_clean - p_corrupted), in percent.
 - logit_diff: logit(target) - logit(r), mean over samples, where the reference r is the corrupted
   run's strongest token other than the target (the argmax of the corrupted run's mean softmax with

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .settings import TraceSettings
 
 
@@ -24,7 +26,7 @@ class TraceRequest(TraceSettings):
             tokens); None: the clean run's top token.
         positions: "all" (the paper's token x layer grid), or what is restored together (one row
             per kind): "whole", "subject", "subject-last", "last", "3", "0-4", "0,2,5-7", "-3--1"
-            or token indices (tracer.positions; stored parsed: "0-4" -> (0, 1, 2, 3, 4)).
+            or token indices (tracer.inputs.positions; stored parsed: "0-4" -> (0, 1, 2, 3, 4)).
         corrupted_subject: substitution only: the words of the corrupted prompt that replace the
             subject (its differing span), when the prompts differ elsewhere too. None: found by
             aligning the two prompts' tokens.
@@ -42,7 +44,7 @@ class TraceRequest(TraceSettings):
     def __post_init__(self):
         super().__post_init__()
         from .errors import InputError
-        from .prompts import check_text
+        from .inputs.prompts import check_text
 
         for value, what in ((self.prompt, "the prompt"), (self.subject, "the subject"),
                             (self.corrupted_prompt, "the corrupted prompt"), (self.target, "the target")):
@@ -51,7 +53,7 @@ class TraceRequest(TraceSettings):
             if not isinstance(value, str) or not value.strip():
                 raise InputError(f"{what} is empty")
             check_text(value, what)
-        from .positions import parse_positions
+        from .inputs.positions import parse_positions
 
         object.__setattr__(self, "positions", parse_positions(self.positions))  # "0-4" -> (0, 1, 2, 3, 4)
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= 100:
@@ -134,8 +136,6 @@ class TraceResult:
         Raises:
             InputError: the kind was not traced or the metric is unknown.
         """
-        import numpy as np
-
         from .errors import InputError
 
         if kind not in self.grids:
@@ -147,6 +147,15 @@ class TraceResult:
 
     def to_dict(self) -> dict:
         """The result as the CLI's JSON document (plain Python values)."""
-        from .export import to_json
+        from .render.export import to_json
 
         return to_json(self)
+
+
+@dataclass
+class PatchedRun:
+    """One patched run's next-token distribution (mean over noise samples)."""
+
+    probs: np.ndarray  # [vocab]
+    top: list[tuple[str, float]]  # the top-k (text, probability)
+    restored: dict  # kind, layers, positions (token indices)

@@ -154,7 +154,7 @@ class TracerApp(App):
     # ---- other screens ------------------------------------------------------------------
     def open_sweeps(self, settings: TraceSettings) -> None:
         """The sweep screen, with the trace settings (kinds, samples, noise, window, seed)."""
-        from tracer.sweeps import SweepConfig
+        from tracer.sweeps.results import SweepConfig
 
         from .screens.sweep import SweepScreen
 

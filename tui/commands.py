@@ -10,7 +10,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 COMMANDS = [
     ("Run trace", "trace the prompt for the current view", "run"),
     ("Cancel run", "stop the running trace", "cancel"),
-    ("Export grid", "write the grid as .txt, .csv, .json (and .svg/.pdf with tracer.figures)", "export"),
+    ("Export grid", "write the grid as .txt, .csv, .json (and .svg/.pdf with tracer.render.figures)", "export"),
     ("Toggle view", "all tokens <-> chosen positions", "toggle_view"),
     ("Colour scale: fixed / auto", "recovery 0-100% and p_corrupted..p_clean, or the cells' own range", "toggle_scale"),
     ("Show warnings", "the trace's guards: what to distrust in this grid", "show_warnings"),

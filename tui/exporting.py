@@ -1,15 +1,15 @@
 """Export the grid on screen: a text file (plotext drawing without colour + the numbers), CSV and
-JSON of the whole result (tracer.export), an SVG of the grid and, with matplotlib, a PDF heatmap in
-ROME's style (tracer.figures, when that module is there: otherwise the note says so)."""
+JSON of the whole result (tracer.render.export), an SVG of the grid and, with matplotlib, a PDF heatmap in
+ROME's style (tracer.render.figures, when that module is there: otherwise the note says so)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer import export
+from tracer.render import export, trace_text
 from tracer.errors import user_message
-from tracer.plot import render_text
+from tracer.render.terminal_plot import render_text
 
 
 @dataclass
@@ -34,7 +34,7 @@ def export_text(result, view, width: int = 100) -> str:
     """The current view drawn without colour codes, then the labelled number tables."""
     width = max(width, 24 + 3 * max((len(r) for r in view.values), default=0))
     drawing = render_text(view.values, view.labels, title=view.title, metric=view.metric, width=min(width, 200))
-    return drawing + "\n" + export.to_text(result, view.metric)
+    return drawing + "\n" + trace_text.to_text(result, view.metric)
 
 
 def free_base(folder: Path, stamp: str, suffixes=(".txt", ".csv", ".json", ".svg", ".pdf")) -> Path:
@@ -61,7 +61,7 @@ def write_exports(result, view, folder: str | Path, stamp: str) -> dict[str, str
 def write_figures(result, base: Path, kind: str, metric: str) -> tuple[dict[str, str], list[str]]:
     """The SVG of the grid, and the PDF heatmap where matplotlib is installed, beside the text exports;
     (paths, notes on what was left out)."""
-    from tracer import figures
+    from tracer.render import figures
 
     paths, notes = {}, []
     kind = kind if kind in result.grids else next(iter(result.grids))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tracer.events import CellsDone, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
-from tracer.plot import finite, format_value, format_with_unit, peak, row_label, value_range
+from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
 
 METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}

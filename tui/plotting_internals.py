@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tracer.plot import _bins  # the canvas bins draw_grid gives each cell (tracer/plot.py)
+from tracer.render.terminal_plot import _bins  # the canvas bins draw_grid gives each cell (tracer/plot.py)
 
 
 def prepare(widget, plt) -> None:
@@ -23,7 +23,7 @@ def prepare(widget, plt) -> None:
 
 def mark_cells(plt, marks, n_rows: int, n_cols: int, canvas: tuple[int, int], colour: tuple[int, int, int]) -> None:
     """Overdraw the cells in `marks` ((row, column) pairs, row 0 on top) with a light shade, after
-    tracer.plot.draw_grid drew the grid into `plt` on a canvas of `canvas` = (columns, rows) bins
+    tracer.render.terminal_plot.draw_grid drew the grid into `plt` on a canvas of `canvas` = (columns, rows) bins
     (the value draw_grid left in its canvas_cache)."""
     width, height = canvas
     if not marks or not n_rows or not n_cols or n_rows > height or n_cols > width:

@@ -9,7 +9,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import Input
 
 from tracer.events import CellsDone, Started
-from tracer.plot import format_value, visible
+from tracer.render.terminal_plot import format_value, visible
 from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.messages import CellsArrived

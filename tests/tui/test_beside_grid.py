@@ -8,7 +8,7 @@ from tui_helpers import notifications, ready, wait_for
 from textual.coordinate import Coordinate
 
 from tracer.guards import TraceWarning
-from tracer.plot import format_value
+from tracer.render.terminal_plot import format_value
 from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.gridmodel import GridData

@@ -8,7 +8,7 @@ import json
 from tui_helpers import notifications, ready, result as finished_result, wait_for
 from textual.widgets import Footer, Input
 
-from tracer import export
+from tracer.render import export
 from tui.app import make_app
 from tui.commands import TracerCommands
 from tui.config import config_path

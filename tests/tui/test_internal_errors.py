@@ -12,12 +12,12 @@ from tui.widgets.log import RunLog
 
 
 async def _run_with(monkeypatch, engine, exc):
-    import tracer.tracing
+    import tracer.core.tracing
 
     def boom(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(tracer.tracing, "run_trace", boom)
+    monkeypatch.setattr(tracer.core.tracing, "run_trace", boom)
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)

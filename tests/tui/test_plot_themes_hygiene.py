@@ -1,4 +1,4 @@
-"""tracer.plot's text rendering, theme files, config, and what each side may import."""
+"""tracer.render.terminal_plot's text rendering, theme files, config, and what each side may import."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer.plot import SHADES, draw_grid, format_value, peak, render_text, row_label
+from tracer.render.terminal_plot import SHADES, draw_grid, format_value, peak, render_text, row_label
 from tui.config import load_config, save_config
 from tui.themes import builtin_theme_dirs, heat_scale, load_themes, theme_from_toml
 
@@ -100,7 +100,7 @@ def _imports(code: str) -> set[str]:
 def test_the_ui_never_imports_mlx_and_the_engine_plot_never_imports_textual():
     ui = _imports("import tui.app, tui.exporting")
     assert "textual" in ui and not any(m == "mlx" or m.startswith("mlx.") for m in ui)
-    plot = _imports("import tracer.plot, tracer.export")
+    plot = _imports("import tracer.render.terminal_plot, tracer.render.export")
     assert not any(m == "textual" or m.startswith("textual.") for m in plot)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tui_helpers import ready, wait_for
 from textual.widgets import Input
 
-from tracer.robust_text import render
+from tracer.render.robustness import render
 from tui.app import make_app
 from tui.screens.robustness import RobustnessScreen
 

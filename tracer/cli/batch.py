@@ -1,6 +1,6 @@
 """`tracer-tui trace --batch FILE`: many traces in one process (the model is loaded once).
 
-FILE holds one trace per row, in any format a sweep reads (tracer.pairs): prompt pairs
+FILE holds one trace per row, in any format a sweep reads (tracer.inputs.facts_file): prompt pairs
 {prompt, corrupted_prompt, subject, target?} traced by substitution, and rows without a
 corrupted prompt ({prompt, subject, target?} or known_1000 facts) traced with noise; a JSON
 list, JSON Lines or CSV with a header row. The trace settings (--kinds, --samples, --noise,
@@ -69,7 +69,7 @@ def run_if_batch(args) -> int | None:
 
 
 def _positions(text: str):
-    from ..positions import parse_positions
+    from ..inputs.positions import parse_positions
 
     return parse_positions(text)
 
@@ -78,7 +78,7 @@ def request_for(fact, settings: dict, positions, top_k: int | None):
     """The TraceRequest of one row.
 
     Args:
-        fact: the row (tracer.facts.Fact).
+        fact: the row (tracer.inputs.facts.Fact).
         settings: TraceSettings' fields by name.
         positions: the restored positions ("all", "subject-last", indices).
         top_k: the number of top predictions, or None for the default.
@@ -104,11 +104,11 @@ def run_batch(args) -> int:
     Returns:
         0 when every row was traced, 2 when any was bad.
     """
-    from .. import export
-    from ..models import load_model
-    from ..pairs import read_rows
+    from ..render import export
+    from ..models.load import load_model
+    from ..inputs.facts_file import read_rows
     from ..settings import settings_from_args
-    from ..tracing import Tracer, run_trace
+    from ..core.tracing import Tracer, run_trace
     from .common import check_writable
 
     rows = read_rows(args.batch, what="batch file")

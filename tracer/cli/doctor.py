@@ -64,7 +64,7 @@ def run(args) -> int:
     if not args.no_model:
         import time
 
-        from ..models import load_model
+        from ..models.load import load_model
 
         start = time.perf_counter()
         lm = load_model(args.model, keep_quantized=args.keep_quantized)

@@ -31,7 +31,7 @@ def _checked(check):
 
 def plot_file(path: str) -> str:
     """--plot's FILE: ends in .svg, .pdf or .png (the latter two need matplotlib), and can be written."""
-    from ..figures import plot_format
+    from ..render.figures import plot_format
 
     plot_format(path)
     check_writable(path)
@@ -56,8 +56,8 @@ def plots_dir(path: str) -> str:
 
 def plot_formats(text: str) -> tuple[str, ...]:
     """--plot-formats: comma-separated svg, pdf, png."""
-    from ..figures import FORMATS
-    from ..figures.mpl import MISSING_MESSAGE, have_matplotlib
+    from ..render.figures import FORMATS
+    from ..render.figures.mpl import MISSING_MESSAGE, have_matplotlib
 
     formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()))
     bad = [f for f in formats if f not in FORMATS]
@@ -81,7 +81,7 @@ def add_trace_plot_arguments(p: argparse.ArgumentParser) -> None:
 def write_trace_plots(args, result) -> None:
     """The figures --plot asked for (none without it); says which files on stderr."""
     if getattr(args, "plot", None):
-        from ..figures import save_trace_plots
+        from ..render.figures import save_trace_plots
 
         paths = save_trace_plots(result, args.plot, metric=args.plot_metric)
         print(f"wrote {', '.join(paths)}", file=sys.stderr)
@@ -104,7 +104,7 @@ def write_report_plots(args, report) -> None:
     if not report.kept:
         print("tracer-tui: warning: no kept facts: no figures written", file=sys.stderr)
         return
-    from ..figures import save_report_plots
+    from ..render.figures import save_report_plots
 
     paths = save_report_plots(report, args.plots, formats=args.plot_formats)
     print(f"wrote {len(paths)} figure(s) to {args.plots}: {', '.join(os.path.basename(p) for p in paths)}",

@@ -23,17 +23,18 @@ def add_parser(sub) -> None:
     r.add_argument("--format", choices=("text", "csv", "json"), default="text", help="default: text")
     r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     r.add_argument("--no-plots", action="store_true", help="text format: tables only")
-    add_report_plot_arguments(r)  # --plots DIR, --plot-formats (tracer/cli/plots.py, tracer.figures)
+    add_report_plot_arguments(r)  # --plots DIR, --plot-formats (tracer/cli/plots.py, tracer.render.figures)
 
 
 def run(args) -> int:
-    from ..sweeps.report import load_report, render
+    from ..render.sweep_report import render
+    from ..sweeps.aggregate import load_report
 
     report = load_report(args.results, args.aggregate)
     write_report_plots(args, report)
     to_terminal = args.output is None and sys.stdout.isatty()
     if args.format == "text":
-        from ..sweeps.report import render_text
+        from ..render.sweep_report import render_text
 
         text = render_text(report, plots=not args.no_plots, color=to_terminal)
     else:

@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..errors import InputError
-from ..robust import LAYER_TOLERANCE, MAX_SUBSTITUTES
+from ..analyses.robustness import LAYER_TOLERANCE, MAX_SUBSTITUTES
 from .common import add_model_args, check_writable, write_output
 
 
@@ -48,16 +48,16 @@ def _whole(value: str, flag: str) -> int:
 
 
 def _parse_positions(text: str):
-    from ..positions import parse_positions
+    from ..inputs.positions import parse_positions
 
     return parse_positions(text)
 
 
 def run(args) -> int:
-    from ..models import load_model
-    from ..robust import robustness
+    from ..models.load import load_model
+    from ..analyses.robustness import robustness
     from ..settings import TraceSettings
-    from ..tracing import Tracer
+    from ..core.tracing import Tracer
     from ..types import TraceRequest
 
     options = dict(kinds=args.kinds, positions=_parse_positions(args.positions), target=args.target,
@@ -71,7 +71,7 @@ def run(args) -> int:
                  **settings.as_kwargs())  # bad input fails before the model loads
     check_writable(args.output)
     if options["substitutes"]:
-        from ..facts import load_facts
+        from ..inputs.facts_file import load_facts
 
         options["facts"] = load_facts(args.facts)
     tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))

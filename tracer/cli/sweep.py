@@ -11,7 +11,7 @@ import threading
 import time
 
 from ..errors import InputError
-from ..facts import DEFAULT_FILTER, FILTERS
+from ..inputs.facts import DEFAULT_FILTER, FILTERS
 from ..settings import add_settings_arguments, settings_from_args
 from .common import add_model_args
 
@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..sweeps import ResultsState, ResultsWriter, SweepConfig, load_facts, prepare_output
+    from ..sweeps.results import ResultsState, ResultsWriter, SweepConfig, prepare_output
+    from ..inputs.facts_file import load_facts
 
     facts = load_facts(args.facts)
     if args.limit is not None:
@@ -88,7 +89,8 @@ def _wait(future, cancel: threading.Event):
 
 
 def _check_only(engine, facts, rule: str) -> int:
-    from ..sweeps import FILTER_RULES, SKIP_REASONS
+    from ..inputs.facts import FILTER_RULES
+    from ..sweeps.results import SKIP_REASONS
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -96,7 +98,7 @@ def _check_only(engine, facts, rule: str) -> int:
         known, reasons, checks = _wait(fut, cancel)
     pairs = bool(facts) and facts[0].corrupted_prompt is not None
     if pairs:
-        from ..facts import PAIR_RULE
+        from ..inputs.facts import PAIR_RULE
 
         described = FILTER_RULES["none"] if rule == "none" else PAIR_RULE
         print(f"{known} of {len(facts)} prompt pairs kept (--filter {rule}: {described})")
@@ -112,7 +114,7 @@ def _check_only(engine, facts, rule: str) -> int:
 
 
 def _run(engine, facts, output, config) -> int:
-    from ..sweeps import SKIP_REASONS
+    from ..sweeps.results import SKIP_REASONS
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -181,7 +183,7 @@ class _Progress:
             self.progress.__exit__(*exc)
 
     def on_event(self, event) -> None:  # called on the engine thread
-        from ..sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
+        from ..sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
 
         p = self.progress
         if isinstance(event, SweepStarted):

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
                    "(default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
-    add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.figures)
+    add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.render.figures)
 
 
 def parse_inspect(text: str | None):
@@ -100,9 +100,10 @@ def run(args) -> int:
     """
     if (code := batch.run_if_batch(args)) is not None:
         return code
-    from .. import export
-    from ..models import load_model
-    from ..tracing import Tracer, run_trace
+    from ..render import export, trace_text
+    from ..models.load import load_model
+    from ..core.tracing import Tracer, run_trace
+    from ..sweeps.npz import trace_to_npz
 
     if not args.prompt.strip():
         raise InputError("the prompt is empty")
@@ -143,7 +144,7 @@ def run(args) -> int:
         patched = {"kind": kind, "layer": layer, "token": token, "restored": dict(cell.restored),
                    "top": [{"text": text, "prob": prob} for text, prob in cell.top]}
     if args.npz:
-        paths = export.to_npz(result, args.npz)
+        paths = trace_to_npz(result, args.npz)
         print(f"wrote {len(paths)} .npz file(s) to {args.npz}", file=sys.stderr)
     write_trace_plots(args, result)
     if args.format == "json":
@@ -151,7 +152,7 @@ def run(args) -> int:
     elif args.format == "csv":
         text = export.to_csv(result, extra_comments=[inspect_comment(patched)] if patched else None)
     else:
-        text = export.to_text(result, args.metric, layout=args.layout, top=args.top,
+        text = trace_text.to_text(result, args.metric, layout=args.layout, top=args.top,
                               extra_lines=inspect_lines(patched) if patched else None)
     return write_output(args.output, text)
 
@@ -173,15 +174,15 @@ def inspect_comment(patched: dict) -> str:
 
 
 def _inspect_cell():
-    """tracer.inspection.inspect_cell, imported when --inspect is used (it loads MLX)."""
-    from ..inspection import inspect_cell
+    """tracer.core.inspection.inspect_cell, imported when --inspect is used (it loads MLX)."""
+    from ..core.inspection import inspect_cell
 
     return inspect_cell
 
 
 def inspect_lines(patched: dict) -> list[str]:
     """--inspect's text: which cell was restored (as the run reports it) and its top-k predictions."""
-    from ..export import show_token
+    from ..render.tokens import show_token
 
     restored = patched["restored"]
     layers = restored.get("layers") or [patched["layer"]]

@@ -26,7 +26,8 @@ import zipfile
 import numpy as np
 
 from ..errors import InputError
-from ..events import KINDS
+from ..settings import KINDS
+from .results import read_results
 
 SUFFIX = {"hidden": "", "mlp": "_mlp", "attn": "_attn"}
 KIND_FIELD = {"hidden": "", "mlp": "mlp", "attn": "attn"}
@@ -113,8 +114,6 @@ def trace_to_npz(result, directory: str, known_id=0, input_ids=None, correct_pre
 def export_results(results_path: str, directory: str) -> tuple[int, int, int, list[str]]:
     """A sweep's results file -> a directory of per-case files. Returns (files, kept facts,
     skipped facts, warnings). The directory must not hold knowledge_*.npz files already."""
-    from .report import read_results
-
     records, warnings = read_results(results_path)
     if not records:
         raise InputError(f"{results_path} holds no sweep results")

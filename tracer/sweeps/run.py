@@ -2,7 +2,7 @@
 
 A sweep reads facts in ROME's known_1000 format (known_id, subject, attribute,
 prompt, ...) or prompt pairs (prompt, corrupted_prompt, subject, target?), keeps
-the facts the model predicts correctly (tracer.facts: by default ROME's rule, the
+the facts the model predicts correctly (tracer.inputs.facts: by default ROME's rule, the
 clean top token decoded and stripped equals the attribute; or --filter
 first-token; a pair with a target: the clean top token is the target's first
 token; --filter none keeps all), traces each kept fact (pairs by substitution) with
@@ -24,26 +24,34 @@ from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
-from ..fastops import softmax
+from ..core.fastops import softmax
 from ..events import CellsDone
 from ..types import TraceRequest, TraceResult
-from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, pair_passes, passes_filter, resolve_facts
-from .files import (
+from ..inputs.facts import (
+    DEFAULT_FILTER,
+    FILTER_RULES,
+    FILTERS,
+    check_filter,
+    pair_passes,
+    passes_filter,
+    resolve_facts,
+)
+from .results import (
     SKIP_INPUT,
     SKIP_REASONS,
     SKIP_WRONG,
     Check,
-    Fact,
     ResultsState,
     ResultsWriter,
     SweepConfig,
     config_mismatch,
     kept_record,
-    load_facts,
     prepare_output,
     scan_results,
     skipped_record,
 )
+from ..inputs.facts import Fact
+from ..inputs.facts_file import load_facts
 
 CHECK_BATCH = 64  # prompts per batched clean forward
 
@@ -62,8 +70,8 @@ class Backend(Protocol):
 
 
 class TracerBackend:
-    """A sweep backend over a loaded `tracer.tracing.Tracer`; use on the thread that owns it.
-    `filter` is the fact filter's rule (tracer.facts); run_sweep sets it from its config."""
+    """A sweep backend over a loaded `tracer.core.tracing.Tracer`; use on the thread that owns it.
+    `filter` is the fact filter's rule (tracer.inputs.facts); run_sweep sets it from its config."""
 
     def __init__(self, tracer, filter: str = DEFAULT_FILTER):
         self.tracer = tracer
@@ -72,7 +80,7 @@ class TracerBackend:
         self.filter = check_filter(filter)
 
     def token_ids(self, prompt: str) -> list[int]:
-        from ..prompts import tokenize
+        from ..inputs.prompts import tokenize
 
         return list(tokenize(self.tracer.tokenizer, prompt).ids)
 
@@ -83,7 +91,7 @@ class TracerBackend:
         import mlx.core as mx
         import numpy as np
 
-        from ..prompts import subject_span, target_token, tokenize
+        from ..inputs.prompts import subject_span, target_token, tokenize
 
         tok = self.tracer.tokenizer
         checks: list[Check | None] = [None] * len(facts)
@@ -144,7 +152,7 @@ class TracerBackend:
         return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
 
     def trace(self, request: TraceRequest, on_event, cancel) -> TraceResult:
-        from ..tracing import run_trace
+        from ..core.tracing import run_trace
 
         return run_trace(self.tracer, request, on_event=on_event, cancel=cancel)
 

@@ -1,6 +1,6 @@
 """A sweep's per-fact grids -> the average indirect effect (AIE) per kind, token group and layer.
 
-Input: records shaped like the results file's lines (tracer.sweeps.files): kept
+Input: records shaped like the results file's lines (tracer.sweeps.results): kept
 lines with tokens, subject_range [b, e), clean_prob (ROME's high_score),
 corrupted_prob (low_score) and grids {kind: {"prob": T x L}}; a grid may carry
 its own "low_score"/"high_score" (records read from ROME's per-kind .npz files).

@@ -1,6 +1,6 @@
 """The robustness view (issue 13.5): the prompt's fact traced under several corruptions (noise at
 three strengths, uniform noise, replacement, substituted subjects) by Engine.robustness, and whether
-each kind's peak moves: tracer.robust_text's table, peak plot and verdict, in one scrollable page.
+each kind's peak moves: tracer.render.robustness's table, peak plot and verdict, in one scrollable page.
 
 Waiting on the engine has the app's one shape: `on_event` (engine thread) and the future's
 done-callback only post messages. Escape goes back and stops the run.
@@ -20,7 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from tracer.errors import TracerError, error_location, user_message
-from tracer.robust_text import render
+from tracer.render.robustness import render
 
 
 class RobustnessScreen(Screen):

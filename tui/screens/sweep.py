@@ -29,8 +29,12 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 
 from tracer.errors import TracerError, error_location, user_message
-from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
-from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
+from tracer.sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepSummary, TracingStarted
+from tracer.sweeps.results import SweepConfig
+from tracer.sweeps.stats import GROUP_LABELS, GROUPS, THIRDS
+from tracer.render.sweep_report import summary_lines
+from tracer.sweeps.results import ResultsTail
+from tracer.sweeps.aggregate import SweepReport, aggregate
 
 from ..widgets.sweep_plot import SweepPlot
 
@@ -53,7 +57,7 @@ class SweepScreen(Screen):
         Binding("ctrl+r", "run", "Run sweep", id="sweep-run", tooltip="Run (or resume) the sweep of the facts file"),
         Binding("ctrl+x", "stop", "Stop", id="sweep-stop", tooltip="Stop the running sweep; the file stays valid"),
         Binding("ctrl+s", "export", "Export", id="sweep-export",
-                tooltip="Write the sweep report (.txt, .csv, .json; plots with tracer.figures)"),
+                tooltip="Write the sweep report (.txt, .csv, .json; plots with tracer.render.figures)"),
     ]
 
     DEFAULT_CSS = """
@@ -281,7 +285,7 @@ class SweepScreen(Screen):
 
     def action_export(self) -> None:
         """The sweep report as text, CSV and JSON (as `tracer-tui sweep-report` writes them), and its
-        plots where tracer.figures is there, into the export folder."""
+        plots where tracer.render.figures is there, into the export folder."""
         from . import sweep_export
 
         if self.report is None:
@@ -308,7 +312,8 @@ class SweepScreen(Screen):
             self.status("stopping after the current batch…")
 
     def action_run(self) -> None:
-        from tracer.sweeps import load_facts, prepare_output
+        from tracer.inputs.facts_file import load_facts
+        from tracer.sweeps.results import prepare_output
 
         if self.engine is None:
             self.status("no engine: this screen can only show results", error=True)

@@ -1,5 +1,5 @@
 """Writing a sweep's report from the sweep screen: text, CSV and JSON as `tracer-tui sweep-report`
-renders them (tracer.sweeps.report), and the report's plots where tracer.figures is there."""
+renders them (tracer.render.sweep_report), and the report's plots where tracer.render.figures is there."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 def write_report(report, folder: str, stamp: str | None = None) -> tuple[list[str], list[str], str | None]:
     """(paths written, notes on what was left out, error or None). Never raises for a bad folder."""
-    from tracer.sweeps.report import render, render_text
+    from tracer.render.sweep_report import render, render_text
 
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     try:
@@ -28,7 +28,7 @@ def write_report(report, folder: str, stamp: str | None = None) -> tuple[list[st
     except OSError as exc:
         return [], [], f"{exc.strerror or exc}: {getattr(exc, 'filename', None) or folder}"
     notes = []
-    from tracer.figures import save_report_plots
+    from tracer.render.figures import save_report_plots
 
     try:
         plots = Path(str(base) + "-plots")

@@ -15,7 +15,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
-from tracer.export import escape_controls
+from tracer.render.tokens import escape_controls
 from tracer.events import Log, Recording, Started
 from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult

@@ -79,7 +79,7 @@ def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
 
 def export_view(screen) -> None:
     """ctrl+s: the finished grid of the view on screen (a cancelled re-run keeps the previous one)
-    as text, CSV, JSON and, where tracer.figures is there, SVG/PDF; the folder and names announced."""
+    as text, CSV, JSON and, where tracer.render.figures is there, SVG/PDF; the folder and names announced."""
     done = screen.finished.get(screen.view_mode)
     if done is None:
         screen.report(f"nothing to export: no finished {MODES[screen.view_mode]} trace yet", "warning")
@@ -102,7 +102,7 @@ def export_view(screen) -> None:
 
 def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tuple[list[str] | None, str]:
     """(the corrupted prompt's token(s) under each clean token, note) for the token strip, as the
-    user types: tracer.prompts.align_tokens (shared prefix and suffix token by token, the differing
+    user types: tracer.inputs.prompts.align_tokens (shared prefix and suffix token by token, the differing
     spans as blocks with their last tokens together), compared on token texts. None without a
     corrupted prompt; the note says why there is no alignment."""
     if not corrupted_prompt or not clean:
@@ -112,7 +112,7 @@ def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tu
     except Exception as exc:  # bad input: one line under the strip
         return None, f"corrupted prompt: {user_message(exc)}"
     corrupted = list(corrupted)
-    from tracer.prompts import align_tokens
+    from tracer.inputs.prompts import align_tokens
 
     try:
         mapping = align_tokens(list(clean), corrupted)["clean_to_corrupted"]

@@ -15,8 +15,8 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
 
-from tracer.export import show_token
-from tracer.summary import summarize
+from tracer.render.tokens import show_token
+from tracer.analyses.summary import summarize
 
 
 def warning_code(w) -> str:
@@ -25,7 +25,7 @@ def warning_code(w) -> str:
 
 
 def summary_lines(result) -> list[str]:
-    """Per kind: the peak (token, layer, value) and the top layers (tracer.summary.summarize, the
+    """Per kind: the peak (token, layer, value) and the top layers (tracer.analyses.summary.summarize, the
     CLI's summary)."""
     summary = summarize(result, top=3)
     lines = []

@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from tracer.metrics import METRIC_LABELS
-from tracer.plot import draw_grid, format_value
+from tracer.render.terminal_plot import draw_grid, format_value
 
 from .. import plotting_internals
 from ..gridmodel import GridView, peak_sentence, scale_ends

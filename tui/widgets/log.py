@@ -7,7 +7,7 @@ import time
 from rich.text import Text
 from textual.widgets import RichLog
 
-from tracer.export import escape_controls
+from tracer.render.tokens import escape_controls
 from tracer.types import TraceRequest, TraceResult
 
 LEVEL_STYLES = {"info": "", "warning": "bold yellow", "error": "bold red", "done": "bold green"}

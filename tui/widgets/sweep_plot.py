@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual_plotext import PlotextPlot
 
-from tracer.sweeps.report import GROUP_LABELS, GROUPS, SweepReport
+from tracer.sweeps.stats import GROUP_LABELS, GROUPS
+from tracer.sweeps.aggregate import SweepReport
 
 from .. import plotting_internals
 

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tracer.plot import visible
+from tracer.render.terminal_plot import visible
 
 
 class TokenStrip(Widget, can_focus=True):

@@ -1,0 +1,1 @@
+"""Analyses built on traces: summaries of a grid, robustness under several corruptions."""

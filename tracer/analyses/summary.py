@@ -1,0 +1,162 @@
+"""A trace in a few numbers: per grid (kind) the peak, the top layers and the early/middle/late
+means, with the total effect. The CLI prints it under the grids and writes it as JSON `summary`;
+the app shows it beside the grid.
+
+Conventions, the same for every grid:
+
+- **Metric.** Recovery % when the result has it (`recovery_available`: the total effect
+  p_clean - p_corrupted is at least guards.MIN_TOTAL_EFFECT); otherwise P(target). `metric` says
+  which, and `metric_note` why.
+- **Peak.** The cell with the largest value over the whole grid (rows x layers; cells without a
+  value are skipped; on a tie the first row, then the first layer).
+- **Profile.** The top layers and the thirds are read from one row: the peak's row (for positions
+  "all", the token whose restoration helps most; otherwise the grid's one row of restored
+  positions). The profile is that token's curve over the layers, as the seed tutorial reads one
+  patched position's curve.
+- **Top layers.** The profile's layers by value, largest first (ties: lower layer first).
+- **Thirds.** The layers split as the tutorial splits them: early = [0, L//3), middle =
+  [L//3, 2L//3), late = [2L//3, L); each third's mean over the profile (None when it is empty
+  or holds no values).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import numpy as np
+
+from ..render.tokens import show_token
+from ..guards import MIN_TOTAL_EFFECT
+from ..metrics import METRICS
+
+PROFILE = "peak-row"
+
+
+def _float(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def summary_metric(result) -> tuple[str, str]:
+    """(the metric a summary reads, why): recovery when available, else prob."""
+    if result.recovery_available and any(
+            v is not None for grid in result.grids.values() for row in grid["recovery"] for v in row):
+        return "recovery", "recovery %"
+    gap = result.clean_prob - result.corrupted_prob
+    return "prob", f"P(target), as recovery % is not available (total effect {gap:.4f} < {MIN_TOTAL_EFFECT})"
+
+
+def thirds(n_layers: int) -> dict[str, list[int]]:
+    """The layers of each third, as the tutorial splits them: {"early": [...], "middle": [...], "late": [...]}."""
+    a, b = n_layers // 3, 2 * n_layers // 3
+    return {"early": list(range(0, a)), "middle": list(range(a, b)), "late": list(range(b, n_layers))}
+
+
+def row_positions(result, row: int) -> list[int]:
+    """The token indices a grid row restores."""
+    return [row] if result.positions == "all" else list(result.positions)
+
+
+def summarize_grid(result, kind: str, metric: str, *, top: int = 3) -> dict:
+    """The summary of one grid (see the module docstring).
+
+    Args:
+        result: a TraceResult.
+        kind: one of result.grids.
+        metric: "recovery" or "prob" (summary_metric), or "logit_diff".
+        top: how many top layers to list.
+
+    Returns:
+        {"peak": {"row", "tokens", "token", "text", "layer", "value", "prob"} or None (no cell has a
+        value), "top_layers": [{"layer", "value"}], "thirds": {name: {"layers": [first, last] or [],
+        "mean"}}, "total_effect"}. "tokens" are the indices the peak row restores; "token" is the
+        one index when it restores one, else None; "text" their texts joined by "+".
+    """
+    values = result.grid(kind, metric)
+    n_layers = values.shape[1]
+    out = {"peak": None, "top_layers": [], "thirds": {}, "total_effect": result.clean_prob - result.corrupted_prob}
+    finite = np.isfinite(values)
+    profile = np.full(n_layers, np.nan)
+    if finite.any():
+        row, layer = np.unravel_index(int(np.argmax(np.where(finite, values, -np.inf))), values.shape)
+        row, layer = int(row), int(layer)
+        tokens = row_positions(result, row)
+        out["peak"] = {
+            "row": row, "tokens": tokens, "token": tokens[0] if len(tokens) == 1 else None,
+            "text": "+".join(result.tokens[p] for p in tokens), "layer": layer,
+            "value": _float(values[row, layer]), "prob": _float(result.grid(kind, "prob")[row, layer]),
+        }
+        profile = values[row]
+        ranked = sorted((layer for layer in range(n_layers) if math.isfinite(profile[layer])),
+                        key=lambda layer: -profile[layer])
+        out["top_layers"] = [{"layer": layer, "value": _float(profile[layer])} for layer in ranked[:max(top, 0)]]
+    for name, layers in thirds(n_layers).items():
+        part = profile[layers] if layers else np.array([])
+        part = part[np.isfinite(part)]
+        out["thirds"][name] = {"layers": [layers[0], layers[-1]] if layers else [],
+                               "mean": _float(part.mean()) if part.size else None}
+    return out
+
+
+def summarize(result, *, top: int = 3) -> dict:
+    """A trace's summary: per grid the peak, the top layers, the thirds' means and the total effect.
+
+    Args:
+        result: a TraceResult.
+        top: how many top layers each grid lists.
+
+    Returns:
+        {"metric": "recovery" | "prob", "metric_note": str, "profile": "peak-row",
+        "total_effect": p_clean - p_corrupted, "p_clean", "p_corrupted",
+        "grids": {kind: summarize_grid(...)}}.
+    """
+    metric, note = summary_metric(result)
+    return {
+        "metric": metric,
+        "metric_note": note,
+        "profile": PROFILE,
+        "total_effect": result.clean_prob - result.corrupted_prob,
+        "p_clean": result.clean_prob,
+        "p_corrupted": result.corrupted_prob,
+        "grids": {kind: summarize_grid(result, kind, metric, top=top) for kind in result.grids},
+    }
+
+
+def _value(v, metric: str) -> str:
+    return "n/a" if v is None else METRICS[metric].short.format(v)
+
+
+def summary_lines(summary: dict) -> list[str]:
+    """The summary as text.
+
+    Args:
+        summary: what `summarize` returns.
+
+    Returns:
+        Lines, each within 100 columns: the metric and the total effect, then per grid its peak,
+        top layers (wrapped) and the thirds' means.
+    """
+    metric = summary["metric"]
+    lines = [f"summary - {summary['metric_note']}",
+             f"  total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; "
+             "top layers and means read along the peak's row"]
+    for kind, s in summary["grids"].items():
+        peak = s["peak"]
+        if peak is None:
+            lines.append(f"{kind}: no cell has a value")
+            continue
+        where = (f"token {peak['token']} {show_token(peak['text'])[:20]}" if peak["token"] is not None
+                 else f"tokens {'+'.join(str(p) for p in peak['tokens'])}"[:40])
+        lines.append(f"{kind}: peak {_value(peak['value'], metric)} at {where}, layer {peak['layer']}")
+        if s["top_layers"]:
+            lines += textwrap.wrap("top layers: " + ", ".join(
+                f"{t['layer']} ({_value(t['value'], metric)})" for t in s["top_layers"]), 98,
+                initial_indent="  ", subsequent_indent="    ")
+        parts = []
+        for name, third in s["thirds"].items():
+            if third["layers"]:
+                span = f"{third['layers'][0]}-{third['layers'][1]}"
+                parts.append(f"{name} ({span}) {_value(third['mean'], metric)}")
+        lines.append("  means: " + "   ".join(parts))
+    return lines

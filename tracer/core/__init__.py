@@ -1,0 +1,1 @@
+"""The batched patched forward: corruption, taps, the packed forward, the schedule, the trace."""

@@ -1,0 +1,1 @@
+"""What users type and read in: prompts as tokens, positions, facts and pairs files."""

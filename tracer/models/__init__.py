@@ -1,0 +1,1 @@
+"""Models in: the loader, GGUF files, dequantization, and where each architecture keeps its parts."""
