@@ -7,7 +7,7 @@
 Each run starts a fresh process that opens the real app headless (App.run with an auto-pilot),
 starts a long all-tokens trace, presses ctrl+q once the first cells are in, and prints the wall
 clock time of that key press; the parent takes the time at which the process has exited.
-`--child` is the child's entry point (tests/tui/test_stays_alive.py runs it too).
+`--child` is the child's entry point (tests/tui/test_runs_in_progress.py runs it too).
 """
 
 from __future__ import annotations

@@ -2,13 +2,9 @@
 
 import tracer  # noqa: F401  - must precede any import of mlx.core
 
-import os  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # so tests can `import tiny`
 
 from tiny import ARCHS, make_tiny_model  # noqa: E402
 
@@ -52,6 +48,14 @@ def tiny_lm(tiny_model_dir):
     from tracer.models.load import load_model
 
     return load_model(str(tiny_model_dir))
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that uses the embedded model (the `embedded_model` fixture, directly or through
+    another fixture) is `slow`: `pytest -m "not slow"` is the quick loop (README)."""
+    for item in items:
+        if "embedded_model" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,6 @@ import random
 import struct
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
 import tracer  # noqa: F401,E402  - loads the fast BLAS before mlx.core
 
 import gguf_bytes  # noqa: E402

@@ -109,7 +109,7 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
             hook.fn = (lambda k: (lambda out: recorded.__setitem__(k, out) or out))(key)
     clean_logits = last_logits(mx.array([clean_ids]), False)
     mx.eval(list(recorded.values()))
-    for key, hook in hooks.items():
+    for hook in hooks.values():
         hook.fn = None
 
     def softmax(x):
@@ -122,7 +122,7 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
             hook.fn = (lambda k: (lambda out: corrupted_values.__setitem__(k, out) or out))(key)
     corrupt_logits = last_logits(corrupt_ids, True)
     mx.eval(list(corrupted_values.values()))
-    for key, hook in hooks.items():
+    for hook in hooks.values():
         hook.fn = None
     p_clean_all = softmax(clean_logits[:, 0])[0]
     p_corrupt_all = softmax(corrupt_logits[:, 0]).mean(axis=0)
@@ -161,10 +161,12 @@ def oracle_trace(lm, prompt, subject, *, kinds, samples=3, noise_std=0.5, window
                 l0, l1 = window_layers(kind, layer, window, L)
                 touched = []
                 for j in range(l0, l1):
-                    hooks[(kind, j)].fn = lambda out, j=j: mx.where(keep, recorded[(kind, j)][:, source], out)
+                    hooks[(kind, j)].fn = lambda out, j=j, kind=kind, keep=keep, source=source: mx.where(
+                        keep, recorded[(kind, j)][:, source], out)
                     touched.append((kind, j))
                 for j in range(L) if severed else ():
-                    hooks[(severed, j)].fn = lambda out, j=j: mx.where(keep, corrupted_values[(severed, j)], out)
+                    hooks[(severed, j)].fn = lambda out, j=j, severed=severed, keep=keep: mx.where(
+                        keep, corrupted_values[(severed, j)], out)
                     touched.append((severed, j))
                 logits = last_logits(corrupt_ids, True)
                 for key in touched:

@@ -132,6 +132,7 @@ def test_corrupted_subject_names_the_span(tracers):
     np.testing.assert_allclose(result.grid("hidden"), expected["hidden"]["prob"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_embedded_model_shakespeare_and_dickens():
     """The seed tutorial's pair of different token lengths now traces, aligned at the last tokens,
     and shows ROME's two sites: the subject's last token early, the last token late."""

@@ -74,7 +74,7 @@ def test_slot_outputs_are_hidden_states(arch, loaded):
         out = model(x)
         mx.eval(out)
     finally:
-        for (kind, i, slot), orig in zip(slots, originals):
+        for (_kind, _i, slot), orig in zip(slots, originals):
             slot.set(orig)
 
     seen = {}

@@ -125,6 +125,7 @@ def test_library_import_does_not_load_textual():
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.slow
 def test_the_seed_tutorial_example_runs():
     out = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "seed_tutorial.py")],
                          capture_output=True, text=True, timeout=300)

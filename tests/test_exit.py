@@ -6,6 +6,7 @@ GIL and, with the interpreter finalising, aborted the process ("terminate called
 active exception", exit code 134). workers.release_thread_state frees it while the thread
 still runs, and join_thread waits for the OS thread to be gone."""
 
+import pytest
 import os
 import subprocess
 import sys
@@ -46,6 +47,7 @@ if sys.argv[1] == "close":
 """
 
 
+@pytest.mark.slow
 def test_engine_processes_exit_cleanly(tmp_path):
     """Sixteen processes (four at a time: a busy machine widens the race) use MLX on the
     engine thread and two workers, then exit, half after close(), half leaving the engine to

@@ -197,6 +197,7 @@ def test_batched_trace_equals_unbatched_and_the_oracle(tracer, tiny_lm, monkeypa
 
 # ---- progress and cancel ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_recording_progress_arrives_in_order_before_started(long_tracer):
     prompt = long_prompt(long_tracer.tokenizer, 400, subject_first=True)
     tokens, subject = long_tracer.tokenize(prompt, SUBJECT)

@@ -109,6 +109,7 @@ def test_console_script_trace_subprocess(tiny_model_dir):
     assert proc.stderr.strip() == f"tracer-tui: error: subject 'Nowhere' not found in prompt {PROMPT!r}"
 
 
+@pytest.mark.slow
 def test_slow_blas_is_said_plainly(tiny_model_dir):
     import os
 
@@ -238,6 +239,7 @@ def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
     assert code == 2 and err.strip() == "tracer-tui: error: --inspect token 9 out of range: the prompt has 9 tokens (0..8)"
 
 
+@pytest.mark.slow
 def test_the_tutorials_names_on_the_embedded_model(capsys):
     """Issue 15's failing tutorial commands, as they now behave: `--kinds output,self_attn` and
     `--positions 0-9` (every token restored together), with the predictions shown."""

@@ -1,7 +1,7 @@
 """Every private plotext / textual-plotext call the app makes, fenced in one module.
 
 pyproject pins textual-plotext and plotext to the versions these calls were written and tested
-against; a version bump checks this module (and tests/tui/test_plot_themes_hygiene.py) first.
+against; a version bump checks this module (and tests/tui/test_terminal_plot_and_themes.py) first.
 The widgets call `prepare(widget, plt)`, `mark_cells(...)` and `build(plt)` only.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import time
 
 from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
@@ -136,6 +137,7 @@ async def test_grid_fills_in_live_from_cells_done_events(engine):
         run.cancel.set()
 
 
+@pytest.mark.slow
 async def test_cancel_stops_a_long_run_within_a_second(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -152,6 +154,7 @@ async def test_cancel_stops_a_long_run_within_a_second(engine):
         assert app.is_running
 
 
+@pytest.mark.slow
 async def test_starting_a_new_run_cancels_the_old_one(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -179,7 +182,7 @@ async def test_bad_input_notifies_and_the_app_keeps_running(engine):
         for change, message in cases:
             change()
             await pilot.press("ctrl+r")
-            await wait_for(pilot, lambda: any(message in m for _, m in notifications(app)), 10, message)
+            await wait_for(pilot, lambda message=message: any(message in m for _, m in notifications(app)), 10, message)
         app.query_one("#samples", Input).value = "2"
         app.query_one("#corrupted", Input).value = "The Eiffel Tower is located in the big old city of Rome"
         await pilot.press("ctrl+r")

@@ -1,7 +1,8 @@
-"""Issue 16.2: each defect found by trying the app as a new user would, with a test that failed before."""
+"""The trace screen in use: leaving during a run, help, the status line, exports after a cancel, the sweep screen, the number table, the layer axis and the log (each once a defect found by trying the app)."""
 
 from __future__ import annotations
 
+import pytest
 import json
 
 from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
@@ -33,6 +34,7 @@ def fake_run(screen, n_tokens: int, n_layers: int, kinds=("hidden", "mlp", "attn
     return run
 
 
+@pytest.mark.slow
 async def test_leaving_while_a_run_streams_cells_does_not_crash(engine):
     """The refresh timer and late engine messages never query widgets being pruned (NoMatches)."""
     app = make_app(engine=engine)
@@ -81,6 +83,7 @@ async def test_the_status_line_names_the_peak_of_the_kind_on_screen(engine):
         assert ts.status.plain.endswith(str(app.query_one("#peak").render()))
 
 
+@pytest.mark.slow
 async def test_a_cancelled_rerun_keeps_the_previous_grid_exportable(engine, tmp_path):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:

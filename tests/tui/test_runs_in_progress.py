@@ -1,8 +1,9 @@
-"""Issue 16.8: the app stays alive under abuse. No tight timing here (the machine is loaded): the
+"""The app during a run: rapid run/cancel cycles, resizes, theme switches, exports and quit. No tight timing here (the machine is loaded): the
 precise quit measurement is benchmarks/tui_quit_during_run.py's."""
 
 from __future__ import annotations
 
+import pytest
 import importlib.util
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from tui.app import make_app
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 async def test_thirty_rapid_run_cancel_cycles(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -30,6 +32,7 @@ async def test_thirty_rapid_run_cancel_cycles(engine):
         assert result(ts) is not None and ts.run_count == 31
 
 
+@pytest.mark.slow
 async def test_resize_to_60x15_and_back_during_a_run(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -47,6 +50,7 @@ async def test_resize_to_60x15_and_back_during_a_run(engine):
         assert app.is_running
 
 
+@pytest.mark.slow
 async def test_theme_switch_during_a_run(engine):
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -82,6 +86,7 @@ async def test_export_to_an_unusable_folder_notifies_and_loses_nothing(engine, t
         assert ts.last_export and Path(ts.last_export["json"]).exists()
 
 
+@pytest.mark.slow
 def test_quit_during_a_run_exits_promptly_with_code_0(tiny_model_dir):
     spec = importlib.util.spec_from_file_location("tui_quit", REPO / "benchmarks" / "tui_quit_during_run.py")
     bench = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""Issue #14: hostile or malformed input gets one clear message (CLI: one stderr line
+"""Malformed input gets one clear message (CLI: one stderr line
 'tracer-tui: error: ...', exit 2; API: a TracerError), never a traceback; a sweep records a
 bad fact as skipped and goes on."""
 
