@@ -1,6 +1,6 @@
 """tracer.render.figures: hand-written SVG heatmaps and report plots, matplotlib PDF/PNG, the CLI's --plot/--plots.
 
-Colours are checked against the documented scale (tracer/figures/svg.py): ColorBrewer anchors at
+Colours are checked against the documented scale (tracer/render/figures/svg.py): ColorBrewer anchors at
 t = i/8, linear interpolation, channels rounded; the positions t come from ROME's scales
 (P(target) from the corrupted probability to the grid's max; recovery 0-100 %).
 """

@@ -1,4 +1,5 @@
-"""ROME's sweep statistics (ROME-METHOD.md D5), its fact filter (D4) and the bundled known_1000.
+"""ROME's sweep statistics (docs/method.md#d5-average-indirect-effect), its fact filter
+(docs/method.md#d4-the-facts-and-the-filter) and the bundled known_1000.
 
 The aggregation is checked on a hand-built results file against numbers computed here
 independently: the rows of every group are listed by hand, not derived with token_groups.

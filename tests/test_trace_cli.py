@@ -218,7 +218,7 @@ def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
 
     try:
         inspect_cell = _inspect_cell()
-    except InputError:  # H4's tracer/inspection.py not merged in this branch: a clear one-line error
+    except InputError:  # H4's tracer/core/inspection.py not merged in this branch: a clear one-line error
         assert code == 2 and err.strip() == ("tracer-tui: error: --inspect is not available in this build "
                                              "(tracer.core.inspection.inspect_cell is missing)")
         return

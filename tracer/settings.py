@@ -7,7 +7,7 @@ traced (prompt, subject, ...) and the sweep config adds the model. The CLI's fla
 (`add_settings_arguments`), so a default is written in exactly one place.
 
 The noise rule follows ROME's grammar (`kmeng01/rome experiments/causal_trace.py`,
-see ../shared/ROME-METHOD.md D1.2), with one addition of ours (`v<k>`):
+see docs/method.md#d12-noise-rules), with one addition of ours (`v<k>`):
 
     s<k>    k x sigma of the known_1000 subjects' token embeddings (ROME's default s3)
     NUMBER  an absolute std (ROME's scripts: 0.1 for GPT-2 XL, 0.025 for GPT-J)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from tracer.render.terminal_plot import _bins  # the canvas bins draw_grid gives each cell (tracer/plot.py)
+from tracer.render.terminal_plot import _bins  # draw_grid's canvas bins per cell (tracer/render/terminal_plot.py)
 
 
 def prepare(widget, plt) -> None:

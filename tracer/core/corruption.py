@@ -1,4 +1,4 @@
-"""Noise corruption as ROME computes it (../shared/ROME-METHOD.md D1).
+"""Noise corruption as ROME computes it (docs/method.md#d1-corrupting-the-subject-with-noise).
 
 - The draws are ROME's: `numpy.random.RandomState(seed).randn(N, e - b, D)` (seed 1 by
   default), the same for the corrupted run and every cell of a trace, so cells differ

@@ -43,7 +43,8 @@ class Cell:
 
     def frozen(self, n_layers: int) -> range:
         """Layers whose `sever` outputs are held at their corrupted values at the cell's positions:
-        those above the restored layer (freezing lower ones changes nothing, ROME-METHOD.md D6.6)."""
+        those above the restored layer (freezing lower ones changes nothing,
+        docs/method.md#d66-our-same-draw-definition)."""
         return range(self.layers[1], n_layers) if self.sever else range(0)
 
     @property

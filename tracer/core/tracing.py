@@ -162,7 +162,8 @@ def check_recording_memory(tracer: Tracer, n_samples: int, n_tokens: int, kinds,
 
 
 def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
-    """One causal trace (ROME-METHOD.md): the clean and corrupted runs, then every cell's patched run.
+    """One causal trace (docs/method.md#d2-the-three-runs): the clean and corrupted runs, then every
+    cell's patched run.
 
     Noise corrupts the subject's embeddings (req.samples samples; each cell also gets its spread).
     A corrupted prompt substitutes; one of another token length is aligned with the prompt

@@ -7,7 +7,7 @@ row (tracer.inputs.facts_file reads the rows; each row's kind is told by its key
 `resolve_facts("known_1000")` names the copy of ROME's known_1000.json shipped in
 tracer/data (see its NOTICE); an existing path always wins over the bare name.
 
-The filter decides which facts a sweep traces (ROME-METHOD.md D4):
+The filter decides which facts a sweep traces (docs/method.md#d4-the-facts-and-the-filter):
     rome         decode([argmax]).strip() == attribute: exact, case-sensitive, the
                  whole attribute (ROME's rule; a two-token attribute never passes)
     first-token  argmax == first token of " " + attribute (this project's earlier rule;

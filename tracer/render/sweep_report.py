@@ -88,7 +88,7 @@ def _count_label(c: Curve) -> str:
 
 
 def rome_summary_lines(report: SweepReport, kind: str) -> list[str]:
-    """The numbers ROME's notebook prints for a kind (ROME-METHOD.md D5.6)."""
+    """The numbers ROME's notebook prints for a kind (docs/method.md#d56-summary-numbers)."""
     st, curves = report.stats[kind], report.curves[kind]
     if not st.facts:
         return [f"{kind}: no kept facts"]

@@ -1,4 +1,5 @@
-"""ROME's per-case .npz files (ROME-METHOD.md D2.4): write a sweep's results or one trace, read them back.
+"""ROME's per-case .npz files (docs/method.md#d24-cells-scores-and-the-grid): write a sweep's results or
+one trace, read them back.
 
 One file per fact and kind, `knowledge_{known_id}{suffix}.npz` with suffix "" (hidden),
 "_mlp" or "_attn", holding numpy arrays only (np.savez, no pickle; strings are numpy

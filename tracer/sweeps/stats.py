@@ -5,7 +5,8 @@ lines with tokens, subject_range [b, e), clean_prob (ROME's high_score),
 corrupted_prob (low_score) and grids {kind: {"prob": T x L}}; a grid may carry
 its own "low_score"/"high_score" (records read from ROME's per-kind .npz files).
 
-Token groups of a fact with T tokens and subject [b, e) (ROME-METHOD.md D5.2):
+Token groups of a fact with T tokens and subject [b, e) (docs/method.md#d52-token-groups;
+the D-labels below are that page's sections):
     first subject      b
     middle subject     b+1 .. e-2 (none for subjects of <= 2 tokens)
     last subject       e-1
@@ -60,7 +61,7 @@ GROUP_LABELS = {
     "last": "last token",
 }
 THIRDS = ("early", "middle", "late")
-Z95 = 1.96  # ROME's line plot: AIE ± 1.96·std/√n (ROME-METHOD.md D5.5)
+Z95 = 1.96  # ROME's line plot: AIE ± 1.96·std/√n (docs/method.md#d55-the-95-band)
 INTERVAL_METHOD = ("95% band of ROME's line plot: AIE ± 1.96·std/√n per layer (std: population std, ddof 0; "
                    "n: the samples behind that layer's mean, pooled rows under rome, facts under per-fact)")
 AGGREGATES = ("rome", "per-fact")

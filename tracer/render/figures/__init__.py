@@ -4,7 +4,7 @@
   `grid_svg`, `trace_svgs`, `report_svgs`.
 - PDF and PNG go through matplotlib, the optional extra `plots` (`pip install tracer-tui[plots]`):
   `save_heatmap`, `save_report_plots` (which also writes SVG without it).
-See tracer/figures/trace.py for the colour scales and titles, tracer/figures/report.py for the
+See tracer/render/figures/trace.py for the colour scales and titles, tracer/render/figures/report.py for the
 report's bands.
 """
 

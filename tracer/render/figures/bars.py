@@ -1,5 +1,5 @@
-"""The paper's Figure 3 (ROME-METHOD.md D7.4): the severed-path column chart, three columns per
-layer (the ordinary AIE of one hidden state at the last subject token, with attention severed,
+"""The paper's Figure 3 (docs/method.md#d74-the-severed-path-columns): the severed-path column chart,
+three columns per layer (the ordinary AIE of one hidden state at the last subject token, with attention severed,
 with MLP severed), as SVG by hand; figures.mpl draws the same spec with matplotlib."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""A sweep report's figures as ROME's notebook draws them (ROME-METHOD.md D7.2, D7.3): per kind,
+"""A sweep report's figures as ROME's notebook draws them (docs/method.md#d72-the-aie-heatmap,
+#d73-the-aie-line-plot): per kind,
 the average indirect effect (AIE) over layers for the six token groups with a 95% band, and the
 AIE heatmap (groups x layers, max(AIE, 0) from 0 to the report's shared vmax).
 

@@ -1,5 +1,5 @@
-"""One trace's grids as ROME draws them (ROME-METHOD.md D7.1): the heatmap's values, labels,
-titles and colour scale, shared by the hand-written SVG and the matplotlib PDF/PNG.
+"""One trace's grids as ROME draws them (docs/method.md#d71-a-traces-heatmap): the heatmap's values,
+labels, titles and colour scale, shared by the hand-written SVG and the matplotlib PDF/PNG.
 
 Colour scale per metric:
 - prob (ROME's figure): P(target) from vmin = the corrupted run's probability (ROME's low_score)
