@@ -14,6 +14,8 @@ Tracing installs taps (thin pass-through wrappers) into the model it is given.
 
 from __future__ import annotations
 
+import operator
+import os
 import threading
 from dataclasses import dataclass
 
@@ -64,8 +66,8 @@ def predict(model: Tracer, prompt: str, *, k: int = 5) -> list[tuple[str, float]
     Raises:
         InputError: the prompt is empty or k < 1.
     """
-    if k < 1:
-        raise InputError(f"k must be at least 1 (got {k})")
+    _check_model(model)
+    _check_count(k, "k")
     return [(p.text, p.prob) for p in model.predict([prompt], k)[0]]
 
 
@@ -97,9 +99,37 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
         InputError: a bad prompt, subject, position or setting (the message says which).
         TraceCancelled: `cancel` was set.
     """
+    _check_model(model)
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
     return run_trace(model, request, on_event=on_event, cancel=cancel)
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, Tracer):
+        raise InputError(f"model must be what tracer.load() returns, not {type(model).__name__}")
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1 (got {value!r:.40})")
+
+
+def _check_path(value, name: str) -> None:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise InputError(f"{name} must be a file path, not {value!r:.40}")
+
+
+def _layer_list(layers, n_layers: int) -> list[int]:
+    """The sorted distinct layers of `layers` (an int or ints), each in 0..n_layers-1."""
+    try:
+        items = [operator.index(x) for x in ([layers] if not hasattr(layers, "__iter__") else layers)
+                 if not isinstance(x, bool)]
+    except TypeError:
+        items = []
+    if not items or not all(0 <= x < n_layers for x in items):
+        raise InputError(f"layers must be whole numbers in 0..{n_layers - 1} (got {layers!r:.60})")
+    return sorted(set(items))
 
 
 @dataclass
@@ -136,15 +166,15 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     Raises:
         InputError: bad prompts, kind, layers or positions.
     """
+    _check_model(model)
+    _check_count(k, "k")
     kind = kind_name(kind)
     config = TraceSettings(**settings)
     pm = model.patchable
     clean = tokenize(model.tokenizer, clean_prompt)
     T = len(clean)
     span = subject_span(clean_prompt, subject, clean) if subject else None
-    layer_list = sorted({int(layer) for layer in ([layers] if isinstance(layers, int) else layers)})
-    if not layer_list or not all(0 <= layer < model.n_layers for layer in layer_list):
-        raise InputError(f"layers must be in 0..{model.n_layers - 1} (got {list(layers)})")
+    layer_list = _layer_list(layers, model.n_layers)
     positions = parse_positions(positions)
     if positions == "all":
         chosen = list(range(T))
@@ -205,10 +235,12 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     """
     from .sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
 
+    _check_model(model)
+    _check_path(facts, "facts")
+    _check_path(output, "output")
     fact_list = load_facts(facts)
     if limit is not None:
-        if limit < 1:
-            raise InputError(f"limit must be at least 1 (got {limit})")
+        _check_count(limit, "limit")
         fact_list = fact_list[:limit]
     config = SweepConfig(filter=filter, **settings).with_mode(fact_list)
     return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
@@ -231,6 +263,7 @@ def report(results: str, *, aggregate: str = "rome"):
     """
     from .sweeps.report import load_report
 
+    _check_path(results, "results")
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
     return load_report(results, aggregate)
@@ -259,6 +292,7 @@ def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: i
     """
     from .inspection import inspect_cell
 
+    _check_model(model)
     request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
     if not isinstance(request, TraceRequest):
         raise InputError(f"inspect needs a TraceResult or a TraceRequest (got {type(result_or_request).__name__})")
@@ -293,4 +327,5 @@ def robustness(model: Tracer, prompt: str, subject: str, **options):
     """
     from .robust import robustness as run_robustness
 
+    _check_model(model)
     return run_robustness(model, prompt, subject, **options)

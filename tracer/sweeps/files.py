@@ -35,6 +35,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
+from ..userfiles import read_user_file
 from ..guards import warning_dict
 from ..types import TraceRequest, TraceResult
 from ..settings import TraceSettings
@@ -183,15 +184,9 @@ def scan_results(path: str) -> ResultsState:
     interrupted write); a bad line anywhere else, or lines written with
     different settings, raise InputError."""
     state = ResultsState(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return state
-    except IsADirectoryError:
-        raise InputError(f"output {path} is a directory") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_user_file(path, "output")
     segments = line_segments(data)
     for i, (start, raw, complete) in enumerate(segments):
         obj = parse_line(raw) if complete else None

@@ -13,7 +13,8 @@ import io
 import math
 import os
 
-from ..errors import InputError, read_user_file
+from ..errors import InputError
+from ..userfiles import check_stat, read_user_file
 from .files import first_difference, line_segments, parse_line
 from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them from here)
     AGGREGATE_NAMES,
@@ -82,6 +83,7 @@ class ResultsTail:
             return [], False
         except OSError as exc:
             raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        check_stat(st, self.path, "results file")
         reset = False
         ident = (st.st_dev, st.st_ino)
         if st.st_size < self.offset or (self._ident is not None and ident != self._ident):
@@ -89,14 +91,7 @@ class ResultsTail:
         self._ident = ident
         if st.st_size == self.offset:
             return [], reset
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(st.st_size - self.offset)
-        except IsADirectoryError:
-            raise InputError(f"results file is a directory: {self.path}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        data = read_user_file(self.path, "results file", offset=self.offset)
         end = data.rfind(b"\n") + 1  # only complete lines; a torn one waits for its newline
         new = []
         for _, raw, _ in line_segments(data[:end]):
