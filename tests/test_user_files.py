@@ -46,7 +46,7 @@ def test_read_user_file_reads_regular_files_and_refuses_the_rest(tmp_path):
         read_user_file(path, "facts file", max_bytes=5)
     pipe = tmp_path / "pipe"
     os.mkfifo(pipe)
-    with pytest.raises(InputError, match=r"facts file .*pipe is a named pipe, not a regular file"):
+    with pytest.raises(InputError, match=r"facts file is a named pipe, not a regular file: .*pipe"):
         read_user_file(pipe, "facts file")  # no writer: a plain open() would block forever
     with pytest.raises(InputError, match="is a device"):
         read_user_file("/dev/zero", "results file")  # an endless stream, never read
@@ -91,7 +91,7 @@ def test_a_pipe_inside_a_model_directory_is_refused(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, model)
     os.remove(model / "tokenizer.json")
     os.mkfifo(model / "tokenizer.json")
-    with pytest.raises(ModelError, match="tokenizer.json is a named pipe"):
+    with pytest.raises(ModelError, match="model file is a named pipe, not a regular file: .*tokenizer.json"):
         load_model(str(model))
 
 

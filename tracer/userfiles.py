@@ -22,12 +22,12 @@ def _kind(mode: int) -> str:
     if stat.S_ISDIR(mode):
         return "a directory"
     if stat.S_ISFIFO(mode):
-        return "a named pipe"
+        return "a named pipe, not a regular file"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
+        return "a device, not a regular file"
     if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a regular file"
+        return "a socket, not a regular file"
+    return "something other than a regular file"
 
 
 def check_regular_file(path, what: str, *, error=InputError, max_bytes: int | None = None) -> int:
@@ -57,7 +57,7 @@ def check_regular_file(path, what: str, *, error=InputError, max_bytes: int | No
 def check_stat(st: os.stat_result, path, what: str, error=InputError, max_bytes: int | None = None) -> int:
     """`st.st_size` when `st` (of `path`) is a regular file no larger than `max_bytes`; else `error`."""
     if not stat.S_ISREG(st.st_mode):
-        raise error(f"{what} {path} is {_kind(st.st_mode)}, not a regular file")
+        raise error(f"{what} is {_kind(st.st_mode)}: {path}")
     if max_bytes is not None and st.st_size > max_bytes:
         raise error(f"{what} {path} is {st.st_size / MIB:.1f} MiB, more than the {max_bytes / MIB:.0f} MiB "
                     f"tracer-tui reads")
@@ -86,7 +86,7 @@ def read_user_file(path, what: str, *, max_bytes: int = MAX_USER_FILE, error=Inp
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except IsADirectoryError:
-        raise error(f"{what} {path} is a directory, not a regular file") from None
+        raise error(f"{what} is a directory: {path}") from None
     except (OSError, ValueError) as exc:
         raise error(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
