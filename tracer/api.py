@@ -27,7 +27,7 @@ from .fastops import softmax
 from .types import TraceRequest, TraceResult
 from .models import load_model
 from .patching import TapPlan
-from .positions import parse_positions, resolve_positions
+from .positions import positions_together, resolve_positions
 from .prompts import align_prompts, align_tokens, subject_span, tokenize
 from .settings import TraceSettings, kind_name
 from .tracing import Tracer, in_frame, run_trace, top_predictions
@@ -142,7 +142,7 @@ class PatchedRun:
 
 
 def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None, *, kind: str = "mlp",
-          layers=(8,), positions="all", subject: str | None = None, k: int = 5, **settings) -> PatchedRun:
+          layers=(8,), positions="whole", subject: str | None = None, k: int = 5, **settings) -> PatchedRun:
     """Run the corrupted input with some clean states restored (the seed tutorial's Part 1).
 
     Args:
@@ -154,8 +154,9 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
             subject's embeddings noised (`subject` and the noise settings).
         kind: "hidden", "mlp" or "attn" (or an alias: "output", "self_attn", ...): which output is restored.
         layers: the layers restored, all at once (no window).
-        positions: "all" (every position), or as ``trace`` takes them: "subject", "subject-last"
-            (both need `subject`), "last", "0-4", token indices, ...
+        positions: restored together, as ``trace`` takes them: "whole" (every position, the default),
+            "subject", "subject-last" (both need `subject`), "last", "0-4", token indices, ... The old
+            spelling "all" still means "whole", with a deprecation warning.
         subject: the subject, for noise and for "subject-last".
         k: the number of top tokens returned.
         **settings: noise, samples, seed, replace (as in ``trace``).
@@ -175,10 +176,8 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     T = len(clean)
     span = subject_span(clean_prompt, subject, clean) if subject else None
     layer_list = _layer_list(layers, model.n_layers)
-    positions = parse_positions(positions)
-    if positions == "all":
-        chosen = list(range(T))
-    elif positions in ("subject", "subject-last") and span is None:
+    positions = positions_together(positions)
+    if positions in ("subject", "subject-last") and span is None:
         raise InputError(f'positions="{positions}" needs the subject')
     else:
         chosen = resolve_positions(positions, span or (0, T), T)
