@@ -57,6 +57,27 @@ def warning_dict(w) -> dict:
     return w.to_dict() if isinstance(w, TraceWarning) else {"code": "note", "message": str(w)}
 
 
+# the warnings that void a trace's reading: its text leads with them and names no peak, and
+# `sweep --skip-flagged` leaves their facts out by default (tracer.sweeps)
+LEADING_CODES = ("negative-total-effect", "small-total-effect", "corruption-kept-target")
+
+
+def warning_code(w) -> str:
+    """A warning's code ("note" for a plain string)."""
+    return w.code if isinstance(w, TraceWarning) else "note"
+
+
+def leading_warnings(warnings) -> list:
+    """The warnings among `warnings` whose code is in LEADING_CODES, in their order."""
+    return [w for w in warnings if warning_code(w) in LEADING_CODES]
+
+
+def warning_lines(warnings) -> list[str]:
+    """The warnings as saved with the numbers, "warning [code]: message", the leading ones first."""
+    lead = leading_warnings(warnings)
+    return [f"warning [{warning_code(w)}]: {w}" for w in lead + [w for w in warnings if w not in lead]]
+
+
 def recovery_available(p_clean: float, p_corrupted: float) -> bool:
     """Whether recovery % means anything: the corruption lowered P(target) by at least 0.05."""
     return p_clean - p_corrupted >= MIN_TOTAL_EFFECT

@@ -17,6 +17,7 @@ import os
 
 from ..errors import InputError
 from ..export import escape_controls, row_labels, show_token
+from ..guards import warning_lines
 from ..metrics import METRICS
 from .svg import HeatmapSpec, finite, heatmap_svg, layer_ticks
 
@@ -127,6 +128,7 @@ def heatmap_spec(result, kind: str, metric: str = "prob") -> HeatmapSpec:
         cell_unit="%" if metric == "recovery" else "",
         cell_format="{:.1f}" if metric == "recovery" else "{:.4g}",
         notes=interval_notes(result, kind) if metric == "prob" else None,
+        caption=[escape_controls(line) for line in warning_lines(result.warnings)],
     )
 
 
