@@ -224,7 +224,9 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
             target's first token (any filter but "none"); pairs without one always are.
         on_event: called with each sweep event (FactDone, FactSkipped, ...).
         cancel: a threading.Event; once set, the sweep stops after the fact in hand (the file stays valid).
-        **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever).
+        **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever), and
+            skip_flagged: warning codes (tracer.guards; "flagged" for the three that void a reading)
+            whose facts are written as skipped ("flagged:CODE") and left out of the report (default: none).
 
     Returns:
         A SweepSummary (kept, skipped, skipped_by_reason, traced_now, cancelled, seconds, ...).

@@ -57,6 +57,38 @@ def warning_dict(w) -> dict:
     return w.to_dict() if isinstance(w, TraceWarning) else {"code": "note", "message": str(w)}
 
 
+CODES = ("corruption-kept-target", "negative-total-effect", "small-total-effect", "weak-target", "target-not-predicted",
+         "subject-unchanged", "nothing-corrupted", "no-counterpart", "position-before-corruption", "slow-blas")
+
+
+def parse_codes(value) -> tuple[str, ...]:
+    """Warning codes as a user gives them (`sweep --skip-flagged`): "none" (or empty) for none,
+    "flagged" for LEADING_CODES, else codes separated by commas, or a list of them.
+
+    Returns:
+        The distinct codes, sorted.
+
+    Raises:
+        InputError: an unknown code (the message lists the codes).
+    """
+    from .errors import InputError
+
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, str) for c in items):
+        raise InputError(f"warning codes must be text such as small-total-effect,corruption-kept-target (got {value!r:.60})")
+    codes = set()
+    for item in (c.strip().lower() for c in items):
+        if item in ("", "none"):
+            continue
+        if item not in CODES and item != "flagged":
+            raise InputError(f"unknown warning code {item!r:.40}: choose from flagged ({', '.join(LEADING_CODES)}), "
+                             f"{', '.join(CODES)} or none")
+        codes.update(LEADING_CODES if item == "flagged" else (item,))
+    return tuple(sorted(codes))
+
+
 # the warnings that void a trace's reading: its text leads with them and names no peak, and
 # `sweep --skip-flagged` leaves their facts out by default (tracer.sweeps)
 LEADING_CODES = ("negative-total-effect", "small-total-effect", "corruption-kept-target")

@@ -28,7 +28,9 @@ from ..fastops import softmax
 from ..events import CellsDone
 from ..types import TraceRequest, TraceResult
 from ..facts import DEFAULT_FILTER, FILTER_RULES, FILTERS, check_filter, pair_passes, passes_filter, resolve_facts
+from ..guards import warning_code
 from .files import (
+    SKIP_FLAGGED,
     SKIP_INPUT,
     SKIP_REASONS,
     SKIP_WRONG,
@@ -42,6 +44,7 @@ from .files import (
     load_facts,
     prepare_output,
     scan_results,
+    skip_reason_text,
     skipped_record,
 )
 
@@ -308,6 +311,16 @@ def run_sweep(
                     continue
                 if result is None:  # an engine that reports cancellation by returning None
                     raise TraceCancelled()
+                flag = config.flagged(result.warnings)
+                if flag is not None:  # --skip-flagged: written as skipped, left out of the report
+                    reason = f"{SKIP_FLAGGED}:{warning_code(flag)}"
+                    top = result.clean_top[0] if result.clean_top else None
+                    writer.append(skipped_record(fact, config, Check(
+                        False, reason, one_line(str(flag)), result.target_id, result.target_text,
+                        (top.token_id, top.text, top.prob) if top else None)))
+                    state.records[fact.known_id] = {"status": "skipped", "skipped": reason}
+                    emit(FactSkipped(fact.known_id, reason, one_line(str(flag))))
+                    continue
                 ids = backend.token_ids(fact.prompt) if hasattr(backend, "token_ids") else None
                 record = kept_record(fact, config, result, ids)
                 writer.append(record)
@@ -362,6 +375,7 @@ __all__ = [
     "ResultsState",
     "ResultsWriter",
     "SKIP_REASONS",
+    "skip_reason_text",
     "SweepConfig",
     "SweepStarted",
     "SweepSummary",
