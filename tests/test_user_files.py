@@ -148,3 +148,14 @@ def test_api_wrong_types_are_project_errors(tiny_tracer):
         tracer.report(5)
     with pytest.raises(InputError, match="limit must be a whole number"):
         tracer.sweep(tiny_tracer, limit=0)
+
+
+def test_predict_and_patch_refuse_a_prompt_longer_than_the_context(tiny_tracer):
+    long = "a" * (4 * tiny_tracer.context_length)
+    tokens = len(tiny_tracer.tokenizer.encode(long).ids)
+    assert tokens > tiny_tracer.context_length
+    message = f"prompt is {tokens} tokens, longer than the model's context of {tiny_tracer.context_length}"
+    with pytest.raises(InputError, match=message):
+        tracer.predict(tiny_tracer, long)
+    with pytest.raises(InputError, match=message):
+        tracer.patch(tiny_tracer, long, subject="a", layers=[0])

@@ -14,10 +14,12 @@ Tracing installs taps (thin pass-through wrappers) into the model it is given.
 
 from __future__ import annotations
 
+import inspect as inspect_module
 import operator
 import os
 import threading
 from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 
 import mlx.core as mx
 import numpy as np
@@ -29,7 +31,7 @@ from .models import load_model
 from .patching import TapPlan
 from .positions import positions_together, resolve_positions
 from .prompts import align_prompts, align_tokens, subject_span, tokenize
-from .settings import TraceSettings, kind_name
+from .settings import SETTING_NAMES, TraceSettings, kind_name
 from .tracing import Tracer, in_frame, run_trace, top_predictions
 
 
@@ -100,6 +102,7 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
         TraceCancelled: `cancel` was set.
     """
     _check_model(model)
+    _check_keywords(settings, TRACE_OPTIONS, "trace")
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
     return run_trace(model, request, on_event=on_event, cancel=cancel)
@@ -108,6 +111,16 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
 def _check_model(model) -> None:
     if not isinstance(model, Tracer):
         raise InputError(f"model must be what tracer.load() returns, not {type(model).__name__}")
+
+
+# trace's keyword options beyond its named ones: TraceRequest's fields
+TRACE_OPTIONS = tuple(f.name for f in dataclass_fields(TraceRequest) if f.name not in ("prompt", "subject"))
+
+
+def _check_keywords(given: dict, allowed, what: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InputError(f"{what} has no option {unknown[0]!r}: choose from {', '.join(allowed)}")
 
 
 def _check_count(value, name: str) -> None:
@@ -169,11 +182,13 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     """
     _check_model(model)
     _check_count(k, "k")
+    _check_keywords(settings, SETTING_NAMES, "patch")
     kind = kind_name(kind)
     config = TraceSettings(**settings)
     pm = model.patchable
     clean = tokenize(model.tokenizer, clean_prompt)
     T = len(clean)
+    model.check_context(T)
     span = subject_span(clean_prompt, subject, clean) if subject else None
     layer_list = _layer_list(layers, model.n_layers)
     positions = positions_together(positions)
@@ -183,7 +198,8 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
         chosen = resolve_positions(positions, span or (0, T), T)
     mapping = list(range(T))  # clean position -> position in the corrupted run (None: no counterpart)
     if corrupted_prompt is not None:
-        ids = tokenize(model.tokenizer, corrupted_prompt)
+        ids = tokenize(model.tokenizer, corrupted_prompt, "the corrupted prompt")
+        model.check_context(len(ids), "the corrupted prompt")
         if len(ids) != T:
             aligned = align_prompts(clean, ids, span) if span else align_tokens(clean.ids, ids.ids)
             mapping = aligned["clean_to_corrupted"]
@@ -239,6 +255,7 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     _check_model(model)
     _check_path(facts, "facts")
     _check_path(output, "output")
+    _check_keywords(settings, (*SETTING_NAMES, "skip_flagged"), "sweep")
     fact_list = load_facts(facts)
     if limit is not None:
         _check_count(limit, "limit")
@@ -329,4 +346,6 @@ def robustness(model: Tracer, prompt: str, subject: str, **options):
     from .robust import robustness as run_robustness
 
     _check_model(model)
+    _check_keywords(options, tuple(p for p in inspect_module.signature(run_robustness).parameters
+                                   if p not in ("model", "prompt", "subject")), "robustness")
     return run_robustness(model, prompt, subject, **options)

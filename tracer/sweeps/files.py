@@ -184,6 +184,12 @@ def parse_line(raw: bytes) -> dict | None:
         return None
     if not isinstance(obj.get("config"), dict):
         return None
+    if isinstance(obj["known_id"], bool) or not isinstance(obj["known_id"], (int, str)):
+        return None
+    for key in ("kinds", "sever"):  # the report reads them as lists of names
+        value = obj["config"].get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(k, str) for k in value)):
+            return None
     return obj
 
 

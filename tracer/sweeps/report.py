@@ -81,8 +81,8 @@ class ResultsTail:
             st = os.stat(self.path)
         except FileNotFoundError:
             return [], False
-        except OSError as exc:
-            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise InputError(f"cannot read {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
         check_stat(st, self.path, "results file")
         reset = False
         ident = (st.st_dev, st.st_ino)
