@@ -56,7 +56,7 @@ def part_1_to_3(model) -> None:
     corrupted_top = tracer.predict(model, CORRUPTED, k=3)
     print("  clean:    ", show(clean_top))
     print("  corrupted:", show(corrupted_top))
-    patched = tracer.patch(model, CLEAN, CORRUPTED, kind="mlp", layers=[8], positions="all", k=3)
+    patched = tracer.patch(model, CLEAN, CORRUPTED, kind="mlp", layers=[8], positions="whole", k=3)
     print("  patched (layer 8 MLP, all positions):", show(patched.top))
 
     print("Part 2: restoring each layer's MLP in turn")

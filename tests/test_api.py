@@ -104,7 +104,7 @@ def test_patch_restoring_the_last_hidden_state_everywhere_gives_the_clean_run(mo
     clean = last_probs(lm, PROMPT)
     noised = tracer.patch(model, PROMPT, subject=SUBJECT, kind="hidden", layers=[model.n_layers - 1], samples=3)
     np.testing.assert_allclose(noised.probs, clean, atol=1e-6)
-    with pytest.raises(tracer.InputError, match="layers must be in"):
+    with pytest.raises(tracer.InputError, match="layers must be whole numbers in"):
         tracer.patch(model, PROMPT, subject=SUBJECT, layers=[model.n_layers])
     with pytest.raises(tracer.InputError, match="corrupted prompt, or the subject"):
         tracer.patch(model, PROMPT, layers=[1])

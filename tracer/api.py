@@ -14,7 +14,11 @@ Tracing installs taps (thin pass-through wrappers) into the model it is given.
 
 from __future__ import annotations
 
+import inspect as inspect_module
+import operator
+import os
 import threading
+from dataclasses import fields as dataclass_fields
 
 import mlx.core as mx
 import numpy as np
@@ -24,10 +28,12 @@ from .core.fastops import softmax
 from .types import PatchedRun, TraceRequest, TraceResult
 from .models.load import load_model
 from .core.patching import TapPlan
-from .inputs.positions import parse_positions, resolve_positions
+from .inputs.positions import resolve_positions
 from .inputs.prompts import align_prompts, align_tokens, subject_span, tokenize
 from .settings import TraceSettings, kind_name
 from .core.tracing import Tracer, in_frame, run_trace, top_predictions
+from .inputs.positions import positions_together
+from .settings import SETTING_NAMES
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
@@ -63,8 +69,8 @@ def predict(model: Tracer, prompt: str, *, k: int = 5) -> list[tuple[str, float]
     Raises:
         InputError: the prompt is empty or k < 1.
     """
-    if k < 1:
-        raise InputError(f"k must be at least 1 (got {k})")
+    _check_model(model)
+    _check_count(k, "k")
     return [(p.text, p.prob) for p in model.predict([prompt], k)[0]]
 
 
@@ -96,13 +102,52 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
         InputError: a bad prompt, subject, position or setting (the message says which).
         TraceCancelled: `cancel` was set.
     """
+    _check_model(model)
+    _check_keywords(settings, TRACE_OPTIONS, "trace")
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
     return run_trace(model, request, on_event=on_event, cancel=cancel)
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, Tracer):
+        raise InputError(f"model must be what tracer.load() returns, not {type(model).__name__}")
+
+
+# trace's keyword options beyond its named ones: TraceRequest's fields
+TRACE_OPTIONS = tuple(f.name for f in dataclass_fields(TraceRequest) if f.name not in ("prompt", "subject"))
+
+
+def _check_keywords(given: dict, allowed, what: str) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise InputError(f"{what} has no option {unknown[0]!r}: choose from {', '.join(allowed)}")
+
+
+def _check_count(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a whole number of at least 1 (got {value!r:.40})")
+
+
+def _check_path(value, name: str) -> None:
+    if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        raise InputError(f"{name} must be a file path, not {value!r:.40}")
+
+
+def _layer_list(layers, n_layers: int) -> list[int]:
+    """The sorted distinct layers of `layers` (an int or ints), each in 0..n_layers-1."""
+    try:
+        items = [operator.index(x) for x in ([layers] if not hasattr(layers, "__iter__") else layers)
+                 if not isinstance(x, bool)]
+    except TypeError:
+        items = []
+    if not items or not all(0 <= x < n_layers for x in items):
+        raise InputError(f"layers must be whole numbers in 0..{n_layers - 1} (got {layers!r:.60})")
+    return sorted(set(items))
+
+
 def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None, *, kind: str = "mlp",
-          layers=(8,), positions="all", subject: str | None = None, k: int = 5, **settings) -> PatchedRun:
+          layers=(8,), positions="whole", subject: str | None = None, k: int = 5, **settings) -> PatchedRun:
     """Run the corrupted input with some clean states restored (the seed tutorial's Part 1).
 
     Args:
@@ -114,8 +159,9 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
             subject's embeddings noised (`subject` and the noise settings).
         kind: "hidden", "mlp" or "attn" (or an alias: "output", "self_attn", ...): which output is restored.
         layers: the layers restored, all at once (no window).
-        positions: "all" (every position), or as ``trace`` takes them: "subject", "subject-last"
-            (both need `subject`), "last", "0-4", token indices, ...
+        positions: restored together, as ``trace`` takes them: "whole" (every position, the default),
+            "subject", "subject-last" (both need `subject`), "last", "0-4", token indices, ... The old
+            spelling "all" still means "whole", with a deprecation warning.
         subject: the subject, for noise and for "subject-last".
         k: the number of top tokens returned.
         **settings: noise, samples, seed, replace (as in ``trace``).
@@ -126,25 +172,26 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     Raises:
         InputError: bad prompts, kind, layers or positions.
     """
+    _check_model(model)
+    _check_count(k, "k")
+    _check_keywords(settings, SETTING_NAMES, "patch")
     kind = kind_name(kind)
     config = TraceSettings(**settings)
     pm = model.patchable
     clean = tokenize(model.tokenizer, clean_prompt)
     T = len(clean)
+    model.check_context(T)
     span = subject_span(clean_prompt, subject, clean) if subject else None
-    layer_list = sorted({int(layer) for layer in ([layers] if isinstance(layers, int) else layers)})
-    if not layer_list or not all(0 <= layer < model.n_layers for layer in layer_list):
-        raise InputError(f"layers must be in 0..{model.n_layers - 1} (got {list(layers)})")
-    positions = parse_positions(positions)
-    if positions == "all":
-        chosen = list(range(T))
-    elif positions in ("subject", "subject-last") and span is None:
+    layer_list = _layer_list(layers, model.n_layers)
+    positions = positions_together(positions)
+    if positions in ("subject", "subject-last") and span is None:
         raise InputError(f'positions="{positions}" needs the subject')
     else:
         chosen = resolve_positions(positions, span or (0, T), T)
     mapping = list(range(T))  # clean position -> position in the corrupted run (None: no counterpart)
     if corrupted_prompt is not None:
-        ids = tokenize(model.tokenizer, corrupted_prompt)
+        ids = tokenize(model.tokenizer, corrupted_prompt, "the corrupted prompt")
+        model.check_context(len(ids), "the corrupted prompt")
         if len(ids) != T:
             aligned = align_prompts(clean, ids, span) if span else align_tokens(clean.ids, ids.ids)
             mapping = aligned["clean_to_corrupted"]
@@ -185,7 +232,9 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
             target's first token (any filter but "none"); pairs without one always are.
         on_event: called with each sweep event (FactDone, FactSkipped, ...).
         cancel: a threading.Event; once set, the sweep stops after the fact in hand (the file stays valid).
-        **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever).
+        **settings: TraceSettings' fields (kinds, samples, noise, replace, window, seed, sever), and
+            skip_flagged: warning codes (tracer.guards; "flagged" for the three that void a reading)
+            whose facts are written as skipped ("flagged:CODE") and left out of the report (default: none).
 
     Returns:
         A SweepSummary (kept, skipped, skipped_by_reason, traced_now, cancelled, seconds, ...).
@@ -197,10 +246,13 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     from .sweeps.run import TracerBackend, run_sweep
     from .inputs.facts_file import load_facts
 
+    _check_model(model)
+    _check_path(facts, "facts")
+    _check_path(output, "output")
+    _check_keywords(settings, (*SETTING_NAMES, "skip_flagged"), "sweep")
     fact_list = load_facts(facts)
     if limit is not None:
-        if limit < 1:
-            raise InputError(f"limit must be at least 1 (got {limit})")
+        _check_count(limit, "limit")
         fact_list = fact_list[:limit]
     config = SweepConfig(filter=filter, **settings).with_mode(fact_list)
     return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
@@ -223,6 +275,7 @@ def report(results: str, *, aggregate: str = "rome"):
     """
     from .sweeps.aggregate import load_report
 
+    _check_path(results, "results")
     if aggregate not in ("rome", "per-fact"):
         raise InputError(f"unknown aggregate {aggregate!r}: choose rome or per-fact")
     return load_report(results, aggregate)
@@ -251,6 +304,7 @@ def inspect(model: Tracer, result_or_request, kind: str, layer: int, *, token: i
     """
     from .core.inspection import inspect_cell
 
+    _check_model(model)
     request = result_or_request.request if isinstance(result_or_request, TraceResult) else result_or_request
     if not isinstance(request, TraceRequest):
         raise InputError(f"inspect needs a TraceResult or a TraceRequest (got {type(result_or_request).__name__})")
@@ -285,4 +339,7 @@ def robustness(model: Tracer, prompt: str, subject: str, **options):
     """
     from .analyses.robustness import robustness as run_robustness
 
+    _check_model(model)
+    _check_keywords(options, tuple(p for p in inspect_module.signature(run_robustness).parameters
+                                   if p not in ("model", "prompt", "subject")), "robustness")
     return run_robustness(model, prompt, subject, **options)

@@ -40,20 +40,6 @@ def error_location(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {os.path.basename(last.filename)}:{last.lineno} in {last.name}"
 
 
-def read_user_file(path: str, what: str) -> bytes:
-    """The bytes of a file the user named; a missing, unreadable or directory path is one
-    InputError line naming `what` ("facts file", "results file")."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise InputError(f"{what} is a directory: {path}") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
-
-
 class TraceCancelled(Exception):
     """Raised inside a trace when its cancel event is set (between layers of a forward,
     or between forwards)."""

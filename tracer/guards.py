@@ -57,6 +57,59 @@ def warning_dict(w) -> dict:
     return w.to_dict() if isinstance(w, TraceWarning) else {"code": "note", "message": str(w)}
 
 
+CODES = ("corruption-kept-target", "negative-total-effect", "small-total-effect", "weak-target", "target-not-predicted",
+         "subject-unchanged", "nothing-corrupted", "no-counterpart", "position-before-corruption", "slow-blas")
+
+
+def parse_codes(value) -> tuple[str, ...]:
+    """Warning codes as a user gives them (`sweep --skip-flagged`): "none" (or empty) for none,
+    "flagged" for LEADING_CODES, else codes separated by commas, or a list of them.
+
+    Returns:
+        The distinct codes, sorted.
+
+    Raises:
+        InputError: an unknown code (the message lists the codes).
+    """
+    from .errors import InputError
+
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(c, str) for c in items):
+        raise InputError(f"warning codes must be text such as small-total-effect,corruption-kept-target (got {value!r:.60})")
+    codes = set()
+    for item in (c.strip().lower() for c in items):
+        if item in ("", "none"):
+            continue
+        if item not in CODES and item != "flagged":
+            raise InputError(f"unknown warning code {item!r:.40}: choose from flagged ({', '.join(LEADING_CODES)}), "
+                             f"{', '.join(CODES)} or none")
+        codes.update(LEADING_CODES if item == "flagged" else (item,))
+    return tuple(sorted(codes))
+
+
+# the warnings that void a trace's reading: its text leads with them and names no peak, and
+# `sweep --skip-flagged` leaves their facts out by default (tracer.sweeps)
+LEADING_CODES = ("negative-total-effect", "small-total-effect", "corruption-kept-target")
+
+
+def warning_code(w) -> str:
+    """A warning's code ("note" for a plain string)."""
+    return w.code if isinstance(w, TraceWarning) else "note"
+
+
+def leading_warnings(warnings) -> list:
+    """The warnings among `warnings` whose code is in LEADING_CODES, in their order."""
+    return [w for w in warnings if warning_code(w) in LEADING_CODES]
+
+
+def warning_lines(warnings) -> list[str]:
+    """The warnings as saved with the numbers, "warning [code]: message", the leading ones first."""
+    lead = leading_warnings(warnings)
+    return [f"warning [{warning_code(w)}]: {w}" for w in lead + [w for w in warnings if w not in lead]]
+
+
 def recovery_available(p_clean: float, p_corrupted: float) -> bool:
     """Whether recovery % means anything: the corruption lowered P(target) by at least 0.05."""
     return p_clean - p_corrupted >= MIN_TOTAL_EFFECT

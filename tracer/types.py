@@ -50,7 +50,9 @@ class TraceRequest(TraceSettings):
                             (self.corrupted_prompt, "the corrupted prompt"), (self.target, "the target")):
             if value is None and what in ("the corrupted prompt", "the target"):
                 continue  # optional: noise corruption, the clean top token
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str):
+                raise InputError(f"{what} must be text, not {type(value).__name__}")
+            if not value.strip():
                 raise InputError(f"{what} is empty")
             check_text(value, what)
         from .inputs.positions import parse_positions
@@ -61,7 +63,9 @@ class TraceRequest(TraceSettings):
         if self.corrupted_subject is not None:
             if self.corrupted_prompt is None:
                 raise InputError("a corrupted subject needs a corrupted prompt")
-            if not isinstance(self.corrupted_subject, str) or not self.corrupted_subject.strip():
+            if not isinstance(self.corrupted_subject, str):
+                raise InputError(f"the corrupted subject must be text, not {type(self.corrupted_subject).__name__}")
+            if not self.corrupted_subject.strip():
                 raise InputError("the corrupted subject is empty")
             check_text(self.corrupted_subject, "the corrupted subject")
 

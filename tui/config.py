@@ -27,17 +27,33 @@ def config_path() -> Path:
     return config_dir() / "config.json"
 
 
+# the settings kept, and the type each must have; a value of another type is dropped with a warning
+CONFIG_TYPES = {"theme": str, "export_dir": str, "trace": dict, "launched": bool}
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load_config() -> tuple[dict, str | None]:
-    """(settings, error line or None). A missing file is an empty config; a broken one is reported."""
+    """(settings, error line or None). A missing file is an empty config; a broken one (not a
+    regular file, too large, not JSON, not an object) is reported and read as empty (the
+    defaults); a known setting of the wrong type is dropped and reported."""
+    from tracer.errors import InputError
+    from tracer.userfiles import read_user_file
+
     path = config_path()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return {}, None
-    except (OSError, ValueError) as exc:
-        return {}, f"could not read {path}: {exc}"
+    try:
+        data = json.loads(read_user_file(path, "settings file", max_bytes=MAX_CONFIG_BYTES).decode("utf-8"))
+    except InputError as exc:
+        return {}, f"{exc}; using the defaults"
+    except ValueError as exc:  # not JSON, not UTF-8
+        return {}, f"could not read {path}: {exc}; using the defaults"
     if not isinstance(data, dict):
-        return {}, f"could not read {path}: not a JSON object"
+        return {}, f"could not read {path}: not a JSON object; using the defaults"
+    bad = sorted(k for k, kind in CONFIG_TYPES.items() if k in data and not isinstance(data[k], kind))
+    if bad:
+        data = {k: v for k, v in data.items() if k not in bad}
+        return data, f"{path}: ignored {', '.join(bad)} (not a {'/'.join(CONFIG_TYPES[k].__name__ for k in bad)})"
     return data, None
 
 
@@ -69,6 +85,6 @@ def saved_settings(data: dict, overrides: dict | None = None):
     warning = None
     try:
         TraceSettings(**saved)
-    except (InputError, TypeError) as exc:
+    except (InputError, TypeError, ValueError) as exc:
         saved, warning = {}, f"saved trace settings ignored: {exc}"
     return TraceSettings(**{**saved, **overrides}), warning

@@ -10,6 +10,7 @@ from pathlib import Path
 from tracer.render import export, trace_text
 from tracer.errors import user_message
 from tracer.render.terminal_plot import render_text
+from tracer.render.trace_text import warning_block
 
 
 @dataclass
@@ -31,10 +32,12 @@ class ExportOutcome:
 
 
 def export_text(result, view, width: int = 100) -> str:
-    """The current view drawn without colour codes, then the labelled number tables."""
+    """The trace's warnings (the ones that void its reading first), the current view drawn without
+    colour codes, then the labelled number tables."""
     width = max(width, 24 + 3 * max((len(r) for r in view.values), default=0))
     drawing = render_text(view.values, view.labels, title=view.title, metric=view.metric, width=min(width, 200))
-    return drawing + "\n" + trace_text.to_text(result, view.metric)
+    lead = "\n".join(warning_block(result))
+    return (lead + "\n" if lead else "") + drawing + "\n" + trace_text.to_text(result, view.metric, warnings_first=False)
 
 
 def free_base(folder: Path, stamp: str, suffixes=(".txt", ".csv", ".json", ".svg", ".pdf")) -> Path:

@@ -14,6 +14,9 @@ from pathlib import Path
 from textual.color import Color
 from textual.theme import Theme
 
+from tracer.errors import InputError
+from tracer.userfiles import read_user_file
+
 from .config import config_dir
 
 DEFAULT_THEME = "dark"
@@ -76,6 +79,9 @@ def _colour(value: str, key: str) -> str:
     return value
 
 
+MAX_THEME_BYTES = 1 << 20
+
+
 def load_themes(extra_dirs: list[Path] | None = None) -> LoadedThemes:
     """Built-in themes, then the user's (a user file may replace a built-in by name)."""
     themes: dict[str, Theme] = {}
@@ -86,7 +92,11 @@ def load_themes(extra_dirs: list[Path] | None = None) -> LoadedThemes:
             continue
         for path in sorted(folder.glob("*.toml")):
             try:
-                theme = theme_from_toml(path.read_text(encoding="utf-8"), path.stem)
+                text = read_user_file(path, "theme file", max_bytes=MAX_THEME_BYTES).decode("utf-8")
+                theme = theme_from_toml(text, path.stem)
+            except InputError as exc:
+                errors.append(str(exc))
+                continue
             except (OSError, ValueError, TypeError) as exc:
                 errors.append(f"theme {path}: {exc}")
                 continue

@@ -29,6 +29,7 @@ import numpy as np
 from ..render.tokens import show_token
 from ..guards import MIN_TOTAL_EFFECT
 from ..metrics import METRICS
+from ..guards import leading_warnings, warning_code
 
 PROFILE = "peak-row"
 
@@ -109,7 +110,8 @@ def summarize(result, *, top: int = 3) -> dict:
     Returns:
         {"metric": "recovery" | "prob", "metric_note": str, "profile": "peak-row",
         "total_effect": p_clean - p_corrupted, "p_clean", "p_corrupted",
-        "grids": {kind: summarize_grid(...)}}.
+        "grids": {kind: summarize_grid(...)}, "flags": the codes of the warnings that void the
+        reading (guards.LEADING_CODES; the text then names each grid's largest cell, not a peak)}.
     """
     metric, note = summary_metric(result)
     return {
@@ -120,6 +122,7 @@ def summarize(result, *, top: int = 3) -> dict:
         "p_clean": result.clean_prob,
         "p_corrupted": result.corrupted_prob,
         "grids": {kind: summarize_grid(result, kind, metric, top=top) for kind in result.grids},
+        "flags": [warning_code(w) for w in leading_warnings(result.warnings)],
     }
 
 
@@ -138,9 +141,10 @@ def summary_lines(summary: dict) -> list[str]:
         top layers (wrapped) and the thirds' means.
     """
     metric = summary["metric"]
+    row = "the largest cell's row" if summary.get("flags") else "the peak's row"
     lines = [f"summary - {summary['metric_note']}",
              f"  total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; "
-             "top layers and means read along the peak's row"]
+             f"top layers and means read along {row}"]
     for kind, s in summary["grids"].items():
         peak = s["peak"]
         if peak is None:
@@ -148,7 +152,11 @@ def summary_lines(summary: dict) -> list[str]:
             continue
         where = (f"token {peak['token']} {show_token(peak['text'])[:20]}" if peak["token"] is not None
                  else f"tokens {'+'.join(str(p) for p in peak['tokens'])}"[:40])
-        lines.append(f"{kind}: peak {_value(peak['value'], metric)} at {where}, layer {peak['layer']}")
+        if summary.get("flags"):  # a corruption that voids the reading: the largest cell is no peak
+            lines.append(f"{kind}: largest {_value(peak['value'], metric)} at {where}, layer {peak['layer']} "
+                         f"(not a peak: {', '.join(summary['flags'])})")
+        else:
+            lines.append(f"{kind}: peak {_value(peak['value'], metric)} at {where}, layer {peak['layer']}")
         if s["top_layers"]:
             lines += textwrap.wrap("top layers: " + ", ".join(
                 f"{t['layer']} ({_value(t['value'], metric)})" for t in s["top_layers"]), 98,

@@ -36,6 +36,11 @@ def add_parser(sub) -> None:
                    "first-token (the top token is the first token of ' ' + attribute; not ROME's) or none (every fact). "
                    "Prompt pairs: with a target, kept when the clean top token is the target's first token (any rule but "
                    "none); without one, always")
+    p.add_argument("--skip-flagged", default="none", metavar="CODE,CODE",
+                   help="leave out of the results (a skipped line, 'flagged:CODE') every traced fact whose trace carries "
+                   "one of these warnings: 'flagged' for small-total-effect, negative-total-effect and "
+                   "corruption-kept-target, or codes such as weak-target (tracer.guards); the report counts them "
+                   "(default: none, as ROME: every known fact is averaged)")
     p.add_argument("--check-only", action="store_true", help="only count the facts the model predicts correctly; write nothing")
 
 
@@ -50,7 +55,8 @@ def run(args) -> int:
         facts = facts[: args.limit]
     if not facts:
         raise InputError(f"{args.facts} holds no facts")
-    config = SweepConfig(filter=args.filter, **settings_from_args(args).as_kwargs()).with_mode(facts)
+    config = SweepConfig(filter=args.filter, skip_flagged=args.skip_flagged,
+                         **settings_from_args(args).as_kwargs()).with_mode(facts)
     if not args.check_only:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")
@@ -114,7 +120,7 @@ def _check_only(engine, facts, rule: str) -> int:
 
 
 def _run(engine, facts, output, config) -> int:
-    from ..sweeps.results import SKIP_REASONS
+    from ..sweeps.results import skip_reason_text
 
     cancel = threading.Event()
     with _Progress() as progress:
@@ -130,7 +136,7 @@ def _run(engine, facts, output, config) -> int:
         + f"; {summary.traced_now} traced in this run ({summary.seconds:.0f} s)"
     )
     for reason in sorted(summary.skipped_by_reason):
-        print(f"  {reason}: {SKIP_REASONS.get(reason, reason)}")
+        print(f"  {reason}: {skip_reason_text(reason)}")
     if summary.cancelled:
         remaining = summary.facts - summary.kept - summary.skipped
         print(f"{remaining} facts left: rerun the same command to resume")

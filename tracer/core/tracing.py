@@ -101,11 +101,17 @@ class Tracer:
         span = subject_span(prompt, subject, tokens) if subject else None
         return tokens.texts, span
 
+    def check_context(self, n_tokens: int, what: str = "prompt") -> None:
+        """InputError when `n_tokens` exceed the model's context (a longer run would only be slow and wrong)."""
+        if self.context_length and n_tokens > self.context_length:
+            raise InputError(f"{what} is {n_tokens} tokens, longer than the model's context of {self.context_length}")
+
     def predict(self, prompts: list[str], k: int = 3) -> list[list[Prediction]]:
         """Top-k next tokens of each prompt (one forward each)."""
         out = []
         for prompt in prompts:
             tokens = tokenize(self.tokenizer, prompt)
+            self.check_context(len(tokens))
             probs = softmax(self.patchable.forward(mx.array([tokens.ids])))[0]
             out.append(top_predictions(self.tokenizer, np.array(probs), k))
         return out
@@ -189,8 +195,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
     clean = tokenize(tok, req.prompt)
     T = len(clean)
-    if tracer.context_length and T > tracer.context_length:
-        raise InputError(f"prompt is {T} tokens, longer than the model's context of {tracer.context_length}")
+    tracer.check_context(T)
     subject = subject_span(req.prompt, req.subject, clean)
     positions = resolve_positions(req.positions, subject, T)
     warnings: list[TraceWarning] = []

@@ -25,7 +25,8 @@ import json
 import os
 from typing import NamedTuple
 
-from ..errors import InputError, one_line, read_user_file
+from ..errors import InputError, one_line
+from ..userfiles import read_user_file
 from .facts import Fact, resolve_facts
 
 PAIR_FIELDS = ("prompt", "corrupted_prompt", "subject")
@@ -116,6 +117,9 @@ def _csv_items(path: str, text: str, what: str) -> list[tuple[str, str, dict | s
     if "prompt" not in names or "subject" not in names:
         raise InputError(f"{what} {path}: a CSV file needs a header row naming at least prompt and subject "
                          f"(and corrupted_prompt, target for prompt pairs); got {names[:6]}")
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise InputError(f"{what} {path}: the CSV header names {', '.join(twice)} more than once")
     items: list[tuple[str, str, dict | str]] = []
     start = reader.line_num + 1
     while True:

@@ -22,6 +22,7 @@ Every form other than "all" gives one row per kind restoring its positions toget
 from __future__ import annotations
 
 import re
+import warnings
 
 from ..errors import InputError
 
@@ -120,3 +121,27 @@ def resolve_positions(positions, subject_range: tuple[int, int], n_tokens: int):
         raise InputError(f"{which} out of range: the prompt has {n_tokens} tokens "
                          f"(0..{n_tokens - 1}, or -{n_tokens}..-1 from the end)")
     return sorted({p % n_tokens for p in positions})
+
+
+def positions_together(positions) -> str | tuple[int, ...]:
+    """The positions of a single patched run (tracer.patch), which restores them all together and so
+    has no per-token grid: any form but "all". "all" was patch's old spelling of "every position
+    at once"; it still works, read as "whole", with a deprecation warning (everywhere else "all"
+    is the paper's grid, one row per token).
+
+    Args:
+        positions: anything `parse_positions` accepts.
+
+    Returns:
+        What `parse_positions` returns, never "all".
+
+    Raises:
+        InputError: a bad form (see parse_positions).
+    """
+    parsed = parse_positions(positions)
+    if parsed == "all":
+        warnings.warn('positions="all" in tracer.patch is deprecated: it restores every position at once, '
+                      'which is positions="whole" ("all" is the per-token grid of tracer.trace)',
+                      FutureWarning, stacklevel=3)
+        return "whole"
+    return parsed

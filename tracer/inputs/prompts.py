@@ -47,7 +47,7 @@ def _encode(tokenizer: Tokenizer, text: str, what: str, **kwargs):
 
 def tokenize(tokenizer: Tokenizer, text: str, what: str = "the prompt") -> Tokens:
     """`what` names the text in messages ("the prompt", "the corrupted prompt")."""
-    if not isinstance(text, str) or not text.strip():
+    if not check_text(text, what).strip():
         raise InputError(f"{what} is empty")
     enc = _encode(tokenizer, text, what)
     ids = list(enc.ids)

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer
 from . import gguf
 from .dequant import widen_quantization_params
 from ..errors import ModelError
+from ..userfiles import MAX_SMALL_FILE, check_regular_file, read_user_file
 
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -64,7 +65,10 @@ def load_model(spec: str | None = None, *, keep_quantized: bool = False) -> Load
     dequantize = on_cpu() and not keep_quantized
     if spec is None or spec == DEFAULT_MODEL:
         return _load_gguf(embedded_model_path(), "SmolLM2-135M-Instruct", "embedded", dequantize)
+    if not isinstance(spec, str) or not spec.strip():
+        raise ModelError(f"a model is a path or an HF repo id, not {spec!r:.60}")
     if spec.lower().endswith(".gguf") or (os.path.isfile(spec) and _is_gguf(spec)):
+        check_regular_file(spec, "model file", error=ModelError)
         return _load_gguf(spec, os.path.basename(spec), "gguf", dequantize)
     if os.path.isdir(spec):
         return _load_mlx_lm(spec, dequantize, os.path.basename(os.path.normpath(spec)))
@@ -97,13 +101,17 @@ def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
         config_path = os.path.join(spec, "config.json")
         if not os.path.exists(config_path):
             raise ModelError(f"{spec} has no config.json: not an mlx-lm/HF model directory")
+        raw = read_user_file(config_path, "model config", max_bytes=MAX_SMALL_FILE, error=ModelError)
         try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+            config = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # bad JSON or not UTF-8
             raise ModelError(f"cannot read {config_path}: {gguf.one_line(exc)}") from None
         if not isinstance(config, dict):
             raise ModelError(f"{config_path} must hold a JSON object, not a {type(config).__name__}")
+        check_config_sizes(config, config_path)
+        for entry in sorted(os.listdir(spec)):  # mlx-lm opens these; a pipe or device among them would block
+            if entry.endswith((".json", ".safetensors", ".model")):
+                check_regular_file(os.path.join(spec, entry), "model file", error=ModelError)
         model_type = config.get("model_type")
         if not _supported_model_type(model_type, mlx_utils.MODEL_REMAPPING):
             raise ModelError(f"unsupported architecture {model_type!r} in {config_path}")
@@ -123,6 +131,25 @@ def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
     if on_cpu():
         _cast_floats(model, mx.float32)
     return LoadedModel(model, backend, name, "mlx-lm", quantized=_has_quantized(model))
+
+
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+               "intermediate_size", "head_dim", "max_position_embeddings")
+MAX_SIZE = 1 << 24  # larger than any dimension of a model that fits in memory here
+
+
+def check_config_sizes(config: dict, where: str) -> None:
+    """Each size a model config gives (vocab_size, hidden_size, num_hidden_layers, ...) must be a
+    whole number from 1 to MAX_SIZE; otherwise one ModelError naming the field (mlx-lm would fail
+    later with an AssertionError or a TypeError that says nothing of the config)."""
+    for name in SIZE_FIELDS:
+        if name not in config or config[name] is None:
+            continue
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ModelError(f"{where}: {name} must be a whole number, not {value!r:.40}")
+        if not 1 <= value <= MAX_SIZE:
+            raise ModelError(f"{where}: {name} must be from 1 to {MAX_SIZE} (got {value})")
 
 
 def _supported_model_type(model_type, remapping) -> bool:

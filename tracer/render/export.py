@@ -9,11 +9,9 @@ import math
 
 import numpy as np
 
-from ..guards import warning_dict
+from ..guards import warning_dict, warning_lines
 from ..metrics import METRIC_NAMES
-from .trace_text import (
-    escape_controls,
-)
+from .tokens import escape_controls
 
 
 def finite_or_null(x):
@@ -114,7 +112,9 @@ def _top_comment(predictions) -> str:
 def csv_comments(result) -> list[str]:
     """The CSV's header comment lines (each starts with "# "): the model, the target with its clean
     and corrupted probability (and each of its tokens' when it has several), whether recovery is
-    available, and both runs' top-k predictions (each a JSON-quoted token text and its probability)."""
+    available, both runs' top-k predictions (each a JSON-quoted token text and its probability), and
+    every warning ("# warning [code]: message", guards.warning_lines: the ones that void the reading
+    first)."""
     return [
         f"# model: {escape_controls(result.model)}",
         f"# target: {json.dumps(result.target_text)} (id {result.target_id}); clean_prob {result.clean_prob:.6g}; "
@@ -125,6 +125,7 @@ def csv_comments(result) -> list[str]:
         f"# recovery_available: {'true' if result.recovery_available else 'false'}",
         f"# clean_top: {_top_comment(result.clean_top)}",
         f"# corrupted_top: {_top_comment(result.corrupted_top)}",
+        *(f"# {escape_controls(line)}" for line in warning_lines(result.warnings)),
     ]
 
 

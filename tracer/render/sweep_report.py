@@ -57,6 +57,11 @@ def summary_lines(report: SweepReport) -> list[str]:
             f"Average total effect (p_clean - p_corrupted): {report.total_effect:.4f} ± {report.total_effect_std:.4f}"
             f"  (p_clean {report.clean_prob:.4f}, p_corrupted = baseline {report.corrupted_prob:.4f})"
         )
+    flagged = {r.split(":", 1)[1]: n for r, n in sorted(report.skipped_by_reason.items()) if r.startswith("flagged:")}
+    skip = c.get("skip_flagged") or []
+    if skip or flagged:
+        lines.append(f"Left out as flagged (--skip-flagged {','.join(skip) or 'none'}): {sum(flagged.values())} fact(s)"
+                     + (" (" + ", ".join(f"{code} {n}" for code, n in flagged.items()) + ")" if flagged else ""))
     if report.guard_counts:
         counts = ", ".join(f"{code} {n}" for code, n in report.guard_counts.items())
         lines.append(f"Guards (kept facts whose trace warned, by code; see tracer/guards.py): {counts}")

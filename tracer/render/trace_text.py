@@ -11,6 +11,7 @@ from ..analyses.summary import summarize, summarize_grid, summary_lines, summary
 from ..guards import MIN_TOTAL_EFFECT
 from ..metrics import METRICS
 from .tokens import escape_controls, show_token
+from ..guards import leading_warnings, warning_lines
 
 
 def row_labels(result) -> list[tuple[int, str]]:
@@ -60,7 +61,8 @@ def _peak_interval(result) -> str | None:
         half = f"({n} sample{'s' if n != 1 else ''}: no interval)"
     else:
         half = f"±{(high - low) / 2:.3g} ({n} samples)"
-    return f"95% interval of P(target) at the peak ({kind}, {where}, layer {peak['layer']}): {prob:.4g} {half}"
+    at = "the largest cell" if leading_warnings(result.warnings) else "the peak"
+    return f"95% interval of P(target) at {at} ({kind}, {where}, layer {peak['layer']}): {prob:.4g} {half}"
 
 
 def _alignment_lines(alignment: dict | None) -> list[str]:
@@ -235,8 +237,21 @@ def _missing_note(result, metric: str) -> str | None:
     return "n/a: no value (a token without a counterpart in the aligned corrupted prompt is not restored)"
 
 
+def warning_block(result) -> list[str]:
+    """The text output's first lines: every warning ("warning [code]: message", wrapped), the ones
+    that void the reading (guards.LEADING_CODES) first and followed by a line saying that no peak is
+    named; then a blank line. [] for a trace without warnings."""
+    if not result.warnings:
+        return []
+    lines = [wrapped for line in warning_lines(result.warnings) for wrapped in
+             textwrap.wrap(escape_controls(line), WIDTH, subsequent_indent="  ", break_on_hyphens=False)]
+    if leading_warnings(result.warnings):
+        lines.append("so no peak is named: the grids below are this corruption's numbers, not a location of the fact")
+    return lines + [""]
+
+
 def to_text(result, metric: str = "recovery", *, layout: str = "tokens-down", top: int = 3,
-            extra_lines: list[str] | None = None) -> str:
+            extra_lines: list[str] | None = None, warnings_first: bool = True) -> str:
     """The text output: header, the grids (or the layers-down table), the summary, any extra lines.
 
     Args:
@@ -247,11 +262,13 @@ def to_text(result, metric: str = "recovery", *, layout: str = "tokens-down", to
             layers fitting 100 columns) or "layers-down" (layers down, kinds across).
         top: how many top layers the summary lists per kind.
         extra_lines: more lines after the summary (the CLI's --inspect).
+        warnings_first: begin with the warnings (warning_block); False where the caller has
+            already put them first (the app's export, above its drawing).
 
     Returns:
         The text, ending with a newline.
     """
-    parts = [header(result), ""]
+    parts = [*(warning_block(result) if warnings_first else []), header(result), ""]
     if metric == "recovery" and not result.recovery_available:
         gap = result.clean_prob - result.corrupted_prob
         parts += [f"recovery % is not available (total effect {gap:.4f} is below {MIN_TOTAL_EFFECT}): "

@@ -20,6 +20,7 @@ Scores are stored in float64 so a directory reproduces its results file's report
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import zipfile
@@ -29,6 +30,7 @@ import numpy as np
 from ..errors import InputError
 from ..settings import KINDS
 from .results import read_results
+from ..userfiles import read_user_file
 
 SUFFIX = {"hidden": "", "mlp": "_mlp", "attn": "_attn"}
 KIND_FIELD = {"hidden": "", "mlp": "mlp", "attn": "attn"}
@@ -156,11 +158,11 @@ def export_results(results_path: str, directory: str) -> tuple[int, int, int, li
 
 
 def _load(path: str) -> dict:
+    data = read_user_file(path, ".npz file")
+    if data[:4] != b"PK\x03\x04":  # an .npz is a zip archive
+        raise InputError(f"{path} is not a readable .npz file (not a zip archive)")
     try:
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":  # an .npz is a zip archive
-                raise InputError(f"{path} is not a readable .npz file (not a zip archive)")
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {name: z[name] for name in z.files}
     except ValueError as exc:
         if "pickle" in str(exc).lower():

@@ -5,7 +5,8 @@ the fact filter).
 
 The file (format version 1), one JSON object per line, each self-contained:
     common:  v, status ("kept"/"skipped"), known_id, relation_id, prompt, subject,
-             attribute, config {model, kinds, samples, noise, replace, window, seed, sever, filter, mode}
+             attribute, config {model, kinds, samples, noise, replace, window, seed, sever, filter, mode,
+             skip_flagged}
              (noise is the rule, e.g. "s3"; lines of versions before the rules hold a number k)
              (a line without "filter" was written with the first-token rule)
              (mode: "noise" for known_1000 facts, "substitution" for prompt pairs; a line
@@ -17,7 +18,8 @@ The file (format version 1), one JSON object per line, each self-contained:
              noise_std, grids {kind: {"prob": rows(tokens) x layers}}, seconds,
              warnings [{code, message}] (tracer.guards; older lines hold plain strings);
              pairs: alignment (TraceResult.alignment) when the trace has one
-    skipped: skipped (reason code), detail (one line), target, target_id, top ([id, text, p])
+    skipped: skipped (reason code: wrong-prediction, bad-input, or flagged:CODE for a traced fact whose
+             warning --skip-flagged names), detail (one line), target, target_id, top ([id, text, p])
 
 Durability: a line is written with one os.write on an O_APPEND descriptor and
 then fsync'ed, so a run killed (even with SIGKILL) loses at most the fact it was
@@ -34,8 +36,10 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from ..errors import InputError, read_user_file
+from ..errors import InputError
+from ..userfiles import check_stat, read_user_file
 from ..guards import warning_dict
+from ..guards import parse_codes, warning_code
 from ..types import TraceRequest, TraceResult
 from ..settings import TraceSettings
 from ..render.export import finite_or_null
@@ -46,7 +50,15 @@ MODES = ("noise", "substitution")  # known_1000 facts / prompt pairs
 FORMAT_VERSION = 1
 SKIP_WRONG = "wrong-prediction"  # the clean top token fails the fact filter (tracer.inputs.facts)
 SKIP_INPUT = "bad-input"  # subject not in the prompt, empty attribute, prompt too long, ...
+SKIP_FLAGGED = "flagged"  # traced, but its trace carries a warning named by --skip-flagged ("flagged:CODE")
 SKIP_REASONS = {SKIP_WRONG: "the model predicts another token", SKIP_INPUT: "unusable prompt, subject or attribute"}
+
+
+def skip_reason_text(reason: str) -> str:
+    """What a skip reason means, in words ("flagged:small-total-effect" included)."""
+    if reason.startswith(SKIP_FLAGGED + ":"):
+        return f"traced, but its trace is flagged {reason.split(':', 1)[1]}: left out by --skip-flagged"
+    return SKIP_REASONS.get(reason, reason)
 
 
 # ---- configuration ------------------------------------------------------------------------
@@ -63,15 +75,24 @@ class SweepConfig(TraceSettings):
     model: str | None = None  # the loaded model's name; None until the model is loaded
     filter: str = DEFAULT_FILTER  # which facts are traced (tracer.inputs.facts.FILTERS)
     mode: str = "noise"  # MODES
+    # warning codes (tracer.guards) whose facts are written as skipped ("flagged:CODE") and so left out
+    # of the report; () (the default, as ROME): every known fact counts
+    skip_flagged: tuple[str, ...] = ()
 
     def __post_init__(self):
         super().__post_init__()
         check_filter(self.filter)
+        object.__setattr__(self, "skip_flagged", parse_codes(self.skip_flagged))
         if self.mode not in MODES:
             raise InputError(f"unknown sweep mode {self.mode!r}: choose {' or '.join(MODES)}")
 
     def to_dict(self) -> dict:
-        return {"model": self.model, **super().to_dict(), "filter": self.filter, "mode": self.mode}
+        return {"model": self.model, **super().to_dict(), "filter": self.filter, "mode": self.mode,
+                **({"skip_flagged": list(self.skip_flagged)} if self.skip_flagged else {})}  # none: as before
+
+    def flagged(self, warnings):
+        """The first of `warnings` whose code is in skip_flagged, or None."""
+        return next((w for w in warnings if warning_code(w) in self.skip_flagged), None)
 
     def with_mode(self, facts: list[Fact]) -> "SweepConfig":
         """This config with the mode of `facts` (all of one mode: tracer.inputs.facts.load_facts)."""
@@ -89,15 +110,16 @@ class SweepConfig(TraceSettings):
 
 
 _FLAG = {"mode": "the corruption", "kinds": "--kinds", "samples": "--samples", "noise": "--noise", "replace": "--replace",
-         "window": "--window", "seed": "--seed", "sever": "--sever", "filter": "--filter", "model": "--model"}
+         "window": "--window", "seed": "--seed", "sever": "--sever", "filter": "--filter", "model": "--model",
+         "skip_flagged": "--skip-flagged"}
 
 
 def stored_config(config: dict) -> dict:
     """A line's config with the defaults of older lines filled in (no "filter": first-token;
     no "replace"/"sever": off). Lines from before the noise rules hold a number k (k x the
     embedding std, drawn with NumPy's default_rng): named so, they never match a rule.
-    No "mode": noise (known_1000 facts)."""
-    filled = {"replace": False, "sever": [], "mode": "noise", **config, "filter": config.get("filter") or LEGACY_FILTER}
+    No "mode": noise (known_1000 facts). No "skip_flagged": none."""
+    filled = {"replace": False, "sever": [], "mode": "noise", "skip_flagged": [], **config, "filter": config.get("filter") or LEGACY_FILTER}
     noise = filled.get("noise")
     if isinstance(noise, (int, float)) and not isinstance(noise, bool):
         filled["noise"] = f"{noise:g} x embedding std with default_rng draws (before ROME's noise rules)"
@@ -105,7 +127,7 @@ def stored_config(config: dict) -> dict:
 
 
 def _show(value) -> str:
-    return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+    return (",".join(str(v) for v in value) or "none") if isinstance(value, list) else str(value)
 
 
 def first_difference(a: dict, b: dict, *, check_model: bool = True) -> tuple[str, str, str] | None:
@@ -164,6 +186,12 @@ def parse_line(raw: bytes) -> dict | None:
         return None
     if not isinstance(obj.get("config"), dict):
         return None
+    if isinstance(obj["known_id"], bool) or not isinstance(obj["known_id"], (int, str)):
+        return None
+    for key in ("kinds", "sever"):  # the report reads them as lists of names
+        value = obj["config"].get(key)
+        if value is not None and not (isinstance(value, list) and all(isinstance(k, str) for k in value)):
+            return None
     return obj
 
 
@@ -184,15 +212,9 @@ def scan_results(path: str) -> ResultsState:
     interrupted write); a bad line anywhere else, or lines written with
     different settings, raise InputError."""
     state = ResultsState(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return state
-    except IsADirectoryError:
-        raise InputError(f"output {path} is a directory") from None
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data = read_user_file(path, "output")
     segments = line_segments(data)
     for i, (start, raw, complete) in enumerate(segments):
         obj = parse_line(raw) if complete else None
@@ -423,8 +445,9 @@ class ResultsTail:
             st = os.stat(self.path)
         except FileNotFoundError:
             return [], False
-        except OSError as exc:
-            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
+            raise InputError(f"cannot read {self.path}: {getattr(exc, 'strerror', None) or exc}") from None
+        check_stat(st, self.path, "results file")
         reset = False
         ident = (st.st_dev, st.st_ino)
         if st.st_size < self.offset or (self._ident is not None and ident != self._ident):
@@ -432,14 +455,7 @@ class ResultsTail:
         self._ident = ident
         if st.st_size == self.offset:
             return [], reset
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read(st.st_size - self.offset)
-        except IsADirectoryError:
-            raise InputError(f"results file is a directory: {self.path}") from None
-        except OSError as exc:
-            raise InputError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        data = read_user_file(self.path, "results file", offset=self.offset)
         end = data.rfind(b"\n") + 1  # only complete lines; a torn one waits for its newline
         new = []
         for _, raw, _ in line_segments(data[:end]):

@@ -36,7 +36,9 @@ from ..inputs.facts import (
     passes_filter,
     resolve_facts,
 )
+from ..guards import warning_code
 from .results import (
+    SKIP_FLAGGED,
     SKIP_INPUT,
     SKIP_REASONS,
     SKIP_WRONG,
@@ -48,6 +50,7 @@ from .results import (
     kept_record,
     prepare_output,
     scan_results,
+    skip_reason_text,
     skipped_record,
 )
 from ..inputs.facts import Fact
@@ -316,6 +319,16 @@ def run_sweep(
                     continue
                 if result is None:  # an engine that reports cancellation by returning None
                     raise TraceCancelled()
+                flag = config.flagged(result.warnings)
+                if flag is not None:  # --skip-flagged: written as skipped, left out of the report
+                    reason = f"{SKIP_FLAGGED}:{warning_code(flag)}"
+                    top = result.clean_top[0] if result.clean_top else None
+                    writer.append(skipped_record(fact, config, Check(
+                        False, reason, one_line(str(flag)), result.target_id, result.target_text,
+                        (top.token_id, top.text, top.prob) if top else None)))
+                    state.records[fact.known_id] = {"status": "skipped", "skipped": reason}
+                    emit(FactSkipped(fact.known_id, reason, one_line(str(flag))))
+                    continue
                 ids = backend.token_ids(fact.prompt) if hasattr(backend, "token_ids") else None
                 record = kept_record(fact, config, result, ids)
                 writer.append(record)
@@ -370,6 +383,7 @@ __all__ = [
     "ResultsState",
     "ResultsWriter",
     "SKIP_REASONS",
+    "skip_reason_text",
     "SweepConfig",
     "SweepStarted",
     "SweepSummary",

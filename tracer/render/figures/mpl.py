@@ -8,6 +8,7 @@ import math
 
 from ...errors import InputError
 from .svg import H_IL, HeatmapSpec, LinePlotSpec, layer_ticks
+from .svg import caption_lines
 
 FORMATS = ("svg", "pdf", "png")
 MISSING_MESSAGE = "install tracer-tui[plots] (matplotlib) for PDF/PNG"
@@ -92,6 +93,9 @@ def save_heatmap_spec(spec: HeatmapSpec, path: str, size: tuple[float, float]) -
         ax.set_xlabel(_plain(spec.xlabel))
         cb = fig.colorbar(h)
         cb.ax.set_title(_plain(spec.cbar_label), y=-0.16, fontsize=10)
+        if spec.caption:  # under the axes; savefig's tight bbox takes it in
+            fig.text(0.0, -0.26 / size[1], _plain("\n".join(caption_lines(spec.caption, 90))), fontsize=5,
+                     ha="left", va="top", family="DejaVu Sans")
         _save(fig, path, plt)
     return path
 

@@ -184,6 +184,7 @@ class HeatmapSpec:
     cell_unit: str = ""  # appended to a cell's value in its tooltip ("%")
     cell_format: str = "{:.4g}"
     notes: list[list[str]] | None = None  # per cell, appended to its tooltip (a noise trace's interval)
+    caption: list[str] = field(default_factory=list)  # lines printed under the figure (the trace's warnings)
 
 
 def heatmap_svg(spec: HeatmapSpec) -> str:
@@ -204,6 +205,9 @@ def heatmap_svg(spec: HeatmapSpec) -> str:
     xlabel_x = max(left + grid_w / 2, half_xlabel + 8)  # centred under the grid, unless it would be cut
     width = max(bar_x + bar_w + 70, TITLE_W * 14 * len(spec.title) + 20, xlabel_x + half_xlabel + 8)
     height = top + max(grid_h + 44, bar_h + 24) + 8
+    caption = caption_lines(spec.caption, max(40, int((width - 16) / (CHAR_W * 10))))
+    caption_top = height
+    height += 13 * len(caption) + (6 if caption else 0)
     pattern = f"missing-{spec.name}"
     svg = Svg(width, height, spec.title)
     svg.add(hatch_pattern(pattern))
@@ -230,7 +234,16 @@ def heatmap_svg(spec: HeatmapSpec) -> str:
         svg.text(x, top + grid_h + 16, str(c), size=font, anchor="middle", cls="xtick")
     svg.text(xlabel_x, top + grid_h + 36, spec.xlabel, size=font + 1, anchor="middle", cls="xlabel")
     _colour_bar(svg, spec, bar_x, top, bar_w, bar_h, font)
+    for i, line in enumerate(caption):
+        svg.text(8, caption_top + 10 + 13 * i, line, size=10, cls="caption")
     return svg.finish()
+
+
+def caption_lines(caption: list[str], width: int) -> list[str]:
+    """A figure's caption lines wrapped at `width` characters (continuations indented)."""
+    import textwrap
+
+    return [w for line in caption for w in textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False)]
 
 
 def _colour_bar(svg: Svg, spec: HeatmapSpec, x: float, y: float, w: float, h: float, font: float) -> None:

@@ -19,6 +19,7 @@ from ...errors import InputError
 from ..tokens import escape_controls, show_token
 from ..trace_text import row_labels
 from ...metrics import METRICS
+from ...guards import warning_lines
 from .svg import HeatmapSpec, finite, heatmap_svg, layer_ticks
 
 CMAP_OF_KIND = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
@@ -128,6 +129,7 @@ def heatmap_spec(result, kind: str, metric: str = "prob") -> HeatmapSpec:
         cell_unit="%" if metric == "recovery" else "",
         cell_format="{:.1f}" if metric == "recovery" else "{:.4g}",
         notes=interval_notes(result, kind) if metric == "prob" else None,
+        caption=[escape_controls(line) for line in warning_lines(result.warnings)],
     )
 
 
