@@ -199,11 +199,14 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
 
     Returns:
         A SweepSummary (kept, skipped, skipped_by_reason, traced_now, cancelled, seconds, ...).
+        Under ``mlx.launch`` the facts are sharded over the ranks (tracer.sweeps.distributed): rank 0's
+        summary covers the whole run and names in ``missing`` the facts no rank finished.
 
     Raises:
         InputError: unreadable facts, a results file written with other settings, bad settings.
     """
-    from .sweeps import SweepConfig, TracerBackend, load_facts, run_sweep
+    from .sweeps import SweepConfig, TracerBackend, load_facts
+    from .sweeps.distributed import sweep as sharded_sweep
 
     fact_list = load_facts(facts)
     if limit is not None:
@@ -211,7 +214,7 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
             raise InputError(f"limit must be at least 1 (got {limit})")
         fact_list = fact_list[:limit]
     config = SweepConfig(filter=filter, **settings).with_mode(fact_list)
-    return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
+    return sharded_sweep(lambda: TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
 
 
 def report(results: str, *, aggregate: str = "rome"):
