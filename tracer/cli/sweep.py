@@ -134,7 +134,7 @@ def _run(engine, facts, output, config) -> int:
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.skipped_by_reason.items()))
     if summary.dropped_tail:
         print(f"{output}: an incomplete last line was removed and its fact redone", file=sys.stderr)
-    state = "cancelled" if summary.cancelled else "done"
+    state = "cancelled" if summary.cancelled else "incomplete" if summary.missing else "done"
     print(
         f"sweep {state} (--filter {config.filter}): {summary.kept} of {summary.facts} facts traced, {summary.skipped} skipped"
         + (f" ({reasons})" if reasons else "")
@@ -145,7 +145,7 @@ def _run(engine, facts, output, config) -> int:
     if summary.missing:
         shown = ", ".join(str(k) for k in summary.missing[:20]) + (", ..." if len(summary.missing) > 20 else "")
         print(f"{len(summary.missing)} facts missing (a rank stopped before finishing its share): known_id {shown}; "
-              "rerun the same command to trace them", file=sys.stderr)
+              "rerun the same command to trace them")
         return 1
     if summary.cancelled:
         remaining = summary.facts - summary.kept - summary.skipped
