@@ -340,6 +340,9 @@ def _start(make_backend, facts, output, config, group, rank: int):
     except TracerError:
         if lock is not None:
             lock.release()
+            _remove(lock.path)
+        if rank == 0:
+            _remove(probe_path(output))
         raise
     return backend, config, lock
 
