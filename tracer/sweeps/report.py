@@ -27,7 +27,7 @@ from .stats import (  # noqa: F401  (re-exported: the TUI and tests import them 
     layer_thirds,
     token_groups,
 )
-from .sweep_report import SweepReport, aggregate  # noqa: F401  (re-exported too)
+from .sweep_report import SweepReport, aggregate, aggregate_by_relation  # noqa: F401  (re-exported too)
 
 PLAIN_MARKERS = dict(zip(GROUPS, "fmSnrL"))  # without colour, each curve is drawn with its own letter
 HEAT_CHARS = " .:-=+*#%@"  # 0 .. vmax, ten steps
@@ -110,8 +110,7 @@ class ResultsTail:
         return new, reset
 
 
-def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
-    """The report of a results file, or of a directory of ROME's per-case .npz files."""
+def _records(path: str) -> tuple[list[dict], list[str]]:
     if os.path.isdir(path):
         from .npz import read_npz_dir
 
@@ -120,9 +119,25 @@ def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
         records, warnings = read_results(path)
     if not records:
         raise InputError(f"{path} holds no sweep results")
+    return records, warnings
+
+
+def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
+    """The report of a results file, or of a directory of ROME's per-case .npz files."""
+    records, warnings = _records(path)
     report = aggregate(records, path, mode)
     report.warnings = warnings + report.warnings
     return report
+
+
+def load_relation_reports(path: str, mode: str = DEFAULT_AGGREGATE) -> dict[str, SweepReport]:
+    """One report per relation_id of a results file (sweep_report.aggregate_by_relation); the
+    file's warnings go to every report."""
+    records, warnings = _records(path)
+    reports = aggregate_by_relation(records, path, mode)
+    for report in reports.values():
+        report.warnings = warnings + report.warnings
+    return reports
 
 
 # ---- rendering ----------------------------------------------------------------------------
@@ -393,3 +408,49 @@ def render(report: SweepReport, fmt: str, *, color: bool = False) -> str:
     if fmt == "json":
         return render_json(report)
     raise InputError(f"unknown format {fmt!r}: choose text, csv or json")
+
+
+# ---- by relation ----------------------------------------------------------------------------
+
+
+def relations_text(reports: dict[str, SweepReport]) -> str:
+    """A table, one row per relation: facts traced and skipped, p_clean, p_corrupted, the total
+    effect, and per kind the last subject token's peak AIE and its layer."""
+    kinds = next((r.kinds for r in reports.values() if r.kinds), [])
+    first = next(iter(reports.values()))
+    head = f"{'relation':<12} {'traced':>6} {'skipped':>7} {'p_clean':>8} {'p_corr':>8} {'effect':>8}"
+    head += "".join(f"  {kind + ' peak (layer)':>22}" for kind in kinds)
+    lines = [f"Sweep {first.path} by relation: {len(reports)} relations; aggregation {first.aggregate}, "
+             "each relation its own baseline", "", head]
+    for relation, r in reports.items():
+        row = f"{relation:<12} {r.kept:>6} {r.skipped:>7} {_f(r.clean_prob)} {_f(r.corrupted_prob)} {_f(r.total_effect)}"
+        for kind in kinds:
+            c = r.curves.get(kind, {}).get("last_subject")
+            peak = f"{c.peak:.4f} ({c.peak_layer})" if c is not None and c.peak_layer is not None else "-"
+            row += f"  {peak:>22}"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def render_relations(reports: dict[str, SweepReport], fmt: str) -> str:
+    """The by-relation report as text (relations_text), CSV (render_csv's rows, a relation column
+    first) or JSON ({"by": "relation_id", "relations": {relation: report}})."""
+    if fmt == "text":
+        return relations_text(reports)
+    if fmt == "csv":
+        out = []
+        for i, (relation, report) in enumerate(reports.items()):
+            rows = render_csv(report).splitlines()
+            out += (["relation," + rows[0]] if i == 0 else []) + [f"{_csv_cell(relation)},{row}" for row in rows[1:]]
+        return "\n".join(out) + "\n"
+    if fmt == "json":
+        from ..export import dumps
+
+        return dumps({"by": "relation_id", "relations": {k: r.to_dict() for k, r in reports.items()}}, indent=2) + "\n"
+    raise InputError(f"unknown format {fmt!r}: choose text, csv or json")
+
+
+def _csv_cell(text: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([text])
+    return buf.getvalue()

@@ -225,3 +225,26 @@ def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE
         vmax=vmax,
         vmax_kind=vmax_kind,
     )
+
+
+NO_RELATION = "(none)"  # the group of records without a relation_id
+
+
+def aggregate_by_relation(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE) -> dict[str, SweepReport]:
+    """One report per relation (the records' relation_id, as ROME's analyses split known_1000 and
+    counterfact), each aggregated on its own (its own baseline under ROME's aggregation).
+
+    Args:
+        records: a results file's records.
+        path: the file, for the reports' headers.
+        mode: the aggregation (DEFAULT_AGGREGATE or "per-fact").
+
+    Returns:
+        {relation_id: SweepReport}, relations in sorted order, NO_RELATION last.
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        relation = r.get("relation_id")
+        groups.setdefault(relation if isinstance(relation, str) and relation else NO_RELATION, []).append(r)
+    order = sorted(k for k in groups if k != NO_RELATION) + ([NO_RELATION] if NO_RELATION in groups else [])
+    return {k: aggregate(groups[k], path, mode) for k in order}
