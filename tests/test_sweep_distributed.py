@@ -245,3 +245,24 @@ def test_ranks_with_other_settings_or_a_missing_model_are_refused(tmp_path, tiny
     for code, stderr in results:
         assert code == 2 and stderr.strip().splitlines()[-1].startswith("tracer-tui: error: rank 1 of 2 failed: "), stderr
     assert sorted(os.listdir(tmp_path)) == ["hosts.json"]  # no results, part, lock or probe file
+
+
+API_SCRIPT = """
+import json, sys
+import tracer
+model = tracer.load(sys.argv[1], workers=1)
+summary = tracer.sweep(model, sys.argv[2], sys.argv[3], filter="none", kinds=("mlp",), samples=2, window=2)
+print("summary", json.dumps([summary.rank, summary.ranks, summary.facts, summary.kept, summary.missing]), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_python_api_shards_under_mlx_launch_too(tmp_path, tiny_model_dir, sweep_case):
+    facts, single = sweep_case
+    script = tmp_path / "api_sweep.py"
+    script.write_text(API_SCRIPT)
+    out = tmp_path / "r.jsonl"
+    proc = _launch([str(script), str(tiny_model_dir), str(facts), str(out)])
+    summaries = sorted(json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("summary "))
+    assert summaries == [[0, 2, 11, 10, []], [1, 2, 6, 5, []]], proc.stdout + proc.stderr  # rank 0: the whole run
+    assert _without_seconds(_lines(out)) == _without_seconds(_lines(single))
