@@ -266,3 +266,48 @@ def test_the_python_api_shards_under_mlx_launch_too(tmp_path, tiny_model_dir, sw
     summaries = sorted(json.loads(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("summary "))
     assert summaries == [[0, 2, 11, 10, []], [1, 2, 6, 5, []]], proc.stdout + proc.stderr  # rank 0: the whole run
     assert _without_seconds(_lines(out)) == _without_seconds(_lines(single))
+
+
+def _rank_pid(rank: int, marker: str) -> int | None:
+    """The pid of this user's process running as `rank` with `marker` on its command line."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker.encode() in cmdline and f"MLX_RANK={rank}".encode() in environ:
+            return int(entry)
+    return None
+
+
+@pytest.mark.slow
+def test_under_mlx_launch_a_dead_rank_stops_the_others_cleanly_and_a_rerun_finishes(tmp_path, tiny_model_dir, sweep_case):
+    # mlx.launch sends SIGTERM to every rank once one has died: they stop like Ctrl-C (the fact in
+    # hand is dropped) and rank 0 still merges what every rank wrote
+    facts, single = sweep_case
+    out = tmp_path / "r.jsonl"
+    argv = _sweep_argv(facts, tiny_model_dir, out)
+    cmd = [str(VENV_BIN / "mlx.launch"), "--backend", "ring", "-n", "2", "--starting-port", str(_free_ports(1)[0]),
+           "--python", sys.executable, *argv]
+    launcher = subprocess.Popen(cmd, env=_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    part = Path(part_path(str(out), 1))
+    deadline = time.monotonic() + 240
+    while not (part.exists() and part.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        assert launcher.poll() is None, launcher.communicate()
+        time.sleep(0.05)
+    os.kill(_rank_pid(1, str(out)), signal.SIGKILL)
+    stdout, stderr = launcher.communicate(timeout=240)
+    assert "Node with rank 0 exited with code 1" in stderr, stdout + stderr
+    written = [r["known_id"] for r in _lines(out)]
+    assert len(written) == len(set(written)) and 2 <= len(written) < 11
+    missing = sorted(set(range(11)) - set(written))
+    assert f"{len(missing)} facts missing" in stdout and f"known_id {', '.join(map(str, missing))};" in stdout
+    assert sorted(os.listdir(tmp_path)) == ["r.jsonl"]
+
+    proc = _launch(argv)
+    assert "10 of 11 facts traced" in proc.stdout, proc.stdout + proc.stderr
+    merged = {r["known_id"]: r for r in _without_seconds(_lines(out))}
+    assert merged == {r["known_id"]: r for r in _without_seconds(_lines(single))}
