@@ -141,7 +141,7 @@ def balance(costs: list[int], ranks: int) -> list[list[int]]:
 
 
 class RankLock:
-    """An exclusive lock on a file; held while a rank works on its share. `probe` tells
+    """An exclusive lock on a file; held while a rank works on its share. `free` tells
     whether a rank that held it is gone (finished, stopped or died)."""
 
     def __init__(self, path: str):
@@ -214,7 +214,8 @@ def merge_parts(output: str, facts: list[Fact], config: SweepConfig) -> int:
                 found.setdefault(obj["known_id"], (raw, obj["status"]))
     order = [f.known_id for f in facts if found.get(f.known_id, (0, ""))[1] == "skipped"]
     order += [f.known_id for f in facts if found.get(f.known_id, (0, ""))[1] == "kept"]
-    order += [k for k in found if k not in set(order)]
+    placed = set(order)
+    order += [k for k in found if k not in placed]
     with ResultsWriter(output, state) as writer:
         writer.append_lines([found[k][0] + b"\n" for k in order])
     for path in parts:
