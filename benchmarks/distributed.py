@@ -1,6 +1,6 @@
 """Facts per hour: one process against two ranks of `mlx.launch` on this machine; the merge; N hosts.
 
-    uv run python benchmarks/distributed.py [--facts 6] [--samples 3] [--kinds mlp] [--model DIR | --tiny]
+    uv run python benchmarks/distributed.py [--facts 6] [--samples 3] [--kinds mlp] [--model DIR | --tiny] [--one-worker]
 
 By default the embedded SmolLM2-135M traces 6 facts (kinds mlp, 3 samples: a few minutes on a
 shared 2-core machine); --tiny uses the tiny random llama of tests/tiny.py instead (seconds,
@@ -65,14 +65,17 @@ def _timed(argv: list[str], env: dict) -> float:
     return seconds
 
 
-def _runs(sweep: list[str], out: Path, facts: int) -> dict:
-    """Fresh and finished-file seconds of both setups; facts per hour of the tracing."""
+def _runs(sweep: list[str], out: Path, facts: int, one_worker: bool) -> dict:
+    """Fresh and finished-file seconds of both setups (and of one process with one worker: what
+    each rank is); facts per hour of the tracing."""
     one = [str(BIN / "tracer-tui"), *sweep, "-o", str(out)]
     launch = [str(BIN / "mlx.launch"), "--backend", "ring", "-n", "2", "--python", sys.executable]
     setups = {
         "1 process x 2 workers": (lambda: one, _env(TRACER_WORKERS="2")),
         "2 ranks x 1 worker": (lambda: [*launch, "--starting-port", str(_port()), *one], _env(TRACER_WORKERS="1", **ONE_THREAD)),
     }
+    if one_worker:
+        setups["1 process x 1 worker"] = (lambda: one, _env(TRACER_WORKERS="1", **ONE_THREAD))
     results = {}
     for name, (argv, env) in setups.items():
         out.unlink(missing_ok=True)
@@ -119,6 +122,8 @@ def main() -> None:
     ap.add_argument("--kinds", default="mlp")
     ap.add_argument("--model", default=None, help="an mlx-lm model directory or .gguf (default: the embedded 135M)")
     ap.add_argument("--tiny", action="store_true", help="the tiny random llama of tests/tiny.py")
+    ap.add_argument("--one-worker", action="store_true", help="also time one process with one worker and one BLAS "
+                    "thread (one rank's setup alone: the ranks' scaling)")
     ap.add_argument("--merge-copies", type=int, default=50, help="the merge is timed on this many copies of the run")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tracer-dist-bench-") as tmp_name:
@@ -137,7 +142,7 @@ def main() -> None:
         print(f"model {model or 'embedded SmolLM2-135M'}; {args.facts} facts, kinds {args.kinds}, samples {args.samples}; {os.cpu_count()} cores "
               f"(shared machine: numbers under load)", flush=True)
         out = tmp / "r.jsonl"
-        results = _runs(sweep, out, args.facts)
+        results = _runs(sweep, out, args.facts, args.one_worker)
         lines = out.read_bytes().splitlines()
         merge_s, merged_bytes = _merge_cost(lines, args.merge_copies, tmp)
         n_merged = len(lines) * args.merge_copies
@@ -147,6 +152,10 @@ def main() -> None:
         one = results["1 process x 2 workers"]
         two = results["2 ranks x 1 worker"]
         print(f"2 ranks / 1 process: {two['facts_per_hour'] / one['facts_per_hour']:.2f}x facts per hour on this machine")
+        if args.one_worker:
+            alone = results["1 process x 1 worker"]
+            print(f"2 ranks / 1 process of 1 worker: {two['facts_per_hour'] / alone['facts_per_hour']:.2f}x "
+                  "(the ranks' scaling; 2.00x is perfect)")
         t_fact = one["tracing_s"] / args.facts * 1.0  # one 2-thread process per host
         print(f"\ncost model, one such process per host: T(N) = {two['fixed_s']:.0f} s start + facts x "
               f"{t_fact:.2f} s / N + merge ({merge_s / n_merged * 1e3:.2f} ms per fact); "
