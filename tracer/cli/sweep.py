@@ -232,7 +232,6 @@ class _Progress:
 
     def on_event(self, event) -> None:  # called on the engine thread
         from ..sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
-
         from ..sweeps.distributed import RanksProgress, ShardsAssigned
 
         p = self.progress
