@@ -9,6 +9,8 @@ but start-up then dominates and the rates are noise). The same CLI command runs
   (a) as one process with 2 engine workers (BLAS 1 thread per call: tracer.workers), and
   (b) under `mlx.launch --backend ring -n 2` on loopback, each rank 1 worker and 1 BLAS thread
       (MKL/OpenBLAS/OMP_NUM_THREADS=1): the same 2 threads of compute in both,
+  (c) as the same 2 ranks started directly (MLX_RANK and MLX_HOSTFILE set per process): mlx.launch's
+      I/O loop polls its ranks' pipes without blocking and keeps about one core busy,
 
 each twice: a fresh sweep (wall time = start-up + tracing + merge) and the same command again
 over the finished file (nothing to do: start-up, model load, the ranks' agreement). Facts per
@@ -56,31 +58,50 @@ def _port() -> int:
     return port
 
 
-def _timed(argv: list[str], env: dict) -> float:
+def _timed(argvs: list[list[str]], envs: list[dict]) -> float:
+    """Seconds until every process of one run has ended (several: ranks started directly)."""
     started = time.perf_counter()
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=ROOT)
+    procs = [subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+             for argv, env in zip(argvs, envs)]
+    outputs = [p.communicate() for p in procs]
     seconds = time.perf_counter() - started
-    if proc.returncode != 0 or "sweep done" not in proc.stdout:
-        sys.exit(f"benchmark run failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    if any(p.returncode for p in procs) or not any("sweep done" in out for out, _ in outputs):
+        logs = "\n".join(out[-2000:] + err[-2000:] for out, err in outputs)
+        sys.exit(f"benchmark run failed ({[p.returncode for p in procs]}):\n{logs}")
     return seconds
 
 
-def _runs(sweep: list[str], out: Path, facts: int, one_worker: bool) -> dict:
-    """Fresh and finished-file seconds of both setups (and of one process with one worker: what
-    each rank is); facts per hour of the tracing."""
-    one = [str(BIN / "tracer-tui"), *sweep, "-o", str(out)]
+def _setups(one: list[str], tmp: Path, one_worker: bool) -> dict:
+    """name -> a function giving (argvs, envs) of a fresh run: one process with 2 workers; 2 ranks
+    under mlx.launch; the same 2 ranks started directly (MLX_RANK, MLX_HOSTFILE: the ring backend
+    needs nothing else), without mlx.launch's I/O loop, which polls its ranks' pipes without
+    blocking and keeps about one core busy; optionally one process with 1 worker."""
+    rank_env = _env(TRACER_WORKERS="1", **ONE_THREAD)
     launch = [str(BIN / "mlx.launch"), "--backend", "ring", "-n", "2", "--python", sys.executable]
+
+    def direct():
+        hostfile = tmp / "hosts.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{_port()}"], [f"127.0.0.1:{_port()}"]]))
+        return [one, one], [{**rank_env, "MLX_RANK": str(k), "MLX_HOSTFILE": str(hostfile)} for k in range(2)]
+
     setups = {
-        "1 process x 2 workers": (lambda: one, _env(TRACER_WORKERS="2")),
-        "2 ranks x 1 worker": (lambda: [*launch, "--starting-port", str(_port()), *one], _env(TRACER_WORKERS="1", **ONE_THREAD)),
+        "1 process x 2 workers": lambda: ([one], [_env(TRACER_WORKERS="2")]),
+        "2 ranks (mlx.launch)": lambda: ([[*launch, "--starting-port", str(_port()), *one]], [rank_env]),
+        "2 ranks (direct)": direct,
     }
     if one_worker:
-        setups["1 process x 1 worker"] = (lambda: one, _env(TRACER_WORKERS="1", **ONE_THREAD))
+        setups["1 process x 1 worker"] = lambda: ([one], [rank_env])
+    return setups
+
+
+def _runs(sweep: list[str], out: Path, facts: int, one_worker: bool) -> dict:
+    """Fresh and finished-file seconds of every setup; facts per hour of the tracing."""
+    one = [str(BIN / "tracer-tui"), *sweep, "-o", str(out)]
     results = {}
-    for name, (argv, env) in setups.items():
+    for name, make in _setups(one, out.parent, one_worker).items():
         out.unlink(missing_ok=True)
-        fresh = _timed(argv(), env)
-        again = _timed(argv(), env)  # nothing left to do: the fixed cost
+        fresh = _timed(*make())
+        again = _timed(*make())  # nothing left to do: the fixed cost
         tracing = max(fresh - again, 1e-9)
         results[name] = {"fresh_s": fresh, "fixed_s": again, "tracing_s": tracing, "facts_per_hour": facts * 3600 / tracing}
         print(f"{name:<24} fresh {fresh:6.1f} s, fixed (start-up, load{', agreement' if 'ranks' in name else ''}) "
@@ -150,11 +171,12 @@ def main() -> None:
         print(f"merge: {n_merged} lines ({merged_bytes / 1e6:.1f} MB) in {merge_s:.3f} s = "
               f"{merge_s / n_merged * 1e3:.3f} ms per fact, {per_fact_bytes / 1e3:.1f} kB per fact")
         one = results["1 process x 2 workers"]
-        two = results["2 ranks x 1 worker"]
-        print(f"2 ranks / 1 process: {two['facts_per_hour'] / one['facts_per_hour']:.2f}x facts per hour on this machine")
+        for name in ("2 ranks (mlx.launch)", "2 ranks (direct)"):
+            print(f"{name} / 1 process: {results[name]['facts_per_hour'] / one['facts_per_hour']:.2f}x facts per hour")
+        two = results["2 ranks (direct)"]
         if args.one_worker:
             alone = results["1 process x 1 worker"]
-            print(f"2 ranks / 1 process of 1 worker: {two['facts_per_hour'] / alone['facts_per_hour']:.2f}x "
+            print(f"2 ranks (direct) / 1 process of 1 worker: {two['facts_per_hour'] / alone['facts_per_hour']:.2f}x "
                   "(the ranks' scaling; 2.00x is perfect)")
         t_fact = one["tracing_s"] / args.facts * 1.0  # one 2-thread process per host
         print(f"\ncost model, one such process per host: T(N) = {two['fixed_s']:.0f} s start + facts x "
