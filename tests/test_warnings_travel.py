@@ -11,7 +11,7 @@ import io
 import pytest
 
 import tracer
-from tracer.render import export, figures
+from tracer.render import export, trace_text, figures
 from tracer.cli import run_cli
 from tracer.guards import TraceWarning, leading_warnings, warning_lines
 from tracer.models.load import load_model
@@ -42,7 +42,7 @@ def test_warning_lines_put_the_voiding_ones_first():
 def test_a_small_total_effect_leads_the_text_and_no_peak_is_named(result):
     gap = result.clean_prob - result.corrupted_prob
     assert gap < 0.05 and [w.code for w in result.warnings][0] in ("small-total-effect", "negative-total-effect")
-    lines = export.to_text(result).splitlines()
+    lines = trace_text.to_text(result).splitlines()
     assert lines[0].startswith(f"warning [{result.warnings[0].code}]: ")
     assert any(line.startswith("so no peak is named") for line in lines[:6])
     named = [line for line in lines if "peak" in line.replace("no peak is named", "").replace("(not a peak", "")]
@@ -52,7 +52,7 @@ def test_a_small_total_effect_leads_the_text_and_no_peak_is_named(result):
 
 def test_a_kept_target_leads_even_with_a_large_effect(result):
     flagged = with_warnings(result, [WEAK, KEPT])
-    lines = export.to_text(flagged).splitlines()
+    lines = trace_text.to_text(flagged).splitlines()
     assert lines[0] == f"warning [corruption-kept-target]: {KEPT}"
     assert lines[1] == f"warning [weak-target]: {WEAK}"
     assert lines[2].startswith("so no peak is named")
@@ -60,10 +60,10 @@ def test_a_kept_target_leads_even_with_a_large_effect(result):
 
 def test_a_clean_trace_starts_with_the_model_and_names_its_peak(result):
     plain = with_warnings(result, [])
-    text = export.to_text(plain)
+    text = trace_text.to_text(plain)
     assert text.startswith("model: ") and "warning [" not in text
     assert "hidden: peak " in text
-    weak_only = export.to_text(with_warnings(result, [WEAK]))
+    weak_only = trace_text.to_text(with_warnings(result, [WEAK]))
     assert weak_only.startswith(f"warning [weak-target]: {WEAK}\n\nmodel: ") and "hidden: peak " in weak_only
 
 

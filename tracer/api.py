@@ -238,13 +238,16 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
 
     Returns:
         A SweepSummary (kept, skipped, skipped_by_reason, traced_now, cancelled, seconds, ...).
+        Under ``mlx.launch`` the facts are sharded over the ranks (tracer.sweeps.distributed): rank 0's
+        summary covers the whole run and names in ``missing`` the facts no rank finished.
 
     Raises:
         InputError: unreadable facts, a results file written with other settings, bad settings.
     """
     from .sweeps.results import SweepConfig
-    from .sweeps.run import TracerBackend, run_sweep
+    from .sweeps.run import TracerBackend
     from .inputs.facts_file import load_facts
+    from .sweeps.distributed import sweep as sharded_sweep
 
     _check_model(model)
     _check_path(facts, "facts")
@@ -255,7 +258,7 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
         _check_count(limit, "limit")
         fact_list = fact_list[:limit]
     config = SweepConfig(filter=filter, **settings).with_mode(fact_list)
-    return run_sweep(TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
+    return sharded_sweep(lambda: TracerBackend(model), fact_list, output, config, on_event=on_event, cancel=cancel)
 
 
 def report(results: str, *, aggregate: str = "rome"):

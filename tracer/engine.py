@@ -133,10 +133,12 @@ class Engine:
         return self._tracer
 
     def _sweep(self, facts, output, config, on_event, cancel):
-        from .sweeps.run import TracerBackend, run_sweep
+        from .sweeps.run import TracerBackend
+        from .sweeps.distributed import sweep
 
-        backend = TracerBackend(self._loaded(), config.filter)
-        return run_sweep(backend, facts, output, config, on_event=on_event, cancel=cancel)
+        # sharded over the ranks under mlx.launch; a plain run_sweep otherwise
+        return sweep(lambda: TracerBackend(self._loaded(), config.filter), facts, output, config,
+                     on_event=on_event, cancel=cancel)
 
     def _count_known(self, facts, rule, on_event):
         from .sweeps.run import TracerBackend, count_known

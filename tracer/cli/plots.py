@@ -56,7 +56,7 @@ def plots_dir(path: str) -> str:
 
 def plot_formats(text: str) -> tuple[str, ...]:
     """--plot-formats: comma-separated svg, pdf, png."""
-    from ..render.figures import FORMATS
+    from ..render.figures.mpl import FORMATS
     from ..render.figures.mpl import MISSING_MESSAGE, have_matplotlib
 
     formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()))

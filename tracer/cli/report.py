@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from ..errors import InputError
 from .common import write_output
 from .plots import add_report_plot_arguments, write_report_plots
 
@@ -20,6 +21,9 @@ def add_parser(sub) -> None:
     r.add_argument("--aggregate", choices=("rome", "per-fact"), default="rome",
                    help="rome (default): ROME's notebook, every token row one sample, baseline = mean corrupted P over all "
                    "kept facts; per-fact: each fact once per group (not the reference's)")
+    r.add_argument("--by", choices=("relation",), default=None,
+                   help="relation: one report per relation_id (known_1000 and counterfact facts carry one), as ROME's "
+                   "per-relation analyses; text shows a table of each relation's effect and peak layer")
     r.add_argument("--format", choices=("text", "csv", "json"), default="text", help="default: text")
     r.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     r.add_argument("--no-plots", action="store_true", help="text format: tables only")
@@ -29,7 +33,13 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..render.sweep_report import render
     from ..sweeps.aggregate import load_report
+    from ..sweeps.aggregate import load_relation_reports
+    from ..render.sweep_report import render_relations
 
+    if args.by == "relation":
+        if args.plots:
+            raise InputError("--by relation writes tables only; drop --plots")
+        return write_output(args.output, render_relations(load_relation_reports(args.results, args.aggregate), args.format))
     report = load_report(args.results, args.aggregate)
     write_report_plots(args, report)
     to_terminal = args.output is None and sys.stdout.isatty()

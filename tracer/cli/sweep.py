@@ -6,12 +6,15 @@ into a clean cancel (the fact in progress is dropped, the file stays valid).
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import threading
 import time
 
 from ..errors import InputError
 from ..inputs.facts import DEFAULT_FILTER, FILTERS
+from ..errors import ModelError
 from ..settings import add_settings_arguments, settings_from_args
 from .common import add_model_args
 
@@ -47,6 +50,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..sweeps.results import ResultsState, ResultsWriter, SweepConfig, prepare_output
     from ..inputs.facts_file import load_facts
+    from ..sweeps.distributed import launched
 
     facts = load_facts(args.facts)
     if args.limit is not None:
@@ -61,7 +65,8 @@ def run(args) -> int:
         if not args.output:
             raise InputError("sweep needs --output RESULTS.jsonl (or --check-only)")
         state = prepare_output(args.output, facts, config)  # settings and file checks before loading the model
-        ResultsWriter(args.output, ResultsState(args.output)).close()  # writable, not locked by another sweep
+        if not launched():  # ranks of a group lock their own files (tracer.sweeps.distributed)
+            ResultsWriter(args.output, ResultsState(args.output)).close()  # writable, not locked by another sweep
         if state.records:
             in_run = sum(1 for f in facts if f.known_id in state.records)
             print(f"resuming {args.output}: {in_run} of {len(facts)} facts already done", file=sys.stderr)
@@ -71,8 +76,13 @@ def run(args) -> int:
     engine = Engine(args.model, keep_quantized=args.keep_quantized)
     try:
         started = time.perf_counter()
-        info = engine.load().result()
-        print(f"model: {info.summary} (loaded in {time.perf_counter() - started:.1f} s); BLAS: {info.blas}", file=sys.stderr)
+        try:
+            info = engine.load().result()
+            print(f"model: {info.summary} (loaded in {time.perf_counter() - started:.1f} s); BLAS: {info.blas}", file=sys.stderr)
+        except ModelError:
+            if args.check_only or not launched():
+                raise
+            # a rank of a group: the sweep reports the failure to every rank (and fails them all)
         if args.check_only:
             return _check_only(engine, facts, config.filter)
         return _run(engine, facts, args.output, config)
@@ -123,13 +133,17 @@ def _run(engine, facts, output, config) -> int:
     from ..sweeps.results import skip_reason_text
 
     cancel = threading.Event()
-    with _Progress() as progress:
+    with _Progress() as progress, _TermCancels(cancel, progress):
         fut = engine.sweep(facts, output, config, on_event=progress.on_event, cancel=cancel)
         summary = _wait(fut, cancel)
+    if summary.rank:
+        print(f"rank {summary.rank} of {summary.ranks}: {summary.kept} traced, {summary.skipped} skipped of its "
+              f"{summary.facts} facts ({summary.seconds:.0f} s); rank 0 merges the results into {output}")
+        return 130 if summary.cancelled else 0
     reasons = ", ".join(f"{n} {r}" for r, n in sorted(summary.skipped_by_reason.items()))
     if summary.dropped_tail:
         print(f"{output}: an incomplete last line was removed and its fact redone", file=sys.stderr)
-    state = "cancelled" if summary.cancelled else "done"
+    state = "cancelled" if summary.cancelled else "incomplete" if summary.missing else "done"
     print(
         f"sweep {state} (--filter {config.filter}): {summary.kept} of {summary.facts} facts traced, {summary.skipped} skipped"
         + (f" ({reasons})" if reasons else "")
@@ -137,12 +151,45 @@ def _run(engine, facts, output, config) -> int:
     )
     for reason in sorted(summary.skipped_by_reason):
         print(f"  {reason}: {skip_reason_text(reason)}")
+    if summary.missing:
+        shown = ", ".join(str(k) for k in summary.missing[:20]) + (", ..." if len(summary.missing) > 20 else "")
+        print(f"{len(summary.missing)} facts missing (a rank stopped before finishing its share): known_id {shown}; "
+              "rerun the same command to trace them")
+        return 1
     if summary.cancelled:
         remaining = summary.facts - summary.kept - summary.skipped
         print(f"{remaining} facts left: rerun the same command to resume")
         return 130
     print(f"results: {output}  (tracer-tui sweep-report {output})")
     return 0
+
+
+class _TermCancels:
+    """In a distributed group, SIGTERM (what mlx.launch sends every rank once one rank has died)
+    stops the sweep like Ctrl-C: the fact in hand is dropped and rank 0 still merges what the
+    ranks wrote. Before the facts are dealt (the start's collectives) there is nothing to save:
+    the process exits at once rather than wait on a peer that is gone."""
+
+    def __init__(self, cancel: threading.Event, progress: "_Progress"):
+        self.cancel = cancel
+        self.progress = progress
+        self.previous = None
+
+    def _handler(self, signum, frame):
+        if self.progress.rank is None:
+            os._exit(128 + signum)
+        self.cancel.set()
+
+    def __enter__(self):
+        from ..sweeps.distributed import launched
+
+        if launched() and threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 class _Progress:
@@ -158,6 +205,10 @@ class _Progress:
         self.trace_total = 0
         self.trace_started = 0.0
         self.facts_done = 0
+        self.rank = None  # in a distributed group: this process's rank, once the facts are dealt
+        self.prefix = ""
+        self.ranks_shown = None
+        self.rank_tasks: list = []
 
     def __enter__(self):
         if self.live:
@@ -190,9 +241,12 @@ class _Progress:
 
     def on_event(self, event) -> None:  # called on the engine thread
         from ..sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
+        from ..sweeps.distributed import RanksProgress, ShardsAssigned
 
         p = self.progress
-        if isinstance(event, SweepStarted):
+        if isinstance(event, (ShardsAssigned, RanksProgress)):
+            self._on_ranks(event)
+        elif isinstance(event, SweepStarted):
             if event.dropped_tail:
                 self.console.print(f"{event.path}: the last line is incomplete; redoing that fact")
         elif isinstance(event, FactsChecked):
@@ -201,14 +255,14 @@ class _Progress:
                     self.check_task = p.add_task("checking predictions", total=event.total, note="")
                 p.update(self.check_task, completed=event.checked, note=f"{event.kept} known")
             elif event.checked == event.total:
-                self.console.print(f"checked {event.total} facts: {event.kept} predicted correctly, {event.skipped} skipped")
+                self.console.print(f"{self.prefix}checked {event.total} facts: {event.kept} predicted correctly, {event.skipped} skipped")
         elif isinstance(event, TracingStarted):
             self.trace_total = event.total
             self.trace_started = time.perf_counter()
             if p is not None:
                 self.trace_task = p.add_task("tracing facts", total=max(event.total, 1), note="")
             else:
-                self.console.print(f"tracing {event.total} facts")
+                self.console.print(f"{self.prefix}tracing {event.total} facts")
         elif isinstance(event, FactStarted):
             if p is not None:
                 p.update(self.trace_task, completed=event.index, note=f"known_id {event.fact.known_id}")
@@ -224,13 +278,35 @@ class _Progress:
                 left = elapsed / self.facts_done * (event.total - self.facts_done)
                 r = event.record
                 self.console.print(
-                    f"[{self.facts_done}/{event.total}] known_id {r['known_id']} {r['subject']!r}: "
+                    f"{self.prefix}[{self.facts_done}/{event.total}] known_id {r['known_id']} {r['subject']!r}: "
                     f"p_clean {r['clean_prob']:.3f}, p_corrupted {r['corrupted_prob']:.3f} "
                     f"({event.seconds:.1f} s; ETA {_duration(left)})",
                     highlight=False,
                     markup=False,
                     soft_wrap=True,
                 )
+
+
+    def _on_ranks(self, event) -> None:
+        """Every rank's share (ShardsAssigned) and, on rank 0, how far each has come (RanksProgress)."""
+        from ..sweeps.distributed import ShardsAssigned
+
+        if isinstance(event, ShardsAssigned):
+            self.rank, self.prefix = event.rank, f"rank {event.rank}: "
+            shares = ", ".join(f"rank {k} {n}" for k, n in enumerate(event.shares))
+            self.console.print(f"{self.prefix}{event.pending} facts to do over {event.ranks} ranks ({shares})")
+            return
+        if self.progress is not None:
+            if not self.rank_tasks:
+                self.rank_tasks = [self.progress.add_task(f"rank {k}", total=max(n, 1), note="")
+                                   for k, n in enumerate(event.shares)]
+                self.rank_tasks.append(self.progress.add_task("all ranks", total=max(event.total, 1), note=""))
+            for task, done in zip(self.rank_tasks, [*event.done, event.all_done]):
+                self.progress.update(task, completed=done)
+        elif event.done != self.ranks_shown:
+            self.ranks_shown = list(event.done)
+            shares = ", ".join(f"rank {k} {d}/{n}" for k, (d, n) in enumerate(zip(event.done, event.shares)))
+            self.console.print(f"all ranks {event.all_done}/{event.total} ({shares})", highlight=False)
 
 
 def _duration(seconds: float) -> str:

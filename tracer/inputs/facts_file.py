@@ -8,6 +8,8 @@ one object per line is read as JSON Lines. Each row's kind comes from its keys:
             corrupted_subject (optional); traced by substitution
     known   attribute given: ROME's known_1000 format, subject, attribute, prompt (or a
             template with one {} for the subject), relation_id (optional); traced with noise
+            (ROME's counterfact records, {case_id, requested_rewrite: {prompt, subject,
+            target_true: {str}, relation_id}}, are read as such rows: counterfact_item)
     plain   prompt and subject only (target optional): a noise trace (trace --batch only)
 
 known_id (or id) is optional except in a JSON list of known_1000 facts; without one, a row's
@@ -170,6 +172,39 @@ def _known_id(item: dict, index: int, where: str, *, required: bool):
     return value
 
 
+def counterfact_item(item: dict, where: str) -> dict:
+    """A record of ROME's counterfact data set as a known_1000 row: its case_id is the known_id,
+    requested_rewrite's subject, target_true's str (the true attribute) and prompt (a template
+    with {} for the subject), and its relation_id. The rewrite's target_new and the
+    paraphrase, neighbourhood and generation prompts are not read.
+
+    Args:
+        item: the record.
+        where: how messages name it.
+
+    Returns:
+        A row for the known_1000 path of fact_from_item.
+
+    Raises:
+        InputError: a requested_rewrite without a usable prompt, subject or target_true.
+    """
+    rewrite = item["requested_rewrite"]
+    if not isinstance(rewrite, dict):
+        raise InputError(f"{where}: requested_rewrite must be an object (ROME's counterfact format)")
+    true = rewrite.get("target_true")
+    missing = [k for k in ("prompt", "subject") if k not in rewrite]
+    if not isinstance(true, dict) or "str" not in true:
+        missing.append("target_true.str")
+    if missing:
+        raise InputError(f"{where}: requested_rewrite has no {', '.join(repr(m) for m in missing)} "
+                         "(counterfact: prompt with {} for the subject, subject, target_true {str})")
+    row = {"subject": rewrite["subject"], "attribute": true["str"], "template": rewrite["prompt"]}
+    for key, value in (("known_id", item.get("case_id", item.get("known_id"))), ("relation_id", rewrite.get("relation_id"))):
+        if value is not None:
+            row[key] = value
+    return row
+
+
 def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, known_id_required: bool = False) -> Fact:
     """One row as a Fact (see the module docstring).
 
@@ -186,6 +221,8 @@ def fact_from_item(item: dict, index: int, where: str, *, plain: bool = False, k
     Raises:
         InputError: a missing or mistyped field, naming `where`.
     """
+    if "requested_rewrite" in item:
+        item = counterfact_item(item, where)
     if "corrupted_prompt" in item:
         missing = [k for k in PAIR_FIELDS if item.get(k) in (None, "")]
         if missing:

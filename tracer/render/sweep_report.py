@@ -300,3 +300,49 @@ def render(report: SweepReport, fmt: str, *, color: bool = False) -> str:
     if fmt == "json":
         return render_json(report)
     raise InputError(f"unknown format {fmt!r}: choose text, csv or json")
+
+
+# ---- by relation ----------------------------------------------------------------------------
+
+
+def relations_text(reports: dict[str, SweepReport]) -> str:
+    """A table, one row per relation: facts traced and skipped, p_clean, p_corrupted, the total
+    effect, and per kind the last subject token's peak AIE and its layer."""
+    kinds = next((r.kinds for r in reports.values() if r.kinds), [])
+    first = next(iter(reports.values()))
+    head = f"{'relation':<12} {'traced':>6} {'skipped':>7} {'p_clean':>8} {'p_corr':>8} {'effect':>8}"
+    head += "".join(f"  {kind + ' peak (layer)':>22}" for kind in kinds)
+    lines = [f"Sweep {first.path} by relation: {len(reports)} relations; aggregation {first.aggregate}, "
+             "each relation its own baseline", "", head]
+    for relation, r in reports.items():
+        row = f"{relation:<12} {r.kept:>6} {r.skipped:>7} {_f(r.clean_prob)} {_f(r.corrupted_prob)} {_f(r.total_effect)}"
+        for kind in kinds:
+            c = r.curves.get(kind, {}).get("last_subject")
+            peak = f"{c.peak:.4f} ({c.peak_layer})" if c is not None and c.peak_layer is not None else "-"
+            row += f"  {peak:>22}"
+        lines.append(row)
+    return "\n".join(lines) + "\n"
+
+
+def render_relations(reports: dict[str, SweepReport], fmt: str) -> str:
+    """The by-relation report as text (relations_text), CSV (render_csv's rows, a relation column
+    first) or JSON ({"by": "relation_id", "relations": {relation: report}})."""
+    if fmt == "text":
+        return relations_text(reports)
+    if fmt == "csv":
+        out = []
+        for i, (relation, report) in enumerate(reports.items()):
+            rows = render_csv(report).splitlines()
+            out += (["relation," + rows[0]] if i == 0 else []) + [f"{_csv_cell(relation)},{row}" for row in rows[1:]]
+        return "\n".join(out) + "\n"
+    if fmt == "json":
+        from .export import dumps
+
+        return dumps({"by": "relation_id", "relations": {k: r.to_dict() for k, r in reports.items()}}, indent=2) + "\n"
+    raise InputError(f"unknown format {fmt!r}: choose text, csv or json")
+
+
+def _csv_cell(text: str) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="").writerow([text])
+    return buf.getvalue()

@@ -231,14 +231,54 @@ def aggregate(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE
     )
 
 
-def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
-    """The report of a results file, or of a directory of ROME's per-case .npz files."""
+NO_RELATION = "(none)"  # the group of records without a relation_id
+
+
+def aggregate_by_relation(records: list[dict], path: str = "", mode: str = DEFAULT_AGGREGATE) -> dict[str, SweepReport]:
+    """One report per relation (the records' relation_id, as ROME's analyses split known_1000 and
+    counterfact), each aggregated on its own (its own baseline under ROME's aggregation).
+
+    Args:
+        records: a results file's records.
+        path: the file, for the reports' headers.
+        mode: the aggregation (DEFAULT_AGGREGATE or "per-fact").
+
+    Returns:
+        {relation_id: SweepReport}, relations in sorted order, NO_RELATION last.
+    """
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        relation = r.get("relation_id")
+        groups.setdefault(relation if isinstance(relation, str) and relation else NO_RELATION, []).append(r)
+    order = sorted(k for k in groups if k != NO_RELATION) + ([NO_RELATION] if NO_RELATION in groups else [])
+    return {k: aggregate(groups[k], path, mode) for k in order}
+
+def _records(path: str) -> tuple[list[dict], list[str]]:
+    """A results file's records (or a directory of ROME's per-case .npz files'), with its warnings."""
     if os.path.isdir(path):
         records, warnings = read_npz_dir(path)
     else:
         records, warnings = read_results(path)
     if not records:
         raise InputError(f"{path} holds no sweep results")
+    return records, warnings
+
+
+def load_report(path: str, mode: str = DEFAULT_AGGREGATE) -> SweepReport:
+    """The report of a results file, or of a directory of ROME's per-case .npz files."""
+    records, warnings = _records(path)
     report = aggregate(records, path, mode)
     report.warnings = warnings + report.warnings
     return report
+
+
+def load_relation_reports(path: str, mode: str = DEFAULT_AGGREGATE) -> dict[str, SweepReport]:
+    """One report per relation_id of a results file (aggregate_by_relation); the file's warnings go
+    to every report."""
+    records, warnings = _records(path)
+    reports = aggregate_by_relation(records, path, mode)
+    for report in reports.values():
+        report.warnings = warnings + report.warnings
+    return reports
+
+

@@ -291,6 +291,15 @@ class ResultsWriter:
             view = view[n:]
         os.fsync(self.fd)
 
+    def append_lines(self, lines: list[bytes]) -> None:
+        """Append already-encoded lines (each ending in a newline) with one fsync at the end:
+        the merge of a distributed sweep's part files."""
+        view = memoryview(b"".join(lines))
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        os.fsync(self.fd)
+
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)

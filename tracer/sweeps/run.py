@@ -82,6 +82,18 @@ class TracerBackend:
         self.n_layers = tracer.n_layers
         self.filter = check_filter(filter)
 
+    def fingerprint(self) -> str:
+        """The model's identity beyond its name: layers, vocabulary and a SHA-256 of the token
+        embedding's float32 bytes (ranks of a distributed sweep compare it)."""
+        import hashlib
+
+        import mlx.core as mx
+        import numpy as np
+
+        emb = np.asarray(self.tracer.patchable.anatomy.embed_weight().astype(mx.float32))
+        digest = hashlib.sha256(np.ascontiguousarray(emb).tobytes()).hexdigest()[:16]
+        return f"{self.name}/{self.n_layers} layers/{emb.shape[0]}x{emb.shape[1]}/{digest}"
+
     def token_ids(self, prompt: str) -> list[int]:
         from ..inputs.prompts import tokenize
 
@@ -228,6 +240,9 @@ class SweepSummary:
     cancelled: bool
     seconds: float
     dropped_tail: bool
+    rank: int = 0  # a distributed sweep (tracer.sweeps.distributed): this process's rank
+    ranks: int = 1  # and the group's size
+    missing: list = dataclasses.field(default_factory=list)  # known_ids no rank finished (rank 0)
 
 
 SweepEvent = SweepStarted | FactsChecked | FactSkipped | TracingStarted | FactStarted | FactProgress | FactDone
