@@ -1,0 +1,1 @@
+"""The batched patched forward and what schedules it: preparing a run, cells, patching, estimates."""
