@@ -47,9 +47,14 @@ def differentiable_prob(logits: mx.array, targets) -> mx.array:
     fast polynomial exp of fastops has no gradient through its exponent bits)."""
     if logits.ndim == 2:
         logits = logits[:, None, :]
-    logits = logits.astype(mx.float32)
+    logits = _wide(logits)
     picked = mx.stack([logits[:, j, t] for j, t in enumerate(targets)], axis=1)
     return mx.exp((picked - mx.logsumexp(logits, axis=-1)).sum(axis=1))
+
+
+def _wide(x: mx.array) -> mx.array:
+    """float32, or float64 where it is already (a model in float64: the tests' finite differences)."""
+    return x if x.dtype == mx.float64 else x.astype(mx.float32)
 
 
 def _batch_terms(pm: PatchableModel, run: Corrupted, rows: slice, kinds) -> tuple[mx.array, dict]:
@@ -71,7 +76,7 @@ def _batch_terms(pm: PatchableModel, run: Corrupted, rows: slice, kinds) -> tupl
         (_, (p, states)), grads = mx.value_and_grad(prob)(zeros)
     terms = {}
     for k in kinds:
-        per_layer = [(g * (run.clean[k][i].astype(mx.float32) - s.astype(mx.float32))).sum(axis=-1)
+        per_layer = [(_wide(g) * (_wide(run.clean[k][i]) - _wide(s))).sum(axis=-1)
                      for i, (g, s) in enumerate(zip(grads[k], states[k]))]
         terms[k] = mx.stack(per_layer)
     mx.eval(p, terms)
