@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tracer.cli import run_cli
-from tracer.core.estimate import differentiable_prob, order_chunks, state_terms
+from tracer.core.estimate import differentiable_prob, importance, order_chunks, state_terms
 from tracer.errors import InputError
 from tracer.events import CellsDone, Estimate, Started
 from tracer.fastops import exact_activations
@@ -145,8 +145,22 @@ def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
 def test_chunks_run_in_order_of_their_most_important_cell():
     cells = [Cell("hidden", r, 0, (0, 1), (r,)) for r in range(5)]
     chunks = [Chunk(1, 0, cells[:2]), Chunk(1, 2, cells[2:4]), Chunk(1, 4, cells[4:])]
-    priority = {id(cells[0]): 0.1, id(cells[1]): 0.2, id(cells[2]): 0.05, id(cells[3]): 1.0, id(cells[4]): 0.2}
+    priority = {id(cells[0]): 0.1, id(cells[1]): 0.3, id(cells[2]): 0.05, id(cells[3]): 1.0, id(cells[4]): 0.2}
+    # the important ones (>= 0.25) largest first, then the others in the given order
     assert order_chunks(chunks, priority) == [chunks[1], chunks[0], chunks[2]]
+    priority[id(cells[1])] = 0.2
+    assert order_chunks(chunks, priority) == [chunks[1], chunks[0], chunks[2]]
+    priority[id(cells[3])] = 0.1
+    assert order_chunks(chunks, priority) == chunks
+
+
+def test_importance_brings_the_estimated_peaks_neighbourhood():
+    cells = [Cell("mlp", 0, layer, (layer, layer + 1), (0,)) for layer in range(8)]
+    cells += [Cell("attn", 0, layer, (layer, layer + 1), (0,)) for layer in range(2)]
+    probs = np.array([0.1, 0.1, 0.1, 0.5, 0.1, 0.1, 0.1, 0.3, 0.2, 0.15])
+    got = importance(cells, probs, p_corrupt=0.1)
+    # mlp: the peak (layer 3) 1, layers 1..5 at least 0.9, layer 7 its own 0.2 / 0.4; attn on its own scale
+    assert np.allclose(got, [0, 0.9, 0.9, 1, 0.9, 0.9, 0, 0.5, 1, 0.9])
 
 
 def test_estimate_only_from_the_api_and_the_cli(tracers, tiny_model_dir, capsys):

@@ -163,26 +163,40 @@ def estimate_grids(cells: list[Cell], probs: np.ndarray, shape: tuple[int, int],
     return grids
 
 
+# a progressive trace runs first the forwards holding a cell at least this important (importance),
+# largest first, then the others in today's order (costliest first: the workers finish together)
+IMPORTANT = 0.25
+NEIGHBOURHOOD = 2  # layers either side of a grid's estimated peak (same row) that come with it
+NEIGHBOUR_PRIORITY = 0.9
+
+
 def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.ndarray:
     """Each cell's priority in a progressive trace, 0..1: its estimated |effect| (|P - P(corrupted)|)
-    relative to the largest of its grid, so every grid's peak comes early. Cells without an
-    estimate: 0."""
+    relative to the largest of its grid, so every grid's peak comes early; the cells within
+    NEIGHBOURHOOD layers of a grid's estimated peak in its row at least NEIGHBOUR_PRIORITY. Cells
+    without an estimate: 0."""
     effect = np.nan_to_num(np.abs(np.asarray(probs, dtype=np.float64) - p_corrupt), nan=0.0)
     out = np.zeros(len(cells))
     for grid in {c.grid for c in cells}:
         idx = [i for i, c in enumerate(cells) if c.grid == grid]
         top = effect[idx].max()
-        if top > 0:
-            out[idx] = effect[idx] / top
+        if top <= 0:
+            continue
+        out[idx] = effect[idx] / top
+        peak = cells[idx[int(np.argmax(effect[idx]))]]
+        for i in idx:
+            if cells[i].row == peak.row and abs(cells[i].layer - peak.layer) <= NEIGHBOURHOOD:
+                out[i] = max(out[i], NEIGHBOUR_PRIORITY)
     return out
 
 
 def order_chunks(chunks: list[Chunk], priority: dict[int, float]) -> list[Chunk]:
     """The same forwards (same cells together: the same batching and prefix reuse, the same
-    values bit for bit) run in the order of their most important cell, largest first; ties keep
-    today's order. `priority`: id(cell) -> importance."""
-    keyed = [(-max(priority.get(id(c), 0.0) for c in chunk.cells), i) for i, chunk in enumerate(chunks)]
-    return [chunks[i] for _, i in sorted(keyed)]
+    values bit for bit) in another order: those holding a cell of priority >= IMPORTANT first,
+    largest first, then the rest in today's order. `priority`: id(cell) -> importance."""
+    top = [max(priority.get(id(c), 0.0) for c in chunk.cells) for chunk in chunks]
+    first = sorted((i for i in range(len(chunks)) if top[i] >= IMPORTANT), key=lambda i: (-top[i], i))
+    return [chunks[i] for i in first] + [chunks[i] for i in range(len(chunks)) if top[i] < IMPORTANT]
 
 
 def estimate_error(estimated: dict, exact: dict, tokens: list[str], *, largest: int = 5) -> dict:
