@@ -199,3 +199,22 @@ def test_float32_terms_with_the_fast_mlp_match_float64(tracers, float64_tracer):
     for kind in terms32:
         scale = np.abs(terms64[kind]).max()
         assert np.allclose(terms32[kind], terms64[kind], rtol=1e-2, atol=1e-3 * scale), kind
+
+
+@pytest.mark.parametrize("extra", [
+    {"corrupted_prompt": "The Statue of Liberty is located in the city of", "target": " Paris, the"},
+    {"target": " Paris, the", "samples": 2},
+    {"positions": "subject", "samples": 2},
+])
+def test_progressive_with_aligned_prompts_long_targets_and_chosen_positions(tracers, extra):
+    """A corrupted prompt of another length (aligned), a target of several tokens (teacher-forced)
+    and positions restored together: the same grids bit for bit, and an estimate that follows the
+    exact cells (these effects are small: well inside the first order)."""
+    tracer, _ = tracers("llama")
+    today = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, window=3, **extra))
+    progressive = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, window=3, estimate="progressive", **extra))
+    assert all(today.grids[k] == progressive.grids[k] for k in today.grids)
+    if "target" in extra:
+        assert len(today.target_tokens) > 1
+    for kind, error in progressive.estimate_error.items():
+        assert error["correlation"] > 0.7, kind
