@@ -32,7 +32,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..errors import check_cancel
-from ..events import Estimate
+from ..events import Estimate, Log
 from ..fastops import exact_activations
 from ..metrics import cell_metrics
 from ..patching import PatchableModel, TapPlan
@@ -277,6 +277,8 @@ def estimate_trace(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, fir
         if where and emit is not None:
             emit(Estimate(grid, where, [g["prob"][r][c] for r, c in where],
                           [g["recovery"][r][c] for r, c in where], seconds))
+    if emit is not None:
+        emit(Log("info", f"first-order estimate of {len(cells)} cells in {seconds:.2f} s; exact cells follow"))
     priority = importance(cells, probs, p_corrupt)
     return Estimated(grids, {id(c): float(v) for c, v in zip(cells, priority)}, seconds)
 
