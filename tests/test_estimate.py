@@ -218,3 +218,19 @@ def test_progressive_with_aligned_prompts_long_targets_and_chosen_positions(trac
         assert len(today.target_tokens) > 1
     for kind, error in progressive.estimate_error.items():
         assert error["correlation"] > 0.7, kind
+
+
+def test_cell_estimates_sum_windows_and_positions_and_stay_probabilities():
+    """A cell's estimate is the base plus its terms over layers l0..l1 and its positions, per sample,
+    clipped to [0, 1]; a severed cell has none."""
+    from tracer.core.estimate import cell_estimates
+
+    base = np.array([0.2, 0.5])
+    terms = {"mlp": np.arange(2 * 2 * 3, dtype=np.float64).reshape(2, 2, 3) / 100}  # [L=2, N=2, T=3]
+    cells = [Cell("mlp", 0, 0, (0, 2), (1,)), Cell("mlp", 0, 1, (1, 2), (0, 2)), Cell("hidden", 0, 0, (0, 1), (0,), "mlp")]
+    terms["hidden"] = np.full((2, 2, 3), 0.3)
+    got = cell_estimates(cells, base, terms)
+    assert np.allclose(got[0], [0.2 + 0.01 + 0.07, 0.5 + 0.04 + 0.10])
+    assert np.allclose(got[1], [0.2 + 0.06 + 0.08, min(1.0, 0.5 + 0.09 + 0.11)])
+    assert np.isnan(got[2]).all()
+    assert np.array_equal(cell_estimates(cells[:1], base, {"mlp": terms["mlp"] * 100}), [[1.0, 1.0]])

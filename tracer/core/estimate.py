@@ -116,8 +116,10 @@ def state_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds
 
 def cell_estimates(cells: list[Cell], base: np.ndarray, terms: dict[str, np.ndarray]) -> np.ndarray:
     """Estimated P(target) per cell and sample [cells, N] (float64): the corrupted run's plus the
-    cell's terms summed over its layers and positions. Severed cells (hidden with a sublayer
-    frozen) have no first-order estimate here: NaN."""
+    cell's terms summed over its layers and positions, clipped to [0, 1] (a first-order step can
+    leave the probabilities' range; clipped, the correlation with the exact grids measured here was
+    as good or better for every kind, 0.55 -> 0.62 for one fact's mlp). Severed cells (hidden with a
+    sublayer frozen) have no first-order estimate here: NaN."""
     cumulative = {k: np.concatenate([np.zeros_like(v[:1]), np.cumsum(v, axis=0)]) for k, v in terms.items()}
     out = np.full((len(cells), base.shape[0]), np.nan)
     for i, cell in enumerate(cells):
@@ -126,7 +128,7 @@ def cell_estimates(cells: list[Cell], base: np.ndarray, terms: dict[str, np.ndar
         c = cumulative[cell.kind]
         l0, l1 = cell.layers
         out[i] = base + (c[l1] - c[l0])[:, list(cell.positions)].sum(axis=1)
-    return out
+    return np.clip(out, 0.0, 1.0)
 
 
 def estimate(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_corrupt: int,
