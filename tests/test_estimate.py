@@ -227,7 +227,8 @@ def test_cell_estimates_sum_windows_and_positions_and_stay_probabilities():
 
     base = np.array([0.2, 0.5])
     terms = {"mlp": np.arange(2 * 2 * 3, dtype=np.float64).reshape(2, 2, 3) / 100}  # [L=2, N=2, T=3]
-    cells = [Cell("mlp", 0, 0, (0, 2), (1,)), Cell("mlp", 0, 1, (1, 2), (0, 2)), Cell("hidden", 0, 0, (0, 1), (0,), "mlp")]
+    cells = [Cell("mlp", 0, 0, (0, 2), (1,)), Cell("mlp", 0, 1, (1, 2), (0, 2)),
+             Cell("hidden", 0, 0, (0, 1), (0,), "mlp")]
     terms["hidden"] = np.full((2, 2, 3), 0.3)
     got = cell_estimates(cells, base, terms)
     assert np.allclose(got[0], [0.2 + 0.01 + 0.07, 0.5 + 0.04 + 0.10])
