@@ -37,8 +37,8 @@ from .settings import NoiseRule, TraceSettings  # noqa: E402
 
 # The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
 # imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).
-_LAZY = {"load": "api", "predict": "api", "trace": "api", "patch": "api", "sweep": "api", "report": "api",
-         "Tracer": "core.tracing", "inspect": "api",
+_LAZY = {"load": "api", "predict": "api", "trace": "api", "estimate": "api", "patch": "api", "sweep": "api",
+         "report": "api", "Tracer": "core.tracing", "inspect": "api",
          "robustness": "api"}
 
 
@@ -66,6 +66,7 @@ __all__ = [
     "TraceSettings",
     "Tracer",
     "TracerError",
+    "estimate",
     "inspect",
     "keep_freed_memory",
     "load",

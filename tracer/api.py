@@ -92,7 +92,9 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
         cancel: a threading.Event; once set, the trace stops and raises TraceCancelled.
         **settings: TraceSettings' fields, with the CLI's names and defaults: kinds
             (("hidden", "mlp", "attn")), samples (10), noise ("s3"), replace (False),
-            window (10), seed (1), sever (()).
+            window (10), seed (1), sever (()); and estimate ("off"; "progressive": a first-order
+            estimate of every cell first, then the exact cells largest estimated effect first, the
+            same grids, with ``estimate`` and ``estimate_error``; "only": see ``estimate``).
 
     Returns:
         A TraceResult: ``grid(kind, metric)`` as numpy arrays, ``clean_prob``,
@@ -107,6 +109,34 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
     return run_trace(model, request, on_event=on_event, cancel=cancel)
+
+
+def estimate(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | None = None,
+             target: str | None = None, positions="all", on_event=None,
+             cancel: threading.Event | None = None, **settings) -> TraceResult:
+    """A first-order estimate of a causal trace (attribution patching): every cell's P(target) from
+    one forward and backward pass of the corrupted run per batch of noise samples, no patched runs
+    (tracer/core/estimate.py says what it is and where it is poor).
+
+    Args:
+        model: from ``load``.
+        prompt, subject, corrupted_prompt, target, positions, on_event, cancel: as in ``trace``
+            (on_event also gets one Estimate event per grid).
+        **settings: as in ``trace``.
+
+    Returns:
+        A TraceResult whose grids hold the estimate: "prob" and "recovery" (the other metrics None,
+        except for cells restoring only positions before the corruption, which are exact);
+        ``exact`` is False and ``estimate`` holds the same grids.
+
+    Raises:
+        InputError: as ``trace``, and a severed kind (``sever``: not estimated).
+        TraceCancelled: `cancel` was set.
+    """
+    if settings.get("sever"):
+        raise InputError("severed paths (sever) have no first-order estimate: trace them exactly")
+    return trace(model, prompt, subject, corrupted_prompt=corrupted_prompt, target=target, positions=positions,
+                 on_event=on_event, cancel=cancel, estimate="only", **settings)
 
 
 def _check_model(model) -> None:

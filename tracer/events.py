@@ -1,5 +1,6 @@
 """What a trace reports while it runs: events the engine emits, in order (Recording..., Started,
-CellsDone..., then Finished, Failed or Cancelled; Log at any time).
+Estimate... (a request with estimate "progressive" or "only"), CellsDone..., then Finished, Failed or
+Cancelled; Log at any time).
 
 Plain dataclasses holding Python values: safe to hand from the engine thread to any other thread.
 """
@@ -62,6 +63,22 @@ class CellsDone:
 
 
 @dataclass
+class Estimate:
+    """The first-order estimate (attribution patching, core/estimate.py) of one grid's cells, sent
+    once per grid after Started and before the exact cells of those grids. Show it marked as an
+    estimate; each CellsDone then replaces its cells with exact values (and estimate minus exact
+    is the estimate's error there). `cells` are the grid's cells that have an estimate and are not
+    exact yet (cells restoring only positions before the corruption arrive exactly, at once, in a
+    CellsDone before it)."""
+
+    kind: str  # the grid
+    cells: list[tuple[int, int]]  # (row, layer)
+    prob: list[float]
+    recovery: list[float | None]  # None for every cell when recovery % is not available
+    seconds: float  # the estimate's time (its forward and backward passes)
+
+
+@dataclass
 class Log:
     level: str  # "info", "warning", "error"
     text: str
@@ -94,4 +111,4 @@ class RobustnessProgress:
     done: bool
 
 
-TraceEvent = Recording | Started | CellsDone | Log | Finished | Failed | Cancelled
+TraceEvent = Recording | Started | Estimate | CellsDone | Log | Finished | Failed | Cancelled

@@ -12,6 +12,8 @@ import numpy as np
 
 from .settings import TraceSettings
 
+ESTIMATE_MODES = ("off", "progressive", "only")  # TraceRequest.estimate
+
 
 @dataclass(frozen=True)
 class TraceRequest(TraceSettings):
@@ -31,6 +33,9 @@ class TraceRequest(TraceSettings):
             subject (its differing span), when the prompts differ elsewhere too. None: found by
             aligning the two prompts' tokens.
         top_k: how many top predictions of the clean and corrupted runs the result carries.
+        estimate: "off"; "progressive" (first a first-order estimate of every cell, core/estimate.py,
+            then the exact cells in the order of the estimated effect; the same exact grids) or
+            "only" (the estimate alone: the grids hold it, no patched runs).
     """
 
     prompt: str
@@ -40,6 +45,7 @@ class TraceRequest(TraceSettings):
     positions: str | tuple[int, ...] = "all"
     corrupted_subject: str | None = None
     top_k: int = 5
+    estimate: str = "off"
 
     def __post_init__(self):
         super().__post_init__()
@@ -60,6 +66,8 @@ class TraceRequest(TraceSettings):
         object.__setattr__(self, "positions", parse_positions(self.positions))  # "0-4" -> (0, 1, 2, 3, 4)
         if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or not 1 <= self.top_k <= 100:
             raise InputError(f"top_k must be a whole number from 1 to 100 (got {self.top_k!r:.40})")
+        if self.estimate not in ESTIMATE_MODES:
+            raise InputError(f"estimate must be one of {', '.join(ESTIMATE_MODES)} (got {self.estimate!r:.40})")
         if self.corrupted_subject is not None:
             if self.corrupted_prompt is None:
                 raise InputError("a corrupted subject needs a corrupted prompt")
@@ -121,6 +129,12 @@ class TraceResult:
     # every token of the target, teacher-forced: [{"id", "text", "clean_prob", "corrupted_prob"}];
     # P(target) is their product (one entry for a one-token target)
     target_tokens: list[dict] = field(default_factory=list)
+    # request.estimate "progressive" or "only": the first-order estimate's grids[kind]["prob"/"recovery"];
+    # "only": `grids` hold the estimate too (their other metrics None), `exact` is False
+    estimate: dict | None = None
+    # "progressive": core.estimate.estimate_error's summary per grid (correlation, largest errors)
+    estimate_error: dict | None = None
+    exact: bool = True
 
     @property
     def n_layers(self) -> int:

@@ -58,6 +58,13 @@ def add_parser(sub) -> None:
                    help="also write ROME's per-case knowledge_0{,_mlp,_attn}.npz files here (positions all) "
                    "(default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--estimate-only", action="store_const", const="only", dest="estimate", default="off",
+                     help="only the first-order estimate of every cell (attribution patching: one forward and "
+                     "backward pass per batch of samples), no patched runs")
+    how.add_argument("--progressive", action="store_const", const="progressive", dest="estimate",
+                     help="estimate every cell first, then run the exact cells largest estimated effect first; "
+                     "the same grids, plus the estimate and its error (JSON: estimate, estimate_error)")
     batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
     add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.render.figures)
 
@@ -118,6 +125,7 @@ def run(args) -> int:
         target=args.target,
         positions=args.positions,
         top_k=args.top_k,
+        estimate=args.estimate,
         **settings.as_kwargs(),
     )
     inspect = parse_inspect(args.inspect)

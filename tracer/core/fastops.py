@@ -100,6 +100,20 @@ def softmax(x: mx.array) -> mx.array:
     return mx.exp(x - logsumexp(x))
 
 
+_exact = threading.local()
+
+
+class exact_activations:
+    """Within this context (on this thread) FastSwiGLU uses MLX's own SiLU: the polynomial's
+    exponent bits carry no gradient, so differentiated forwards (core/estimate.py) need it."""
+
+    def __enter__(self):
+        _exact.on = True
+
+    def __exit__(self, *exc):
+        _exact.on = False
+
+
 class FastSwiGLU(nn.Module):
     """The same MLP (same Linear layers) with silu_mul as its activation."""
 
@@ -109,6 +123,8 @@ class FastSwiGLU(nn.Module):
 
     def __call__(self, x):
         m = self.inner
+        if getattr(_exact, "on", False):
+            return m.down_proj(nn.silu(m.gate_proj(x)) * m.up_proj(x))
         return m.down_proj(fused_silu_mul(m.gate_proj(x), m.up_proj(x)))
 
 

@@ -39,6 +39,7 @@ class TapPlan:
     clean: mx.array | None = None  # [T, D] (or [B, T, D]) clean values
     freeze: mx.array | None = None  # [B, T, 1] bool: where to hold the corrupted run's value
     frozen: mx.array | None = None  # [B, T, D] the corrupted run's values (severed paths)
+    add: mx.array | None = None  # [B, T, D] added to the output (zeros: the gradient's handle, core/estimate.py)
     record: bool = False
     recorded: mx.array | None = None
 
@@ -61,6 +62,8 @@ class Tap(nn.Module):
         if plan is None:
             return self.inner(*args, **kwargs)
         out = plan.replay if plan.replay is not None else self.inner(*args, **kwargs)
+        if plan.add is not None:
+            out = out + plan.add
         if plan.mask is not None:
             out = mx.where(plan.mask, plan.clean, out)
         if plan.freeze is not None:

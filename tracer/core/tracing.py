@@ -29,6 +29,7 @@ from ..guards import (
 from ..types import Prediction, TraceRequest, TraceResult
 from ..metrics import METRIC_NAMES, cell_metrics, interval_grids
 from ..models.load import LoadedModel
+from .estimate import estimate_error, estimate_trace, fill_estimate, order_chunks
 from .patching import PatchableModel
 from .workers import Workers, default_workers
 from . import schedule
@@ -340,7 +341,19 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         target_id=target_id, top_id=corrupt_top_id, cancel=cancel, target_ids=tuple(targets),
     )
     del clean_states
+    estimated = None
+    if req.estimate != "off":  # first-order estimate of every cell (core/estimate.py), then exact cells by it
+        estimated = estimate_trace(pm, run, cells, first_corrupt=first_corrupt, shape=shape, p_clean=p_clean,
+                                   p_corrupt=p_corrupt, available=available, delivered=unaffected, emit=emit,
+                                   cancel=cancel)
+        if req.estimate == "only":
+            fill_estimate(grids, todo, estimated)
+            warnings.append(TraceWarning("estimate-only", "the grids are a first-order estimate (attribution "
+                                         "patching), not patched runs"))
+            todo = []
     chunks, packed = plan_chunks(tracer, todo, n_samples, Tf, use_prefix=use_prefix)
+    if estimated is not None:
+        chunks = order_chunks(chunks, estimated.priority)
     if packed:
         pm.packed.prepare(run)
         run.kv = corrupt_kv = None  # the packed forward reads the rows only
@@ -373,6 +386,9 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         target_tokens=[{"id": int(t), "text": tok.decode([int(t)], skip_special_tokens=False),
                         "clean_prob": float(clean_dists[j, t]), "corrupted_prob": float(corrupt_dists[:, j, t].mean())}
                        for j, t in enumerate(targets)],
+        estimate=estimated.grids if estimated else None,
+        estimate_error=estimate_error(estimated.grids, grids, clean.texts) if todo and estimated else None,
+        exact=req.estimate != "only",
     )
 
 

@@ -97,7 +97,17 @@ def _to_json(result, top: int) -> dict:
         "summary": summarize(result, top=top),
         "warnings": [warning_dict(w) for w in result.warnings],
         "timing": {"seconds": result.seconds},
+        **_estimate_json(result),
     }
+
+
+def _estimate_json(result) -> dict:
+    """With an estimate (request.estimate): "exact" (False: the grids are the estimate),
+    "estimate" (grids[kind] {"prob", "recovery"}) and, once exact, "estimate_error" (per grid:
+    correlation, mean and largest absolute errors, the largest errors and where)."""
+    if result.estimate is None:
+        return {}
+    return {"exact": result.exact, "estimate": result.estimate, "estimate_error": result.estimate_error}
 
 
 def to_json_text(result, *, top: int = 3, extra: dict | None = None) -> str:

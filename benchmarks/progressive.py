@@ -1,0 +1,154 @@
+"""Progressive trace: how soon the estimate and the exact peak arrive, what the whole costs against
+today's schedule, and how well the first-order estimate correlates with the exact grids.
+
+    uv run python benchmarks/progressive.py --json                   # the Eiffel trace, embedded model
+    uv run python benchmarks/progressive.py --facts 6,21             # also known_1000 facts (by known_id)
+    uv run python benchmarks/progressive.py --json --model-shape gpt2-xl --quick   # random init, timings
+
+All measured in one process, after a small warm-up trace: a trace with today's schedule
+(`baseline_total_s`), then the same trace with estimate="progressive": `estimate_s` is the time from
+the call to the first Estimate event (the clean and corrupted runs included), `estimate_only_s` the
+estimate's own forward and backward passes, `exact_peak_s` the time until every kind's peak cell (the
+final grid's largest P(target)) is exact, `total_s` the whole progressive trace.
+`baseline_peak_s` is the same peak time under today's schedule. `correlation` is the Pearson r of
+the estimated and exact P(target) per kind (None for a random-init model: timings only).
+
+--model-shape gpt2-xl / llama-1b builds a random-init model of that shape in memory (mlx-lm's own
+initialisation, mx.random.seed(0)) with the tests' tiny tokenizer (vocabulary ~400: the logits'
+matmul at the last position is negligible in a trace either way). --quick restricts the cells to
+positions subject-last and 3 samples (the whole grid of a 1.5B model takes many minutes here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import tracer  # noqa: F401  (fast BLAS before mlx.core)
+
+import mlx.core as mx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tracer.events import CellsDone, Estimate  # noqa: E402
+from tracer.inputs.facts_file import load_facts  # noqa: E402
+from tracer.models.load import LoadedModel, load_model  # noqa: E402
+from tracer.core.tracing import Tracer, run_trace  # noqa: E402
+from tracer.types import TraceRequest  # noqa: E402
+
+PROMPT = "The Eiffel Tower is located in the city of"
+SUBJECT = "Eiffel Tower"
+
+SHAPES = {  # mlx-lm model type and the config fields that give the shape
+    "gpt2-xl": ("gpt2", {"n_ctx": 1024, "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
+                         "layer_norm_epsilon": 1e-5}),
+    "llama-1b": ("llama", {"hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192,
+                           "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
+                           "max_position_embeddings": 2048, "rope_theta": 500000.0, "tie_word_embeddings": True,
+                           "head_dim": 64}),
+}
+
+
+def random_model(shape: str) -> LoadedModel:
+    """A random-init model of the named shape, float32, with the tests' tiny tokenizer."""
+    import importlib
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from tiny import tiny_tokenizer
+
+    model_type, fields = SHAPES[shape]
+    tok = tiny_tokenizer()
+    config = {"model_type": model_type, **fields, "vocab_size": tok.get_vocab_size()}
+    module = importlib.import_module(f"mlx_lm.models.{model_type}")
+    mx.random.seed(0)
+    model = module.Model(module.ModelArgs.from_dict(config))
+    mx.eval(model.parameters())
+    return LoadedModel(model, tok, f"random {shape}", "mlx-lm", quantized=False)
+
+
+def timed_trace(engine: Tracer, request: TraceRequest) -> tuple[object, dict]:
+    """The result and the times (from the call) of the first Estimate event and of each exact cell."""
+    started = time.perf_counter()
+    times: dict = {"cells": {}}
+
+    def on_event(event):
+        now = time.perf_counter() - started
+        if isinstance(event, Estimate):
+            times.setdefault("estimate", now)
+            times["estimate_only"] = event.seconds
+        elif isinstance(event, CellsDone):
+            for cell in event.cells:
+                times["cells"][(event.kind, *cell)] = now
+
+    result = run_trace(engine, request, on_event=on_event)
+    times["total"] = time.perf_counter() - started
+    return result, times
+
+
+def peak_time(result, times: dict) -> dict:
+    """Per kind: when the final grid's largest-P(target) cell arrived exact."""
+    out = {}
+    for kind in result.request.kinds:
+        grid = result.grid(kind)
+        row, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        out[kind] = times["cells"][(kind, int(row), int(layer))]
+    return out
+
+
+def measure(engine: Tracer, request: TraceRequest, correlations: bool) -> dict:
+    """Today's schedule, then the progressive one, on the same request (see the module docstring)."""
+    base, base_times = timed_trace(engine, request)
+    prog, times = timed_trace(engine, TraceRequest(**{**_fields(request), "estimate": "progressive"}))
+    for kind in request.kinds:
+        assert np.array_equal(base.grid(kind), prog.grid(kind), equal_nan=True), f"{kind}: grids differ"
+    peaks, base_peaks = peak_time(prog, times), peak_time(base, base_times)
+    errors = prog.estimate_error or {}
+    return {
+        "estimate_s": round(times["estimate"], 3),
+        "estimate_only_s": round(times["estimate_only"], 3),
+        "exact_peak_s": round(max(peaks.values()), 3),
+        "total_s": round(times["total"], 3),
+        "baseline_total_s": round(base_times["total"], 3),
+        "baseline_peak_s": round(max(base_peaks.values()), 3),
+        "exact_peak_s_by_kind": {k: round(v, 3) for k, v in peaks.items()},
+        "correlation": {k: (None if not correlations or e["correlation"] is None else round(e["correlation"], 4))
+                        for k, e in errors.items()},
+        "largest_errors": {k: e["largest"][:3] for k, e in errors.items()} if correlations else {},
+        "cells": sum(np.isfinite(prog.grid(k)).sum() for k in request.kinds).item(),
+    }
+
+
+def _fields(request: TraceRequest) -> dict:
+    from dataclasses import fields
+
+    return {f.name: getattr(request, f.name) for f in fields(request)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON line per traced prompt")
+    parser.add_argument("--model-shape", choices=("embedded", *SHAPES), default="embedded")
+    parser.add_argument("--quick", action="store_true", help="positions subject-last and 3 samples")
+    parser.add_argument("--samples", type=int, default=10)
+    parser.add_argument("--facts", default="", help="known_1000 ids to trace too, e.g. 6,21")
+    args = parser.parse_args()
+    real = args.model_shape == "embedded"
+    engine = Tracer(load_model() if real else random_model(args.model_shape))
+    settings = {"samples": 3 if args.quick else args.samples}
+    if args.quick:
+        settings["positions"] = "subject-last"
+    facts = {f.known_id: f for f in load_facts("known_1000")}
+    cases = [("eiffel", PROMPT, SUBJECT)] + [(f"known_{i}", facts[int(i)].prompt, facts[int(i)].subject)
+                                             for i in args.facts.split(",") if i.strip()]
+    run_trace(engine, TraceRequest(PROMPT, SUBJECT, samples=1, positions="subject-last", estimate="progressive"))
+    for name, prompt, subject in cases:
+        out = {"case": name, "model": engine.lm.name, "prompt": prompt,
+               **measure(engine, TraceRequest(prompt, subject, **settings), correlations=real)}
+        print(json.dumps(out) if args.json else json.dumps(out, indent=1), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
