@@ -142,9 +142,9 @@ def summary_lines(summary: dict) -> list[str]:
     """
     metric = summary["metric"]
     row = "the largest cell's row" if summary.get("flags") else "the peak's row"
-    lines = [f"summary - {summary['metric_note']}",
-             f"  total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; "
-             f"top layers and means read along {row}"]
+    lines = [f"summary - {summary['metric_note']}", *textwrap.wrap(
+        f"total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; top layers and means read along {row}",
+        98, initial_indent="  ", subsequent_indent="  ")]
     for kind, s in summary["grids"].items():
         peak = s["peak"]
         if peak is None:
