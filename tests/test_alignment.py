@@ -8,7 +8,8 @@ import pytest
 from oracle import oracle_trace
 from tracer.errors import InputError
 from tracer.inputs.prompts import Tokens, align_prompts, align_tokens, tokenize
-from tracer.core.tracing import Tracer, in_frame, run_trace
+from tracer.core.prepare import in_frame
+from tracer.core.tracing import Tracer, run_trace
 from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"

@@ -20,18 +20,14 @@ import os
 import threading
 from dataclasses import fields as dataclass_fields
 
-import mlx.core as mx
-import numpy as np
 
 from .errors import InputError
-from .core.fastops import softmax
 from .types import PatchedRun, TraceRequest, TraceResult
 from .models.load import load_model
-from .core.patching import TapPlan
 from .inputs.positions import resolve_positions
-from .inputs.prompts import align_prompts, align_tokens, subject_span, tokenize
 from .settings import TraceSettings, kind_name
-from .core.tracing import Tracer, in_frame, run_trace, top_predictions
+from .core.prepare import Restoration, prepare, restored_distributions
+from .core.tracing import Tracer, run_trace, top_predictions
 from .inputs.positions import positions_together
 from .settings import SETTING_NAMES
 
@@ -207,43 +203,20 @@ def patch(model: Tracer, clean_prompt: str, corrupted_prompt: str | None = None,
     _check_keywords(settings, SETTING_NAMES, "patch")
     kind = kind_name(kind)
     config = TraceSettings(**settings)
-    pm = model.patchable
-    clean = tokenize(model.tokenizer, clean_prompt)
-    T = len(clean)
-    model.check_context(T)
-    span = subject_span(clean_prompt, subject, clean) if subject else None
+    prep = prepare(model, clean_prompt, subject or None, settings=config, corrupted_prompt=corrupted_prompt)
+    T = len(prep.clean)
     layer_list = _layer_list(layers, model.n_layers)
     positions = positions_together(positions)
-    if positions in ("subject", "subject-last") and span is None:
+    if positions in ("subject", "subject-last") and prep.subject is None:
         raise InputError(f'positions="{positions}" needs the subject')
-    else:
-        chosen = resolve_positions(positions, span or (0, T), T)
-    mapping = list(range(T))  # clean position -> position in the corrupted run (None: no counterpart)
-    if corrupted_prompt is not None:
-        ids = tokenize(model.tokenizer, corrupted_prompt, "the corrupted prompt")
-        model.check_context(len(ids), "the corrupted prompt")
-        if len(ids) != T:
-            aligned = align_prompts(clean, ids, span) if span else align_tokens(clean.ids, ids.ids)
-            mapping = aligned["clean_to_corrupted"]
-        batch, embeds = mx.array([ids.ids]), None
-    elif span is None:
-        raise InputError("give a corrupted prompt, or the subject to corrupt with noise")
-    else:
-        embeds, _ = model.noised_embeddings(clean.ids, span, config)
-        batch = mx.array([clean.ids] * config.samples)
-    restored = [mapping[p] for p in chosen if mapping[p] is not None]
-    if not restored:
+    chosen = resolve_positions(positions, prep.subject or (0, T), T)
+    kept = [p for p in chosen if prep.mapping[p] is not None]
+    if not kept:
         raise InputError("none of the chosen positions has a counterpart in the corrupted prompt")
-    states, _, _ = pm.record(mx.array([clean.ids]))
-    frame = batch.shape[1]
-    mask = np.zeros((batch.shape[0], frame, 1), dtype=bool)
-    mask[:, restored] = True
-    plans = {(kind, layer): TapPlan(mask=mx.array(mask), clean=in_frame(states[kind][layer][0], mapping, frame))
-             for layer in layer_list}
-    logits = pm.forward(batch, embeds=embeds, plans=plans).astype(mx.float32)
-    probs = np.array(softmax(logits), dtype=np.float64).mean(axis=0)
+    dists, _ = restored_distributions(model, prep, Restoration(kind, tuple(layer_list), tuple(kept)))
+    probs = dists[:, 0].mean(axis=0)
     return PatchedRun(probs, [(p.text, p.prob) for p in top_predictions(model.tokenizer, probs, k)],
-                      {"kind": kind, "layers": layer_list, "positions": [p for p in chosen if mapping[p] is not None]})
+                      {"kind": kind, "layers": layer_list, "positions": kept})
 
 
 def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl", *, limit: int | None = None,

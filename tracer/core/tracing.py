@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import mlx.core as mx
 import numpy as np
@@ -17,12 +18,13 @@ import numpy as np
 from . import corruption
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
+from ..blas import load_fast_blas
 from .fastops import softmax
+from .prepare import PreparedRun, in_frame, prepare_request
 from ..guards import (
     TraceWarning,
     position_guards,
     recovery_available,
-    substitution_guards,
     trace_guards,
     unaligned_guards,
 )
@@ -35,7 +37,7 @@ from .workers import Workers, default_workers
 from . import schedule
 from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
                        run_chunk_samples, sample_scores)
-from ..inputs.prompts import align_prompts, subject_span, target_ids, tokenize
+from ..inputs.prompts import subject_span, tokenize
 from ..inputs.positions import resolve_positions
 
 
@@ -175,12 +177,13 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     Noise corrupts the subject's embeddings (req.samples samples; each cell also gets its spread).
     A corrupted prompt substitutes; one of another token length is aligned with the prompt
     (prompts.align_prompts) and the patched forwards run on its tokens. A target of several
-    tokens is traced as P(whole target) by teacher forcing.
+    tokens is traced as P(whole target) by teacher forcing. The run is prepared as every patched
+    run is (core/prepare.py); its cells then run in batched forwards (core/schedule.py).
 
     Args:
         tracer: the loaded model.
         req: what to trace.
-        on_event: called with each event (Recording, Started, Log, CellsDone) on this thread.
+        on_event: called with each event (Recording, Started, Log, CellsDone, Estimate) on this thread.
         cancel: set to stop; TraceCancelled is raised at the next check (between blocks).
 
     Returns:
@@ -193,108 +196,129 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     check_cancel(cancel)  # a request superseded before it started: nothing runs
     emit = on_event or (lambda event: None)
     started_at = time.perf_counter()
-    pm, tok, L = tracer.patchable, tracer.tokenizer, tracer.n_layers
-    clean = tokenize(tok, req.prompt)
-    T = len(clean)
-    tracer.check_context(T)
-    subject = subject_span(req.prompt, req.subject, clean)
-    positions = resolve_positions(req.positions, subject, T)
-    warnings: list[TraceWarning] = []
-    from .. import BLAS
+    prep = prepare_request(tracer, req)
+    positions = resolve_positions(req.positions, prep.subject, len(prep.clean))
+    blas = load_fast_blas()
+    warnings = [TraceWarning("slow-blas", f"slow BLAS: {blas.note}")] if not blas.fast else []
+    warnings += prep.warnings
+    pm = tracer.patchable
+    keep = corrupted_kinds(req.sever)  # memory for the recorded corrupted run, checked before it is made
+    check_recording_memory(tracer, prep.n_samples, max(len(prep.clean_ids), prep.n_frame), keep,
+                           pm.prefix_cache and pm.packed is not None)
+    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep, emit, cancel)
+    base = _baseline(tracer.tokenizer, prep, clean_logits, corrupt_logits)
+    warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
+    cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
+    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit)
+    emit(Started(prep.clean.texts, prep.subject, base.p_clean, base.p_corrupt, grids.shape, req.grid_names,
+                 base.target_text, grids.total))
+    for w in warnings:
+        emit(Log("warning", w))
+    if unaffected:
+        n = len(unaffected)
+        grids.deliver(unaffected, np.tile(base.probs, (n, 1)), np.tile(base.diffs, (n, 1)))
+    frame_map, n_frame = prep.frame_map, prep.n_frame
+    run = Corrupted(
+        ids=prep.frame_ids, n_samples=prep.n_samples, embeds=prep.embeds, states=corrupt_states, kv=corrupt_kv,
+        clean={kind: [in_frame(s[0], frame_map, n_frame) for s in clean_states[kind]] for kind in clean_states},
+        target_id=base.target_id, top_id=base.corrupt_top_id, cancel=cancel, target_ids=tuple(base.targets),
+    )
+    del clean_states, corrupt_kv
+    estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel)
+    _run_cells(tracer, run, todo, estimated, grids, cancel)
+    return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
+                   time.perf_counter() - started_at)
 
-    if not BLAS.fast:
-        warnings.append(TraceWarning("slow-blas", f"slow BLAS: {BLAS.note}"))
 
-    # a target of k tokens is teacher-forced: both runs read its first k - 1 tokens after the prompt,
-    # and P(target) is the product of its tokens' probabilities at the last k positions
-    targets = target_ids(tok, req.target, req.prompt, clean.ids) if req.target else None
-    extra = list(targets[:-1]) if targets else []
-    k = len(extra) + 1
+def _record(tracer: Tracer, prep: PreparedRun, keep, emit, cancel):
+    """The clean and corrupted runs, recorded block by block (progress events; a cancel stops them
+    between blocks). Of the corrupted run only what the patched forwards read is kept, and only its
+    positions from the first corrupted token on are computed (earlier ones equal the clean run's).
 
-    # corrupted input; a corrupted prompt of another length runs in its own frame: the patched
-    # forwards run on its tokens, restoring each clean position's state at its aligned position
-    alignment = None
-    if req.corrupted_prompt is not None:
-        corrupted = tokenize(tok, req.corrupted_prompt, "the corrupted prompt")
-        span = (subject_span(req.corrupted_prompt, req.corrupted_subject, corrupted, "corrupted subject")
-                if req.corrupted_subject is not None else None)
-        aligned = align_prompts(clean, corrupted, subject, span)
-        alignment = {"corrupted_tokens": corrupted.texts, **aligned}
-        mapping, first_corrupt = aligned["clean_to_corrupted"], aligned["prefix"]
-        warnings += substitution_guards(clean.ids, corrupted.ids, subject, mapping)
-        corrupt_ids, embeds, noise_std = corrupted.ids, None, 0.0
-        mode = "substitution"
-    else:
-        mapping = list(range(T))
-        corrupt_ids = clean.ids
-        embeds, noise_std = tracer.noised_embeddings(clean.ids + extra, subject, req)
-        first_corrupt = subject[0]
-        mode = "noise"
-    clean_ids, corrupt_ids = list(clean.ids) + extra, list(corrupt_ids) + extra
-    Tf = len(corrupt_ids)  # the frame's length: the corrupted prompt's and the appended target tokens
-    frame_map = mapping + [Tf - k + 1 + j for j in range(k - 1)]  # every clean run position's place
-    if tracer.context_length and max(len(clean_ids), Tf) > tracer.context_length:
-        raise InputError(f"the prompts with the target are {max(len(clean_ids), Tf)} tokens, longer than the "
-                         f"model's context of {tracer.context_length}")
-
-    # memory for the recorded corrupted run, checked before anything that size is made
-    keep = corrupted_kinds(req.sever)
-    use_prefix = pm.prefix_cache
-    n_samples = 1 if req.corrupted_prompt is not None else req.samples
-    check_recording_memory(tracer, n_samples, max(len(clean_ids), Tf), keep, use_prefix and pm.packed is not None)
-
-    # clean and corrupted runs, recorded block by block (progress events, a cancel stops them
-    # between blocks); of the corrupted run only what the patched forwards read is kept, and only
-    # its positions from the first corrupted token on are computed (earlier ones equal the clean run)
+    Returns:
+        (clean states, clean logits [k, V], corrupted states, corrupted logits [N, k, V], corrupted
+        keys/values), the logits in float32.
+    """
+    pm, L, k = tracer.patchable, tracer.n_layers, prep.k
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
-        mx.array([clean_ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)), last=k)
-    batch_rows = record_batch_rows(Tf - min(first_corrupt, Tf - 1))  # the positions each row computes
-    n_batches = -(-n_samples // batch_rows)
+        mx.array([prep.clean_ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)),
+        last=k)
+    n_frame = prep.n_frame
+    batch_rows = record_batch_rows(n_frame - min(prep.first_corrupt, n_frame - 1))  # the positions a row computes
+    n_batches = -(-prep.n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
-    corrupt_batch = mx.array([corrupt_ids] * n_samples)
     corrupt_states, corrupt_logits, corrupt_kv = pm.record(
-        corrupt_batch, embeds=embeds, kinds=keep, batch_rows=batch_rows, cancel=cancel,
-        on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
-        shared=(clean_states, clean_kv, first_corrupt), last=k)  # positions before the corruption: the clean run's
+        mx.array([prep.frame_ids] * prep.n_samples), embeds=prep.embeds, kinds=keep, batch_rows=batch_rows,
+        cancel=cancel, on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
+        shared=(clean_states, clean_kv, prep.first_corrupt), last=k)  # before the corruption: the clean run's
     del clean_kv
-    clean_logits, corrupt_logits = clean_logits.astype(mx.float32), corrupt_logits.astype(mx.float32)
-    # [k, V] and [N, k, V]: the next-token distributions after the prompt and after each target token
+    return clean_states, clean_logits.astype(mx.float32), corrupt_states, corrupt_logits.astype(mx.float32), corrupt_kv
+
+
+@dataclass
+class _Baseline:
+    """What the clean and corrupted runs say: the target, the two probabilities, the corrupted run's
+    per-sample values (every cell restoring only unaffected positions has them), what each predicts."""
+
+    clean_dists: np.ndarray  # [k, V]: after the prompt and after each teacher-forced target token
+    corrupt_dists: np.ndarray  # [N, k, V]
+    targets: list[int]
+    target_text: str
+    corrupt_top_id: int  # the logit difference's reference: the corrupted run's strongest other token
+    p_clean: float
+    p_corrupt: float
+    probs: np.ndarray  # [N] float32: the corrupted run's P(target) per sample
+    diffs: np.ndarray  # [N] float32: its logit difference per sample
+    available: bool  # recovery means something (metrics)
+
+    @property
+    def target_id(self) -> int:
+        return self.targets[0]
+
+
+def _baseline(tok, prep: PreparedRun, clean_logits, corrupt_logits) -> _Baseline:
+    k, n = prep.k, prep.n_samples
     clean_dists = np.array(softmax(clean_logits.reshape(k, -1)))
-    corrupt_dists = np.array(softmax(corrupt_logits.reshape(n_samples * k, -1))).reshape(n_samples, k, -1)
-    clean_probs, corrupt_probs = clean_dists[0], corrupt_dists[:, 0].mean(axis=0)  # after the prompt
-    clean_top_id = int(np.argmax(clean_probs))
-    targets = targets or [clean_top_id]
-    target_id = targets[0]
-    target_text = tok.decode(targets, skip_special_tokens=False)
+    corrupt_dists = np.array(softmax(corrupt_logits.reshape(n * k, -1))).reshape(n, k, -1)
+    targets = prep.targets or [int(np.argmax(clean_dists[0]))]
     # the logit difference is measured against the corrupted run's strongest token other than the
     # target (against its top token it is exactly 0 wherever the corruption kept the target on top)
-    others = corrupt_probs.copy()
-    others[target_id] = -1.0
+    others = corrupt_dists[:, 0].mean(axis=0).copy()
+    others[targets[0]] = -1.0
     corrupt_top_id = int(np.argmax(others))
     p_clean = float(np.array(sample_scores(clean_logits, targets, corrupt_top_id)[0])[0])
-    # the corrupted run's per-sample values: every cell restoring only unaffected positions has them
-    base_probs, base_diffs = (np.array(x) for x in sample_scores(corrupt_logits, targets, corrupt_top_id))
-    p_corrupt = float(base_probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
-    available = recovery_available(p_clean, p_corrupt)
+    probs, diffs = (np.array(x) for x in sample_scores(corrupt_logits, targets, corrupt_top_id))
+    p_corrupt = float(probs.astype(np.float64).mean())  # as every cell's mean: float32 rows, float64 mean
+    return _Baseline(clean_dists, corrupt_dists, targets, tok.decode(targets, skip_special_tokens=False),
+                     corrupt_top_id, p_clean, p_corrupt, probs, diffs, recovery_available(p_clean, p_corrupt))
+
+
+def _run_guards(tok, req: TraceRequest, prep: PreparedRun, base: _Baseline, positions) -> list[TraceWarning]:
+    """The guards that need the two runs: the target's, the total effect's and the positions'."""
+    k, targets = prep.k, base.targets
     # what each run predicts, token by token along the target (teacher-forced): for a one-token
     # target its top token; for a longer one whether it would write the whole target
-    clean_greedy = tuple(int(np.argmax(clean_dists[j])) for j in range(k))
-    corrupt_greedy = tuple(int(np.argmax(corrupt_dists[:, j].mean(axis=0))) for j in range(k))
+    clean_greedy = tuple(int(np.argmax(base.clean_dists[j])) for j in range(k))
+    corrupt_greedy = tuple(int(np.argmax(base.corrupt_dists[:, j].mean(axis=0))) for j in range(k))
     # what the clean run writes instead: the target up to its first other top token, then that token
     differ = next((j for j in range(k) if clean_greedy[j] != targets[j]), k - 1)
     clean_instead = list(targets[:differ]) + [clean_greedy[differ]]
-    warnings += trace_guards(
-        target_text=target_text, p_clean=p_clean, p_corrupted=p_corrupt, corrupted_top_id=corrupt_greedy,
-        target_id=tuple(targets), clean_top_id=clean_greedy,
+    warnings = trace_guards(
+        target_text=base.target_text, p_clean=base.p_clean, p_corrupted=base.p_corrupt,
+        corrupted_top_id=corrupt_greedy, target_id=tuple(targets), clean_top_id=clean_greedy,
         clean_top_text=tok.decode(clean_instead, skip_special_tokens=False), target_given=bool(req.target))
     if req.positions != "whole":  # restoring every position together: the early ones are simply included
-        warnings += position_guards(positions, first_corrupt, clean.texts)
-    warnings += unaligned_guards(positions, mapping, clean.texts)
+        warnings += position_guards(positions, prep.first_corrupt, prep.clean.texts)
+    return warnings + unaligned_guards(positions, prep.mapping, prep.clean.texts)
 
-    # the cells, their positions in the frame; cells with no aligned position are not run (None)
+
+def _cells(req: TraceRequest, prep: PreparedRun, positions, n_layers: int) -> tuple[list, list]:
+    """(the cells to run, the cells equal to the corrupted run): each cell's positions moved to the
+    frame; cells with no aligned position are not run at all."""
+    mapping, first_corrupt = prep.mapping, prep.first_corrupt
     cells, unaffected = [], []
-    for cell in make_cells(req.kinds, positions, T, L, req.window, req.sever):
+    for cell in make_cells(req.kinds, positions, len(prep.clean), n_layers, req.window, req.sever):
         frame = tuple(mapping[p] for p in cell.positions if mapping[p] is not None)
         if frame:
             # restoring only positions before the first corrupted token, each at its own place:
@@ -302,116 +326,92 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
             same = all(mapping[p] == p < first_corrupt for p in cell.positions)
             cell.positions = frame
             (unaffected if same else cells).append(cell)
-    todo, cells = cells, unaffected + cells
-    shape = (T if positions == "all" else 1, L)
-    names = req.grid_names
-    metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if mode == "noise" else ())
-    grids = {k: {m: [[None] * L for _ in range(shape[0])] for m in metrics} for k in names}
-    emit(Started(clean.texts, subject, p_clean, p_corrupt, shape, names, target_text, len(cells)))
-    for w in warnings:
-        emit(Log("warning", w))
+    return cells, unaffected
 
-    done = 0
 
-    def deliver(batch_cells, probs, diffs):
+class _Grids:
+    """The trace's grids as cells arrive: stored per kind and metric, and reported (CellsDone)."""
+
+    def __init__(self, req: TraceRequest, prep: PreparedRun, base: _Baseline, positions, n_layers: int,
+                 total: int, emit):
+        self.shape = (len(prep.clean) if positions == "all" else 1, n_layers)
+        metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if prep.mode == "noise" else ())
+        self.grids = {k: {m: [[None] * n_layers for _ in range(self.shape[0])] for m in metrics}
+                      for k in req.grid_names}
+        self.base, self.total, self.done, self.emit = base, total, 0, emit
+
+    def deliver(self, batch_cells, probs, diffs) -> None:
         """Store and report cells from their per-sample values [cells, N] (float32)."""
-        nonlocal done
         stats = interval_grids(probs, diffs)
+        base = self.base
         by_kind = defaultdict(list)
         for i, cell in enumerate(batch_cells):
             by_kind[cell.grid].append((cell, i))
         for kind, items in by_kind.items():
-            g = grids[kind]
+            g = self.grids[kind]
             values = {m: [(float if m in METRIC_NAMES else _value)(stats[m][i]) for _, i in items]
                       for m in stats if m in g}
-            values["recovery"] = [cell_metrics(p, p_clean, p_corrupt) if available else None for p in values["prob"]]
+            values["recovery"] = [cell_metrics(p, base.p_clean, base.p_corrupt) if base.available else None
+                                  for p in values["prob"]]
             for j, (cell, _) in enumerate(items):
                 for m, column in values.items():
                     g[m][cell.row][cell.layer] = column[j]
-            done += len(items)
-            emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                           values["logit_diff"], done, len(cells)))
+            self.done += len(items)
+            self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
+                                values["logit_diff"], self.done, self.total))
 
-    if unaffected:
-        deliver(unaffected, np.tile(base_probs, (len(unaffected), 1)), np.tile(base_diffs, (len(unaffected), 1)))
 
-    run = Corrupted(
-        ids=corrupt_ids, n_samples=n_samples, embeds=embeds, states=corrupt_states, kv=corrupt_kv,
-        clean={kind: [in_frame(s[0], frame_map, Tf) for s in clean_states[kind]] for kind in clean_states},
-        target_id=target_id, top_id=corrupt_top_id, cancel=cancel, target_ids=tuple(targets),
-    )
-    del clean_states
-    estimated = None
-    if req.estimate != "off":  # first-order estimate of every cell (core/estimate.py), then exact cells by it
-        estimated = estimate_trace(pm, run, cells, first_corrupt=first_corrupt, shape=shape, p_clean=p_clean,
-                                   p_corrupt=p_corrupt, available=available, delivered=unaffected, emit=emit,
-                                   cancel=cancel)
-        if req.estimate == "only":
-            fill_estimate(grids, todo, estimated)
-            warnings.append(TraceWarning("estimate-only", "the grids are a first-order estimate (attribution "
-                                         "patching), not patched runs"))
-            todo = []
-    chunks, packed = plan_chunks(tracer, todo, n_samples, Tf, use_prefix=use_prefix)
+def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel):
+    """The first-order estimate when asked (core/estimate.py): (the estimate or None, the cells still
+    to run exactly: none when the estimate alone was asked)."""
+    if req.estimate == "off":
+        return None, cells
+    estimated = estimate_trace(tracer.patchable, run, unaffected + cells, first_corrupt=prep.first_corrupt,
+                               shape=grids.shape, p_clean=base.p_clean, p_corrupt=base.p_corrupt,
+                               available=base.available, delivered=unaffected, emit=emit, cancel=cancel)
+    if req.estimate != "only":
+        return estimated, cells
+    fill_estimate(grids.grids, cells, estimated)
+    warnings.append(TraceWarning("estimate-only", "the grids are a first-order estimate (attribution "
+                                 "patching), not patched runs"))
+    return estimated, []
+
+
+def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, cancel) -> None:
+    """Every cell's patched run, in batched forwards on the engine's workers (core/schedule.py),
+    the largest estimated effects first when there is an estimate."""
+    pm = tracer.patchable
+    chunks, packed = plan_chunks(tracer, todo, run.n_samples, len(run.ids), use_prefix=pm.prefix_cache)
     if estimated is not None:
         chunks = order_chunks(chunks, estimated.priority)
     if packed:
         pm.packed.prepare(run)
-        run.kv = corrupt_kv = None  # the packed forward reads the rows only
+        run.kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        deliver(chunk.cells, probs, diffs)
+        grids.deliver(chunk.cells, probs, diffs)
     check_cancel(cancel)
 
+
+def _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo, seconds) -> TraceResult:
+    tok = tracer.tokenizer
+    clean_probs, corrupt_probs = base.clean_dists[0], base.corrupt_dists[:, 0].mean(axis=0)  # after the prompt
     return TraceResult(
-        model=tracer.lm.name,
-        tokens=clean.texts,
-        subject_range=subject,
-        target_id=target_id,
-        target_text=target_text,
-        clean_prob=p_clean,
-        corrupted_prob=p_corrupt,
+        model=tracer.lm.name, tokens=prep.clean.texts, subject_range=prep.subject, target_id=base.target_id,
+        target_text=base.target_text, clean_prob=base.p_clean, corrupted_prob=base.p_corrupt,
         clean_top=top_predictions(tok, clean_probs, req.top_k),
         corrupted_top=top_predictions(tok, corrupt_probs, req.top_k),
-        corrupted_top_id=corrupt_top_id,
-        noise_std=noise_std,
-        corruption=mode,
-        positions=positions,
-        request=req,
-        grids=grids,
-        seconds=time.perf_counter() - started_at,
-        warnings=warnings,
-        token_ids=list(clean.ids),
-        recovery_available=available,
-        alignment=alignment,
+        corrupted_top_id=base.corrupt_top_id, noise_std=prep.noise_std, corruption=prep.mode, positions=positions,
+        request=req, grids=grids.grids, seconds=seconds, warnings=warnings, token_ids=list(prep.clean.ids),
+        recovery_available=base.available, alignment=prep.alignment,
         target_tokens=[{"id": int(t), "text": tok.decode([int(t)], skip_special_tokens=False),
-                        "clean_prob": float(clean_dists[j, t]), "corrupted_prob": float(corrupt_dists[:, j, t].mean())}
-                       for j, t in enumerate(targets)],
+                        "clean_prob": float(base.clean_dists[j, t]),
+                        "corrupted_prob": float(base.corrupt_dists[:, j, t].mean())}
+                       for j, t in enumerate(base.targets)],
         estimate=estimated.grids if estimated else None,
-        estimate_error=estimate_error(estimated.grids, grids, clean.texts) if todo and estimated else None,
+        estimate_error=estimate_error(estimated.grids, grids.grids, prep.clean.texts) if todo and estimated else None,
         exact=req.estimate != "only",
     )
-
-
-def in_frame(states: mx.array, mapping: list, n_frame: int) -> mx.array:
-    """A clean run's states moved to the corrupted prompt's positions (the frame the patched forwards
-    run in).
-
-    Args:
-        states: [T, D], one kind's clean outputs at one layer.
-        mapping: the frame position of each clean position (None: no counterpart).
-        n_frame: the frame's length.
-
-    Returns:
-        [n_frame, D]: clean position t's state at mapping[t]; frame positions without a clean
-        counterpart (never restored) hold position 0's. The identity mapping returns `states` itself.
-    """
-    if len(mapping) == n_frame and all(q == t for t, q in enumerate(mapping)):
-        return states
-    source = np.zeros(n_frame, dtype=np.int32)
-    for t, q in enumerate(mapping):
-        if q is not None:
-            source[q] = t
-    return states[mx.array(source)]
 
 
 # the grids' extra keys in noise mode: the spread over the noise samples (metrics.interval_grids)
