@@ -77,9 +77,9 @@ def cached_model(tiny_model_dir):
 
 
 def test_fuzz_cli_trace(capsys, monkeypatch, tiny_model_dir, cached_model):
-    import tracer.models.load
+    import tracer.api
 
-    monkeypatch.setattr(tracer.models.load, "load_model", lambda *a, **k: cached_model)  # load once
+    monkeypatch.setattr(tracer.api, "load_model", lambda *a, **k: cached_model)  # load once (the CLI loads through tracer.load)
     rng = random.Random(SEED)
     codes = {0: 0, 2: 0}
     started = time.monotonic()

@@ -249,10 +249,12 @@ def _poisoned(result):
 
 @pytest.fixture
 def nan_model(monkeypatch):
+    import tracer.api
     import tracer.core.tracing
 
     real = tracer.core.tracing.run_trace
-    monkeypatch.setattr(tracer.core.tracing, "run_trace", lambda *a, **k: _poisoned(real(*a, **k)))
+    for module in (tracer.core.tracing, tracer.api):  # the sweep's and the front door's (the CLI's trace)
+        monkeypatch.setattr(module, "run_trace", lambda *a, **k: _poisoned(real(*a, **k)))
 
 
 def test_trace_json_with_nan_logits_is_strict(capsys, tiny_model_dir, nan_model):

@@ -215,15 +215,8 @@ def test_layers_down_layout_from_the_command_line(capsys, tiny_model_dir):
 def test_inspect_reports_one_patched_cell(capsys, tiny_model_dir):
     code, out, err = _trace(capsys, tiny_model_dir, "--samples", "2", "--kinds", "mlp", "--format", "json",
                             "--inspect", "ffn:2:3", "--top-k", "4")
-    from tracer.cli.trace import _inspect_cell
-    from tracer.errors import InputError
+    from tracer.core.inspection import inspect_cell
 
-    try:
-        inspect_cell = _inspect_cell()
-    except InputError:  # H4's tracer/core/inspection.py not merged in this branch: a clear one-line error
-        assert code == 2 and err.strip() == ("tracer-tui: error: --inspect is not available in this build "
-                                             "(tracer.core.inspection.inspect_cell is missing)")
-        return
     assert code == 0, err
     doc = json.loads(out)
     assert (doc["inspect"]["kind"], doc["inspect"]["layer"], doc["inspect"]["token"]) == ("mlp", 2, 3)

@@ -15,9 +15,10 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable
 
+from .blas import load_fast_blas
 from .errors import ModelError, TraceCancelled, TracerError, check_cancel
 from .events import Cancelled, Failed, Finished, TraceEvent
-from .types import TraceRequest, TraceResult
+from .types import TraceRequest
 
 
 @dataclass
@@ -50,17 +51,25 @@ class Engine:
             self.model_spec = model_spec
         return self.submit(self._load)
 
+    def call(self, name: str, *args, **kwargs) -> Future:
+        """Run a front-door function on the engine thread: `tracer.<name>(model, *args, **kwargs)` with
+        the loaded model (loaded first if needed), e.g. `engine.call("predict", prompt, k=5)`. The
+        future gives its result or raises its error. The named verbs below are this call with the
+        events a UI needs (Failed, Cancelled, Finished) reported."""
+        return self.submit(self._run, name, args, kwargs)
+
     def trace(
         self,
         request: TraceRequest,
         on_event: Callable[[TraceEvent], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Future:
-        """Run one trace; the future gives a TraceResult (or None when cancelled/failed).
+        """Run one trace (tracer.trace); the future gives a TraceResult (or None when cancelled/failed).
 
         `on_event` receives Started, CellsDone, Log and then exactly one of
         Finished, Failed or Cancelled."""
-        return self.submit(self._trace, request, on_event or (lambda e: None), cancel or threading.Event())
+        return self.submit(self._reported, "trace", (request.prompt, request.subject), request.options(),
+                           on_event or (lambda e: None), cancel or threading.Event(), True)
 
     def sweep(self, facts, output: str, config, on_event=None, cancel: threading.Event | None = None) -> Future:
         """Run a sweep (tracer.sweeps.run_sweep) on the engine thread, loading the model first
@@ -109,21 +118,19 @@ class Engine:
     def _load(self) -> ModelInfo:
         import mlx.core as mx
 
-        from . import BLAS
-        from .models.load import load_model
-        from .core.tracing import Tracer
+        from . import api  # here, on the engine thread: the UI imports this module and must not import mlx
 
-        lm = load_model(self.model_spec, keep_quantized=self.keep_quantized)
         old, self._tracer = self._tracer, None
         if old is not None:
             old.workers.close()  # a reload: the old model's workers go
-        self._tracer = Tracer(lm)
+        self._tracer = api.load(self.model_spec, keep_quantized=self.keep_quantized)
+        lm, blas = self._tracer.lm, load_fast_blas()
         return ModelInfo(
             name=lm.name,
             n_layers=lm.n_layers,
             summary=lm.summary(),
-            blas=BLAS.describe(),
-            blas_fast=BLAS.fast,
+            blas=blas.describe(),
+            blas_fast=blas.fast,
             device=str(mx.default_device()),
         )
 
@@ -145,20 +152,11 @@ class Engine:
 
         return count_known(TracerBackend(self._loaded(), rule), facts, on_event=on_event)
 
-    def _trace(self, request: TraceRequest, on_event, cancel: threading.Event) -> TraceResult | None:
-        from .core.tracing import run_trace
-
-        result = _reported(lambda: run_trace(self._loaded(), request, on_event=on_event, cancel=cancel),
-                           on_event, cancel)
-        if result is not None:
-            on_event(Finished(result, result.seconds))
-        return result
-
     def inspect(self, request, kind: str, layer: int, *, token: int | None = None, k: int = 5) -> Future:
         """The top-k next tokens of one patched cell of a trace (tracer.api.inspect), on the engine
         thread, loading the model first if needed; the future gives a PatchedRun (numpy and plain
         values) or raises InputError. `request`: the TraceRequest or the TraceResult."""
-        return self.submit(self._inspect, request, kind, layer, token, k)
+        return self.call("inspect", request, kind, layer, token=token, k=k)
 
     def robustness(self, prompt: str, subject: str, on_event=None, cancel: threading.Event | None = None,
                    **options) -> Future:
@@ -166,19 +164,22 @@ class Engine:
         the model first if needed; the future gives a RobustnessResult (None when cancelled; a failure raises from it).
         `on_event` (on the engine thread) receives RobustnessProgress events (before and after each
         corruption's trace), then Failed or Cancelled if it ends so; the result comes by the future."""
-        return self.submit(self._robustness, prompt, subject, on_event or (lambda e: None),
-                           cancel or threading.Event(), options)
+        return self.submit(self._reported, "robustness", (prompt, subject), options, on_event or (lambda e: None),
+                           cancel or threading.Event())
 
-    def _robustness(self, prompt, subject, on_event, cancel, options):
-        from .analyses.robustness import robustness
+    def _run(self, name: str, args: tuple, kwargs: dict):
+        from . import api  # here, on the engine thread: the UI imports this module and must not import mlx
 
-        return _reported(lambda: robustness(self._loaded(), prompt, subject, on_event=on_event, cancel=cancel,
-                                            **options), on_event, cancel)
+        return getattr(api, name)(self._loaded(), *args, **kwargs)
 
-    def _inspect(self, request, kind, layer, token, k):
-        from .api import inspect
-
-        return inspect(self._loaded(), request, kind, layer, token=token, k=k)
+    def _reported(self, name: str, args: tuple, kwargs: dict, on_event, cancel: threading.Event,
+                  finished: bool = False):
+        """`tracer.<name>` with `on_event` and `cancel`, its end reported as an event (_reported)."""
+        result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": on_event, "cancel": cancel}),
+                           on_event, cancel)
+        if finished and result is not None:
+            on_event(Finished(result, result.seconds))
+        return result
 
 
 def _reported(work, on_event, cancel: threading.Event):

@@ -6,7 +6,7 @@ engine thread to any other thread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -46,6 +46,11 @@ class TraceRequest(TraceSettings):
     corrupted_subject: str | None = None
     top_k: int = 5
     estimate: str = "off"
+
+    def options(self) -> dict:
+        """The keyword options of `tracer.trace` that make this request: every field but the prompt and
+        the subject (the engine runs a request through the front door with them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("prompt", "subject")}
 
     def __post_init__(self):
         super().__post_init__()

@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
+from contextlib import contextmanager
 
-from ..errors import InputError
+from ..errors import InputError, TracerError
 
 EXIT_USAGE = 2
 
@@ -71,3 +73,43 @@ def write_output(path: str | None, text: str) -> int:
         raise InputError(f"cannot write output file {path}: {exc.strerror or exc}") from None
     print(f"wrote {path}", file=sys.stderr)
     return 0
+
+
+@contextmanager
+def loaded_engine(args):
+    """The one thread model of every subcommand: an Engine (its own thread) with `args.model` loaded
+    through tracer.load; the subcommand runs the front door's functions there (Engine.call, .trace,
+    .robustness, .sweep) and the main thread waits (`wait`), turning Ctrl-C into cancellation.
+    The engine is closed (its thread joined) on the way out."""
+    from ..engine import Engine  # here: --help and argument errors stay quick (no MLX import)
+
+    engine = Engine(args.model, keep_quantized=args.keep_quantized)
+    try:
+        yield engine
+    finally:
+        engine.close()  # joins the engine thread: exiting with it alive aborts in MLX's teardown
+
+
+def wait(future, cancel: threading.Event | None = None, *, keep_result: bool = False):
+    """The future's result, waited for on the main thread. Ctrl-C sets `cancel` and waits for the
+    engine to stop at its next check; then KeyboardInterrupt goes on (exit 130), or with
+    `keep_result` (a sweep: its file stays valid and its summary says so) the result is returned;
+    a second Ctrl-C gives up waiting."""
+    try:
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except TimeoutError:
+                continue
+    except KeyboardInterrupt:
+        if cancel is None:
+            raise
+        cancel.set()
+        print("\ninterrupted: stopping (Ctrl-C again to quit at once)", file=sys.stderr)
+        try:
+            result = future.result()
+        except TracerError:
+            result = None
+        if keep_result:
+            return result
+        raise KeyboardInterrupt from None

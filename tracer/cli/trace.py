@@ -6,13 +6,14 @@ import json
 import sys
 import threading
 
+from ..blas import load_fast_blas
 from ..errors import InputError
 from ..events import CellsDone, Recording, Started
 from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, kind_name, settings_from_args
 from . import batch
-from .common import add_model_args, check_writable, write_output
+from .common import add_model_args, check_writable, loaded_engine, wait, write_output
 from .plots import add_trace_plot_arguments, write_trace_plots
 
 
@@ -108,8 +109,6 @@ def run(args) -> int:
     if (code := batch.run_if_batch(args)) is not None:
         return code
     from ..render import export, trace_text
-    from ..models.load import load_model
-    from ..core.tracing import Tracer, run_trace
     from ..sweeps.npz import trace_to_npz
 
     if not args.prompt.strip():
@@ -132,23 +131,26 @@ def run(args) -> int:
     check_writable(args.output)
     if args.npz and request.positions != "all":
         raise InputError("--npz needs the full grid: use --positions all")
-    inspect_cell = _inspect_cell() if inspect else None
-    from .. import BLAS
-
-    if not BLAS.fast:
-        print(f"tracer-tui: warning: slow BLAS: {BLAS.note}", file=sys.stderr)
-    tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
-    if inspect:  # checked before the trace, which may take minutes
-        _check_inspect(tracer, args.prompt, *inspect)
-    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
-    with progress:
-        result = run_trace(tracer, request, on_event=progress.on_event, cancel=threading.Event())
-    for w in result.warnings:
-        print(f"tracer-tui: warning: {w}", file=sys.stderr)
+    with loaded_engine(args) as engine:
+        blas = load_fast_blas()
+        if not blas.fast:  # said at once (the trace may take minutes), and not again from its warnings
+            print(f"tracer-tui: warning: slow BLAS: {blas.note}", file=sys.stderr)
+        info = wait(engine.load())
+        if inspect:  # checked before the trace, which may take minutes
+            _check_inspect(engine, info.n_layers, args.prompt, *inspect)
+        cancel = threading.Event()
+        progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
+        with progress:
+            result = wait(engine.call("trace", request.prompt, request.subject, on_event=progress.on_event,
+                                      cancel=cancel, **request.options()), cancel)
+        for w in result.warnings:
+            if w.code != "slow-blas":
+                print(f"tracer-tui: warning: {w}", file=sys.stderr)
+        cell = (wait(engine.call("inspect", request, inspect[0], inspect[1], token=inspect[2], k=request.top_k))
+                if inspect else None)
     patched = None
     if inspect:
         kind, layer, token = inspect
-        cell = inspect_cell(tracer, request, kind, layer, token=token, k=request.top_k)
         patched = {"kind": kind, "layer": layer, "token": token, "restored": dict(cell.restored),
                    "top": [{"text": text, "prob": prob} for text, prob in cell.top]}
     if args.npz:
@@ -165,12 +167,12 @@ def run(args) -> int:
     return write_output(args.output, text)
 
 
-def _check_inspect(tracer, prompt: str, kind: str, layer: int, token: int | None) -> None:
+def _check_inspect(engine, n_layers: int, prompt: str, kind: str, layer: int, token: int | None) -> None:
     """InputError when --inspect's layer or token lies outside the model or the prompt."""
-    if not 0 <= layer < tracer.n_layers:
-        raise InputError(f"--inspect layer {layer} out of range: the model has layers 0..{tracer.n_layers - 1}")
+    if not 0 <= layer < n_layers:
+        raise InputError(f"--inspect layer {layer} out of range: the model has layers 0..{n_layers - 1}")
     if token is not None:
-        n = len(tracer.tokenize(prompt)[0])
+        n = len(engine.tokenize(prompt)[0])
         if not -n <= token < n:
             raise InputError(f"--inspect token {token} out of range: the prompt has {n} tokens (0..{n - 1})")
 
@@ -179,13 +181,6 @@ def inspect_comment(patched: dict) -> str:
     """--inspect's result as one CSV comment line."""
     cell = ":".join(str(x) for x in (patched["kind"], patched["layer"], patched["token"]) if x is not None)
     return f"# inspect {cell}: " + "; ".join(f"{json.dumps(t['text'])} {t['prob']:.6g}" for t in patched["top"])
-
-
-def _inspect_cell():
-    """tracer.core.inspection.inspect_cell, imported when --inspect is used (it loads MLX)."""
-    from ..core.inspection import inspect_cell
-
-    return inspect_cell
 
 
 def inspect_lines(patched: dict) -> list[str]:
