@@ -506,7 +506,7 @@ def test_sweep_report_cli_formats_and_output(tmp_path, capsys):
         (["sweep", "{good}", "-o", "{out}", "--kinds", "neurons"], "unknown kind"),
         (["sweep", "{good}", "-o", "{out}", "--samples", "0"], "samples must be between 1"),
         (["sweep", "{good}", "-o", "{out}", "--limit", "0"], "--limit must be at least 1"),
-        (["sweep", "{good}", "-o", "{out}", "--samples", "x"], "--samples must be an integer"),
+        (["sweep", "{good}", "-o", "{out}", "--samples", "x"], "--samples must be a whole number"),
         (["sweep-report", "{missing}"], "results file not found"),
         (["sweep-report", "{bad}"], "not a sweep result line"),
         (["sweep-report", "{results}", "-o", "{tmp}/no/such/dir/x.txt"], "cannot write"),

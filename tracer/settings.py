@@ -140,7 +140,7 @@ class TraceSettings:
         for name, low, high in (("samples", 1, MAX_SAMPLES), ("window", 1, 100_000), ("seed", 0, MAX_SEED)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InputError(f"{name} must be an integer (got {value!r})")
+                raise InputError(f"{name} must be a whole number (got {value!r})")
             if not low <= value <= high:
                 raise InputError(f"{name} must be between {low} and {high} (got {value})")
         set_("noise", NoiseRule.parse(self.noise).text)
@@ -239,9 +239,15 @@ def settings_given(args) -> dict:
         if given is None:
             continue
         if name in ("samples", "window", "seed"):
-            try:
-                given = int(given)
-            except ValueError:
-                raise InputError(f"--{name} must be an integer (got {given!r})") from None
+            given = whole_number(given, f"--{name}")
         values[name] = given
     return values
+
+
+def whole_number(text, flag: str) -> int:
+    """A flag's text as an integer: the one parser of whole-number flags (range checks stay with
+    the setting); InputError "FLAG must be a whole number (got 'x')" otherwise."""
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise InputError(f"{flag} must be a whole number (got {text!r})") from None

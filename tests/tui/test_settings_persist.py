@@ -65,7 +65,7 @@ def test_the_config_folder_comes_from_platformdirs(monkeypatch):
 
 
 def test_a_bad_setting_flag_is_one_line_and_exit_2(config_dir):
-    for flag, message in ((["--samples", "x"], "--samples must be an integer (got 'x')"),
+    for flag, message in ((["--samples", "x"], "--samples must be a whole number (got 'x')"),
                           (["--kinds", "bogus"], "unknown kind 'bogus': choose from hidden, mlp, attn")):
         out = subprocess.run([sys.executable, "-m", "tui", *flag], cwd=REPO, capture_output=True, text=True,
                              timeout=120, env={**__import__("os").environ, CONFIG_ENV: str(config_dir)})

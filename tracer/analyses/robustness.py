@@ -24,10 +24,20 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from ..errors import InputError, check_cancel
+from ..events import RobustnessProgress
+from ..guards import recovery_available
+from ..inputs.facts_file import load_facts
+from ..inputs.prompts import subject_span, tokenize
+from ..settings import TraceSettings
+from ..types import TraceRequest
+
 LAYER_TOLERANCE = 2
 NOISE_LEVELS = ("s3", "s1.5", "s6")  # s3 first: the reference
 WEAK_CODES = ("corruption-kept-target", "negative-total-effect", "small-total-effect")
 MAX_SUBSTITUTES = 20
+DEFAULT_SUBSTITUTES = 3  # substitution variants traced by default (robustness's own setting)
+DEFAULTS = TraceSettings()  # every other setting's default is the trace's
 WEAK_PEAK = 10.0  # % recovery: a kind whose peaks all stay below it has no clear site to move
 
 
@@ -209,8 +219,6 @@ def pick_substitutes(tokenizer, prompt: str, subject: str, facts, n: int, seed: 
     """
     import numpy as np
 
-    from ..inputs.prompts import subject_span, tokenize
-
     clean = tokenize(tokenizer, prompt)
     span = subject_span(prompt, subject, clean)
     text = subject if subject in prompt else subject.strip()
@@ -241,8 +249,6 @@ def pick_substitutes(tokenizer, prompt: str, subject: str, facts, n: int, seed: 
 def make_variants(model, prompt: str, subject: str, *, substitutes: int, seed: int, facts="known_1000") -> list[Variant]:
     """The corruptions traced, in order: s3, s1.5, s6, uniform (the std of s3), replace s3, and
     up to `substitutes` substitutions (`facts`: a facts file name or a list of Fact records)."""
-    from ..inputs.facts_file import load_facts
-
     uniform = f"u{3 * math.sqrt(3.0) * model.subject_sigma():.4g}"
     variants = [Variant(f"noise {rule}", "noise", rule) for rule in NOISE_LEVELS]
     variants += [Variant(f"uniform {uniform}", "noise", uniform), Variant("replace s3", "noise", "s3", replace=True)]
@@ -263,8 +269,6 @@ def find_peak(result, kind: str) -> Peak | None:
         return None
     row, layer = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(grid), grid, -np.inf))), grid.shape)
     positions = (int(row),) if result.positions == "all" else tuple(int(p) for p in result.positions)
-    from ..guards import recovery_available
-
     recovery = result.grids[kind]["recovery"][row][layer]
     if not (getattr(result, "recovery_available", True) and recovery_available(result.clean_prob, result.corrupted_prob)):
         recovery = None  # the total effect is below guards.MIN_TOTAL_EFFECT: recovery % means nothing
@@ -306,8 +310,9 @@ class RobustnessResult:
         return render(self)
 
 
-def robustness(model, prompt: str, subject: str, *, kinds=("hidden", "mlp", "attn"), positions="all",
-               target: str | None = None, samples: int = 10, seed: int = 1, window: int = 10, substitutes: int = 3,
+def robustness(model, prompt: str, subject: str, *, kinds=DEFAULTS.kinds, positions="all",
+               target: str | None = None, samples: int = DEFAULTS.samples, seed: int = DEFAULTS.seed,
+               window: int = DEFAULTS.window, substitutes: int = DEFAULT_SUBSTITUTES,
                facts="known_1000", on_event=None, cancel=None) -> RobustnessResult:
     """Trace one fact under several corruptions (see the module docstring) and judge its peaks.
 
@@ -327,11 +332,7 @@ def robustness(model, prompt: str, subject: str, *, kinds=("hidden", "mlp", "att
     Raises:
         InputError: bad input (the message says which); TraceCancelled: `cancel` was set.
     """
-    from ..errors import InputError, check_cancel
-    from ..events import RobustnessProgress
     from ..core.tracing import run_trace
-    from ..types import TraceRequest
-
     started = time.perf_counter()
     emit = on_event or (lambda event: None)
     if isinstance(substitutes, bool) or not isinstance(substitutes, int) or not 0 <= substitutes <= MAX_SUBSTITUTES:

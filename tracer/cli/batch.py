@@ -23,6 +23,7 @@ import threading
 import time
 
 from ..errors import InputError, TracerError, one_line
+from .common import wait
 
 BATCH_EXCLUSIVE = (("prompt", "--prompt"), ("subject", "--subject"), ("corrupted_prompt", "--corrupted-prompt"),
                    ("corrupted_subject", "--corrupted-subject"), ("target", "--target"), ("npz", "--npz"),
@@ -104,12 +105,9 @@ def run_batch(args) -> int:
     Returns:
         0 when every row was traced, 2 when any was bad.
     """
-    from ..render import export
-    from ..models.load import load_model
     from ..inputs.facts_file import read_rows
     from ..settings import settings_from_args
-    from ..core.tracing import Tracer, run_trace
-    from .common import check_writable
+    from .common import check_writable, loaded_engine
 
     rows = read_rows(args.batch, what="batch file")
     if not rows:
@@ -120,7 +118,15 @@ def run_batch(args) -> int:
     top_k = None if top_k is None else int(top_k)
     check_writable(args.output)
     quiet = getattr(args, "quiet", False)
-    tracer = Tracer(load_model(args.model, keep_quantized=args.keep_quantized))
+    with loaded_engine(args) as engine:  # each row through tracer.trace, on the engine's thread
+        wait(engine.load())
+        return _trace_rows(engine, rows, args, settings, positions, top_k, quiet)
+
+
+def _trace_rows(engine, rows, args, settings: dict, positions, top_k, quiet: bool) -> int:
+    """Trace each row into the output (JSON Lines), a bad row reported and skipped."""
+    from ..render import export
+
     out = sys.stdout if args.output is None else _open(args.output)
     bad = 0
     started = time.perf_counter()
@@ -133,7 +139,10 @@ def run_batch(args) -> int:
                 line.update(id=fact.known_id, prompt=fact.prompt, subject=fact.subject)
                 if fact.corrupted_prompt is not None:
                     line["corrupted_prompt"] = fact.corrupted_prompt
-                result = run_trace(tracer, request_for(fact, settings, positions, top_k), cancel=threading.Event())
+                request = request_for(fact, settings, positions, top_k)
+                cancel = threading.Event()
+                result = wait(engine.call("trace", request.prompt, request.subject, cancel=cancel,
+                                          **request.options()), cancel)
             except TracerError as exc:
                 message = one_line(str(exc))
                 message = message if message.startswith(where) else f"{where}: {message}"

@@ -16,7 +16,7 @@ from ..errors import InputError
 from ..inputs.facts import DEFAULT_FILTER, FILTERS
 from ..errors import ModelError
 from ..settings import add_settings_arguments, settings_from_args
-from .common import add_model_args
+from .common import add_model_args, loaded_engine, wait
 
 
 def add_parser(sub) -> None:
@@ -71,10 +71,7 @@ def run(args) -> int:
             in_run = sum(1 for f in facts if f.known_id in state.records)
             print(f"resuming {args.output}: {in_run} of {len(facts)} facts already done", file=sys.stderr)
 
-    from ..engine import Engine
-
-    engine = Engine(args.model, keep_quantized=args.keep_quantized)
-    try:
+    with loaded_engine(args) as engine:
         started = time.perf_counter()
         try:
             info = engine.load().result()
@@ -86,22 +83,6 @@ def run(args) -> int:
         if args.check_only:
             return _check_only(engine, facts, config.filter)
         return _run(engine, facts, args.output, config)
-    finally:
-        engine.close()  # joins the engine thread: exiting with it alive aborts in MLX's teardown
-
-
-def _wait(future, cancel: threading.Event):
-    """The future's result; the first Ctrl-C cancels cleanly, a second one gives up waiting."""
-    try:
-        while True:
-            try:
-                return future.result(timeout=0.2)
-            except TimeoutError:
-                continue
-    except KeyboardInterrupt:
-        cancel.set()
-        print("\ninterrupted: finishing the file (Ctrl-C again to quit at once)", file=sys.stderr)
-        return future.result()
 
 
 def _check_only(engine, facts, rule: str) -> int:
@@ -111,7 +92,7 @@ def _check_only(engine, facts, rule: str) -> int:
     cancel = threading.Event()
     with _Progress() as progress:
         fut = engine.count_known(facts, rule, on_event=progress.on_event)
-        known, reasons, checks = _wait(fut, cancel)
+        known, reasons, checks = wait(fut, cancel, keep_result=True)
     pairs = bool(facts) and facts[0].corrupted_prompt is not None
     if pairs:
         from ..inputs.facts import PAIR_RULE
@@ -135,7 +116,7 @@ def _run(engine, facts, output, config) -> int:
     cancel = threading.Event()
     with _Progress() as progress, _TermCancels(cancel, progress):
         fut = engine.sweep(facts, output, config, on_event=progress.on_event, cancel=cancel)
-        summary = _wait(fut, cancel)
+        summary = wait(fut, cancel, keep_result=True)
     if summary.rank:
         print(f"rank {summary.rank} of {summary.ranks}: {summary.kept} traced, {summary.skipped} skipped of its "
               f"{summary.facts} facts ({summary.seconds:.0f} s); rank 0 merges the results into {output}")
