@@ -1,15 +1,22 @@
-"""Export the grid on screen: a text file (plotext drawing without colour + the numbers), CSV and
-JSON of the whole result (tracer.export), an SVG of the grid and, with matplotlib, a PDF heatmap in
-ROME's style (tracer.figures, when that module is there: otherwise the note says so)."""
+"""Everything the app writes to disk, in one place.
+
+The trace screen's grid: a text file (plotext drawing without colour + the numbers), CSV and JSON of
+the whole result (tracer.export), an SVG of the grid and, with matplotlib, a PDF heatmap in ROME's
+style (tracer.figures). The sweep screen's report: text, CSV and JSON as `tracer-tui sweep-report`
+renders them (tracer.sweeps.report), and the report's plots."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tracer import export
 from tracer.errors import user_message
 from tracer.plot import render_text
+
+# tracer.figures and tracer.sweeps.report import MLX (through tracer.sweeps): they are imported where
+# a file is written, so that opening the app never loads MLX in the UI's modules.
 
 
 @dataclass
@@ -82,8 +89,6 @@ def write_figures(result, base: Path, kind: str, metric: str) -> tuple[dict[str,
 def export_all(result, view, folder: str | Path, kind: str, metric: str, stamp: str | None = None) -> ExportOutcome:
     """Text, CSV, JSON (always), SVG and PDF (when available). Never raises for a bad folder:
     the outcome's `error` says what went wrong and nothing on screen is lost."""
-    import time
-
     stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
     try:
         paths = write_exports(result, view, folder, stamp)
@@ -96,3 +101,35 @@ def export_all(result, view, folder: str | Path, kind: str, metric: str, stamp: 
     except OSError as exc:
         outcome.notes.append(f"figures left out: {exc.strerror or exc}")
     return outcome
+
+
+def write_report(report, folder: str, stamp: str | None = None) -> tuple[list[str], list[str], str | None]:
+    """(paths written, notes on what was left out, error or None). Never raises for a bad folder."""
+    from tracer import figures
+    from tracer.sweeps.report import render, render_text as render_report_text
+
+    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    try:
+        out = Path(folder).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        base, n = out / f"sweep-{stamp}", 1
+        while any(base.with_suffix(s).exists() for s in (".txt", ".csv", ".json")):
+            n += 1
+            base = out / f"sweep-{stamp}-{n}"
+        paths = []
+        for suffix, text in ((".txt", render_report_text(report, plots=True, color=False)),
+                             (".csv", render(report, "csv")), (".json", render(report, "json"))):
+            path = base.with_suffix(suffix)
+            path.write_text(text, encoding="utf-8")
+            paths.append(str(path))
+    except OSError as exc:
+        return [], [], f"{exc.strerror or exc}: {getattr(exc, 'filename', None) or folder}"
+    notes = []
+    try:
+        plots = Path(str(base) + "-plots")
+        paths += [str(p) for p in figures.save_report_plots(report, str(plots))]
+    except ImportError:
+        notes.append("report plots left out: install the matplotlib extra")
+    except Exception as exc:  # another helper's module: its failure must not lose the tables
+        notes.append(f"report plots left out: {user_message(exc)}")
+    return paths, notes, None

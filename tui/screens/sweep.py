@@ -9,7 +9,7 @@ sweep shows the facts already done at once.
 
 Mount it with `app.push_screen(SweepScreen(engine=app.engine, results="r.jsonl"))`
 (add `facts="known_1000.json", config=SweepConfig(...), limit=N` to run one). ctrl+s writes
-the report (tui/screens/sweep_export.py).
+the report (tui/exporting.py).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
+from .. import exporting
 from ..widgets.sweep_plot import SweepPlot
 
 POLL_SECONDS = 1.0
@@ -282,13 +283,11 @@ class SweepScreen(Screen):
     def action_export(self) -> None:
         """The sweep report as text, CSV and JSON (as `tracer-tui sweep-report` writes them), and its
         plots where tracer.figures is there, into the export folder."""
-        from . import sweep_export
-
         if self.report is None:
             self.status("nothing to export: open a results file first", error=True)
             self.app.notify("nothing to export: open a results file first", severity="warning")
             return
-        paths, notes, error = sweep_export.write_report(self.report, self.export_dir)
+        paths, notes, error = exporting.write_report(self.report, self.export_dir)
         if error:
             self.error(f"export failed: {error}")
             return

@@ -15,11 +15,14 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 
+from tracer.errors import user_message
 from tracer.export import escape_controls
 from tracer.events import Log, Recording, Started
+from tracer.prompts import align_tokens
 from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
+from .. import exporting
 from ..gridmodel import METRICS, MODES, GridData, peak_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
@@ -28,11 +31,74 @@ from ..widgets.grid import GridPane, GridTable
 from ..widgets.log import RunLog
 from ..widgets.prompt_form import PromptForm
 from ..widgets.run_status import RunStatus
-from ..widgets.settings import SettingsPanel, ViewBar
+from ..widgets.settings import SettingsError, SettingsPanel, ViewBar
 from ..widgets.token_strip import TokenStrip
-from . import trace_actions
+from .robustness import RobustnessScreen
 
 REFRESH_SECONDS = 0.2  # the grid and the status redraw at most this often while cells arrive
+
+
+def preview_tokens(engine, prompt: str, subject: str) -> tuple[list[str], tuple[int, int] | None, str]:
+    """(tokens, subject range or None, note) for the token strip, on any thread (Engine.tokenize uses
+    no MLX). Bad input comes back as the note."""
+    try:
+        tokens, _ = engine.tokenize(prompt)
+    except Exception as exc:  # bad input (TracerError) or a bug: one line, never a crash
+        return [], None, user_message(exc)
+    if not subject.strip():
+        return list(tokens), None, "the subject is empty"
+    try:
+        _, span = engine.tokenize(prompt, subject)
+    except Exception as exc:
+        return list(tokens), None, user_message(exc)
+    return list(tokens), (tuple(span) if span else None), ""
+
+
+def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tuple[list[str] | None, str]:
+    """(the corrupted prompt's token(s) under each clean token, note) for the token strip, as the
+    user types: tracer.prompts.align_tokens (shared prefix and suffix token by token, the differing
+    spans as blocks with their last tokens together), compared on token texts. None without a
+    corrupted prompt; the note says why there is no alignment."""
+    if not corrupted_prompt or not clean:
+        return None, ""
+    try:
+        corrupted, _ = engine.tokenize(corrupted_prompt)
+    except Exception as exc:  # bad input: one line under the strip
+        return None, f"corrupted prompt: {user_message(exc)}"
+    corrupted = list(corrupted)
+    try:
+        mapping = align_tokens(list(clean), corrupted)["clean_to_corrupted"]
+    except Exception as exc:  # InputError: no alignment makes sense; its message says what to do
+        return None, f"corrupted prompt: {user_message(exc)}"
+    out, last = [], -1
+    for j in mapping:
+        if j is None:
+            out.append("")
+            continue
+        out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # untaken tokens go with the next chip
+        last = max(last, j)
+    return out, ""
+
+
+def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
+    """The positions the running request restores, as token indices (empty for all tokens)."""
+    positions = request.positions
+    if positions == "all":
+        return ()
+    if positions == "subject-last":
+        return (event.subject_range[1] - 1,)
+    n = len(event.tokens)
+    return tuple(sorted({p % n for p in positions}))
+
+
+def describe_patched(run) -> str:
+    """A patched run (tracer.api.PatchedRun) in one line: "' Paris' 0.412, ' Rome' 0.051, …; P(target) …"."""
+    preds = [(p.text, p.prob) if hasattr(p, "text") else tuple(p) for p in getattr(run, "top", [])]
+    text = ", ".join(f"{t!r} {p:.3f}" for t, p in preds)
+    target = (getattr(run, "restored", None) or {}).get("target") or {}
+    if target.get("prob") is not None:
+        text += f"; P({target.get('text', 'target')!r}) {target['prob']:.4f}"
+    return text or str(run)
 
 
 class TraceScreen(Screen):
@@ -183,8 +249,8 @@ class TraceScreen(Screen):
         if not self.model_ready_flag or not self.is_attached:
             return
         values = self.form.values()
-        tokens, span, note = trace_actions.preview_tokens(self.engine, values.prompt, values.subject)
-        aligned, align_note = trace_actions.aligned_tokens(self.engine, tokens, values.corrupted)
+        tokens, span, note = preview_tokens(self.engine, values.prompt, values.subject)
+        aligned, align_note = aligned_tokens(self.engine, tokens, values.corrupted)
         self.strip.aligned = aligned
         self.strip.set_tokens(tokens, span, source=(values.prompt, values.subject), note=note or align_note)
 
@@ -223,7 +289,7 @@ class TraceScreen(Screen):
         if run is None:
             return
         if isinstance(event, Started):
-            run.grid = GridData.from_started(run.mode, event, trace_actions.started_positions(run.request, event))
+            run.grid = GridData.from_started(run.mode, event, started_positions(run.request, event))
             run.progress.update(0, event.total_cells)
             if tuple(event.tokens) != self.strip.tokens:
                 v = self.form.values()
@@ -340,7 +406,7 @@ class TraceScreen(Screen):
         if error is not None:
             self.report(f"cannot run: no model loaded ({error})", "error")
             return
-        request, problem, note = trace_actions.build_request(self)
+        request, problem, note = self.build_request()
         if note:
             self.report(note, "info", notify=False)
         if request is None:
@@ -371,29 +437,144 @@ class TraceScreen(Screen):
     def action_next_metric(self) -> None:
         self.set_view(metric=METRICS[(METRICS.index(self.metric) + 1) % len(METRICS)])
 
+    def build_request(self) -> tuple[TraceRequest | None, str, str]:
+        """(request, problem, note) from the form, token strip and settings panel: the request,
+        or None and the problem in words; the note is a log line (e.g. the strip was not ready)."""
+        form = self.form.values()
+        problem = None
+        if not form.prompt.strip():
+            problem = "the prompt is empty"
+        elif not form.subject.strip():
+            problem = "the subject is empty"
+        elif form.subject.strip() not in form.prompt:
+            problem = f"subject {form.subject!r} is not in the prompt"
+        if problem is None:
+            try:
+                settings = self.panel.read()
+            except SettingsError as exc:
+                problem = str(exc)
+        if problem:
+            return None, problem, ""
+        positions: str | tuple[int, ...] = "all"
+        note = ""
+        if self.view_mode == "positions":
+            strip = self.strip
+            if strip.is_current(form.prompt, form.subject):
+                positions = strip.positions
+                if not positions:
+                    return None, "choose at least one token in the strip (click or space)", ""
+            else:
+                positions = "subject-last"
+                note = "token strip not ready: restoring the subject's last token"
+        try:
+            request = TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
+                                   positions=positions, **settings.trace.as_kwargs())
+        except Exception as exc:  # InputError from the request's own checks
+            return None, user_message(exc), note
+        return request, "", note
+
     def action_toggle_scale(self) -> None:
-        trace_actions.toggle_scale(self)
+        """F7: ROME's fixed colour scales <-> the cells' own range."""
+        self.auto_scale = not self.auto_scale
+        self.show_view()
+        self.app.notify("colour scale: " + ("auto (the cells' own range)" if self.auto_scale else
+                                              "fixed (recovery 0-100%, probability p_corrupted..p_clean)"), timeout=3)
 
     def action_show_warnings(self) -> None:
-        trace_actions.show_warnings(self)
+        """F8 / the badge: each warning of the trace on screen as a notification titled with its code."""
+        warnings = self.facts.badge.warnings
+        if not warnings:
+            self.app.notify("no warnings for this trace", timeout=3)
+        for w in warnings:
+            self.app.notify(str(w), title=getattr(w, "code", "note"), severity="warning", timeout=10)
 
     def action_show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
 
     def action_sweeps(self) -> None:
-        trace_actions.open_sweeps(self)
+        """F6: the sweep screen, with the settings panel's trace settings."""
+        try:
+            settings = self.panel.read().trace
+        except SettingsError as exc:
+            self.report(f"settings: {exc}", "error")
+            return
+        self.app.open_sweeps(settings)
 
     def action_robustness(self) -> None:
-        trace_actions.open_robustness(self)
+        """The robustness view for the form's prompt and subject, with the settings' samples, seed,
+        window and kinds."""
+        form = self.form.values()
+        if not form.prompt.strip() or not form.subject.strip() or form.subject.strip() not in form.prompt:
+            self.report("robustness: give a prompt and a subject inside it", "error")
+            return
+        try:
+            trace = self.panel.read().trace
+        except SettingsError as exc:
+            self.report(f"settings: {exc}", "error")
+            return
+        options = {"samples": trace.samples, "seed": trace.seed, "window": trace.window, "kinds": trace.kinds}
+        if form.target:
+            options["target"] = form.target
+        self.app.push_screen(RobustnessScreen(self.engine, form.prompt, form.subject, options=options))
 
     def action_select_subject_last(self) -> None:
         self.strip.select_subject_last()
 
     def action_export(self) -> None:
-        trace_actions.export_view(self)
+        """ctrl+s: the finished grid of the view on screen (a cancelled re-run keeps the previous one)
+        as text, CSV, JSON and, where tracer.figures is there, SVG/PDF; the folder and names announced."""
+        done = self.finished.get(self.view_mode)
+        if done is None:
+            self.report(f"nothing to export: no finished {MODES[self.view_mode]} trace yet", "warning")
+            return
+        grid, result = done
+        try:
+            folder = self.panel.read().export_dir
+        except SettingsError:
+            folder = self.export_dir
+        view = grid.view(self.view_kind, self.metric, auto=self.auto_scale)
+        outcome = exporting.export_all(result, view, folder, self.view_kind, self.metric)
+        if outcome.error:
+            self.report(f"export failed: {outcome.error}", "error")
+            return
+        self.last_export = outcome.paths
+        for note in outcome.notes:
+            self.report(note, "info", notify=False)
+        self.report(outcome.announcement, "done")
 
     def action_inspect(self) -> None:
-        trace_actions.inspect_cell(self)
+        """F9: the top-k of the patched run of the number table's selected cell (Engine.inspect), shown as a notification and a log line."""
+        done = self.finished.get(self.view_mode)
+        if done is None:
+            self.report("nothing to inspect: no finished trace in this view yet", "warning")
+            return
+        grid, result = done
+        row, layer = self.table.cursor_coordinate.row, self.table.cursor_coordinate.column - 1
+        if not (0 <= row < len(grid.kinds if grid.mode == "positions" else grid.tokens) and 0 <= layer < grid.n_layers):
+            self.report("select a cell in the number table (F3) first", "warning")
+            return
+        kind, token = (grid.kinds[row], None) if grid.mode == "positions" else (self.view_kind, row)
+        where = f"{kind} layer {layer}" + (f" at {grid.tokens[token]!r}" if token is not None else "")
 
-    def on_cell_inspected(self, message: CellInspected) -> None:
-        trace_actions.show_inspected(self, message)
+        def done_callback(future) -> None:  # engine thread: post only
+            try:
+                run = future.result()
+            except Exception as exc:
+                self.post_message(CellInspected(where, None, user_message(exc)))
+                return
+            self.post_message(CellInspected(where, run))
+
+        try:
+            future = self.engine.inspect(result.request, kind, layer, token=token, k=5)
+        except Exception as exc:  # a signature other than the one coded against: say so
+            self.report(f"inspect failed: {user_message(exc)}", "error")
+            return
+        future.add_done_callback(done_callback)
+        self.report(f"inspecting {where}…", notify=False)
+
+    def on_cell_inspected(self, message) -> None:
+        """Engine.inspect's answer (a CellInspected message) as a log line and a notification."""
+        if message.error:
+            self.report(f"inspect {message.where}: {message.error}", "error")
+        else:
+            self.report(f"top-5 restoring {message.where}: {describe_patched(message.run)}", "done")
