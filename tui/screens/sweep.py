@@ -25,14 +25,16 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 
+from tracer.engine import trace_work
 from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, SweepConfig, SweepSummary, TracingStarted
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
 from .. import exporting
+from ..gridmodel import format_seconds
 from ..widgets.sweep_plot import SweepPlot
 
 POLL_SECONDS = 1.0
@@ -45,6 +47,66 @@ class _Running:
     done: int = 0
 
 
+@dataclass
+class SweepPlan:
+    """What a sweep would do, for the confirmation: the facts file, its facts and those left to
+    trace, the results file, the settings and the estimated seconds (None: no trace timed yet)."""
+
+    facts_path: str
+    n_facts: int
+    n_left: int
+    results: str
+    config: SweepConfig
+    seconds: float | None
+
+    def lines(self) -> list[str]:
+        c = self.config
+        resumed = f", {self.n_facts - self.n_left} already in the results file" if self.n_left < self.n_facts else ""
+        time_line = ("estimated time: unknown until a trace has been timed (run one with ctrl+r on the trace screen)"
+                     if self.seconds is None else
+                     f"estimated time: up to {format_seconds(self.seconds)} (the engine's measured cost per "
+                     "token-layer; facts the model does not know are skipped, which is quicker)")
+        return [f"Sweep {self.n_left} facts of {self.facts_path}{resumed}",
+                f"settings: kinds {', '.join(c.kinds)} · {c.samples} samples · window {c.window} · filter {c.filter}",
+                time_line,
+                f"writes: {self.results} (run again to resume; ctrl+x stops it)"]
+
+
+class ConfirmSweep(ModalScreen[bool]):
+    """Asks before a sweep starts: enter or Start starts it, escape or Cancel does not."""
+
+    BINDINGS = [Binding("escape", "answer(False)", "Cancel"), Binding("enter", "answer(True)", "Start", priority=True)]
+    DEFAULT_CSS = """
+    ConfirmSweep { align: center middle; }
+    ConfirmSweep #confirm-box { width: 90%; max-width: 110; height: auto; border: thick $primary;
+                                background: $surface; padding: 1 2; }
+    ConfirmSweep #confirm-text { color: $text; }
+    ConfirmSweep #confirm-buttons { height: auto; margin-top: 1; }
+    """
+
+    def __init__(self, plan: SweepPlan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Static(Text("\n".join(self.plan.lines())), id="confirm-text")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Start", id="confirm-start", variant="primary")
+                yield Button("Cancel", id="confirm-cancel")
+
+    @on(Button.Pressed, "#confirm-start")
+    def _start(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, start: bool) -> None:
+        self.dismiss(start)
+
+
 class SweepScreen(Screen):
     """Open a sweep's results (or run a sweep) and watch the average indirect effect curves."""
 
@@ -52,7 +114,9 @@ class SweepScreen(Screen):
         Binding("escape", "close", "Back", id="sweep-back", tooltip="Back to the trace view (stops a running sweep)"),
         Binding("ctrl+g", "next_kind", "Kind", id="sweep-kind", tooltip="Next kind (hidden, mlp, attn)"),
         Binding("ctrl+r", "run", "Run sweep", id="sweep-run", tooltip="Run (or resume) the sweep of the facts file"),
-        Binding("ctrl+x", "stop", "Stop", id="sweep-stop", tooltip="Stop the running sweep; the file stays valid"),
+        # priority: a focused Input would take ctrl+x as "cut" and the sweep would not stop
+        Binding("ctrl+x", "stop", "Stop", id="sweep-stop", priority=True,
+                tooltip="Stop the running sweep (from any field); the file stays valid"),
         Binding("ctrl+s", "export", "Export", id="sweep-export",
                 tooltip="Write the sweep report (.txt, .csv, .json; plots with tracer.figures)"),
     ]
@@ -136,10 +200,11 @@ class SweepScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#sweep-progress", ProgressBar).display = False
         self.set_interval(POLL_SECONDS, self.poll)
-        if self.initial_results:
+        # idle until asked: a sweep starts only from Run (ctrl+r) and the confirmation it shows
+        if self.initial_results and Path(self.initial_results).expanduser().exists():
             self.open(self.initial_results)
-            if self.initial_facts and self.engine is not None:
-                self.action_run()
+        elif self.engine is not None:
+            self.status("idle: ctrl+r (or Run) shows what a sweep of the facts file would do, and asks first")
 
     # ---- opening and following a file ----------------------------------------------------------
     def open(self, path: str) -> None:
@@ -307,8 +372,8 @@ class SweepScreen(Screen):
             self.status("stopping after the current batch…")
 
     def action_run(self) -> None:
-        from tracer.sweeps import load_facts, prepare_output
-
+        """Check the facts and the results file, then ask (ConfirmSweep: the facts, the estimated
+        time, where it writes); the sweep starts only on Start."""
         if self.engine is None:
             self.status("no engine: this screen can only show results", error=True)
             return
@@ -321,18 +386,56 @@ class SweepScreen(Screen):
             self.status("a sweep needs a facts file and a results file", error=True)
             return
         try:  # cheap checks here, before the engine is busy: one line on failure
-            facts = load_facts(facts_path)
-            if self.limit:
-                facts = facts[: self.limit]
-            prepare_output(results, facts, self.config)
+            facts, left = self.check_sweep(results, facts_path)
         except TracerError as exc:
             self.status(str(exc), error=True)
+            return
+        plan = SweepPlan(facts_path, len(facts), len(left), str(Path(results).expanduser().resolve()),
+                         self.config, self.estimate(left))
+        self.app.push_screen(ConfirmSweep(plan), lambda start: start and self.start_sweep(results, facts))
+
+    def check_sweep(self, results: str, facts_path: str) -> tuple[list, list]:
+        """(the facts, those the results file does not hold yet); raises TracerError (InputError)
+        for a bad facts file or a results file written with other settings or facts."""
+        from tracer.sweeps import load_facts, prepare_output
+
+        facts = load_facts(facts_path)
+        if self.limit:
+            facts = facts[: self.limit]
+        if not Path(results).expanduser().resolve().parent.is_dir():
+            return facts, facts  # created on Start
+        done = prepare_output(results, facts, self.config).records
+        return facts, [f for f in facts if f.known_id not in done]
+
+    def estimate(self, facts: list) -> float | None:
+        """Seconds the sweep of `facts` would take at most (every fact known): each fact's token-layers
+        (tracer.engine.trace_work, plus its one-forward check) times the engine's measured cost per
+        token-layer of the last trace. None before any trace has been timed."""
+        cost = getattr(self.engine, "cost_per_token_layer", None)
+        info = getattr(self.app, "model_info", None)
+        if not cost or info is None:
+            return None
+        work = 0
+        for fact in facts:
+            try:
+                n_tokens = len(self.engine.tokenize(fact.prompt)[0])
+            except TracerError:
+                continue  # a fact the sweep will skip as bad input
+            work += n_tokens * info.n_layers + trace_work(n_tokens, info.n_layers, settings=self.config)
+        return work * cost
+
+    def start_sweep(self, results: str, facts: list) -> None:
+        """Start the confirmed sweep on the engine thread (the results file's folder made first)."""
+        try:
+            Path(results).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.status(f"cannot write {results}: {exc.strerror or exc}", error=True)
             return
         self.open(results)
         self.running = _Running(threading.Event())
         self.query_one("#sweep-run-button", Button).disabled = True
         self.query_one("#sweep-stop-button", Button).disabled = False
-        self.status(f"sweep of {len(facts)} facts starting…")
+        self.status(f"sweep of {len(facts)} facts starting… (ctrl+x stops it)")
         future = self.engine.sweep(facts, results, self.config, on_event=self._on_sweep_event, cancel=self.running.cancel)
         future.add_done_callback(self._on_done)
 

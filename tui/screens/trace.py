@@ -494,11 +494,11 @@ class TraceScreen(Screen):
     def action_sweeps(self) -> None:
         """F6: the sweep screen, with the settings panel's trace settings."""
         try:
-            settings = self.panel.read().trace
+            values = self.panel.read()
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return
-        self.app.open_sweeps(settings)
+        self.app.open_sweeps(values.trace, values.export_dir)
 
     def action_robustness(self) -> None:
         """The robustness view for the form's prompt and subject, with the settings' samples, seed,
