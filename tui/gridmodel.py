@@ -92,6 +92,8 @@ class GridData:
     clean_prob: float | None = None
     corrupted_prob: float | None = None
     intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
+    samples: int | None = None  # noise samples per cell; None: substitution (one corrupted run)
+    source: tuple = ()  # (prompt, subject, corrupted prompt, target, settings): what the grid belongs to
 
     @classmethod
     def from_started(cls, mode: str, event: Started, positions=()) -> "GridData":
@@ -185,6 +187,29 @@ class GridData:
                     marks.add((view_row, c))
             spread.append(row)
         view.spread, view.marks = spread, frozenset(marks)
+
+
+def cell_readout(grid: GridData, view: GridView, row: int, layer: int) -> str:
+    """One line on the cursor's cell: token, layer, kind, value, the 95% interval of P and the
+    samples, e.g. "' Tower' (token 4) · layer 3 · mlp · 64.2% · P 95%: 0.41..0.52 · 10 samples"."""
+    if not (0 <= row < len(view.values) and 0 <= layer < len(view.values[row])):
+        return ""
+    kind = view.row_kinds[row]
+    where = grid.position_text() if grid.mode == "positions" else f"{grid.tokens[row]!r} (token {row})"
+    value = view.values[row][layer]
+    if finite(value):
+        shown = format_with_unit(value, view.metric)
+    else:
+        shown = f"{METRIC_LABELS.get(view.metric, view.metric)} {NOT_AVAILABLE if view.final else 'pending'}"
+    parts = [where, f"layer {layer}", kind, shown]
+    low, high = grid.intervals.get(kind, (None, None))
+    src = 0 if grid.mode == "positions" else row
+    if low is not None and finite(low[src][layer]) and finite(high[src][layer]):
+        lo, hi = low[src][layer], high[src][layer]
+        inside = grid.corrupted_prob is not None and lo <= grid.corrupted_prob <= hi
+        parts.append(f"P 95%: {lo:.4f}..{hi:.4f}" + (" (holds p_corrupted: within noise)" if inside else ""))
+    parts.append(f"{grid.samples} samples" if grid.samples else "substitution (one corrupted run)")
+    return " · ".join(parts)
 
 
 def peak_sentence(view: GridView) -> str:

@@ -12,8 +12,9 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from tracer.errors import user_message
 from tracer.export import escape_controls
@@ -23,11 +24,11 @@ from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
 from .. import exporting
-from ..gridmodel import METRICS, MODES, GridData, peak_sentence
+from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
-from ..widgets.grid import GridPane, GridTable
+from ..widgets.grid import GridPane, GridPlot, GridTable
 from ..widgets.log import RunLog
 from ..widgets.prompt_form import PromptForm
 from ..widgets.run_status import RunStatus
@@ -91,6 +92,11 @@ def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
     return tuple(sorted({p % n for p in positions}))
 
 
+def noise_samples(request: TraceRequest) -> int | None:
+    """Noise samples per cell of a request; None for substitution (one corrupted run)."""
+    return None if request.corrupted_prompt is not None else request.samples
+
+
 def describe_patched(run) -> str:
     """A patched run (tracer.api.PatchedRun) in one line: "' Paris' 0.412, ' Rome' 0.051, …; P(target) …"."""
     preds = [(p.text, p.prob) if hasattr(p, "text") else tuple(p) for p in getattr(run, "top", [])]
@@ -114,7 +120,7 @@ class TraceScreen(Screen):
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
-        Binding("f9", "inspect", "Inspect", id="inspect", show=False, tooltip="Top-k of the selected table cell's run"),
+        Binding("f9", "inspect", "Top-5", id="inspect", tooltip="The patched run's top-5 at the cursor's cell"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
         Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
         Binding("f3", "show_tab('tab-table')", "Table", show=False),
@@ -145,6 +151,7 @@ class TraceScreen(Screen):
         self.finished: dict[str, tuple[GridData, TraceResult] | None] = {m: None for m in MODES}
         self.view_mode, self.view_kind, self.metric, self.auto_scale = view_mode, view_kind, "recovery", False
         self.last_export: dict[str, str] | None = None
+        self.cursor: tuple[int, int] | None = None  # (row, layer) of the view on screen: grid and table
         self.done_note = ""  # "done in 1.2 s (162 cells)." of the last finished run
         self.model_ready_flag = False
         self._composed = False
@@ -290,6 +297,7 @@ class TraceScreen(Screen):
             return
         if isinstance(event, Started):
             run.grid = GridData.from_started(run.mode, event, started_positions(run.request, event))
+            run.grid.samples = noise_samples(run.request)
             run.progress.update(0, event.total_cells)
             if tuple(event.tokens) != self.strip.tokens:
                 v = self.form.values()
@@ -320,6 +328,7 @@ class TraceScreen(Screen):
 
     def _finished(self, run: RunState, result: TraceResult) -> None:
         grid = GridData.from_result(run.mode, result)
+        grid.samples = noise_samples(result.request)
         self.finished[run.mode] = (grid, result)
         run.progress.update(grid.done, grid.done)
         self.run_log.result(result)
@@ -364,12 +373,46 @@ class TraceScreen(Screen):
         with self.app.batch_update():
             self.pane.show(view, hint)
             self.table.show(view)
+            self.show_cursor(grid, view)
         run = self.run
         if run is None or not run.active:
             error = bool(self.done_note) and self.done_note.startswith("run failed")
             note = self.done_note if error or view is None else f"{self.done_note} {self.status_peak()}".strip()
             if run is not None or self.done_note:
                 self.status.idle(note, error=error)
+
+    def show_cursor(self, grid: GridData | None, view) -> None:
+        """The cursor on the grid and the table, and its cell in words (kept inside the view)."""
+        if view is None or not view.values:
+            self.pane.plot.set_cursor(None)
+            self.pane.show_readout("")
+            return
+        if self.cursor is not None:
+            row, layer = self.cursor
+            self.cursor = (min(row, len(view.values) - 1), min(layer, len(view.values[0]) - 1))
+        self.pane.plot.set_cursor(self.cursor)
+        self.pane.show_readout(cell_readout(grid, view, *self.cursor) + " · F9 top-5" if self.cursor else "")
+        if self.cursor is not None:
+            target = Coordinate(self.cursor[0], self.cursor[1] + 1)
+            if self.table.row_count and self.table.cursor_coordinate != target:
+                self.table.cursor_coordinate = target
+
+    def set_cursor(self, row: int, layer: int) -> None:
+        if self.cursor != (row, layer):
+            self.cursor = (row, layer)
+            grid = self.shown_grid()
+            self.show_cursor(grid, self.pane.current)
+
+    @on(GridPlot.CursorMoved)
+    def _plot_cursor(self, message: GridPlot.CursorMoved) -> None:
+        self.set_cursor(message.row, message.layer)
+
+    @on(DataTable.CellHighlighted, "#table")
+    def _table_cursor(self, message: DataTable.CellHighlighted) -> None:
+        row, column = message.coordinate
+        on_view = self.table.has_focus or self.query_one(TabbedContent).active == "tab-table"
+        if column >= 1 and self.pane.current is not None and on_view:  # not a rebuild behind the grid
+            self.set_cursor(row, column - 1)
 
     def status_peak(self) -> str:
         """The peak of the view on screen (its kind and metric), for the status line."""
@@ -543,15 +586,17 @@ class TraceScreen(Screen):
         self.report(outcome.announcement, "done")
 
     def action_inspect(self) -> None:
-        """F9: the top-k of the patched run of the number table's selected cell (Engine.inspect), shown as a notification and a log line."""
+        """F9: the top-5 of the patched run at the cursor's cell (Engine.inspect), shown as a
+        notification and a log line."""
         done = self.finished.get(self.view_mode)
         if done is None:
             self.report("nothing to inspect: no finished trace in this view yet", "warning")
             return
         grid, result = done
-        row, layer = self.table.cursor_coordinate.row, self.table.cursor_coordinate.column - 1
+        row, layer = self.cursor or (-1, -1)
         if not (0 <= row < len(grid.kinds if grid.mode == "positions" else grid.tokens) and 0 <= layer < grid.n_layers):
-            self.report("select a cell in the number table (F3) first", "warning")
+            self.report("put the cursor on a cell first: click the grid, or focus it (tab) and use the arrow keys",
+                        "warning")
             return
         kind, token = (grid.kinds[row], None) if grid.mode == "positions" else (self.view_kind, row)
         where = f"{kind} layer {layer}" + (f" at {grid.tokens[token]!r}" if token is not None else "")

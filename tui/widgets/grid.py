@@ -3,10 +3,14 @@ legend, and the numeric table of the same values. The data they show is tui.grid
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Vertical
 from textual.coordinate import Coordinate
+from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
@@ -15,15 +19,32 @@ from tracer.plot import draw_grid, format_value
 
 from .. import plotting_internals
 from ..gridmodel import GridView, peak_sentence, scale_ends
-from ..themes import heat_scale
+from ..themes import heat_scale, rgb
 
 
 class GridPlot(PlotextPlot):
-    """The heatmap, drawn through this widget's own plotext figure (`self.plt`)."""
+    """The heatmap, drawn through this widget's own plotext figure (`self.plt`), with a cursor (◆)
+    moved by the arrow keys (when the plot has focus) and the mouse; it posts CursorMoved."""
 
+    can_focus = True
+    BINDINGS = [
+        Binding("up", "move(-1, 0)", "Cell ↑", show=False),
+        Binding("down", "move(1, 0)", "Cell ↓", show=False),
+        Binding("left", "move(0, -1)", "Layer ←", show=False),
+        Binding("right", "move(0, 1)", "Layer →", show=False),
+        Binding("home", "move(0, -1000)", "First layer", show=False),
+        Binding("end", "move(0, 1000)", "Last layer", show=False),
+    ]
     DEFAULT_CSS = """
     GridPlot { height: 1fr; min-height: 6; }
     """
+
+    @dataclass
+    class CursorMoved(Message):
+        """The user put the cursor on (row, layer) of the view on screen."""
+
+        row: int
+        layer: int
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -31,6 +52,34 @@ class GridPlot(PlotextPlot):
         self.placeholder = "No trace yet: press ctrl+r (or enter in the prompt) to run."
         self.scale: tuple[float, float] | None = None
         self.canvas_cache: dict = {}
+        self.cursor: tuple[int, int] | None = None
+        self.origin: tuple[int, int] | None = None  # where the drawing area sat in the last build
+
+    def set_cursor(self, cursor: tuple[int, int] | None) -> None:
+        if cursor != self.cursor:
+            self.cursor = cursor
+            self.refresh()
+
+    def action_move(self, d_row: int, d_layer: int) -> None:
+        view = self.grid_view
+        if view is None or not view.values:
+            return
+        row, layer = self.cursor or (0, 0)
+        n_cols = max(len(r) for r in view.values)
+        row = min(max(0, row + d_row), len(view.values) - 1)
+        layer = min(max(0, layer + d_layer), n_cols - 1)
+        self.post_message(self.CursorMoved(row, layer))
+
+    def on_click(self, event) -> None:
+        view, origin = self.grid_view, self.origin
+        if view is None or origin is None or not self.canvas_cache:
+            return
+        cell = plotting_internals.cell_at(event.x, event.y, figure_height=self.size.height, origin=origin,
+                                          canvas=next(iter(self.canvas_cache.values())), n_rows=len(view.values),
+                                          n_cols=max((len(r) for r in view.values), default=0))
+        if cell is not None:
+            self.focus()
+            self.post_message(self.CursorMoved(*cell))
 
     def show(self, view: GridView | None, placeholder: str | None = None) -> None:
         self.grid_view = view
@@ -56,11 +105,15 @@ class GridPlot(PlotextPlot):
                 canvas = next(iter(self.canvas_cache.values()))
                 plotting_internals.mark_cells(plt, view.marks, len(view.values), n_cols, canvas, scale.at(0.5))
                 plotting_internals.thin_row_ticks(plt, view.labels, len(view.values), canvas)
+                plotting_internals.mark_cursor(plt, self.cursor, len(view.values), n_cols, canvas,
+                                               rgb(self.app.theme_variables.get("foreground", "#ffffff")))
 
         if plotting_internals.drawing(draw) is None:
             self.canvas_cache.clear()
             return Text(plotting_internals.TOO_SMALL, style="italic", justify="center")
-        return plotting_internals.build(plt)
+        text = plotting_internals.build(plt)
+        self.origin = plotting_internals.canvas_origin(plt)
+        return text
 
 
 def legend_text(view: GridView | None, scale) -> Text:
@@ -93,6 +146,7 @@ class GridPane(Vertical):
     GridPane { height: 1fr; }
     GridPane > #legend, GridPane > #peak { height: auto; max-height: 2; padding: 0 1; }
     GridPane > #peak { color: $accent; text-style: bold; }
+    GridPane > #readout { height: 1; padding: 0 1; color: $text; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:
@@ -100,12 +154,19 @@ class GridPane(Vertical):
         self.current: GridView | None = None
         self.peak = Static(id="peak")
         self.legend = Static(id="legend")
+        self.readout = Static(id="readout")
         self.plot = GridPlot(id="plot")
 
     def compose(self) -> ComposeResult:
         yield self.peak
         yield self.legend
+        yield self.readout
         yield self.plot
+
+    def show_readout(self, text: str) -> None:
+        """The cursor's cell in words (tui.gridmodel.cell_readout), or how to get a cursor."""
+        self.readout.update(Text(text or "cell: click the grid, or focus it (tab) and use the arrow keys · F9 top-5",
+                                 no_wrap=True, overflow="ellipsis"))
 
     def show(self, view: GridView | None, placeholder: str | None = None) -> None:
         self.current = view
