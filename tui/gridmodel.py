@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from tracer.events import CellsDone, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.plot import finite, format_value, format_with_unit, peak, row_label, value_range
+from tracer.summary import find_site, headline, headline_cells
 
 METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}
@@ -49,6 +50,7 @@ class GridView:
     scale: tuple[float, float] | None = None
     spread: list[list[float | None]] | None = None
     marks: frozenset = frozenset()
+    headline: str | None = None  # a finished trace's sites (sites_sentence), shown instead of the peak
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
@@ -212,13 +214,27 @@ def cell_readout(grid: GridData, view: GridView, row: int, layer: int) -> str:
     return " · ".join(parts)
 
 
+def sites_sentence(result, kinds, metric: str) -> str:
+    """The finished trace's headline for the kinds on screen (tracer.summary: the subject site and
+    the late site, trivial cells and cells within noise left out), in `metric` (probability where
+    recovery is not available)."""
+    if metric == "recovery" and not result.recovery_available:
+        metric = "prob"
+    grids = {k: {"subject_site": find_site(result, k, metric, "subject"), "late_site": find_site(result, k, metric, "late"),
+                 "left_out": headline_cells(result, k)[1]} for k in kinds if k in result.grids}
+    return headline(result, grids, metric)["text"] if grids else ""
+
+
 def peak_sentence(view: GridView) -> str:
-    """e.g. "peak: mlp layer 3 at ' Tower', 64% recovery"."""
+    """The headline of a finished trace (sites_sentence), else the running grid's peak so far, e.g.
+    "peak so far: mlp layer 3 at ' Tower', 64% recovery"."""
+    if view.headline:
+        return view.headline
     best = peak(view.values)
     if best is None:
         return "peak: –" if not view.final else f"peak: {NOT_AVAILABLE}"
     r, c, v = best
-    return f"peak: {view.names[r].format(layer=c)}, {format_with_unit(v, view.metric)}"
+    return f"peak{'' if view.final else ' so far'}: {view.names[r].format(layer=c)}, {format_with_unit(v, view.metric)}"
 
 
 def scale_ends(view: GridView) -> tuple[float, float] | None:

@@ -90,7 +90,7 @@ async def test_grid_and_table_show_exactly_the_engines_values(engine):
                 shown = "n/a" if value is None else format_value(value, "recovery")  # None: recovery not available
                 assert table.get_cell_at(Coordinate(r, c + 1)).plain.split("±")[0] == shown
         peak = app.query_one("#peak").render()
-        assert str(peak).startswith("peak: ") and "' Eiffel' + ' located'" not in str(peak)
+        assert str(peak).startswith("subject site: ") and "' Eiffel' + ' located'" not in str(peak)
         # the paper's tokens x layers view: another run, same checks
         await pilot.press("ctrl+o", "ctrl+g", "ctrl+g")  # all tokens; kind hidden -> mlp -> attn
         assert ts.view_mode == "all" and ts.view_kind == "attn"

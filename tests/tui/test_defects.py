@@ -10,6 +10,7 @@ from textual.widgets import Input
 from tracer.events import CellsDone, Started
 from tracer.types import TraceRequest
 from tui.app import make_app
+from tui.gridmodel import sites_sentence
 from tui.screens.help import HelpScreen
 from tui.screens.sweep import SweepScreen
 from tui.runstate import RunState
@@ -72,12 +73,12 @@ async def test_the_status_line_names_the_peak_of_the_kind_on_screen(engine):
         app.query_one("#samples", Input).value = "2"
         await run_and_wait(pilot)
         ts = app.trace_screen
-        if ts.metric == "recovery" and not ts.finished[ts.view_mode][1].recovery_available:
-            assert ts.status.plain.endswith("peak: n/a")  # the tiny model: recovery % is not available
-            await pilot.press("ctrl+n")  # probability, which always has a peak
-        assert ts.view_kind == "hidden" and "peak: hidden layer" in ts.status.plain
+        result = ts.finished[ts.view_mode][1]
+        assert ts.view_kind == "hidden" and ts.status.plain.endswith(sites_sentence(result, ("hidden",), ts.metric))
+        assert "subject site: " in ts.status.plain
         await pilot.press("ctrl+g")
-        assert ts.view_kind == "mlp" and "peak: mlp layer" in ts.status.plain
+        assert ts.view_kind == "mlp" and ts.status.plain.endswith(sites_sentence(result, ("mlp",), ts.metric))
+        assert sites_sentence(result, ("mlp",), ts.metric) != sites_sentence(result, ("hidden",), ts.metric)
         assert ts.status.plain.endswith(str(app.query_one("#peak").render()))
 
 

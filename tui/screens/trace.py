@@ -24,7 +24,7 @@ from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
 from .. import exporting
-from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence
+from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence, sites_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
@@ -367,6 +367,10 @@ class TraceScreen(Screen):
         self._dirty = False
         grid = self.shown_grid()
         view = grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None
+        done = self.finished.get(self.view_mode)
+        if view is not None and done is not None and done[0] is grid:
+            kinds = grid.kinds if grid.mode == "positions" else (view.kind,)
+            view.headline = sites_sentence(done[1], kinds, view.metric)
         hint = None
         if view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
