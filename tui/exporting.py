@@ -86,10 +86,18 @@ def write_figures(result, base: Path, kind: str, metric: str) -> tuple[dict[str,
     return paths, notes
 
 
+def fact_slug(result) -> str:
+    """The fact a trace holds, for file names: its subject in lower case, letters and digits
+    joined by "-" (at most 40 characters), "fact" when nothing is left."""
+    text = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in result.request.subject.lower())
+    return "-".join(part for part in text.split("-") if part)[:40].strip("-") or "fact"
+
+
 def export_all(result, view, folder: str | Path, kind: str, metric: str, stamp: str | None = None) -> ExportOutcome:
-    """Text, CSV, JSON (always), SVG and PDF (when available). Never raises for a bad folder:
-    the outcome's `error` says what went wrong and nothing on screen is lost."""
-    stamp = stamp or time.strftime("%Y%m%d-%H%M%S")
+    """Text, CSV, JSON (always), SVG and PDF (when available), named after the result's own fact
+    (trace-<subject>-<time>: never the form's, which may have changed since). Never raises for a
+    bad folder: the outcome's `error` says what went wrong and nothing on screen is lost."""
+    stamp = f"{fact_slug(result)}-{stamp or time.strftime('%Y%m%d-%H%M%S')}"
     try:
         paths = write_exports(result, view, folder, stamp)
     except OSError as exc:

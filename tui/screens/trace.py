@@ -247,6 +247,7 @@ class TraceScreen(Screen):
     # ---- token strip preview ----------------------------------------------------------
     @on(PromptForm.Changed)
     def _form_changed(self) -> None:
+        self._dirty = True  # the grid on screen may have become stale
         if self._preview_timer is not None:
             self._preview_timer.stop()
         self._preview_timer = self.set_timer(0.25, self.request_preview)
@@ -371,6 +372,11 @@ class TraceScreen(Screen):
         if view is not None and done is not None and done[0] is grid:
             kinds = grid.kinds if grid.mode == "positions" else (view.kind,)
             view.headline = sites_sentence(done[1], kinds, view.metric)
+            stale = self.stale_reason(done[1].request)
+            if stale:
+                view.title = f"STALE: {stale}; ctrl+r traces it · {view.title}"
+                view.headline = f"stale ({stale}): this grid is {done[1].request.prompt[:40]!r} · {view.headline}"
+        self.pane.set_class(view is not None and view.title.startswith("STALE"), "-stale")
         hint = None
         if view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
@@ -418,6 +424,22 @@ class TraceScreen(Screen):
         if column >= 1 and self.pane.current is not None and on_view:  # not a rebuild behind the grid
             self.set_cursor(row, column - 1)
 
+    def stale_reason(self, request: TraceRequest) -> str:
+        """Why a finished grid no longer matches the form and the settings ("the prompt changed",
+        …), or "" when it still does."""
+        form = self.form.values()
+        for name, now, then in (("prompt", form.prompt, request.prompt), ("subject", form.subject, request.subject),
+                                ("corrupted prompt", form.corrupted, request.corrupted_prompt),
+                                ("target", form.target, request.target)):
+            if (now or None) != (then or None):
+                return f"the {name} changed"
+        try:
+            settings = self.panel.read().trace
+        except SettingsError:
+            return ""  # a half-typed field: the run will say what is wrong
+        changed = [k for k, v in settings.as_kwargs().items() if k != "kinds" and getattr(request, k, v) != v]
+        return f"{', '.join(changed)} changed" if changed else ""
+
     def status_peak(self) -> str:
         """The peak of the view on screen (its kind and metric), for the status line."""
         view = self.pane.current
@@ -441,6 +463,7 @@ class TraceScreen(Screen):
 
     @on(SettingsPanel.Changed)
     def _settings_changed(self) -> None:
+        self._dirty = True
         self.app.remember_settings(self.panel)
 
     @on(WarningBadge.Pressed)

@@ -147,6 +147,7 @@ class GridPane(Vertical):
     GridPane > #legend, GridPane > #peak { height: auto; max-height: 2; padding: 0 1; }
     GridPane > #peak { color: $accent; text-style: bold; }
     GridPane > #readout { height: 1; padding: 0 1; color: $text; }
+    GridPane.-stale > #peak { color: $warning; }
     """
 
     def __init__(self, *, id: str | None = None) -> None:

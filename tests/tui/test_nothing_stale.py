@@ -1,0 +1,38 @@
+"""Nothing stale (issue 24.3): a grid that belongs to another prompt or settings is marked, and an
+export is named after the fact it holds. Fake engine."""
+
+from __future__ import annotations
+
+import json
+
+from fake_engine import FakeEngine
+from tui_helpers import ready, run_and_wait, wait_for
+from textual.widgets import Input
+
+from tui.app import make_app
+
+
+async def test_a_grid_of_another_prompt_or_settings_is_marked_and_exports_name_its_fact(tmp_path):
+    app = make_app(engine=FakeEngine(), export_dir=str(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        ts = app.trace_screen
+        assert not ts.pane.current.title.startswith("STALE") and not ts.pane.has_class("-stale")
+        app.query_one("#prompt", Input).value = "The Louvre Museum is located in the city of"
+        app.query_one("#subject", Input).value = "Louvre Museum"
+        await wait_for(pilot, lambda: ts.pane.has_class("-stale"), what="the stale mark")
+        assert ts.pane.current.title.startswith("STALE: the prompt changed; ctrl+r traces it")
+        assert str(ts.pane.peak.render()).startswith("stale (the prompt changed): this grid is 'The Eiffel Tower")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: ts.last_export is not None, what="the export")
+        assert "trace-eiffel-tower-" in ts.last_export["json"]  # the fact it holds, not the form's
+        assert json.load(open(ts.last_export["json"]))["tokens"][1] == " Eiffel"
+        app.query_one("#prompt", Input).value = "The Eiffel Tower is located in the city of"
+        app.query_one("#subject", Input).value = "Eiffel Tower"
+        await wait_for(pilot, lambda: not ts.pane.has_class("-stale"), what="current again")
+        app.query_one("#samples", Input).value = "3"
+        await wait_for(pilot, lambda: ts.pane.has_class("-stale"), what="stale settings")
+        assert ts.pane.current.title.startswith("STALE: samples changed")
+        await run_and_wait(pilot)
+        assert not ts.pane.has_class("-stale")
