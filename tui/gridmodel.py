@@ -51,6 +51,7 @@ class GridView:
     spread: list[list[float | None]] | None = None
     marks: frozenset = frozenset()
     headline: str | None = None  # a finished trace's sites (sites_sentence), shown instead of the peak
+    focus_row: int | None = None  # the row kept in view when not all fit (the subject's last token)
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
@@ -151,7 +152,7 @@ class GridData:
             labels = [row_label(t, b <= i < e) for i, t in enumerate(self.tokens)]
             names = [f"{kind} layer {{layer}} at {t!r}" for t in self.tokens]
             view = GridView(self.values[kind][metric], labels, names, f"{kind} · {label} · all tokens", metric, kind,
-                            [kind] * len(labels), self.final)
+                            [kind] * len(labels), self.final, focus_row=e - 1)
             cells = [(kind, r, r) for r in range(self.n_rows)]
         view.scale = None if auto else self.fixed_scale(metric)
         self._add_intervals(view, cells)

@@ -74,3 +74,15 @@ async def test_f9_gives_the_top5_at_the_cursor_and_is_in_footer_help_and_palette
                        what="the inspected cell")
         assert any(b.key == "f9" and b.show for b in ts.BINDINGS)
         assert "F9" in HELP and any(action == "inspect" for _, _, action in COMMANDS)
+
+
+async def test_at_80_columns_the_footer_shows_f1_help_and_f9_whole():
+    from textual.widgets._footer import FooterKey
+
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        keys = {k.key: k for k in app.screen.query(FooterKey)}
+        for key in ("f1", "f9"):
+            region = keys[key].region
+            assert region.width > 0 and region.right <= 80 - len("^p palette"), key

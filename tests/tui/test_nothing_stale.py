@@ -36,3 +36,36 @@ async def test_a_grid_of_another_prompt_or_settings_is_marked_and_exports_name_i
         assert ts.pane.current.title.startswith("STALE: samples changed")
         await run_and_wait(pilot)
         assert not ts.pane.has_class("-stale")
+
+
+async def test_at_80x24_every_row_is_reachable_and_the_title_says_what_is_off_screen():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(80, 24)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        ts = app.trace_screen
+        plot = ts.pane.plot
+        await pilot.pause(0.2)
+        n_rows = len(ts.pane.current.values)
+        assert 0 < plot.shown_rows < n_rows  # not all fit at 80x24
+        subject_last = ts.finished["all"][1].subject_range[1] - 1
+        assert plot.first_row <= subject_last < plot.first_row + plot.shown_rows  # the early site in view
+        off = n_rows - plot.shown_rows
+        rendered = str(plot.render())
+        first, last = plot.first_row, plot.first_row + plot.shown_rows - 1
+        assert f"rows {first}-{last} of {n_rows} · ↑↓ {off} more" in rendered
+        seen = set(range(plot.first_row, plot.first_row + plot.shown_rows))
+        plot.focus()
+        for _ in range(n_rows):
+            await pilot.press("up")
+            await pilot.pause(0.05)
+            plot.render()
+            seen |= set(range(plot.first_row, plot.first_row + plot.shown_rows))
+        assert ts.cursor[0] == 0 and plot.first_row == 0
+        for _ in range(n_rows):
+            await pilot.press("down")
+            await pilot.pause(0.05)
+            plot.render()
+            seen |= set(range(plot.first_row, plot.first_row + plot.shown_rows))
+        assert seen == set(range(n_rows)) and ts.cursor[0] == n_rows - 1
+        assert plot.first_row + plot.shown_rows == n_rows

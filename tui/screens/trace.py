@@ -112,15 +112,17 @@ class TraceScreen(Screen):
     model is ready (`model_ready`) or failed (`model_failed`)."""
 
     BINDINGS = [
+        # first, so that a narrow footer never cuts it (the App's F1 is last in the footer's order)
+        Binding("f1", "app.help", "Help", key_display="F1", tooltip="Keys and how to read the grid"),
         Binding("ctrl+r", "run", "Run", id="run", tooltip="Trace the prompt for the current view"),
         Binding("escape", "cancel", "Cancel", id="cancel", tooltip="Stop the running trace"),
+        Binding("f9", "inspect", "Top-5", id="inspect", tooltip="The patched run's top-5 at the cursor's cell"),
         Binding("ctrl+s", "export", "Export", id="export", tooltip="Write the grid as .txt/.csv/.json (+ .svg)"),
         Binding("ctrl+o", "toggle_view", "View", id="view", tooltip="All tokens <-> chosen positions"),
         Binding("ctrl+g", "next_kind", "Kind", id="kind", tooltip="Next kind in the all-tokens view"),
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
-        Binding("f9", "inspect", "Top-5", id="inspect", tooltip="The patched run's top-5 at the cursor's cell"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
         Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
         Binding("f3", "show_tab('tab-table')", "Table", show=False),

@@ -54,6 +54,8 @@ class GridPlot(PlotextPlot):
         self.canvas_cache: dict = {}
         self.cursor: tuple[int, int] | None = None
         self.origin: tuple[int, int] | None = None  # where the drawing area sat in the last build
+        self.first_row, self.shown_rows = 0, 0  # the rows drawn in the last build (all, or a window)
+        self._start: int | None = None  # the window's first row, kept while the user scrolls
 
     def set_cursor(self, cursor: tuple[int, int] | None) -> None:
         if cursor != self.cursor:
@@ -75,13 +77,15 @@ class GridPlot(PlotextPlot):
         if view is None or origin is None or not self.canvas_cache:
             return
         cell = plotting_internals.cell_at(event.x, event.y, figure_height=self.size.height, origin=origin,
-                                          canvas=next(iter(self.canvas_cache.values())), n_rows=len(view.values),
+                                          canvas=next(iter(self.canvas_cache.values())), n_rows=self.shown_rows,
                                           n_cols=max((len(r) for r in view.values), default=0))
         if cell is not None:
             self.focus()
-            self.post_message(self.CursorMoved(*cell))
+            self.post_message(self.CursorMoved(cell[0] + self.first_row, cell[1]))
 
     def show(self, view: GridView | None, placeholder: str | None = None) -> None:
+        if view is None or self.grid_view is None or len(view.values) != len(self.grid_view.values):
+            self._start = None  # another grid: the window starts from its focus row again
         self.grid_view = view
         if placeholder:
             self.placeholder = placeholder
@@ -96,25 +100,50 @@ class GridPlot(PlotextPlot):
         plotting_internals.prepare(self, plt)
         scale = heat_scale(self.app.theme_variables, view.kind)
         lo, hi = view.scale if view.scale is not None else (None, None)
+        if lo is None and view.values:  # auto scale: the whole grid's range, also when rows are off screen
+            lo, hi = scale_ends(view) or (None, None)
+        n_rows = len(view.values)
 
-        def draw() -> None:
-            self.scale = draw_grid(plt, view.values, view.labels, title=view.title, colour=scale.at, lo=lo, hi=hi,
+        def draw(first: int, shown: int, title: str) -> None:
+            values, labels = view.values[first:first + shown], view.labels[first:first + shown]
+            marks = {(r - first, c) for r, c in view.marks if first <= r < first + shown}
+            cursor = (self.cursor[0] - first, self.cursor[1]) if self.cursor else None
+            self.scale = draw_grid(plt, values, labels, title=title, colour=scale.at, lo=lo, hi=hi,
                                    canvas_cache=self.canvas_cache)
             if self.canvas_cache:
-                n_cols = max((len(r) for r in view.values), default=0)
+                n_cols = max((len(r) for r in values), default=0)
                 canvas = next(iter(self.canvas_cache.values()))
-                plotting_internals.mark_cells(plt, view.marks, len(view.values), n_cols, canvas, scale.at(0.5))
-                plotting_internals.thin_row_ticks(plt, view.labels, len(view.values), canvas)
-                plotting_internals.mark_cursor(plt, self.cursor, len(view.values), n_cols, canvas,
+                plotting_internals.mark_cells(plt, marks, len(values), n_cols, canvas, scale.at(0.5))
+                plotting_internals.thin_row_ticks(plt, labels, len(values), canvas)
+                plotting_internals.mark_cursor(plt, cursor, len(values), n_cols, canvas,
                                                rgb(self.app.theme_variables.get("foreground", "#ffffff")))
 
-        if plotting_internals.drawing(draw) is None:
+        self.first_row, self.shown_rows = 0, n_rows
+        if plotting_internals.drawing(lambda: draw(0, n_rows, view.title)) is None:
             self.canvas_cache.clear()
             return Text(plotting_internals.TOO_SMALL, style="italic", justify="center")
+        rows_room = next(iter(self.canvas_cache.values()))[1] if self.canvas_cache else n_rows
+        if rows_room < n_rows:  # one canvas row per grid row at least: show a window, say what is off screen
+            first = self.window_start(n_rows, rows_room, view.focus_row)
+            self.first_row, self.shown_rows = first, rows_room
+            title = f"{view.title} · rows {first}-{first + rows_room - 1} of {n_rows} · ↑↓ {n_rows - rows_room} more"
+            if plotting_internals.drawing(lambda: draw(first, rows_room, title)) is None:
+                return Text(plotting_internals.TOO_SMALL, style="italic", justify="center")
         text = plotting_internals.build(plt)
         self.origin = plotting_internals.canvas_origin(plt)
         return text
 
+    def window_start(self, n_rows: int, room: int, focus: int | None) -> int:
+        """The first row shown when only `room` rows fit: the cursor's row stays in view; without a
+        cursor, the view's focus row (the subject's last token) and as many rows after it."""
+        start = getattr(self, "_start", None)
+        if start is None:
+            start = min(focus or 0, n_rows - room)
+        if self.cursor is not None:
+            row = self.cursor[0]
+            start = min(start, row) if row < start else (row - room + 1 if row >= start + room else start)
+        self._start = max(0, min(start, n_rows - room))
+        return self._start
 
 def legend_text(view: GridView | None, scale) -> Text:
     """The colour bar with its ends, cells beyond a fixed scale, and the marks' meaning."""
