@@ -69,3 +69,26 @@ async def test_at_80x24_every_row_is_reachable_and_the_title_says_what_is_off_sc
             seen |= set(range(plot.first_row, plot.first_row + plot.shown_rows))
         assert seen == set(range(n_rows)) and ts.cursor[0] == n_rows - 1
         assert plot.first_row + plot.shown_rows == n_rows
+
+
+async def test_the_chosen_positions_view_reuses_the_all_tokens_trace():
+    engine = FakeEngine()
+    app = make_app(engine=engine)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)  # all tokens
+        ts = app.trace_screen
+        before = ts.run_count
+        await pilot.press("ctrl+o")  # chosen positions: the subject's last token, already in the grid
+        await pilot.pause(0.2)
+        assert ts.view_mode == "positions" and ts.run_count == before
+        grid, result = ts.finished["positions"]
+        all_result = ts.finished["all"][1]
+        token = all_result.subject_range[1] - 1
+        assert result.positions == [token]
+        for kind in all_result.grids:
+            assert result.grids[kind]["prob"] == [all_result.grids[kind]["prob"][token]]
+        assert ts.pane.current.values == [all_result.grids[k]["recovery"][token] for k in grid.kinds]
+        # the same rows as a chosen-positions trace of that token (the fake engine computes it directly)
+        direct = engine.trace(result.request).result()
+        assert {k: g["prob"] for k, g in direct.grids.items()} == {k: g["prob"] for k, g in result.grids.items()}

@@ -8,6 +8,8 @@ which posts `RunEnded`. The end of a run comes only from that callback; nothing 
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -90,6 +92,13 @@ def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
         return (event.subject_range[1] - 1,)
     n = len(event.tokens)
     return tuple(sorted({p % n for p in positions}))
+
+
+def result_at(result: TraceResult, token: int) -> TraceResult:
+    """An all-tokens result as the chosen-positions result of one token: its rows of every grid."""
+    grids = {kind: {metric: [rows[token]] for metric, rows in grid.items()} for kind, grid in result.grids.items()}
+    request = dataclasses.replace(result.request, positions=(token,))
+    return dataclasses.replace(result, positions=[token], request=request, grids=grids)
 
 
 def noise_samples(request: TraceRequest) -> int | None:
@@ -426,6 +435,33 @@ class TraceScreen(Screen):
         if column >= 1 and self.pane.current is not None and on_view:  # not a rebuild behind the grid
             self.set_cursor(row, column - 1)
 
+    def positions_from_all(self) -> None:
+        """The chosen-positions grid read from the all-tokens trace where that covers it: one chosen
+        token is row of the all-tokens grid (the same restoration), for the same prompt and settings."""
+        done = self.finished.get("all")
+        form = self.form.values()
+        if self.view_mode != "positions" or done is None or self.stale_reason(done[1].request):
+            return
+        if not self.strip.is_current(form.prompt, form.subject) or len(self.strip.positions) != 1:
+            return
+        token = self.strip.positions[0]
+        current = self.finished.get("positions")
+        if current is not None and list(current[1].positions) == [token] and not self.stale_reason(current[1].request):
+            return
+        derived = result_at(done[1], token)
+        grid = GridData.from_result("positions", derived)
+        grid.samples = noise_samples(derived.request)
+        self.finished["positions"] = (grid, derived)
+        self.facts.show_result(derived)
+        self.report(f"chosen positions: {derived.tokens[token]!r} read from the all-tokens trace (no re-run)",
+                    notify=False)
+
+    @on(TokenStrip.Toggled)
+    def _strip_toggled(self) -> None:
+        if self.view_mode == "positions":
+            self.positions_from_all()
+            self._dirty = True
+
     def stale_reason(self, request: TraceRequest) -> str:
         """Why a finished grid no longer matches the form and the settings ("the prompt changed",
         …), or "" when it still does."""
@@ -453,6 +489,7 @@ class TraceScreen(Screen):
         self.view_kind = kind or self.view_kind
         self.metric = metric or self.metric
         self.viewbar.set_state(self.view_mode, self.view_kind, self.metric)
+        self.positions_from_all()
         done = self.finished.get(self.view_mode)
         if done is not None:
             self.facts.show_result(done[1])
