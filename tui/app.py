@@ -28,6 +28,10 @@ DEFAULT_FACTS = "known_1000"  # the paper's known facts: the copy shipped in tra
 
 class TracerApp(App):
     TITLE = "tracer-tui"
+    # toasts at the top right, over the form: never over the grid's cells (its late layers are on the right)
+    CSS = """
+    ToastRack { align: right top; }
+    """
     COMMANDS = App.COMMANDS | {TracerCommands}
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [

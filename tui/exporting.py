@@ -38,10 +38,18 @@ class ExportOutcome:
 
 
 def export_text(result, view, width: int = 100) -> str:
-    """The current view drawn without colour codes, then the labelled number tables."""
+    """The current view drawn without colour codes (shade characters; ░, the screen's
+    "indistinguishable" texture, is drawn as ·), the view's cells as on screen (value±half-width,
+    ~ where the interval holds p_corrupted), then the labelled number tables."""
     width = max(width, 24 + 3 * max((len(r) for r in view.values), default=0))
     drawing = render_text(view.values, view.labels, title=view.title, metric=view.metric, width=min(width, 200))
-    return drawing + "\n" + export.to_text(result, view.metric)
+    drawing = drawing.replace("░", "·") + "\nshades, low to high: · ▒ ▓ █\n"
+    label_width = max((len(label) for label in view.labels), default=0)
+    rows = ["  ".join([f"{label:<{label_width}}"] + [view.cell_text(r, c) for c in range(len(view.values[r]))])
+            for r, label in enumerate(view.labels)]
+    header = f"{view.title}, as on screen (columns: layers 0-{max(len(r) for r in view.values) - 1}"
+    header += "; ±: half-width of the 95% interval; ~: indistinguishable from the corrupted run)" if view.spread else ")"
+    return drawing + "\n" + "\n".join([header, *rows]) + "\n\n" + export.to_text(result, view.metric)
 
 
 def free_base(folder: Path, stamp: str, suffixes=(".txt", ".csv", ".json", ".svg", ".pdf")) -> Path:

@@ -55,11 +55,13 @@ class GridView:
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
-        """(cells outside the fixed scale, lowest, highest value) — (0, None, None) when auto."""
+        """(cells outside the fixed scale, lowest, highest value) — (0, None, None) when auto. A cell
+        counts only when it shows a value beyond the scale's end (-0.0 against 0.0 is rounding)."""
         if self.scale is None:
             return 0, None, None
         lo, hi = self.scale
-        out = [v for row in self.values for v in row if finite(v) and (v < lo - 1e-9 or v > hi + 1e-9)]
+        out = [v for row in self.values for v in row if finite(v) and (v < lo or v > hi)
+               and _shown(v, self.metric) != _shown(min(max(v, lo), hi), self.metric)]  # not rounding
         return len(out), (min(out) if out else None), (max(out) if out else None)
 
     def cell_text(self, r: int, c: int) -> str:
@@ -74,6 +76,15 @@ class GridView:
         if (r, c) in self.marks:
             text += "~"
         return text
+
+
+def _shown(value: float, metric: str) -> float:
+    """The value as the table shows it, read back (so -0.0 and 0.0 are the same)."""
+    text = format_value(value, metric).rstrip("%").lstrip("+")
+    try:
+        return float(text) + 0.0
+    except ValueError:
+        return value
 
 
 @dataclass

@@ -297,7 +297,7 @@ class SweepScreen(Screen):
             if not c.n or c.mean[layer] is None:
                 return "–"
             low, high = (c.low[layer], c.high[layer]) if len(c.low) > layer else (None, None)
-            if low is None or high is None:
+            if low is None or high is None or c.n < 2:  # one fact: no interval to show
                 return f"{c.mean[layer]:+.4f}"
             return f"{c.mean[layer]:+.4f} ±{(high - low) / 2:.4f}"
 

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 from tracer.errors import user_message
 from tracer.export import escape_controls
 from tracer.events import Log, Recording, Started
+from tracer.plot import finite
 from tracer.prompts import align_tokens
 from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
@@ -94,6 +95,18 @@ def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
     return tuple(sorted({p % n for p in positions}))
 
 
+APP_WORDS = {"--target": "the Target field", "--samples": "Samples (F5)", "--noise": "the noise rule (F5)",
+             "--window": "Window (F5)", "--seed": "Seed (F5)", "--kinds": "the kinds (F5)",
+             "--positions": "the token strip's chosen positions", "--corrupted": "the Corrupted field"}
+
+
+def in_app_words(text: str) -> str:
+    """A guard's advice with the CLI's flags named as the app's fields and keys."""
+    for flag, words in APP_WORDS.items():
+        text = text.replace(f"with {flag}", f"in {words}").replace(flag, words)
+    return text
+
+
 def result_at(result: TraceResult, token: int) -> TraceResult:
     """An all-tokens result as the chosen-positions result of one token: its rows of every grid."""
     grids = {kind: {metric: [rows[token]] for metric, rows in grid.items()} for kind, grid in result.grids.items()}
@@ -133,10 +146,10 @@ class TraceScreen(Screen):
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
-        Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
-        Binding("f3", "show_tab('tab-table')", "Table", show=False),
-        Binding("f4", "show_tab('tab-log')", "Log", show=False),
-        Binding("f5", "show_tab('tab-settings')", "Settings", show=False),
+        Binding("f2", "show_tab('tab-grid')", "Grid", show=False, priority=True),
+        Binding("f3", "show_tab('tab-table')", "Table", show=False, priority=True),
+        Binding("f4", "show_tab('tab-log')", "Log", show=False, priority=True),
+        Binding("f5", "show_tab('tab-settings')", "Settings", show=False, priority=True),
         Binding("f6", "sweeps", "Sweeps", id="sweeps", tooltip="Average indirect effect over many facts"),
         Binding("f10", "robustness", "Robustness", id="robustness", show=False,
                 tooltip="Does the peak move when the corruption changes?"),
@@ -223,13 +236,12 @@ class TraceScreen(Screen):
 
     # ---- reporting ------------------------------------------------------------------
     def report(self, text: str, level: str = "info", notify: bool = True) -> None:
-        """A log line, and for warnings/errors (and "done") a notification too."""
+        """A log line, and for warnings and errors a notification too ("done" goes to the status
+        line and the log only: a toast would cover the grid's late layers)."""
         text = escape_controls(text, keep_newlines=True)  # a token's ESC or CR never reaches the terminal
         self.run_log.line(text, level)
         if notify and level in ("warning", "error"):
             self.app.notify(text, severity=level, timeout=8 if level == "error" else 5)
-        elif notify and level == "done":
-            self.app.notify(text, timeout=4)
 
     # ---- the model (told by the App) ------------------------------------------------
     def model_ready(self, info) -> None:
@@ -286,6 +298,8 @@ class TraceScreen(Screen):
         self.status.running(run.progress, "recording clean and corrupted runs…")
         future = self.engine.trace(request, run.on_event, run.cancel)
         future.add_done_callback(run.on_done)
+        if self.finished.get(run.mode) is None:
+            self.show_view()  # the first trace of this view: say it is recording
         return run
 
     def _current(self, run_id: int) -> RunState | None:
@@ -377,6 +391,7 @@ class TraceScreen(Screen):
 
     def show_view(self) -> None:
         self._dirty = False
+        run = self.run
         grid = self.shown_grid()
         view = grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None
         done = self.finished.get(self.view_mode)
@@ -389,13 +404,17 @@ class TraceScreen(Screen):
                 view.headline = f"stale ({stale}): this grid is {done[1].request.prompt[:40]!r} · {view.headline}"
         self.pane.set_class(view is not None and view.title.startswith("STALE"), "-stale")
         hint = None
-        if view is None:
+        if view is None and run is not None and run.active and run.mode == self.view_mode:
+            hint = "Recording the clean and corrupted runs: the grid fills in as cells finish (esc cancels)."
+        elif view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
+        elif view.metric == "recovery" and view.final and not any(finite(v) for row in view.values for v in row):
+            hint, view = ("Recovery % is not available for this trace (total effect below 0.05): "
+                          "ctrl+n shows the probability."), None
         with self.app.batch_update():
             self.pane.show(view, hint)
             self.table.show(view)
             self.show_cursor(grid, view)
-        run = self.run
         if run is None or not run.active:
             error = bool(self.done_note) and self.done_note.startswith("run failed")
             note = self.done_note if error or view is None else f"{self.done_note} {self.status_peak()}".strip()
@@ -594,11 +613,20 @@ class TraceScreen(Screen):
         warnings = self.facts.badge.warnings
         if not warnings:
             self.app.notify("no warnings for this trace", timeout=3)
-        for w in warnings:
-            self.app.notify(str(w), title=getattr(w, "code", "note"), severity="warning", timeout=10)
+            return
+        self.app.clear_notifications()  # one toast per press, never a stack
+        text = "\n".join(f"• {getattr(w, 'code', 'note')}: {in_app_words(str(w))}" for w in warnings)
+        self.app.notify(text, title=f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}",
+                        severity="warning", timeout=10)
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        """F2-F5. Focus leaves the old tab first: a focused widget left in a hidden tab (a Settings
+        checkbox) passed focus to its neighbour there, and TabbedContent switched back to it."""
+        focused = self.focused
+        tabs = self.query_one(TabbedContent)
+        if focused is not None and tabs in focused.ancestors:
+            self.set_focus(None)
+        tabs.active = tab
 
     def action_sweeps(self) -> None:
         """F6: the sweep screen, with the settings panel's trace settings."""
@@ -650,6 +678,7 @@ class TraceScreen(Screen):
         for note in outcome.notes:
             self.report(note, "info", notify=False)
         self.report(outcome.announcement, "done")
+        self.app.notify(outcome.announcement, timeout=5)
 
     def action_inspect(self) -> None:
         """F9: the top-5 of the patched run at the cursor's cell (Engine.inspect), shown as a
@@ -688,4 +717,7 @@ class TraceScreen(Screen):
         if message.error:
             self.report(f"inspect {message.where}: {message.error}", "error")
         else:
-            self.report(f"top-5 restoring {message.where}: {describe_patched(message.run)}", "done")
+            text = f"top-5 restoring {message.where}: {describe_patched(message.run)}"
+            self.report(text, "done")
+            self.app.notify(text, timeout=8)
+            self.pane.show_readout(text)
