@@ -72,6 +72,7 @@ async def test_recovery_not_available_shows_a_note_not_an_empty_heatmap():
             grid.values[kind]["recovery"] = [[None] * grid.n_layers for _ in range(grid.n_rows)]
         ts.show_view()
         assert ts.pane.current is None and ts.pane.plot.placeholder.startswith("Recovery % is not available")
+        assert ts.table.get_cell_at((0, 1)).plain == "n/a"  # the table still lists the cells
         await pilot.press("ctrl+n")  # probability
         assert ts.pane.current is not None and ts.pane.current.metric == "prob"
 

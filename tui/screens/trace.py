@@ -409,10 +409,12 @@ class TraceScreen(Screen):
         elif view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
         elif view.metric == "recovery" and view.final and not any(finite(v) for row in view.values for v in row):
-            hint, view = ("Recovery % is not available for this trace (total effect below 0.05): "
-                          "ctrl+n shows the probability."), None
+            hint = ("Recovery % is not available for this trace (total effect below 0.05): "
+                    "ctrl+n shows the probability.")
         with self.app.batch_update():
-            self.pane.show(view, hint)
+            self.pane.show(None if hint else view, hint)  # the table still lists the cells ("n/a")
+            if hint and view is not None:
+                self.pane.peak.update(peak_sentence(view))  # the sites, in probability
             self.table.show(view)
             self.show_cursor(grid, view)
         if run is None or not run.active:
