@@ -443,7 +443,7 @@ class TraceScreen(Screen):
         if self.cursor != (row, layer):
             self.cursor = (row, layer)
             grid = self.shown_grid()
-            self.show_cursor(grid, self.pane.current)
+            self.show_cursor(grid, grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None)
 
     @on(GridPlot.CursorMoved)
     def _plot_cursor(self, message: GridPlot.CursorMoved) -> None:
@@ -453,7 +453,7 @@ class TraceScreen(Screen):
     def _table_cursor(self, message: DataTable.CellHighlighted) -> None:
         row, column = message.coordinate
         on_view = self.table.has_focus or self.query_one(TabbedContent).active == "tab-table"
-        if column >= 1 and self.pane.current is not None and on_view:  # not a rebuild behind the grid
+        if column >= 1 and self.table.row_count and on_view:  # not a rebuild behind the grid
             self.set_cursor(row, column - 1)
 
     def positions_from_all(self) -> None:
