@@ -152,7 +152,8 @@ class Engine:
                            on_event, cancel)
         if result is not None:
             work = trace_work(len(result.tokens), result_layers(result), settings=request,
-                              positions=request.positions, first=_first_position(result))
+                              positions=request.positions, first=_first_position(result),
+                              free_before=result.subject_range[0])
             self.cost_per_token_layer = result.seconds / max(1, work)
             on_event(Finished(result, result.seconds))
         return result
@@ -184,11 +185,16 @@ class Engine:
         return inspect(self._loaded(), request, kind, layer, token=token, k=k)
 
 
-def cell_work(kind: str, token: int, layer: int, *, n_tokens: int, n_layers: int, window: int) -> int:
+def cell_work(kind: str, token: int, layer: int, *, n_tokens: int, n_layers: int, window: int,
+              free_before: int = 0) -> int:
     """Block evaluations (token x layer) one sample of one restored cell costs: the patched forward
     runs from the first restored layer (a window centred on `layer` for mlp/attn, as
     tracer.schedule.window_layers) over the tokens from `token` on, the last layer at the last
-    position only (tracer.schedule.token_layers, packed). Plain integers: the app may call it."""
+    position only (tracer.schedule.token_layers, packed). A token before `free_before` (the first
+    corrupted token) costs nothing: restoring it is the corrupted run (tracing.run_trace's
+    "unaffected" cells). Plain integers: the app may call it."""
+    if token < free_before:
+        return 0
     start = layer if kind == "hidden" else max(0, layer - window // 2)
     layers = n_layers - start
     return 0 if layers <= 0 else (n_tokens - token) * (layers - 1) + 1
@@ -199,13 +205,16 @@ def recording_work(n_tokens: int, n_layers: int, samples: int) -> int:
     return (1 + samples) * n_tokens * n_layers
 
 
-def trace_work(n_tokens: int, n_layers: int, *, settings, positions="all", first: int = 0) -> int:
+def trace_work(n_tokens: int, n_layers: int, *, settings, positions="all", first: int = 0,
+               free_before: int = 0) -> int:
     """Token-layers a whole trace costs: the recording, then every cell of every kind (and severed
     series) times the samples. `settings`: a TraceSettings (kinds, samples, window, sever);
-    `first`: the first restored token for a chosen-positions trace."""
+    `first`: the first restored token for a chosen-positions trace; `free_before`: the first
+    corrupted token (the subject's first; cell_work)."""
     series = [*settings.kinds, *(["hidden"] * len(settings.sever))]
     tokens = range(n_tokens) if positions == "all" else (first,)
-    cells = sum(cell_work(kind, t, layer, n_tokens=n_tokens, n_layers=n_layers, window=settings.window)
+    cells = sum(cell_work(kind, t, layer, n_tokens=n_tokens, n_layers=n_layers, window=settings.window,
+                          free_before=free_before)
                 for kind in series for layer in range(n_layers) for t in tokens)
     return recording_work(n_tokens, n_layers, settings.samples) + settings.samples * cells
 

@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from tracer.events import CellsDone, Started
+from tracer.engine import cell_work, recording_work
+from tracer.events import CellsDone, Recording, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.plot import finite, format_value, format_with_unit, peak, row_label, value_range
 from tracer.summary import find_site, headline, headline_cells
@@ -255,19 +256,72 @@ def scale_ends(view: GridView) -> tuple[float, float] | None:
 
 
 @dataclass
+class WorkPlan:
+    """What a trace will compute, in token-layers (tracer.engine.trace_work's unit): the numbers the
+    ETA weighs each finished cell and recording layer with (a cell at an early token and layer costs
+    far more than one at the last token's last layers, and the cheap cells run first)."""
+
+    n_tokens: int
+    n_layers: int
+    samples: int
+    window: int
+    first: int  # the first restored token of a chosen-positions trace (0 for all tokens)
+    all_tokens: bool
+    total: int
+    free_before: int = 0  # the first corrupted token: cells before it cost nothing (tracer.engine.cell_work)
+
+    def cells(self, kind: str, cells) -> int:
+        """Token-layers of finished cells ((row, layer) pairs) of grid `kind`."""
+        kind = "hidden" if kind.startswith("hidden") else kind  # severed series cost as hidden
+        return self.samples * sum(cell_work(kind, row if self.all_tokens else self.first, layer,
+                                            n_tokens=self.n_tokens, n_layers=self.n_layers, window=self.window,
+                                            free_before=self.free_before)
+                                  for row, layer in cells)
+
+    def recording(self, event: Recording) -> int:
+        """Token-layers recorded by the time of a Recording event (the clean run, then the samples)."""
+        clean = self.n_tokens * self.n_layers
+        if event.phase == "clean":
+            return round(event.fraction * clean)
+        return clean + round(event.fraction * (recording_work(self.n_tokens, self.n_layers, self.samples) - clean))
+
+
+@dataclass
 class Progress:
-    """Cells done, rate and ETA of the running trace, measured on the UI side."""
+    """Cells done and the ETA of the running trace, measured on the UI side. With a WorkPlan the ETA
+    is in token-layers: the engine's measured cost per token-layer (of the last trace) times the
+    plan's work, less the time elapsed, blended with this run's own pace (elapsed x work left /
+    work done) in proportion to the work done (eta_blend). Without a plan: cells/s."""
 
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     first_cell_at: float | None = None
     first_done: int = 0
+    plan: WorkPlan | None = None
+    work_done: int = 0
+    recorded: int = 0  # token-layers of the recording phase done
+    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
 
     def update(self, done: int, total: int) -> None:
         if self.first_cell_at is None and done > 0:
             self.first_cell_at, self.first_done = time.monotonic(), done
         self.done, self.total = done, total
+
+    def add_cells(self, kind: str, cells) -> None:
+        if self.plan is not None:
+            self.work_done += self.plan.cells(kind, cells)
+
+    def add_recording(self, event: Recording) -> None:
+        if self.plan is not None:
+            self.recorded = max(self.recorded, self.plan.recording(event))
+
+    @property
+    def fraction(self) -> float | None:
+        """The share of the trace's token-layers done, 0..1 (None without a plan)."""
+        if self.plan is None or self.plan.total <= 0:
+            return None
+        return min(1.0, (self.recorded + self.work_done) / self.plan.total)
 
     @property
     def elapsed(self) -> float:
@@ -286,10 +340,32 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
+        fraction = self.fraction
+        if fraction is not None:
+            return eta_blend(self.elapsed, fraction, self.cost * self.plan.total if self.cost else None)
         rate = self.rate
         if not rate or self.total <= 0:
             return None
         return max(0.0, (self.total - self.done) / rate)
+
+
+def eta_blend(elapsed: float, fraction: float, predicted: float | None) -> float | None:
+    """Seconds left: the prediction (`predicted` seconds for the whole trace, from the measured
+    cost) less the time elapsed, weighted by the work left, and this run's own pace
+    (eta_from_work), weighted by the work done. Early the running workers' chunks are not counted
+    yet (the pace alone overestimates by up to 2x); late the pace knows this run's load."""
+    live = eta_from_work(elapsed, fraction)
+    if predicted is None:
+        return live
+    prior = max(0.0, predicted - elapsed)
+    return prior if live is None else (1.0 - fraction) * prior + fraction * live
+
+
+def eta_from_work(elapsed: float, fraction: float) -> float | None:
+    """Seconds left when `fraction` of the work took `elapsed` seconds (None before 1% is done)."""
+    if fraction < 0.01:
+        return None
+    return max(0.0, elapsed * (1.0 - fraction) / fraction)
 
 
 def format_seconds(seconds: float | None) -> str:

@@ -139,3 +139,27 @@ async def test_text_export_keeps_the_marks_and_does_not_draw_values_with_the_noi
         text = export_text(result, view)
         assert "░" not in text and "±" in text and "~" in text
         assert view.cell_text(2, 3) in text.split("as on screen")[1]
+
+
+def test_the_robustness_view_has_an_eta_from_the_corruptions_done():
+    from tui.screens.robustness import robustness_eta
+
+    assert robustness_eta(20.0, 2, 8) == "ETA 1m00s (20s elapsed)"  # 10 s per corruption, 6 left
+    assert robustness_eta(3.0, 0, 8).startswith("ETA after the first corruption")
+
+
+def test_the_trace_eta_weighs_cells_by_their_token_layers():
+    from tracer.engine import cell_work, recording_work
+    from tracer.events import Recording
+    from tui.gridmodel import Progress, WorkPlan, eta_blend
+
+    plan = WorkPlan(n_tokens=4, n_layers=3, samples=2, window=1, first=0, all_tokens=True, total=100, free_before=1)
+    progress = Progress(plan=plan)
+    progress.add_recording(Recording("corrupted", 3, 3))  # the clean run and both samples recorded
+    assert progress.recorded == recording_work(4, 3, 2) == 36
+    progress.add_cells("mlp", [(0, 0), (1, 0), (3, 2)])  # token 0 is before the subject: free
+    # token 1 at layer 0: (4 - 1) * (3 - 1) + 1 = 7 token-layers; token 3 at layer 2: 1; two samples each
+    assert cell_work("mlp", 1, 0, n_tokens=4, n_layers=3, window=1) == 7
+    assert progress.work_done == 2 * (7 + 1) and progress.fraction == (36 + 16) / 100
+    # half the work in 10 s: the pace says 10 s left; a prediction of 30 s in all says 20 s; blended by the work done
+    assert eta_blend(10.0, 0.5, None) == 10.0 and eta_blend(10.0, 0.5, 30.0) == 0.5 * 20.0 + 0.5 * 10.0

@@ -37,8 +37,11 @@ async def test_the_sweep_screen_opens_idle_and_asks_before_a_sweep(engine, tmp_p
         assert plan.n_facts == plan.n_left == len(facts) == 1209
         assert plan.results == str((tmp_path / "out" / "results.jsonl").resolve())
         n_layers = app.model_info.n_layers
-        work = sum(len(engine.tokenize(f.prompt)[0]) * n_layers
-                   + trace_work(len(engine.tokenize(f.prompt)[0]), n_layers, settings=screen.config) for f in facts)
+        work = 0
+        for f in facts:
+            tokens, span = engine.tokenize(f.prompt, f.subject)
+            work += len(tokens) * n_layers + trace_work(len(tokens), n_layers, settings=screen.config,
+                                                        free_before=span[0])
         assert abs(plan.seconds - work * cost) <= 1e-9 * plan.seconds
         text = "\n".join(plan.lines())
         assert "Sweep 1209 facts of known_1000" in text and "estimated time: up to" in text

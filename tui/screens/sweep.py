@@ -418,10 +418,11 @@ class SweepScreen(Screen):
         work = 0
         for fact in facts:
             try:
-                n_tokens = len(self.engine.tokenize(fact.prompt)[0])
+                tokens, span = self.engine.tokenize(fact.prompt, fact.subject)
             except TracerError:
                 continue  # a fact the sweep will skip as bad input
-            work += n_tokens * info.n_layers + trace_work(n_tokens, info.n_layers, settings=self.config)
+            n = len(tokens)
+            work += n * info.n_layers + trace_work(n, info.n_layers, settings=self.config, free_before=span[0] if span else 0)
         return work * cost
 
     def start_sweep(self, results: str, facts: list) -> None:
