@@ -163,3 +163,13 @@ def test_the_trace_eta_weighs_cells_by_their_token_layers():
     assert progress.work_done == 2 * (7 + 1) and progress.fraction == (36 + 16) / 100
     # half the work in 10 s: the pace says 10 s left; a prediction of 30 s in all says 20 s; blended by the work done
     assert eta_blend(10.0, 0.5, None) == 10.0 and eta_blend(10.0, 0.5, 30.0) == 0.5 * 20.0 + 0.5 * 10.0
+
+
+async def test_the_first_screen_tells_a_newcomer_what_to_do_next():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await ready(pilot)
+        ts = app.trace_screen
+        assert "type your own fact (Prompt, Subject), or ctrl+o: the components" in ts.status.plain
+        await run_and_wait(pilot)
+        assert any("next: your own fact in Prompt and Subject" in line for line in ts.run_log.lines_text)

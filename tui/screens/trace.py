@@ -162,6 +162,7 @@ class TraceScreen(Screen):
     TraceScreen #tabs TabPane { padding: 0; }
     TraceScreen #grid-row { height: 1fr; }
     TraceScreen.-narrow #facts { display: none; }
+    TraceScreen.-short GridPane > #peak, TraceScreen.-short GridPane > #legend { max-height: 1; }
     TraceScreen.-tall #form, TraceScreen.-tall #strip, TraceScreen.-tall #viewbar { margin-top: 1; }
     """
 
@@ -251,7 +252,8 @@ class TraceScreen(Screen):
             return  # on_mount shows it
         self.model_ready_flag = True
         self.pane.loading = False
-        self.status.idle(f"ready: {info.name}, {info.n_layers} layers. Press enter or ctrl+r to trace.")
+        self.status.idle(f"ready: {info.name}, {info.n_layers} layers. Enter or ctrl+r traces the example; then "
+                         "type your own fact (Prompt, Subject), or ctrl+o: the components at the subject's last token.")
         self.report(f"model: {info.summary}; BLAS: {info.blas}; device {info.device}")
         if not info.blas_fast:
             self.report(f"no fast BLAS: tracing will be slow ({info.blas})", "warning")
@@ -388,6 +390,9 @@ class TraceScreen(Screen):
         self.run_log.result(result)
         self.facts.show_result(result)
         self.done_note = f"done in {result.seconds:.1f} s ({grid.done} cells)."
+        if self.run_count == 1 and run.mode == "all":  # a newcomer's first grid: what to do next
+            self.report("next: your own fact in Prompt and Subject (enter traces it), or ctrl+o for the components "
+                        "(hidden, mlp, attn) at the subject's last token; F1 explains the grid", notify=False)
         self.show_view()
         self.report(f"trace done in {result.seconds:.1f} s. {self.status_peak()}", "done")
 
