@@ -85,8 +85,9 @@ async def test_grid_and_table_show_exactly_the_engines_values(engine):
         view = app.query_one(GridPane).current
         if res.recovery_available:
             assert view.values == [expected.grids[k]["recovery"][0] for k in expected.grids]
-        else:  # the tiny model: no empty recovery heatmap, a note instead (the table lists "n/a")
-            assert view is None and "Recovery % is not available" in ts.pane.plot.placeholder
+        else:  # the tiny model: no empty recovery heatmap, the probability instead (the table lists "n/a")
+            assert view.values == [expected.grids[k]["prob"][0] for k in expected.grids]
+            assert view.title.startswith("recovery n/a, P shown")
         table = app.query_one(GridTable)
         for r, kind in enumerate(expected.grids):
             for c, value in enumerate(expected.grids[kind]["recovery"][0]):

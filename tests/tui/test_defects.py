@@ -94,7 +94,7 @@ async def test_a_cancelled_rerun_keeps_the_previous_grid_exportable(engine, tmp_
         await start_long_run(pilot, what="the re-run's first cells")
         await pilot.press("escape")
         await wait_for(pilot, lambda: idle(ts), what="the cancellation")
-        assert result(ts) is first and ts.pane.current.values == first.grids["hidden"]["recovery"]
+        assert result(ts) is first and ts.shown_grid().values["hidden"]["recovery"] == first.grids["hidden"]["recovery"]
         await pilot.press("ctrl+s")
         assert ts.last_export is not None
         assert json.load(open(ts.last_export["json"]))["grids"]["hidden"]["prob"] == first.grids["hidden"]["prob"]

@@ -61,7 +61,7 @@ def test_rounding_is_not_beyond_the_scale():
     assert view.beyond == (2, -5.0, 112.0)
 
 
-async def test_recovery_not_available_shows_a_note_not_an_empty_heatmap():
+async def test_recovery_not_available_draws_the_probability_not_an_empty_heatmap():
     app = make_app(engine=FakeEngine())
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)
@@ -71,10 +71,11 @@ async def test_recovery_not_available_shows_a_note_not_an_empty_heatmap():
         for kind in grid.kinds:
             grid.values[kind]["recovery"] = [[None] * grid.n_layers for _ in range(grid.n_rows)]
         ts.show_view()
-        assert ts.pane.current is None and ts.pane.plot.placeholder.startswith("Recovery % is not available")
-        assert ts.table.get_cell_at((0, 1)).plain == "n/a"  # the table still lists the cells
-        await pilot.press("ctrl+n")  # probability
-        assert ts.pane.current is not None and ts.pane.current.metric == "prob"
+        shown = ts.pane.current  # the probability, said so: never an empty recovery heatmap
+        assert shown.metric == "prob" and shown.title.startswith("recovery n/a, P shown · hidden · ")
+        assert shown.values == ts.finished["all"][1].grids["hidden"]["prob"]
+        assert "probability" in str(ts.pane.legend.render())
+        assert ts.table.get_cell_at((0, 1)).plain == "n/a"  # the table lists the recovery cells: n/a
 
 
 async def test_the_log_names_as_many_top_tokens_as_it_lists():

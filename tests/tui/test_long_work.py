@@ -77,3 +77,15 @@ async def test_ctrl_x_stops_a_sweep_while_a_field_has_focus(engine, tmp_path):
         finally:
             gate.set()
         await wait_for(pilot, lambda: screen.running is None, what="the sweep to end")
+
+
+def test_the_sweep_eta_weighs_the_facts_by_their_token_layers():
+    import time
+
+    from tui.screens.sweep import _Running
+
+    run = _Running(threading.Event(), work={1: 100, 2: 300}, seconds=40.0, started=time.monotonic() - 10.0)
+    run.work_done = 100  # a quarter in 10 s: the pace says 30 s left, the estimate 40 - 10 = 30 s
+    assert run.eta() == "ETA 30s (10s elapsed)"
+    run.seconds = 20.0  # the estimate says 10 s left: blended 0.75 x 10 + 0.25 x 30
+    assert run.eta() == "ETA 15s (10s elapsed)"

@@ -53,7 +53,7 @@ async def test_at_80x24_every_row_is_reachable_and_the_title_says_what_is_off_sc
         off = n_rows - plot.shown_rows
         rendered = str(plot.render())
         first, last = plot.first_row, plot.first_row + plot.shown_rows - 1
-        assert f"rows {first}-{last} of {n_rows} · ↑↓ {off} more" in rendered
+        assert f"rows {first}-{last} of {n_rows} (↑↓ {off} more) · hidden" in rendered
         seen = set(range(plot.first_row, plot.first_row + plot.shown_rows))
         plot.focus()
         for _ in range(n_rows):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from rich.text import Text
 from textual import on
@@ -34,7 +35,7 @@ from tracer.sweeps import FactDone, FactProgress, FactsChecked, FactStarted, Swe
 from tracer.sweeps.report import GROUP_LABELS, GROUPS, THIRDS, ResultsTail, SweepReport, aggregate, summary_lines
 
 from .. import exporting
-from ..gridmodel import format_seconds
+from ..gridmodel import eta_blend, format_seconds
 from ..widgets.sweep_plot import SweepPlot
 
 POLL_SECONDS = 1.0
@@ -45,6 +46,22 @@ class _Running:
     cancel: threading.Event
     total: int = 0  # facts to trace
     done: int = 0
+    work: dict = field(default_factory=dict)  # known_id -> token-layers of the fact's trace (fact_work)
+    work_done: int = 0
+    seconds: float | None = None  # the estimate shown before Start
+    started: float = field(default_factory=time.monotonic)
+    current: object = None  # the fact being traced
+
+    def eta(self) -> str:
+        """"ETA 12m (3m elapsed)": the estimate less the time elapsed, blended with this sweep's own
+        pace per token-layer as facts finish (tui.gridmodel.eta_blend); the facts the model does not
+        know finish at once, so the estimate is an upper bound."""
+        elapsed = time.monotonic() - self.started
+        total = sum(self.work.values())
+        if not total:
+            return ""
+        left = eta_blend(elapsed, self.work_done / total, self.seconds)
+        return f"ETA {format_seconds(left)} ({format_seconds(elapsed)} elapsed)"
 
 
 @dataclass
@@ -392,7 +409,8 @@ class SweepScreen(Screen):
             return
         plan = SweepPlan(facts_path, len(facts), len(left), str(Path(results).expanduser().resolve()),
                          self.config, self.estimate(left))
-        self.app.push_screen(ConfirmSweep(plan), lambda start: start and self.start_sweep(results, facts))
+        self.app.push_screen(ConfirmSweep(plan), lambda start: start and self.start_sweep(results, facts, left,
+                                                                                        plan.seconds))
 
     def check_sweep(self, results: str, facts_path: str) -> tuple[list, list]:
         """(the facts, those the results file does not hold yet); raises TracerError (InputError)
@@ -407,33 +425,42 @@ class SweepScreen(Screen):
         done = prepare_output(results, facts, self.config).records
         return facts, [f for f in facts if f.known_id not in done]
 
-    def estimate(self, facts: list) -> float | None:
-        """Seconds the sweep of `facts` would take at most (every fact known): each fact's token-layers
-        (tracer.engine.trace_work, plus its one-forward check) times the engine's measured cost per
-        token-layer of the last trace. None before any trace has been timed."""
-        cost = getattr(self.engine, "cost_per_token_layer", None)
+    def fact_work(self, facts: list) -> dict:
+        """known_id -> token-layers of each fact (its one-forward check and its trace,
+        tracer.engine.trace_work); facts that cannot be tokenized are left out (skipped as bad input)."""
         info = getattr(self.app, "model_info", None)
-        if not cost or info is None:
-            return None
-        work = 0
+        if info is None:
+            return {}
+        work = {}
         for fact in facts:
             try:
                 tokens, span = self.engine.tokenize(fact.prompt, fact.subject)
             except TracerError:
                 continue  # a fact the sweep will skip as bad input
             n = len(tokens)
-            work += n * info.n_layers + trace_work(n, info.n_layers, settings=self.config, free_before=span[0] if span else 0)
-        return work * cost
+            work[fact.known_id] = n * info.n_layers + trace_work(n, info.n_layers, settings=self.config,
+                                                                 free_before=span[0] if span else 0)
+        return work
 
-    def start_sweep(self, results: str, facts: list) -> None:
-        """Start the confirmed sweep on the engine thread (the results file's folder made first)."""
+    def estimate(self, facts: list) -> float | None:
+        """Seconds the sweep of `facts` would take at most (every fact known): their token-layers
+        (fact_work) times the engine's measured cost per token-layer of the last trace. None before
+        any trace has been timed."""
+        cost = getattr(self.engine, "cost_per_token_layer", None)
+        work = self.fact_work(facts)
+        return sum(work.values()) * cost if cost and work else None
+
+    def start_sweep(self, results: str, facts: list, left: list | None = None, seconds: float | None = None) -> None:
+        """Start the confirmed sweep on the engine thread (the results file's folder made first);
+        `left` (the facts not yet in the file) and `seconds` (the estimate) give its ETA."""
         try:
             Path(results).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             self.status(f"cannot write {results}: {exc.strerror or exc}", error=True)
             return
         self.open(results)
-        self.running = _Running(threading.Event())
+        self.running = _Running(threading.Event(), work=self.fact_work(facts if left is None else left),
+                                seconds=seconds)
         self.query_one("#sweep-run-button", Button).disabled = True
         self.query_one("#sweep-stop-button", Button).disabled = False
         self.status(f"sweep of {len(facts)} facts starting… (ctrl+x stops it)")
@@ -475,9 +502,12 @@ class SweepScreen(Screen):
             bar.update(total=max(1, event.total), progress=0)
             self.status(f"tracing {event.total} facts")
         elif isinstance(event, FactStarted):
-            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} ({event.fact.subject})")
+            run.current = event.fact.known_id
+            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} "
+                        f"({event.fact.subject}) · {run.eta()} · ctrl+x stops")
         elif isinstance(event, FactDone):
             run.done = event.index + 1
+            run.work_done += run.work.get(event.record.get("known_id", run.current), 0)
             bar.update(progress=run.done)
         latest = None
         while self._events:

@@ -441,14 +441,15 @@ class TraceScreen(Screen):
             hint = "Recording the clean and corrupted runs: the grid fills in as cells finish (esc cancels)."
         elif view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
-        elif view.metric == "recovery" and view.final and not any(finite(v) for row in view.values for v in row):
-            hint = ("Recovery % is not available for this trace (total effect below 0.05): "
-                    "ctrl+n shows the probability.")
+        drawn = view
+        if view is not None and view.metric == "recovery" and view.final and not any(
+                finite(v) for row in view.values for v in row):  # no empty recovery heatmap: P instead, said so
+            drawn = grid.view(self.view_kind, "prob", auto=self.auto_scale)
+            drawn.title = f"recovery n/a, P shown · {drawn.title}"
+            drawn.headline = view.headline
         with self.app.batch_update():
-            self.pane.show(None if hint else view, hint)  # the table still lists the cells ("n/a")
-            if hint and view is not None:
-                self.pane.peak.update(peak_sentence(view))  # the sites, in probability
-            self.table.show(view)
+            self.pane.show(drawn, hint)
+            self.table.show(view)  # the table lists the view's own cells ("n/a")
             self.show_cursor(grid, view)
         if run is None or not run.active:
             error = bool(self.done_note) and self.done_note.startswith("run failed")

@@ -105,6 +105,9 @@ class GridPlot(PlotextPlot):
         n_rows = len(view.values)
 
         def draw(first: int, shown: int, title: str) -> None:
+            room = width - 4 - max((len(label) for label in view.labels), default=0)
+            if len(title) > room:  # plotext leaves out a title wider than the drawing area
+                title = title[:max(1, room - 1)] + "…"
             values, labels = view.values[first:first + shown], view.labels[first:first + shown]
             marks = {(r - first, c) for r, c in view.marks if first <= r < first + shown}
             cursor = (self.cursor[0] - first, self.cursor[1]) if self.cursor else None
@@ -126,7 +129,7 @@ class GridPlot(PlotextPlot):
         if rows_room < n_rows:  # one canvas row per grid row at least: show a window, say what is off screen
             first = self.window_start(n_rows, rows_room, view.focus_row)
             self.first_row, self.shown_rows = first, rows_room
-            title = f"{view.title} · rows {first}-{first + rows_room - 1} of {n_rows} · ↑↓ {n_rows - rows_room} more"
+            title = f"rows {first}-{first + rows_room - 1} of {n_rows} (↑↓ {n_rows - rows_room} more) · {view.title}"
             if plotting_internals.drawing(lambda: draw(first, rows_room, title)) is None:
                 return Text(plotting_internals.TOO_SMALL, style="italic", justify="center")
         text = plotting_internals.build(plt)
