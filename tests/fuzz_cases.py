@@ -245,7 +245,7 @@ TARGETS = {"api": api_case, "settings": settings_case, "results": results_case}
 
 @dataclass
 class FuzzContext:
-    model: object  # a tracer.tracing.Tracer on a tiny model
+    model: object  # a tracer.core.tracing.Tracer on a tiny model
     work: Path  # a scratch folder
     fifo: str  # a named pipe with no writer
     bad_model: Path  # a model folder whose config.json has vocab_size 0

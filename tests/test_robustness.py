@@ -94,8 +94,18 @@ def test_each_peak_equals_a_separate_trace(model, result):
         separate = tracer.trace(model, PROMPT, SUBJECT, kinds=("mlp",), samples=2, window=3, seed=1,
                                 **run.variant.request_options())
         grid = separate.grid("mlp")
-        row, layer = np.unravel_index(int(np.argmax(grid)), grid.shape)
+        # the subject site: rows restoring a subject token, cells whose 95% interval holds p_corrupted left out
+        b, e = separate.subject_range
+        p0 = separate.corrupted_prob
+        allowed = np.ones(grid.shape, dtype=bool)
+        if "prob_low" in separate.grids["mlp"]:  # noise variants (a substitution has no interval)
+            allowed = ~((separate.grid("mlp", "prob_low") <= p0) & (p0 <= separate.grid("mlp", "prob_high")))
+        allowed[:b], allowed[e:] = False, False
         peak = run.peaks["mlp"]
+        if not allowed.any():
+            assert peak is None, run.variant.name  # every subject cell within noise: no site
+            continue
+        row, layer = np.unravel_index(int(np.argmax(np.where(allowed, grid, -np.inf))), grid.shape)
         assert (peak.positions, peak.layer) == ((int(row),), int(layer)), run.variant.name
         assert peak.prob == pytest.approx(grid[row, layer], abs=1e-7)
         assert peak.token == separate.tokens[row]
@@ -126,12 +136,16 @@ def test_text_and_json(result):
     plot = lines[lines.index(next(line for line in lines if line.startswith("mlp: peak layer"))) + 2:]
     for run, line in zip(result.runs, plot):  # the peak's layer marked on the axis (6 layers: one column each)
         axis = line[29:35]
+        if run.peaks["mlp"] is None:  # every subject cell within noise
+            assert axis == "······" and line.endswith("no site above the noise"), line
+            continue
         assert axis[run.peaks["mlp"].layer] in "ox" and axis.count("·") == 5, line
     doc = json.loads(json.dumps(result.to_dict()))
     assert doc["kinds"] == ["mlp"] and doc["tolerance"] == LAYER_TOLERANCE and doc["verdict"] == result.verdict
     assert [v["name"] for v in doc["variants"]] == [r.variant.name for r in result.runs]
     first = doc["variants"][0]
-    assert first["noise"] == "s3" and first["replace"] is False and first["peaks"]["mlp"]["layer"] == result.runs[0].peaks["mlp"].layer
+    assert first["noise"] == "s3" and first["replace"] is False and first["peaks"]["mlp"] == (
+        None if result.runs[0].peaks["mlp"] is None else json.loads(json.dumps(result.runs[0].peaks["mlp"].to_dict())))
     assert doc["variants"][-1]["corrupted_prompt"].endswith(" is located in the city of")
     assert doc["verdicts"]["mlp"]["n_variants"] == 7 and doc["verdicts"]["mlp"]["text"] == result.verdicts["mlp"].text
 
@@ -203,7 +217,8 @@ def test_engine_robustness_progress_and_cancel(tiny_model_dir):
         assert [r.variant.name for r in done.runs][:3] == ["noise s3", "noise s1.5", "noise s6"] and len(done.runs) == 6
         progress = [e for e in events if isinstance(e, RobustnessProgress)]
         assert [(e.index, e.done) for e in progress[:2]] == [(0, False), (1, True)] and progress[-1].index == 6
-        assert done.runs[0].peaks["mlp"].positions == (2,)  # subject-last
+        peaks = [r.peaks["mlp"] for r in done.runs if r.peaks["mlp"] is not None]  # 2 samples: some within noise
+        assert peaks and all(p.positions == (2,) for p in peaks)  # subject-last
         cancel, events = threading.Event(), []
         cancel.set()
         assert engine.robustness(PROMPT, SUBJECT, on_event=events.append, cancel=cancel).result(timeout=60) is None
@@ -233,7 +248,8 @@ def test_cli_end_to_end(capsys, tiny_model_dir, tmp_path):
     code, out, err = _cli(capsys, tiny_model_dir, *base, "--substitutes", "0", "--output", str(target))
     assert code == 0 and out == "" and f"wrote {target}" in err
     text = target.read_text()
-    assert "mlp: peak at" in text and "\nverdict: the peak " in text and text.endswith("their peaks mean little\n")
+    # 2 samples, noise only: every subject cell's interval holds p_corrupted, so no site to track
+    assert "mlp: no peak (no subject cell above the noise" in text and "\nverdict: the peak " in text and text.endswith("their peaks mean little\n")
     for bad, message in ((["--samples", "x"], "--samples must be a whole number"),
                          (["--substitutes", "99"], "--substitutes must be from 0 to 20"),
                          (["--kinds", "nope"], "unknown kind"),

@@ -175,6 +175,47 @@ def test_summary_of_restored_positions_and_thirds_of_few_layers():
     assert thirds(30)["middle"] == list(range(10, 20)) and thirds(2) == {"early": [], "middle": [0], "late": [1]}
 
 
+def test_the_headline_names_both_sites_and_leaves_out_trivial_and_noise_cells():
+    result = make_result(n_layers=6)
+    hidden = result.grids["hidden"]
+    # the last token's last layer (trivial: 6 // 6 = 1 layer) restores everything
+    hidden["prob"][4][5], hidden["recovery"][4][5] = 0.6, 100.0
+    hidden["prob_low"][4][5], hidden["prob_high"][4][5] = 0.57, 0.63
+    # a subject cell larger than the others, but its interval holds p_corrupted (0.1): within noise
+    hidden["prob"][1][0], hidden["recovery"][1][0] = 0.2, 20.0
+    hidden["prob_low"][1][0], hidden["prob_high"][1][0] = 0.05, 0.35
+    s = summarize(result)
+    g = s["grids"]["hidden"]
+    assert (g["peak"]["row"], g["peak"]["layer"]) == (4, 5)  # the plain maximum stays as it was
+    # subject rows 1-2: row 1 peaks at layer 3 (0.16), row 2 at layer 4 (0.17 -> 200 * 0.07 = 14 %)
+    assert (g["subject_site"]["row"], g["subject_site"]["layer"], g["subject_site"]["value"]) == (2, 4, pytest.approx(14.0))
+    # the last token without its trivial layer 5: layer 3, 0.19 -> 18 %
+    assert (g["late_site"]["row"], g["late_site"]["layer"], g["late_site"]["value"]) == (4, 3, pytest.approx(18.0))
+    assert g["left_out"]["trivial"] == 1 and s["grids"]["mlp"]["left_out"]["trivial"] == 0
+    # within noise: rows 0-2 outside their one raised layer (low = p - 0.03 <= 0.1), the raised (1, 0) and row 3's
+    # 0.13 - 0.03 only where it rounds to <= 0.1: counted from the grids themselves
+    low, high = result.grid("hidden", "prob_low"), result.grid("hidden", "prob_high")
+    noise = int(((low <= 0.1) & (0.1 <= high)).sum())
+    assert g["left_out"]["within_noise"] == noise and noise >= 15
+    head = s["headline"]
+    assert (head["subject_site"]["kind"], head["subject_site"]["row"]) == ("hidden", 2)  # mlp ties at 14 %: first
+    assert (head["late_site"]["kind"], head["late_site"]["layer"]) == ("hidden", 3)
+    assert head["text"].startswith("subject site: hidden layer 4 at ␣Tower (14.0) · late site: hidden layer 3 at ␣in (18.0)")
+    assert "1 trivial (hidden, last token, last 1 layers)" in head["text"]
+    # the CLI's text and the JSON say the same
+    text = trace_text.to_text(result, "recovery")  # the CLI's text output
+    doc = json.loads(export.to_json_text(result))
+    assert doc["summary"]["headline"]["text"] == head["text"] and doc["summary"]["grids"]["hidden"]["peak"]["layer"] == 5
+    assert head["text"][:90] in " ".join(line.strip() for line in text.splitlines())
+
+
+def test_substitution_has_no_noise_exclusion_and_positions_rows_are_sites():
+    result = make_result(n_layers=6, noise=False, positions="1-2")
+    g = summarize(result)["grids"]["hidden"]
+    assert g["left_out"] == {"trivial": 0, "within_noise": 0}
+    assert g["subject_site"]["tokens"] == [1, 2] and g["late_site"] is None  # the row restores no last token
+
+
 # ---- the exports ------------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 from .blas import load_fast_blas
 from .errors import ModelError, TraceCancelled, TracerError, check_cancel
 from .events import Cancelled, Failed, Finished, TraceEvent
-from .types import TraceRequest
+from .types import TraceRequest, TraceResult
 
 
 @dataclass
@@ -40,6 +40,8 @@ class Engine:
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="tracer-engine", daemon=True)
         self._tracer = None  # tracer.core.tracing.Tracer, only touched on the engine thread
+        # seconds per token-layer (trace_work's unit) of the last finished trace: the app's estimates
+        self.cost_per_token_layer: float | None = None
         self._thread.start()
         # closes the engine at interpreter exit (atexit runs before finalisation) if nobody did
         weakref.finalize(self, _stop, self._jobs, self._thread)
@@ -178,8 +180,61 @@ class Engine:
         result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": on_event, "cancel": cancel}),
                            on_event, cancel)
         if finished and result is not None:
+            request = result.request
+            work = trace_work(len(result.tokens), result_layers(result), settings=request,
+                              positions=request.positions, first=_first_position(result),
+                              free_before=result.subject_range[0])
+            self.cost_per_token_layer = result.seconds / max(1, work)  # the app's time estimates
             on_event(Finished(result, result.seconds))
         return result
+
+
+def cell_work(kind: str, token: int, layer: int, *, n_tokens: int, n_layers: int, window: int,
+              free_before: int = 0) -> int:
+    """Block evaluations (token x layer) one sample of one restored cell costs: the patched forward
+    runs from the first restored layer (a window centred on `layer` for mlp/attn, as
+    tracer.schedule.window_layers) over the tokens from `token` on, the last layer at the last
+    position only (tracer.schedule.token_layers, packed). A token before `free_before` (the first
+    corrupted token) costs nothing: restoring it is the corrupted run (tracing.run_trace's
+    "unaffected" cells). Plain integers: the app may call it."""
+    if token < free_before:
+        return 0
+    start = layer if kind == "hidden" else max(0, layer - window // 2)
+    layers = n_layers - start
+    return 0 if layers <= 0 else (n_tokens - token) * (layers - 1) + 1
+
+
+def recording_work(n_tokens: int, n_layers: int, samples: int) -> int:
+    """Token-layers of the clean run and the corrupted runs recorded before any cell."""
+    return (1 + samples) * n_tokens * n_layers
+
+
+def trace_work(n_tokens: int, n_layers: int, *, settings, positions="all", first: int = 0,
+               free_before: int = 0) -> int:
+    """Token-layers a whole trace costs: the recording, then every cell of every kind (and severed
+    series) times the samples. `settings`: a TraceSettings (kinds, samples, window, sever);
+    `first`: the first restored token for a chosen-positions trace; `free_before`: the first
+    corrupted token (the subject's first; cell_work)."""
+    series = [*settings.kinds, *(["hidden"] * len(settings.sever))]
+    tokens = range(n_tokens) if positions == "all" else (first,)
+    cells = sum(cell_work(kind, t, layer, n_tokens=n_tokens, n_layers=n_layers, window=settings.window,
+                          free_before=free_before)
+                for kind in series for layer in range(n_layers) for t in tokens)
+    return recording_work(n_tokens, n_layers, settings.samples) + settings.samples * cells
+
+
+def result_layers(result: TraceResult) -> int:
+    """The number of layers of a finished trace's grids."""
+    grid = next(iter(result.grids.values()), {}).get("prob") or [[]]
+    return len(grid[0])
+
+
+def _first_position(result: TraceResult) -> int:
+    positions = result.positions
+    if positions == "all" or not positions:
+        return 0
+    n = len(result.tokens)
+    return min(p % n for p in positions)
 
 
 def _reported(work, on_event, cancel: threading.Event):

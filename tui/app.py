@@ -6,6 +6,8 @@ done-callbacks only post messages. `make_app` builds the app for the command lin
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.app import App
 from textual.binding import Binding
 
@@ -26,6 +28,10 @@ DEFAULT_FACTS = "known_1000"  # the paper's known facts: the copy shipped in tra
 
 class TracerApp(App):
     TITLE = "tracer-tui"
+    # toasts at the top right, over the form: never over the grid's cells (its late layers are on the right)
+    CSS = """
+    ToastRack { align: right top; }
+    """
     COMMANDS = App.COMMANDS | {TracerCommands}
     VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
     BINDINGS = [
@@ -152,17 +158,19 @@ class TracerApp(App):
         self.notify(f"theme: {self.theme}", timeout=2)
 
     # ---- other screens ------------------------------------------------------------------
-    def open_sweeps(self, settings: TraceSettings) -> None:
-        """The sweep screen, with the trace settings (kinds, samples, noise, window, seed)."""
+    def open_sweeps(self, settings: TraceSettings, export_dir: str) -> None:
+        """The sweep screen, idle, with the trace settings (kinds, samples, noise, window, seed) and
+        the results file in the export folder."""
         from tracer.sweeps.results import SweepConfig
 
         from .screens.sweep import SweepScreen
 
         if isinstance(self.screen, SweepScreen):
             return
-        self.push_screen(SweepScreen(engine=self.engine, results="results.jsonl", facts=DEFAULT_FACTS,
+        results = str(Path(export_dir).expanduser() / "results.jsonl")
+        self.push_screen(SweepScreen(engine=self.engine, results=results, facts=DEFAULT_FACTS,
                                      config=SweepConfig(**settings.as_kwargs()),
-                                     export_dir=self.trace_screen.export_dir))
+                                     export_dir=export_dir))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -12,9 +12,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from tracer.events import CellsDone, Started
+from tracer.engine import cell_work, recording_work
+from tracer.events import CellsDone, Recording, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
+from tracer.analyses.summary import find_site, headline, headline_cells
 
 METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}
@@ -49,14 +51,18 @@ class GridView:
     scale: tuple[float, float] | None = None
     spread: list[list[float | None]] | None = None
     marks: frozenset = frozenset()
+    headline: str | None = None  # a finished trace's sites (sites_sentence), shown instead of the peak
+    focus_row: int | None = None  # the row kept in view when not all fit (the subject's last token)
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
-        """(cells outside the fixed scale, lowest, highest value) — (0, None, None) when auto."""
+        """(cells outside the fixed scale, lowest, highest value) — (0, None, None) when auto. A cell
+        counts only when it shows a value beyond the scale's end (-0.0 against 0.0 is rounding)."""
         if self.scale is None:
             return 0, None, None
         lo, hi = self.scale
-        out = [v for row in self.values for v in row if finite(v) and (v < lo - 1e-9 or v > hi + 1e-9)]
+        out = [v for row in self.values for v in row if finite(v) and (v < lo or v > hi)
+               and _shown(v, self.metric) != _shown(min(max(v, lo), hi), self.metric)]  # not rounding
         return len(out), (min(out) if out else None), (max(out) if out else None)
 
     def cell_text(self, r: int, c: int) -> str:
@@ -71,6 +77,15 @@ class GridView:
         if (r, c) in self.marks:
             text += "~"
         return text
+
+
+def _shown(value: float, metric: str) -> float:
+    """The value as the table shows it, read back (so -0.0 and 0.0 are the same)."""
+    text = format_value(value, metric).rstrip("%").lstrip("+")
+    try:
+        return float(text) + 0.0
+    except ValueError:
+        return value
 
 
 @dataclass
@@ -92,6 +107,8 @@ class GridData:
     clean_prob: float | None = None
     corrupted_prob: float | None = None
     intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
+    samples: int | None = None  # noise samples per cell; None: substitution (one corrupted run)
+    source: tuple = ()  # (prompt, subject, corrupted prompt, target, settings): what the grid belongs to
 
     @classmethod
     def from_started(cls, mode: str, event: Started, positions=()) -> "GridData":
@@ -147,7 +164,7 @@ class GridData:
             labels = [row_label(t, b <= i < e) for i, t in enumerate(self.tokens)]
             names = [f"{kind} layer {{layer}} at {t!r}" for t in self.tokens]
             view = GridView(self.values[kind][metric], labels, names, f"{kind} · {label} · all tokens", metric, kind,
-                            [kind] * len(labels), self.final)
+                            [kind] * len(labels), self.final, focus_row=e - 1)
             cells = [(kind, r, r) for r in range(self.n_rows)]
         view.scale = None if auto else self.fixed_scale(metric)
         self._add_intervals(view, cells)
@@ -187,13 +204,50 @@ class GridData:
         view.spread, view.marks = spread, frozenset(marks)
 
 
+def cell_readout(grid: GridData, view: GridView, row: int, layer: int) -> str:
+    """One line on the cursor's cell: token, layer, kind, value, the 95% interval of P and the
+    samples, e.g. "' Tower' (token 4) · layer 3 · mlp · 64.2% · P 95%: 0.41..0.52 · 10 samples"."""
+    if not (0 <= row < len(view.values) and 0 <= layer < len(view.values[row])):
+        return ""
+    kind = view.row_kinds[row]
+    where = grid.position_text() if grid.mode == "positions" else f"{grid.tokens[row]!r} (token {row})"
+    value = view.values[row][layer]
+    if finite(value):
+        shown = format_with_unit(value, view.metric)
+    else:
+        shown = f"{METRIC_LABELS.get(view.metric, view.metric)} {NOT_AVAILABLE if view.final else 'pending'}"
+    parts = [where, f"layer {layer}", kind, shown]
+    low, high = grid.intervals.get(kind, (None, None))
+    src = 0 if grid.mode == "positions" else row
+    if low is not None and finite(low[src][layer]) and finite(high[src][layer]):
+        lo, hi = low[src][layer], high[src][layer]
+        inside = grid.corrupted_prob is not None and lo <= grid.corrupted_prob <= hi
+        parts.append(f"P 95%: {lo:.4f}..{hi:.4f}" + (" (holds p_corrupted: within noise)" if inside else ""))
+    parts.append(f"{grid.samples} samples" if grid.samples else "substitution (one corrupted run)")
+    return " · ".join(parts)
+
+
+def sites_sentence(result, kinds, metric: str) -> str:
+    """The finished trace's headline for the kinds on screen (tracer.analyses.summary: the subject site and
+    the late site, trivial cells and cells within noise left out), in `metric` (probability where
+    recovery is not available)."""
+    if metric == "recovery" and not result.recovery_available:
+        metric = "prob"
+    grids = {k: {"subject_site": find_site(result, k, metric, "subject"), "late_site": find_site(result, k, metric, "late"),
+                 "left_out": headline_cells(result, k)[1]} for k in kinds if k in result.grids}
+    return headline(result, grids, metric)["text"] if grids else ""
+
+
 def peak_sentence(view: GridView) -> str:
-    """e.g. "peak: mlp layer 3 at ' Tower', 64% recovery"."""
+    """The headline of a finished trace (sites_sentence), else the running grid's peak so far, e.g.
+    "peak so far: mlp layer 3 at ' Tower', 64% recovery"."""
+    if view.headline:
+        return view.headline
     best = peak(view.values)
     if best is None:
         return "peak: –" if not view.final else f"peak: {NOT_AVAILABLE}"
     r, c, v = best
-    return f"peak: {view.names[r].format(layer=c)}, {format_with_unit(v, view.metric)}"
+    return f"peak{'' if view.final else ' so far'}: {view.names[r].format(layer=c)}, {format_with_unit(v, view.metric)}"
 
 
 def scale_ends(view: GridView) -> tuple[float, float] | None:
@@ -202,19 +256,72 @@ def scale_ends(view: GridView) -> tuple[float, float] | None:
 
 
 @dataclass
+class WorkPlan:
+    """What a trace will compute, in token-layers (tracer.engine.trace_work's unit): the numbers the
+    ETA weighs each finished cell and recording layer with (a cell at an early token and layer costs
+    far more than one at the last token's last layers, and the cheap cells run first)."""
+
+    n_tokens: int
+    n_layers: int
+    samples: int
+    window: int
+    first: int  # the first restored token of a chosen-positions trace (0 for all tokens)
+    all_tokens: bool
+    total: int
+    free_before: int = 0  # the first corrupted token: cells before it cost nothing (tracer.engine.cell_work)
+
+    def cells(self, kind: str, cells) -> int:
+        """Token-layers of finished cells ((row, layer) pairs) of grid `kind`."""
+        kind = "hidden" if kind.startswith("hidden") else kind  # severed series cost as hidden
+        return self.samples * sum(cell_work(kind, row if self.all_tokens else self.first, layer,
+                                            n_tokens=self.n_tokens, n_layers=self.n_layers, window=self.window,
+                                            free_before=self.free_before)
+                                  for row, layer in cells)
+
+    def recording(self, event: Recording) -> int:
+        """Token-layers recorded by the time of a Recording event (the clean run, then the samples)."""
+        clean = self.n_tokens * self.n_layers
+        if event.phase == "clean":
+            return round(event.fraction * clean)
+        return clean + round(event.fraction * (recording_work(self.n_tokens, self.n_layers, self.samples) - clean))
+
+
+@dataclass
 class Progress:
-    """Cells done, rate and ETA of the running trace, measured on the UI side."""
+    """Cells done and the ETA of the running trace, measured on the UI side. With a WorkPlan the ETA
+    is in token-layers: the engine's measured cost per token-layer (of the last trace) times the
+    plan's work, less the time elapsed, blended with this run's own pace (elapsed x work left /
+    work done) in proportion to the work done (eta_blend). Without a plan: cells/s."""
 
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     first_cell_at: float | None = None
     first_done: int = 0
+    plan: WorkPlan | None = None
+    work_done: int = 0
+    recorded: int = 0  # token-layers of the recording phase done
+    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
 
     def update(self, done: int, total: int) -> None:
         if self.first_cell_at is None and done > 0:
             self.first_cell_at, self.first_done = time.monotonic(), done
         self.done, self.total = done, total
+
+    def add_cells(self, kind: str, cells) -> None:
+        if self.plan is not None:
+            self.work_done += self.plan.cells(kind, cells)
+
+    def add_recording(self, event: Recording) -> None:
+        if self.plan is not None:
+            self.recorded = max(self.recorded, self.plan.recording(event))
+
+    @property
+    def fraction(self) -> float | None:
+        """The share of the trace's token-layers done, 0..1 (None without a plan)."""
+        if self.plan is None or self.plan.total <= 0:
+            return None
+        return min(1.0, (self.recorded + self.work_done) / self.plan.total)
 
     @property
     def elapsed(self) -> float:
@@ -233,10 +340,32 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
+        fraction = self.fraction
+        if fraction is not None:
+            return eta_blend(self.elapsed, fraction, self.cost * self.plan.total if self.cost else None)
         rate = self.rate
         if not rate or self.total <= 0:
             return None
         return max(0.0, (self.total - self.done) / rate)
+
+
+def eta_blend(elapsed: float, fraction: float, predicted: float | None) -> float | None:
+    """Seconds left: the prediction (`predicted` seconds for the whole trace, from the measured
+    cost) less the time elapsed, weighted by the work left, and this run's own pace
+    (eta_from_work), weighted by the work done. Early the running workers' chunks are not counted
+    yet (the pace alone overestimates by up to 2x); late the pace knows this run's load."""
+    live = eta_from_work(elapsed, fraction)
+    if predicted is None:
+        return live
+    prior = max(0.0, predicted - elapsed)
+    return prior if live is None else (1.0 - fraction) * prior + fraction * live
+
+
+def eta_from_work(elapsed: float, fraction: float) -> float | None:
+    """Seconds left when `fraction` of the work took `elapsed` seconds (None before 1% is done)."""
+    if fraction < 0.01:
+        return None
+    return max(0.0, elapsed * (1.0 - fraction) / fraction)
 
 
 def format_seconds(seconds: float | None) -> str:

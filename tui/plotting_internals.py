@@ -2,7 +2,8 @@
 
 pyproject pins textual-plotext and plotext to the versions these calls were written and tested
 against; a version bump checks this module (and tests/tui/test_terminal_plot_and_themes.py) first.
-The widgets call `prepare(widget, plt)`, `mark_cells(...)` and `build(plt)` only.
+The widgets call `prepare(widget, plt)`, `mark_cells(...)`, `mark_cursor(...)`, `canvas_origin(plt)`
+and `build(plt)` only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,43 @@ def mark_cells(plt, marks, n_rows: int, n_cols: int, canvas: tuple[int, int], co
         y0, y1 = height - 1 - y1, height - 1 - y0
         x0, x1 = _bins(c, n_cols, width)
         plt.rectangle([x0, x1], [y0, y1], marker="░", color=colour, fill=True)
+
+
+def mark_cursor(plt, cursor, n_rows: int, n_cols: int, canvas: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    """A ◆ at the middle of the cursor's cell ((row, column), row 0 on top), drawn last."""
+    width, height = canvas
+    if cursor is None or not n_rows or not n_cols:
+        return
+    r, c = cursor
+    if not (0 <= r < n_rows and 0 <= c < n_cols):
+        return
+    b0, b1 = _bins(r, n_rows, height)
+    x0, x1 = _bins(c, n_cols, width)
+    plt.scatter([(x0 + x1) // 2], [height - 1 - (b0 + b1) // 2], marker="◆", color=colour)
+
+
+def canvas_origin(plt) -> tuple[int, int] | None:
+    """(first column, first row from the bottom) of the built figure's drawing area, in the
+    figure's characters; None before a build."""
+    matrix = getattr(getattr(plt, "monitor", None), "matrix", None)
+    cols, rows = getattr(matrix, "Cols_canvas", None), getattr(matrix, "Rows_canvas", None)
+    if not cols or not rows:
+        return None
+    return int(cols[0]), int(rows[0])
+
+
+def cell_at(x: int, y: int, *, figure_height: int, origin: tuple[int, int], canvas: tuple[int, int],
+            n_rows: int, n_cols: int) -> tuple[int, int] | None:
+    """The (row, column) of the grid cell under the figure character (x, y) (y from the top), or
+    None outside the drawing area; the inverse of draw_grid's placement."""
+    width, height = canvas
+    bx, by = x - origin[0], (figure_height - 1 - y) - origin[1]
+    if not (0 <= bx < width and 0 <= by < height) or not n_rows or not n_cols:
+        return None
+    b = height - 1 - by  # bins counted from the top
+    row = next((r for r in range(n_rows) if _bins(r, n_rows, height)[0] <= b <= _bins(r, n_rows, height)[1]), None)
+    col = next((c for c in range(n_cols) if _bins(c, n_cols, width)[0] <= bx <= _bins(c, n_cols, width)[1]), None)
+    return None if row is None or col is None else (row, col)
 
 
 def thin_row_ticks(plt, labels, n_rows: int, canvas: tuple[int, int]) -> None:

@@ -122,10 +122,10 @@ def heat_scale(variables: dict[str, str], kind: str | None = None) -> HeatScale:
     Themes without a [heatmap] table (Textual's own) fall back to surface -> accent."""
     low = variables.get("heat-low") or variables.get("surface") or "#000000"
     high = (kind and variables.get(f"heat-{kind}")) or variables.get("heat-high") or variables.get("accent") or "#ffffff"
-    return HeatScale(_rgb(low), _rgb(high))
+    return HeatScale(rgb(low), rgb(high))
 
 
-def _rgb(value: str) -> tuple[int, int, int]:
+def rgb(value: str) -> tuple[int, int, int]:
     try:
         return Color.parse(value).rgb
     except Exception:  # a theme variable we did not validate (Textual's own themes)

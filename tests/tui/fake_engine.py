@@ -4,6 +4,7 @@ the same tokens, numbers and timings every time."""
 from __future__ import annotations
 
 from concurrent.futures import Future
+from types import SimpleNamespace
 
 from tracer.engine import ModelInfo
 from tracer.events import CellsDone, Started
@@ -93,3 +94,11 @@ class FakeEngine:
             clean_prob=p_clean, corrupted_prob=p_corr, clean_top=top, corrupted_top=corrupted_top,
             corrupted_top_id=4, noise_std=0.1234, corruption="noise", positions=positions, request=request,
             grids=grids, seconds=1.5, warnings=warnings, token_ids=list(range(len(tokens)))))
+
+    def inspect(self, request, kind: str, layer: int, *, token: int | None = None, k: int = 5) -> Future:
+        """A patched run's top-k: fixed predictions whose first probability is the cell's value."""
+        result = request if isinstance(request, TraceResult) else self.trace(request).result()
+        p = result.grids[kind]["prob"][token if token is not None else 0][layer]
+        top = [Prediction(1, " Paris", p), Prediction(2, " London", 0.05), Prediction(3, " Rome", 0.03),
+               Prediction(4, " the", 0.02), Prediction(5, " a", 0.01)][:k]
+        return done(SimpleNamespace(top=top, restored={"target": {"text": " Paris", "prob": p}}))

@@ -6,7 +6,7 @@ from tui_helpers import ready, wait_for
 from textual.widgets import Input
 
 from tui.app import make_app
-from tui.screens.trace_actions import aligned_tokens
+from tui.screens.trace import aligned_tokens
 
 CORRUPTED = "The Louvre Museum is located in the city of"
 

@@ -12,12 +12,12 @@ from tui.widgets.log import RunLog
 
 
 async def _run_with(monkeypatch, engine, exc):
-    import tracer.core.tracing
+    import tracer.api
 
     def boom(*args, **kwargs):
         raise exc
 
-    monkeypatch.setattr(tracer.core.tracing, "run_trace", boom)
+    monkeypatch.setattr(tracer.api, "run_trace", boom)  # what the engine's trace runs, through tracer.trace
     app = make_app(engine=engine)
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot)

@@ -11,6 +11,7 @@ from textual.widgets import Input
 from tracer.events import CellsDone, Started
 from tracer.types import TraceRequest
 from tui.app import make_app
+from tui.gridmodel import sites_sentence
 from tui.screens.help import HelpScreen
 from tui.screens.sweep import SweepScreen
 from tui.runstate import RunState
@@ -74,12 +75,12 @@ async def test_the_status_line_names_the_peak_of_the_kind_on_screen(engine):
         app.query_one("#samples", Input).value = "2"
         await run_and_wait(pilot)
         ts = app.trace_screen
-        if ts.metric == "recovery" and not ts.finished[ts.view_mode][1].recovery_available:
-            assert ts.status.plain.endswith("peak: n/a")  # the tiny model: recovery % is not available
-            await pilot.press("ctrl+n")  # probability, which always has a peak
-        assert ts.view_kind == "hidden" and "peak: hidden layer" in ts.status.plain
+        result = ts.finished[ts.view_mode][1]
+        assert ts.view_kind == "hidden" and ts.status.plain.endswith(sites_sentence(result, ("hidden",), ts.metric))
+        assert "subject site: " in ts.status.plain
         await pilot.press("ctrl+g")
-        assert ts.view_kind == "mlp" and "peak: mlp layer" in ts.status.plain
+        assert ts.view_kind == "mlp" and ts.status.plain.endswith(sites_sentence(result, ("mlp",), ts.metric))
+        assert sites_sentence(result, ("mlp",), ts.metric) != sites_sentence(result, ("hidden",), ts.metric)
         assert ts.status.plain.endswith(str(app.query_one("#peak").render()))
 
 
@@ -96,7 +97,7 @@ async def test_a_cancelled_rerun_keeps_the_previous_grid_exportable(engine, tmp_
         await start_long_run(pilot, what="the re-run's first cells")
         await pilot.press("escape")
         await wait_for(pilot, lambda: idle(ts), what="the cancellation")
-        assert result(ts) is first and ts.pane.current.values == first.grids["hidden"]["recovery"]
+        assert result(ts) is first and ts.shown_grid().values["hidden"]["recovery"] == first.grids["hidden"]["recovery"]
         await pilot.press("ctrl+s")
         assert ts.last_export is not None
         assert json.load(open(ts.last_export["json"]))["grids"]["hidden"]["prob"] == first.grids["hidden"]["prob"]

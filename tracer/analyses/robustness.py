@@ -9,8 +9,10 @@ answers it for one fact. The variants, in this order (the first is the reference
     substitute 'X'     the subject's text replaced by another known_1000 subject of the same token
                        length (of the same relation where possible)
 Every variant traces the same target (the clean run's top token, or the one given), so the
-numbers compare. Per variant and kind: the peak (restored positions, layer) of P(target), its
-P and recovery (None where not available), the total effect and the guards' codes. Per kind a
+numbers compare. Per variant and kind: the peak (restored positions, layer) of P(target) at the
+subject site (tracer.analyses.summary.find_site: the rows restoring a subject token, trivial cells and
+cells within noise left out: the site where the fact is read, not the last token's late
+restoration), its P and recovery (None where not available), the total effect and the guards' codes. Per kind a
 verdict: how many variants share the modal peak exactly, and how many put it at the same token
 within LAYER_TOLERANCE layers.
 
@@ -31,6 +33,7 @@ from ..inputs.facts_file import load_facts
 from ..inputs.prompts import subject_span, tokenize
 from ..settings import TraceSettings
 from ..types import TraceRequest
+from .summary import find_site
 
 LAYER_TOLERANCE = 2
 NOISE_LEVELS = ("s3", "s1.5", "s6")  # s3 first: the reference
@@ -129,7 +132,7 @@ class KindVerdict:
     @property
     def text(self) -> str:
         if self.peak is None:
-            return f"{self.kind}: no peak (no cell has a value)"
+            return f"{self.kind}: no peak (no subject cell above the noise under any corruption)"
         text = (f"{self.kind}: peak at {self.peak.token!r} layer {self.peak.layer} under {self.n_same} of "
                 f"{self.n_variants} corruptions; same token, layer within ±{self.tolerance} under "
                 f"{self.n_near} of {self.n_variants} ({self.label})")
@@ -261,18 +264,18 @@ def make_variants(model, prompt: str, subject: str, *, substitutes: int, seed: i
 
 
 def find_peak(result, kind: str) -> Peak | None:
-    """The cell of largest P(target) in `result`'s `kind` grid (the first on ties; None if none has a value)."""
-    import numpy as np
-
-    grid = result.grid(kind, "prob")
-    if not np.isfinite(grid).any():
+    """The subject-site peak of P(target) in `result`'s `kind` grid (tracer.analyses.summary.find_site: the
+    largest cell among the rows restoring a subject token, trivial cells and cells within noise
+    left out; the first on ties); None if no cell is left."""
+    site = find_site(result, kind, "prob", "subject")
+    if site is None:
         return None
-    row, layer = np.unravel_index(int(np.nanargmax(np.where(np.isfinite(grid), grid, -np.inf))), grid.shape)
-    positions = (int(row),) if result.positions == "all" else tuple(int(p) for p in result.positions)
+    row, layer = site["row"], site["layer"]
+    positions = tuple(site["tokens"])
     recovery = result.grids[kind]["recovery"][row][layer]
     if not (getattr(result, "recovery_available", True) and recovery_available(result.clean_prob, result.corrupted_prob)):
         recovery = None  # the total effect is below guards.MIN_TOTAL_EFFECT: recovery % means nothing
-    return Peak(positions, "+".join(result.tokens[p] for p in positions), int(layer), float(grid[row, layer]),
+    return Peak(positions, site["text"], int(layer), float(site["prob"]),
                 None if recovery is None or not math.isfinite(recovery) else float(recovery))
 
 

@@ -17,6 +17,13 @@ Conventions, the same for every grid:
 - **Thirds.** The layers split as the tutorial splits them: early = [0, L//3), middle =
   [L//3, 2L//3), late = [2L//3, L); each third's mean over the profile (None when it is empty
   or holds no values).
+- **Sites (the headline).** The paper reads two sites (docs/method.md): the *subject site*, the
+  largest cell among the rows that restore a subject token (the early site), and the *late site*,
+  the largest cell among the rows that restore the last token. Neither may be a cell that says
+  nothing: a *trivial* cell (hidden, the last token, the last `trivial_layers(L)` layers: restoring
+  the final state restores the output by construction) or a cell *within noise* (noise mode: the
+  95% interval of P(target) holds p_corrupted). The summary's `headline` names the largest subject
+  site and late site over the kinds; `peak` stays the plain maximum of the grid.
 """
 
 from __future__ import annotations
@@ -100,6 +107,93 @@ def summarize_grid(result, kind: str, metric: str, *, top: int = 3) -> dict:
     return out
 
 
+def trivial_layers(n_layers: int) -> int:
+    """How many last layers make restoring the last token's hidden state trivial: L // 6, at least 1
+    (SmolLM2-135M's 30 layers: 25-29)."""
+    return max(1, n_layers // 6)
+
+
+def headline_cells(result, kind: str) -> tuple[np.ndarray, dict]:
+    """(mask [rows, layers] of the cells that may be a site: a value, not trivial, not within noise;
+    {"trivial": n, "within_noise": n} of the valued cells left out)."""
+    prob = result.grid(kind, "prob")
+    valued = np.isfinite(prob)
+    trivial = np.zeros_like(valued)
+    n_layers, last = prob.shape[1], len(result.tokens) - 1
+    if kind == "hidden":
+        for row in range(prob.shape[0]):
+            if last in row_positions(result, row):
+                trivial[row, n_layers - trivial_layers(n_layers):] = True
+    noise = np.zeros_like(valued)
+    if "prob_low" in result.grids[kind] and "prob_high" in result.grids[kind]:
+        low, high = result.grid(kind, "prob_low"), result.grid(kind, "prob_high")
+        with np.errstate(invalid="ignore"):
+            noise = (low <= result.corrupted_prob) & (result.corrupted_prob <= high)
+    keep = valued & ~trivial & ~noise
+    return keep, {"trivial": int((valued & trivial).sum()), "within_noise": int((valued & noise & ~trivial).sum())}
+
+
+def site_rows(result, site: str) -> list[int]:
+    """The grid rows of a site: "subject" (rows restoring a subject token) or "late" (the last token)."""
+    b, e = result.subject_range
+    n_rows = len(result.tokens) if result.positions == "all" else 1
+    if site == "subject":
+        return [r for r in range(n_rows) if any(b <= p < e for p in row_positions(result, r))]
+    last = len(result.tokens) - 1
+    return [r for r in range(n_rows) if last in row_positions(result, r)]
+
+
+def find_site(result, kind: str, metric: str, site: str) -> dict | None:
+    """The largest headline cell (headline_cells) of `kind` among a site's rows (site_rows), as a
+    peak ({"row", "tokens", "token", "text", "layer", "value", "prob"}); None when none is left."""
+    values = result.grid(kind, metric)
+    keep, _ = headline_cells(result, kind)
+    rows = np.zeros(values.shape[0], dtype=bool)
+    rows[site_rows(result, site)] = True
+    allowed = keep & rows[:, None] & np.isfinite(values)
+    if not allowed.any():
+        return None
+    row, layer = (int(i) for i in np.unravel_index(int(np.argmax(np.where(allowed, values, -np.inf))), values.shape))
+    tokens = row_positions(result, row)
+    return {"row": row, "tokens": tokens, "token": tokens[0] if len(tokens) == 1 else None,
+            "text": "+".join(result.tokens[p] for p in tokens), "layer": layer,
+            "value": _float(values[row, layer]), "prob": _float(result.grid(kind, "prob")[row, layer])}
+
+
+def headline(result, grids: dict, metric: str) -> dict:
+    """The largest subject site and late site over the kinds ({..peak.., "kind"} or None each), the
+    cells left out over all kinds, and the line the CLI and the app print."""
+    out = {}
+    for site in ("subject_site", "late_site"):
+        found = [dict(g[site], kind=kind) for kind, g in grids.items() if g.get(site)]
+        out[site] = max(found, key=lambda p: p["value"]) if found else None
+    out["left_out"] = {k: sum(g["left_out"][k] for g in grids.values()) for k in ("trivial", "within_noise")}
+    out["text"] = headline_text(out, metric, n_layers=len(result.grid(next(iter(result.grids)))[0]))
+    return out
+
+
+def site_text(peak: dict | None, metric: str) -> str:
+    """"mlp layer 5 at ' Tower' (64.2%)" or "none above the noise"."""
+    if peak is None:
+        return "none above the noise"
+    where = show_token(peak["text"])[:20] if peak["token"] is not None else f"tokens {'+'.join(map(str, peak['tokens']))}"
+    kind = f"{peak['kind']} " if "kind" in peak else ""
+    return f"{kind}layer {peak['layer']} at {where} ({_value(peak['value'], metric)})"
+
+
+def headline_text(head: dict, metric: str, *, n_layers: int) -> str:
+    """"subject site: mlp layer 5 at ' Tower' (64.2%) · late site: hidden layer 20 at ' of' (81.0%)"
+    and what was left out."""
+    text = f"subject site: {site_text(head['subject_site'], metric)} · late site: {site_text(head['late_site'], metric)}"
+    left = head["left_out"]
+    notes = []
+    if left["trivial"]:
+        notes.append(f"{left['trivial']} trivial (hidden, last token, last {trivial_layers(n_layers)} layers)")
+    if left["within_noise"]:
+        notes.append(f"{left['within_noise']} within noise")
+    return text + (f" · not headlines: {', '.join(notes)}" if notes else "")
+
+
 def summarize(result, *, top: int = 3) -> dict:
     """A trace's summary: per grid the peak, the top layers, the thirds' means and the total effect.
 
@@ -110,10 +204,18 @@ def summarize(result, *, top: int = 3) -> dict:
     Returns:
         {"metric": "recovery" | "prob", "metric_note": str, "profile": "peak-row",
         "total_effect": p_clean - p_corrupted, "p_clean", "p_corrupted",
-        "grids": {kind: summarize_grid(...)}, "flags": the codes of the warnings that void the
-        reading (guards.LEADING_CODES; the text then names each grid's largest cell, not a peak)}.
+        "grids": {kind: summarize_grid(...) with "subject_site", "late_site" (find_site) and
+        "left_out" ({"trivial", "within_noise"} cell counts)}, "headline": headline(...), "flags": the
+        codes of the warnings that void the reading (guards.LEADING_CODES; the text then names each
+        grid's largest cell, not a peak)}.
     """
     metric, note = summary_metric(result)
+    grids = {}
+    for kind in result.grids:
+        grids[kind] = summarize_grid(result, kind, metric, top=top)
+        grids[kind]["subject_site"] = find_site(result, kind, metric, "subject")
+        grids[kind]["late_site"] = find_site(result, kind, metric, "late")
+        grids[kind]["left_out"] = headline_cells(result, kind)[1]
     return {
         "metric": metric,
         "metric_note": note,
@@ -121,7 +223,8 @@ def summarize(result, *, top: int = 3) -> dict:
         "total_effect": result.clean_prob - result.corrupted_prob,
         "p_clean": result.clean_prob,
         "p_corrupted": result.corrupted_prob,
-        "grids": {kind: summarize_grid(result, kind, metric, top=top) for kind in result.grids},
+        "grids": grids,
+        "headline": headline(result, grids, metric),
         "flags": [warning_code(w) for w in leading_warnings(result.warnings)],
     }
 
@@ -145,6 +248,8 @@ def summary_lines(summary: dict) -> list[str]:
     lines = [f"summary - {summary['metric_note']}", *textwrap.wrap(
         f"total effect p_clean - p_corrupted = {summary['total_effect']:.4f}; top layers and means read along {row}",
         98, initial_indent="  ", subsequent_indent="  ")]
+    if summary.get("headline"):
+        lines += textwrap.wrap(summary["headline"]["text"], 98, initial_indent="  ", subsequent_indent="    ")
     for kind, s in summary["grids"].items():
         peak = s["peak"]
         if peak is None:
@@ -157,6 +262,9 @@ def summary_lines(summary: dict) -> list[str]:
                          f"(not a peak: {', '.join(summary['flags'])})")
         else:
             lines.append(f"{kind}: peak {_value(peak['value'], metric)} at {where}, layer {peak['layer']}")
+        if "subject_site" in s:
+            lines.append(f"  subject site: {site_text(s['subject_site'], metric)}; "
+                         f"late site: {site_text(s['late_site'], metric)}")
         if s["top_layers"]:
             lines += textwrap.wrap("top layers: " + ", ".join(
                 f"{t['layer']} ({_value(t['value'], metric)})" for t in s["top_layers"]), 98,

@@ -37,7 +37,8 @@ def header(result) -> list[str]:
                                 f"target {result.target_text!r} (clean P {clean:.3f})")) + [
         f"positions {positions}; samples {s['samples']}, seed {s['seed']}, window {s['window']}; "
         f"{len(result.runs)} corruptions",
-        "peak: the cell of largest P(target) as token, layer, recovery % (P where recovery is n/a)",
+        "peak: the subject site (largest P(target) restoring a subject token, cells within noise left out)",
+        "  as token, layer, recovery % (P where recovery is n/a)",
     ] + [line for note in result.notes for line in wrap(f"note: {note}")]
 
 
@@ -78,7 +79,7 @@ def peak_plot(result, kind: str) -> list[str]:
     for run in result.runs:
         axis = ["·"] * width
         peak = run.peaks.get(kind)
-        tail = "no value"
+        tail = "no site above the noise"
         if peak is not None:
             axis[_column(peak.layer, n, width)] = "o" if modal is not None and peak.positions == modal.positions else "x"
             tail = f"L{peak.layer} {_show(peak.token, 12)}"

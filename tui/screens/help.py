@@ -50,6 +50,8 @@ at a time from the clean run and measure how much of the answer's probability co
 | ctrl+n | next metric |
 | ctrl+s | export the current grid |
 | F7 | fixed ↔ auto colour scale |
+| ←↑↓→ / click (grid focused: tab) | move the cursor; the line above the grid reads its cell: token, layer, kind, value, 95% interval, samples |
+| F9 | top-5 of the patched run at the cursor's cell |
 | F8 | the trace's warnings |
 | F10 | robustness: the fact under several corruptions, and whether each kind's peak moves |
 | F6 | sweeps: average indirect effect over many facts (open a results file or run a sweep) |

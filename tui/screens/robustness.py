@@ -9,6 +9,7 @@ done-callback only post messages. Escape goes back and stops the run.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -21,6 +22,17 @@ from textual.widgets import Footer, Static
 
 from tracer.errors import TracerError, error_location, user_message
 from tracer.render.robustness import render
+
+from ..gridmodel import format_seconds
+
+
+def robustness_eta(elapsed: float, finished: int, total: int) -> str:
+    """"ETA 1m20s (12s elapsed)": the corruptions are traces of the same size (the same prompt
+    length, settings and kinds; a substitute has the subject's token length), so the time left is
+    the mean time per finished corruption times those left."""
+    if finished <= 0:
+        return f"ETA after the first corruption ({format_seconds(elapsed)} elapsed)"
+    return f"ETA {format_seconds(elapsed / finished * (total - finished))} ({format_seconds(elapsed)} elapsed)"
 
 
 class RobustnessScreen(Screen):
@@ -64,6 +76,7 @@ class RobustnessScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.started = time.monotonic()
         self._say(f"tracing {self.subject!r} in {self.prompt!r} under several corruptions…")
         try:
             future = self.engine.robustness(self.prompt, self.subject, on_event=self._on_event, cancel=self.cancel,
@@ -98,7 +111,9 @@ class RobustnessScreen(Screen):
         e = message.event
         if hasattr(e, "index") and hasattr(e, "total"):
             state = "done" if getattr(e, "done", False) else "running"
-            self._say(f"corruption {e.index + (0 if e.done else 1)}/{e.total}: {getattr(e, 'name', '')} ({state})")
+            finished = e.index  # variants finished so far (a done event counts them, a start the ones before)
+            self._say(f"corruption {e.index + (0 if e.done else 1)}/{e.total}: {getattr(e, 'name', '')} ({state})"
+                      f" · {robustness_eta(time.monotonic() - self.started, finished, e.total)}")
 
     def on_robustness_screen_ended(self, message: Ended) -> None:
         if message.error:

@@ -9,7 +9,7 @@ sweep shows the facts already done at once.
 
 Mount it with `app.push_screen(SweepScreen(engine=app.engine, results="r.jsonl"))`
 (add `facts="known_1000.json", config=SweepConfig(...), limit=N` to run one). ctrl+s writes
-the report (tui/screens/sweep_export.py).
+the report (tui/exporting.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 from pathlib import Path
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 from rich.text import Text
 from textual import on
@@ -25,9 +26,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 
+from tracer.engine import trace_work
 from tracer.errors import TracerError, error_location, user_message
 from tracer.sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepSummary, TracingStarted
 from tracer.sweeps.results import SweepConfig
@@ -36,6 +38,8 @@ from tracer.render.sweep_report import summary_lines
 from tracer.sweeps.results import ResultsTail
 from tracer.sweeps.aggregate import SweepReport, aggregate
 
+from .. import exporting
+from ..gridmodel import eta_blend, format_seconds
 from ..widgets.sweep_plot import SweepPlot
 
 POLL_SECONDS = 1.0
@@ -46,6 +50,82 @@ class _Running:
     cancel: threading.Event
     total: int = 0  # facts to trace
     done: int = 0
+    work: dict = field(default_factory=dict)  # known_id -> token-layers of the fact's trace (fact_work)
+    work_done: int = 0
+    seconds: float | None = None  # the estimate shown before Start
+    started: float = field(default_factory=time.monotonic)
+    current: object = None  # the fact being traced
+
+    def eta(self) -> str:
+        """"ETA 12m (3m elapsed)": the estimate less the time elapsed, blended with this sweep's own
+        pace per token-layer as facts finish (tui.gridmodel.eta_blend); the facts the model does not
+        know finish at once, so the estimate is an upper bound."""
+        elapsed = time.monotonic() - self.started
+        total = sum(self.work.values())
+        if not total:
+            return ""
+        left = eta_blend(elapsed, self.work_done / total, self.seconds)
+        return f"ETA {format_seconds(left)} ({format_seconds(elapsed)} elapsed)"
+
+
+@dataclass
+class SweepPlan:
+    """What a sweep would do, for the confirmation: the facts file, its facts and those left to
+    trace, the results file, the settings and the estimated seconds (None: no trace timed yet)."""
+
+    facts_path: str
+    n_facts: int
+    n_left: int
+    results: str
+    config: SweepConfig
+    seconds: float | None
+
+    def lines(self) -> list[str]:
+        c = self.config
+        resumed = f", {self.n_facts - self.n_left} already in the results file" if self.n_left < self.n_facts else ""
+        time_line = ("estimated time: unknown until a trace has been timed (run one with ctrl+r on the trace screen)"
+                     if self.seconds is None else
+                     f"estimated time: up to {format_seconds(self.seconds)} (the engine's measured cost per "
+                     "token-layer; facts the model does not know are skipped, which is quicker)")
+        return [f"Sweep {self.n_left} facts of {self.facts_path}{resumed}",
+                f"settings: kinds {', '.join(c.kinds)} · {c.samples} samples · window {c.window} · filter {c.filter}",
+                time_line,
+                f"writes: {self.results} (run again to resume; ctrl+x stops it)"]
+
+
+class ConfirmSweep(ModalScreen[bool]):
+    """Asks before a sweep starts: enter or Start starts it, escape or Cancel does not."""
+
+    BINDINGS = [Binding("escape", "answer(False)", "Cancel"), Binding("enter", "answer(True)", "Start", priority=True)]
+    DEFAULT_CSS = """
+    ConfirmSweep { align: center middle; }
+    ConfirmSweep #confirm-box { width: 90%; max-width: 110; height: auto; border: thick $primary;
+                                background: $surface; padding: 1 2; }
+    ConfirmSweep #confirm-text { color: $text; }
+    ConfirmSweep #confirm-buttons { height: auto; margin-top: 1; }
+    """
+
+    def __init__(self, plan: SweepPlan) -> None:
+        super().__init__()
+        self.plan = plan
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm-box"):
+            yield Static(Text("\n".join(self.plan.lines())), id="confirm-text")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Start", id="confirm-start", variant="primary")
+                yield Button("Cancel", id="confirm-cancel")
+
+    @on(Button.Pressed, "#confirm-start")
+    def _start(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#confirm-cancel")
+    def _cancel(self) -> None:
+        self.dismiss(False)
+
+    def action_answer(self, start: bool) -> None:
+        self.dismiss(start)
 
 
 class SweepScreen(Screen):
@@ -55,7 +135,9 @@ class SweepScreen(Screen):
         Binding("escape", "close", "Back", id="sweep-back", tooltip="Back to the trace view (stops a running sweep)"),
         Binding("ctrl+g", "next_kind", "Kind", id="sweep-kind", tooltip="Next kind (hidden, mlp, attn)"),
         Binding("ctrl+r", "run", "Run sweep", id="sweep-run", tooltip="Run (or resume) the sweep of the facts file"),
-        Binding("ctrl+x", "stop", "Stop", id="sweep-stop", tooltip="Stop the running sweep; the file stays valid"),
+        # priority: a focused Input would take ctrl+x as "cut" and the sweep would not stop
+        Binding("ctrl+x", "stop", "Stop", id="sweep-stop", priority=True,
+                tooltip="Stop the running sweep (from any field); the file stays valid"),
         Binding("ctrl+s", "export", "Export", id="sweep-export",
                 tooltip="Write the sweep report (.txt, .csv, .json; plots with tracer.render.figures)"),
     ]
@@ -139,10 +221,11 @@ class SweepScreen(Screen):
     def on_mount(self) -> None:
         self.query_one("#sweep-progress", ProgressBar).display = False
         self.set_interval(POLL_SECONDS, self.poll)
-        if self.initial_results:
+        # idle until asked: a sweep starts only from Run (ctrl+r) and the confirmation it shows
+        if self.initial_results and Path(self.initial_results).expanduser().exists():
             self.open(self.initial_results)
-            if self.initial_facts and self.engine is not None:
-                self.action_run()
+        elif self.engine is not None:
+            self.status("idle: ctrl+r (or Run) shows what a sweep of the facts file would do, and asks first")
 
     # ---- opening and following a file ----------------------------------------------------------
     def open(self, path: str) -> None:
@@ -235,7 +318,7 @@ class SweepScreen(Screen):
             if not c.n or c.mean[layer] is None:
                 return "–"
             low, high = (c.low[layer], c.high[layer]) if len(c.low) > layer else (None, None)
-            if low is None or high is None:
+            if low is None or high is None or c.n < 2:  # one fact: no interval to show
                 return f"{c.mean[layer]:+.4f}"
             return f"{c.mean[layer]:+.4f} ±{(high - low) / 2:.4f}"
 
@@ -286,13 +369,11 @@ class SweepScreen(Screen):
     def action_export(self) -> None:
         """The sweep report as text, CSV and JSON (as `tracer-tui sweep-report` writes them), and its
         plots where tracer.render.figures is there, into the export folder."""
-        from . import sweep_export
-
         if self.report is None:
             self.status("nothing to export: open a results file first", error=True)
             self.app.notify("nothing to export: open a results file first", severity="warning")
             return
-        paths, notes, error = sweep_export.write_report(self.report, self.export_dir)
+        paths, notes, error = exporting.write_report(self.report, self.export_dir)
         if error:
             self.error(f"export failed: {error}")
             return
@@ -312,9 +393,8 @@ class SweepScreen(Screen):
             self.status("stopping after the current batch…")
 
     def action_run(self) -> None:
-        from tracer.inputs.facts_file import load_facts
-        from tracer.sweeps.results import prepare_output
-
+        """Check the facts and the results file, then ask (ConfirmSweep: the facts, the estimated
+        time, where it writes); the sweep starts only on Start."""
         if self.engine is None:
             self.status("no engine: this screen can only show results", error=True)
             return
@@ -327,18 +407,68 @@ class SweepScreen(Screen):
             self.status("a sweep needs a facts file and a results file", error=True)
             return
         try:  # cheap checks here, before the engine is busy: one line on failure
-            facts = load_facts(facts_path)
-            if self.limit:
-                facts = facts[: self.limit]
-            prepare_output(results, facts, self.config)
+            facts, left = self.check_sweep(results, facts_path)
         except TracerError as exc:
             self.status(str(exc), error=True)
             return
+        plan = SweepPlan(facts_path, len(facts), len(left), str(Path(results).expanduser().resolve()),
+                         self.config, self.estimate(left))
+        self.app.push_screen(ConfirmSweep(plan), lambda start: start and self.start_sweep(results, facts, left,
+                                                                                        plan.seconds))
+
+    def check_sweep(self, results: str, facts_path: str) -> tuple[list, list]:
+        """(the facts, those the results file does not hold yet); raises TracerError (InputError)
+        for a bad facts file or a results file written with other settings or facts."""
+        from tracer.inputs.facts_file import load_facts
+        from tracer.sweeps.results import prepare_output
+
+        facts = load_facts(facts_path)
+        if self.limit:
+            facts = facts[: self.limit]
+        if not Path(results).expanduser().resolve().parent.is_dir():
+            return facts, facts  # created on Start
+        done = prepare_output(results, facts, self.config).records
+        return facts, [f for f in facts if f.known_id not in done]
+
+    def fact_work(self, facts: list) -> dict:
+        """known_id -> token-layers of each fact (its one-forward check and its trace,
+        tracer.engine.trace_work); facts that cannot be tokenized are left out (skipped as bad input)."""
+        info = getattr(self.app, "model_info", None)
+        if info is None:
+            return {}
+        work = {}
+        for fact in facts:
+            try:
+                tokens, span = self.engine.tokenize(fact.prompt, fact.subject)
+            except TracerError:
+                continue  # a fact the sweep will skip as bad input
+            n = len(tokens)
+            work[fact.known_id] = n * info.n_layers + trace_work(n, info.n_layers, settings=self.config,
+                                                                 free_before=span[0] if span else 0)
+        return work
+
+    def estimate(self, facts: list) -> float | None:
+        """Seconds the sweep of `facts` would take at most (every fact known): their token-layers
+        (fact_work) times the engine's measured cost per token-layer of the last trace. None before
+        any trace has been timed."""
+        cost = getattr(self.engine, "cost_per_token_layer", None)
+        work = self.fact_work(facts)
+        return sum(work.values()) * cost if cost and work else None
+
+    def start_sweep(self, results: str, facts: list, left: list | None = None, seconds: float | None = None) -> None:
+        """Start the confirmed sweep on the engine thread (the results file's folder made first);
+        `left` (the facts not yet in the file) and `seconds` (the estimate) give its ETA."""
+        try:
+            Path(results).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.status(f"cannot write {results}: {exc.strerror or exc}", error=True)
+            return
         self.open(results)
-        self.running = _Running(threading.Event())
+        self.running = _Running(threading.Event(), work=self.fact_work(facts if left is None else left),
+                                seconds=seconds)
         self.query_one("#sweep-run-button", Button).disabled = True
         self.query_one("#sweep-stop-button", Button).disabled = False
-        self.status(f"sweep of {len(facts)} facts starting…")
+        self.status(f"sweep of {len(facts)} facts starting… (ctrl+x stops it)")
         future = self.engine.sweep(facts, results, self.config, on_event=self._on_sweep_event, cancel=self.running.cancel)
         future.add_done_callback(self._on_done)
 
@@ -377,9 +507,12 @@ class SweepScreen(Screen):
             bar.update(total=max(1, event.total), progress=0)
             self.status(f"tracing {event.total} facts")
         elif isinstance(event, FactStarted):
-            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} ({event.fact.subject})")
+            run.current = event.fact.known_id
+            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} "
+                        f"({event.fact.subject}) · {run.eta()} · ctrl+x stops")
         elif isinstance(event, FactDone):
             run.done = event.index + 1
+            run.work_done += run.work.get(event.record.get("known_id", run.current), 0)
             bar.update(progress=run.done)
         latest = None
         while self._events:

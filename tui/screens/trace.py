@@ -8,31 +8,126 @@ which posts `RunEnded`. The end of a run comes only from that callback; nothing 
 
 from __future__ import annotations
 
+import dataclasses
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.coordinate import Coordinate
 from textual.screen import Screen
-from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from tracer.render.tokens import escape_controls
+from tracer.engine import trace_work
+from tracer.errors import user_message
 from tracer.events import Log, Recording, Started
+from tracer.render.terminal_plot import finite
+from tracer.inputs.prompts import align_tokens
 from tracer.settings import TraceSettings
 from tracer.types import TraceRequest, TraceResult
 
-from ..gridmodel import METRICS, MODES, GridData, peak_sentence
+from .. import exporting
+from ..gridmodel import METRICS, MODES, GridData, WorkPlan, cell_readout, peak_sentence, sites_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
-from ..widgets.grid import GridPane, GridTable
+from ..widgets.grid import GridPane, GridPlot, GridTable
 from ..widgets.log import RunLog
 from ..widgets.prompt_form import PromptForm
 from ..widgets.run_status import RunStatus
-from ..widgets.settings import SettingsPanel, ViewBar
+from ..widgets.settings import SettingsError, SettingsPanel, ViewBar
 from ..widgets.token_strip import TokenStrip
-from . import trace_actions
+from .robustness import RobustnessScreen
 
 REFRESH_SECONDS = 0.2  # the grid and the status redraw at most this often while cells arrive
+
+
+def preview_tokens(engine, prompt: str, subject: str) -> tuple[list[str], tuple[int, int] | None, str]:
+    """(tokens, subject range or None, note) for the token strip, on any thread (Engine.tokenize uses
+    no MLX). Bad input comes back as the note."""
+    try:
+        tokens, _ = engine.tokenize(prompt)
+    except Exception as exc:  # bad input (TracerError) or a bug: one line, never a crash
+        return [], None, user_message(exc)
+    if not subject.strip():
+        return list(tokens), None, "the subject is empty"
+    try:
+        _, span = engine.tokenize(prompt, subject)
+    except Exception as exc:
+        return list(tokens), None, user_message(exc)
+    return list(tokens), (tuple(span) if span else None), ""
+
+
+def aligned_tokens(engine, clean: list[str], corrupted_prompt: str | None) -> tuple[list[str] | None, str]:
+    """(the corrupted prompt's token(s) under each clean token, note) for the token strip, as the
+    user types: tracer.inputs.prompts.align_tokens (shared prefix and suffix token by token, the differing
+    spans as blocks with their last tokens together), compared on token texts. None without a
+    corrupted prompt; the note says why there is no alignment."""
+    if not corrupted_prompt or not clean:
+        return None, ""
+    try:
+        corrupted, _ = engine.tokenize(corrupted_prompt)
+    except Exception as exc:  # bad input: one line under the strip
+        return None, f"corrupted prompt: {user_message(exc)}"
+    corrupted = list(corrupted)
+    try:
+        mapping = align_tokens(list(clean), corrupted)["clean_to_corrupted"]
+    except Exception as exc:  # InputError: no alignment makes sense; its message says what to do
+        return None, f"corrupted prompt: {user_message(exc)}"
+    out, last = [], -1
+    for j in mapping:
+        if j is None:
+            out.append("")
+            continue
+        out.append("".join(corrupted[last + 1:j + 1]) or corrupted[j])  # untaken tokens go with the next chip
+        last = max(last, j)
+    return out, ""
+
+
+def started_positions(request: TraceRequest, event: Started) -> tuple[int, ...]:
+    """The positions the running request restores, as token indices (empty for all tokens)."""
+    positions = request.positions
+    if positions == "all":
+        return ()
+    if positions == "subject-last":
+        return (event.subject_range[1] - 1,)
+    n = len(event.tokens)
+    return tuple(sorted({p % n for p in positions}))
+
+
+APP_WORDS = {"--target": "the Target field", "--samples": "Samples (F5)", "--noise": "the noise rule (F5)",
+             "--window": "Window (F5)", "--seed": "Seed (F5)", "--kinds": "the kinds (F5)",
+             "--positions": "the token strip's chosen positions", "--corrupted": "the Corrupted field"}
+
+
+def in_app_words(text: str) -> str:
+    """A guard's advice with the CLI's flags named as the app's fields and keys."""
+    for flag, words in APP_WORDS.items():
+        text = text.replace(f"with {flag}", f"in {words}").replace(flag, words)
+    return text
+
+
+def result_at(result: TraceResult, token: int) -> TraceResult:
+    """An all-tokens result as the chosen-positions result of one token: its rows of every grid."""
+    grids = {kind: {metric: [rows[token]] for metric, rows in grid.items()} for kind, grid in result.grids.items()}
+    request = dataclasses.replace(result.request, positions=(token,))
+    return dataclasses.replace(result, positions=[token], request=request, grids=grids)
+
+
+def noise_samples(request: TraceRequest) -> int | None:
+    """Noise samples per cell of a request; None for substitution (one corrupted run)."""
+    return None if request.corrupted_prompt is not None else request.samples
+
+
+def describe_patched(run) -> str:
+    """A patched run (tracer.api.PatchedRun) in one line: "' Paris' 0.412, ' Rome' 0.051, …; P(target) …"."""
+    preds = [(p.text, p.prob) if hasattr(p, "text") else tuple(p) for p in getattr(run, "top", [])]
+    text = ", ".join(f"{t!r} {p:.3f}" for t, p in preds)
+    target = (getattr(run, "restored", None) or {}).get("target") or {}
+    if target.get("prob") is not None:
+        text += f"; P({target.get('text', 'target')!r}) {target['prob']:.4f}"
+    return text or str(run)
 
 
 class TraceScreen(Screen):
@@ -40,20 +135,22 @@ class TraceScreen(Screen):
     model is ready (`model_ready`) or failed (`model_failed`)."""
 
     BINDINGS = [
+        # first, so that a narrow footer never cuts it (the App's F1 is last in the footer's order)
+        Binding("f1", "app.help", "Help", key_display="F1", tooltip="Keys and how to read the grid"),
         Binding("ctrl+r", "run", "Run", id="run", tooltip="Trace the prompt for the current view"),
         Binding("escape", "cancel", "Cancel", id="cancel", tooltip="Stop the running trace"),
+        Binding("f9", "inspect", "Top-5", id="inspect", tooltip="The patched run's top-5 at the cursor's cell"),
         Binding("ctrl+s", "export", "Export", id="export", tooltip="Write the grid as .txt/.csv/.json (+ .svg)"),
         Binding("ctrl+o", "toggle_view", "View", id="view", tooltip="All tokens <-> chosen positions"),
         Binding("ctrl+g", "next_kind", "Kind", id="kind", tooltip="Next kind in the all-tokens view"),
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
-        Binding("f9", "inspect", "Inspect", id="inspect", show=False, tooltip="Top-k of the selected table cell's run"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
-        Binding("f2", "show_tab('tab-grid')", "Grid", show=False),
-        Binding("f3", "show_tab('tab-table')", "Table", show=False),
-        Binding("f4", "show_tab('tab-log')", "Log", show=False),
-        Binding("f5", "show_tab('tab-settings')", "Settings", show=False),
+        Binding("f2", "show_tab('tab-grid')", "Grid", show=False, priority=True),
+        Binding("f3", "show_tab('tab-table')", "Table", show=False, priority=True),
+        Binding("f4", "show_tab('tab-log')", "Log", show=False, priority=True),
+        Binding("f5", "show_tab('tab-settings')", "Settings", show=False, priority=True),
         Binding("f6", "sweeps", "Sweeps", id="sweeps", tooltip="Average indirect effect over many facts"),
         Binding("f10", "robustness", "Robustness", id="robustness", show=False,
                 tooltip="Does the peak move when the corruption changes?"),
@@ -65,6 +162,7 @@ class TraceScreen(Screen):
     TraceScreen #tabs TabPane { padding: 0; }
     TraceScreen #grid-row { height: 1fr; }
     TraceScreen.-narrow #facts { display: none; }
+    TraceScreen.-short GridPane > #peak, TraceScreen.-short GridPane > #legend { max-height: 1; }
     TraceScreen.-tall #form, TraceScreen.-tall #strip, TraceScreen.-tall #viewbar { margin-top: 1; }
     """
 
@@ -79,6 +177,7 @@ class TraceScreen(Screen):
         self.finished: dict[str, tuple[GridData, TraceResult] | None] = {m: None for m in MODES}
         self.view_mode, self.view_kind, self.metric, self.auto_scale = view_mode, view_kind, "recovery", False
         self.last_export: dict[str, str] | None = None
+        self.cursor: tuple[int, int] | None = None  # (row, layer) of the view on screen: grid and table
         self.done_note = ""  # "done in 1.2 s (162 cells)." of the last finished run
         self.model_ready_flag = False
         self._composed = False
@@ -139,13 +238,12 @@ class TraceScreen(Screen):
 
     # ---- reporting ------------------------------------------------------------------
     def report(self, text: str, level: str = "info", notify: bool = True) -> None:
-        """A log line, and for warnings/errors (and "done") a notification too."""
+        """A log line, and for warnings and errors a notification too ("done" goes to the status
+        line and the log only: a toast would cover the grid's late layers)."""
         text = escape_controls(text, keep_newlines=True)  # a token's ESC or CR never reaches the terminal
         self.run_log.line(text, level)
         if notify and level in ("warning", "error"):
             self.app.notify(text, severity=level, timeout=8 if level == "error" else 5)
-        elif notify and level == "done":
-            self.app.notify(text, timeout=4)
 
     # ---- the model (told by the App) ------------------------------------------------
     def model_ready(self, info) -> None:
@@ -154,7 +252,8 @@ class TraceScreen(Screen):
             return  # on_mount shows it
         self.model_ready_flag = True
         self.pane.loading = False
-        self.status.idle(f"ready: {info.name}, {info.n_layers} layers. Press enter or ctrl+r to trace.")
+        self.status.idle(f"ready: {info.name}, {info.n_layers} layers. Enter or ctrl+r traces the example; then "
+                         "type your own fact (Prompt, Subject), or ctrl+o: the components at the subject's last token.")
         self.report(f"model: {info.summary}; BLAS: {info.blas}; device {info.device}")
         if not info.blas_fast:
             self.report(f"no fast BLAS: tracing will be slow ({info.blas})", "warning")
@@ -174,6 +273,7 @@ class TraceScreen(Screen):
     # ---- token strip preview ----------------------------------------------------------
     @on(PromptForm.Changed)
     def _form_changed(self) -> None:
+        self._dirty = True  # the grid on screen may have become stale
         if self._preview_timer is not None:
             self._preview_timer.stop()
         self._preview_timer = self.set_timer(0.25, self.request_preview)
@@ -183,8 +283,8 @@ class TraceScreen(Screen):
         if not self.model_ready_flag or not self.is_attached:
             return
         values = self.form.values()
-        tokens, span, note = trace_actions.preview_tokens(self.engine, values.prompt, values.subject)
-        aligned, align_note = trace_actions.aligned_tokens(self.engine, tokens, values.corrupted)
+        tokens, span, note = preview_tokens(self.engine, values.prompt, values.subject)
+        aligned, align_note = aligned_tokens(self.engine, tokens, values.corrupted)
         self.strip.aligned = aligned
         self.strip.set_tokens(tokens, span, source=(values.prompt, values.subject), note=note or align_note)
 
@@ -197,11 +297,38 @@ class TraceScreen(Screen):
             self.run.cancel.set()
         self.run_count += 1
         run = self.run = RunState(self.run_count, request, self.view_mode, post=self.post_message)
+        run.progress.plan = self.work_plan(request)
+        run.progress.cost = getattr(self.engine, "cost_per_token_layer", None)
         self.run_log.settings(run.id, request, MODES[run.mode])
         self.status.running(run.progress, "recording clean and corrupted runs…")
         future = self.engine.trace(request, run.on_event, run.cancel)
         future.add_done_callback(run.on_done)
+        if self.finished.get(run.mode) is None:
+            self.show_view()  # the first trace of this view: say it is recording
         return run
+
+    def work_plan(self, request: TraceRequest) -> WorkPlan | None:
+        """The token-layers the request will compute (the ETA's weights); None when the prompt
+        cannot be tokenized here (the run will say why)."""
+        info = self._model
+        if info is None:
+            return None
+        try:
+            tokens, span = self.engine.tokenize(request.prompt, request.subject)
+        except Exception:  # bad input: the engine reports it for the run
+            return None
+        n_tokens, positions = len(tokens), request.positions
+        if positions == "all":
+            first = 0
+        elif isinstance(positions, tuple) and positions:
+            first = min(p % n_tokens for p in positions)
+        else:  # a named choice ("subject-last", "last", …): the subject's last token is a fair guess
+            first = (span[1] - 1) if span else 0
+        if request.corrupted_prompt is not None:  # substitution: one corrupted run, no samples
+            request = dataclasses.replace(request, samples=1)
+        free = span[0] if span else 0
+        total = trace_work(n_tokens, info.n_layers, settings=request, positions=positions, first=first, free_before=free)
+        return WorkPlan(n_tokens, info.n_layers, request.samples, request.window, first, positions == "all", total, free)
 
     def _current(self, run_id: int) -> RunState | None:
         run = self.run
@@ -216,6 +343,7 @@ class TraceScreen(Screen):
             if run.grid is not None:
                 run.grid.apply(event)
             run.progress.update(event.done, event.total)
+            run.progress.add_cells(event.kind, event.cells)
         self._dirty = True
 
     def on_run_event(self, message: RunEvent) -> None:
@@ -223,7 +351,8 @@ class TraceScreen(Screen):
         if run is None:
             return
         if isinstance(event, Started):
-            run.grid = GridData.from_started(run.mode, event, trace_actions.started_positions(run.request, event))
+            run.grid = GridData.from_started(run.mode, event, started_positions(run.request, event))
+            run.grid.samples = noise_samples(run.request)
             run.progress.update(0, event.total_cells)
             if tuple(event.tokens) != self.strip.tokens:
                 v = self.form.values()
@@ -233,6 +362,7 @@ class TraceScreen(Screen):
                         f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
             self.show_view()
         elif isinstance(event, Recording):
+            run.progress.add_recording(event)
             batches = f", samples batch {event.batch}/{event.n_batches}" if event.n_batches > 1 else ""
             self.status.running(run.progress, f"recording the {event.phase} run: layer {event.layer}/{event.n_layers}{batches}")
         elif isinstance(event, Log):
@@ -254,11 +384,15 @@ class TraceScreen(Screen):
 
     def _finished(self, run: RunState, result: TraceResult) -> None:
         grid = GridData.from_result(run.mode, result)
+        grid.samples = noise_samples(result.request)
         self.finished[run.mode] = (grid, result)
         run.progress.update(grid.done, grid.done)
         self.run_log.result(result)
         self.facts.show_result(result)
         self.done_note = f"done in {result.seconds:.1f} s ({grid.done} cells)."
+        if self.run_count == 1 and run.mode == "all":  # a newcomer's first grid: what to do next
+            self.report("next: your own fact in Prompt and Subject (enter traces it), or ctrl+o for the components "
+                        "(hidden, mlp, attn) at the subject's last token; F1 explains the grid", notify=False)
         self.show_view()
         self.report(f"trace done in {result.seconds:.1f} s. {self.status_peak()}", "done")
 
@@ -290,20 +424,114 @@ class TraceScreen(Screen):
 
     def show_view(self) -> None:
         self._dirty = False
+        run = self.run
         grid = self.shown_grid()
         view = grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None
+        done = self.finished.get(self.view_mode)
+        if view is not None and done is not None and done[0] is grid:
+            kinds = grid.kinds if grid.mode == "positions" else (view.kind,)
+            view.headline = sites_sentence(done[1], kinds, view.metric)
+            stale = self.stale_reason(done[1].request)
+            if stale:
+                view.title = f"STALE: {stale}; ctrl+r traces it · {view.title}"
+                view.headline = f"stale ({stale}): this grid is {done[1].request.prompt[:40]!r} · {view.headline}"
+        self.pane.set_class(view is not None and view.title.startswith("STALE"), "-stale")
         hint = None
-        if view is None:
+        if view is None and run is not None and run.active and run.mode == self.view_mode:
+            hint = "Recording the clean and corrupted runs: the grid fills in as cells finish (esc cancels)."
+        elif view is None:
             hint = f"No trace in the {MODES[self.view_mode]} view yet: press ctrl+r (or enter in the prompt) to run."
+        drawn = view
+        if view is not None and view.metric == "recovery" and view.final and not any(
+                finite(v) for row in view.values for v in row):  # no empty recovery heatmap: P instead, said so
+            drawn = grid.view(self.view_kind, "prob", auto=self.auto_scale)
+            drawn.title = f"recovery n/a, P shown · {drawn.title}"
+            drawn.headline = view.headline
         with self.app.batch_update():
-            self.pane.show(view, hint)
-            self.table.show(view)
-        run = self.run
+            self.pane.show(drawn, hint)
+            self.table.show(view)  # the table lists the view's own cells ("n/a")
+            self.show_cursor(grid, view)
         if run is None or not run.active:
             error = bool(self.done_note) and self.done_note.startswith("run failed")
             note = self.done_note if error or view is None else f"{self.done_note} {self.status_peak()}".strip()
             if run is not None or self.done_note:
                 self.status.idle(note, error=error)
+
+    def show_cursor(self, grid: GridData | None, view) -> None:
+        """The cursor on the grid and the table, and its cell in words (kept inside the view)."""
+        if view is None or not view.values:
+            self.pane.plot.set_cursor(None)
+            self.pane.show_readout("")
+            return
+        if self.cursor is not None:
+            row, layer = self.cursor
+            self.cursor = (min(row, len(view.values) - 1), min(layer, len(view.values[0]) - 1))
+        self.pane.plot.set_cursor(self.cursor)
+        self.pane.show_readout(cell_readout(grid, view, *self.cursor) + " · F9 top-5" if self.cursor else "")
+        if self.cursor is not None:
+            target = Coordinate(self.cursor[0], self.cursor[1] + 1)
+            if self.table.row_count and self.table.cursor_coordinate != target:
+                self.table.cursor_coordinate = target
+
+    def set_cursor(self, row: int, layer: int) -> None:
+        if self.cursor != (row, layer):
+            self.cursor = (row, layer)
+            grid = self.shown_grid()
+            self.show_cursor(grid, grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None)
+
+    @on(GridPlot.CursorMoved)
+    def _plot_cursor(self, message: GridPlot.CursorMoved) -> None:
+        self.set_cursor(message.row, message.layer)
+
+    @on(DataTable.CellHighlighted, "#table")
+    def _table_cursor(self, message: DataTable.CellHighlighted) -> None:
+        row, column = message.coordinate
+        on_view = self.table.has_focus or self.query_one(TabbedContent).active == "tab-table"
+        if column >= 1 and self.table.row_count and on_view:  # not a rebuild behind the grid
+            self.set_cursor(row, column - 1)
+
+    def positions_from_all(self) -> None:
+        """The chosen-positions grid read from the all-tokens trace where that covers it: one chosen
+        token is row of the all-tokens grid (the same restoration), for the same prompt and settings."""
+        done = self.finished.get("all")
+        form = self.form.values()
+        if self.view_mode != "positions" or done is None or self.stale_reason(done[1].request):
+            return
+        if not self.strip.is_current(form.prompt, form.subject) or len(self.strip.positions) != 1:
+            return
+        token = self.strip.positions[0]
+        current = self.finished.get("positions")
+        if current is not None and list(current[1].positions) == [token] and not self.stale_reason(current[1].request):
+            return
+        derived = result_at(done[1], token)
+        grid = GridData.from_result("positions", derived)
+        grid.samples = noise_samples(derived.request)
+        self.finished["positions"] = (grid, derived)
+        self.facts.show_result(derived)
+        self.report(f"chosen positions: {derived.tokens[token]!r} read from the all-tokens trace (no re-run)",
+                    notify=False)
+
+    @on(TokenStrip.Toggled)
+    def _strip_toggled(self) -> None:
+        if self.view_mode == "positions":
+            self.positions_from_all()
+            self._dirty = True
+
+    def stale_reason(self, request: TraceRequest) -> str:
+        """Why a finished grid no longer matches the form and the settings ("the prompt changed",
+        …), or "" when it still does."""
+        form = self.form.values()
+        for name, now, then in (("prompt", form.prompt, request.prompt), ("subject", form.subject, request.subject),
+                                ("corrupted prompt", form.corrupted, request.corrupted_prompt),
+                                ("target", form.target, request.target)):
+            if (now or None) != (then or None):
+                return f"the {name} changed"
+        try:
+            settings = self.panel.read().trace
+        except SettingsError:
+            return ""  # a half-typed field: the run will say what is wrong
+        changed = [k for k, v in settings.as_kwargs().items() if k != "kinds" and getattr(request, k, v) != v]
+        return f"{', '.join(changed)} changed" if changed else ""
 
     def status_peak(self) -> str:
         """The peak of the view on screen (its kind and metric), for the status line."""
@@ -316,6 +544,7 @@ class TraceScreen(Screen):
         self.view_kind = kind or self.view_kind
         self.metric = metric or self.metric
         self.viewbar.set_state(self.view_mode, self.view_kind, self.metric)
+        self.positions_from_all()
         done = self.finished.get(self.view_mode)
         if done is not None:
             self.facts.show_result(done[1])
@@ -328,6 +557,7 @@ class TraceScreen(Screen):
 
     @on(SettingsPanel.Changed)
     def _settings_changed(self) -> None:
+        self._dirty = True
         self.app.remember_settings(self.panel)
 
     @on(WarningBadge.Pressed)
@@ -340,7 +570,7 @@ class TraceScreen(Screen):
         if error is not None:
             self.report(f"cannot run: no model loaded ({error})", "error")
             return
-        request, problem, note = trace_actions.build_request(self)
+        request, problem, note = self.build_request()
         if note:
             self.report(note, "info", notify=False)
         if request is None:
@@ -371,29 +601,159 @@ class TraceScreen(Screen):
     def action_next_metric(self) -> None:
         self.set_view(metric=METRICS[(METRICS.index(self.metric) + 1) % len(METRICS)])
 
+    def build_request(self) -> tuple[TraceRequest | None, str, str]:
+        """(request, problem, note) from the form, token strip and settings panel: the request,
+        or None and the problem in words; the note is a log line (e.g. the strip was not ready)."""
+        form = self.form.values()
+        problem = None
+        if not form.prompt.strip():
+            problem = "the prompt is empty"
+        elif not form.subject.strip():
+            problem = "the subject is empty"
+        elif form.subject.strip() not in form.prompt:
+            problem = f"subject {form.subject!r} is not in the prompt"
+        if problem is None:
+            try:
+                settings = self.panel.read()
+            except SettingsError as exc:
+                problem = str(exc)
+        if problem:
+            return None, problem, ""
+        positions: str | tuple[int, ...] = "all"
+        note = ""
+        if self.view_mode == "positions":
+            strip = self.strip
+            if strip.is_current(form.prompt, form.subject):
+                positions = strip.positions
+                if not positions:
+                    return None, "choose at least one token in the strip (click or space)", ""
+            else:
+                positions = "subject-last"
+                note = "token strip not ready: restoring the subject's last token"
+        try:
+            request = TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
+                                   positions=positions, **settings.trace.as_kwargs())
+        except Exception as exc:  # InputError from the request's own checks
+            return None, user_message(exc), note
+        return request, "", note
+
     def action_toggle_scale(self) -> None:
-        trace_actions.toggle_scale(self)
+        """F7: ROME's fixed colour scales <-> the cells' own range."""
+        self.auto_scale = not self.auto_scale
+        self.show_view()
+        self.app.notify("colour scale: " + ("auto (the cells' own range)" if self.auto_scale else
+                                              "fixed (recovery 0-100%, probability p_corrupted..p_clean)"), timeout=3)
 
     def action_show_warnings(self) -> None:
-        trace_actions.show_warnings(self)
+        """F8 / the badge: each warning of the trace on screen as a notification titled with its code."""
+        warnings = self.facts.badge.warnings
+        if not warnings:
+            self.app.notify("no warnings for this trace", timeout=3)
+            return
+        self.app.clear_notifications()  # one toast per press, never a stack
+        text = "\n".join(f"• {getattr(w, 'code', 'note')}: {in_app_words(str(w))}" for w in warnings)
+        self.app.notify(text, title=f"{len(warnings)} warning{'s' if len(warnings) != 1 else ''}",
+                        severity="warning", timeout=10)
 
     def action_show_tab(self, tab: str) -> None:
-        self.query_one(TabbedContent).active = tab
+        """F2-F5. Focus leaves the old tab first: a focused widget left in a hidden tab (a Settings
+        checkbox) passed focus to its neighbour there, and TabbedContent switched back to it."""
+        focused = self.focused
+        tabs = self.query_one(TabbedContent)
+        if focused is not None and tabs in focused.ancestors:
+            self.set_focus(None)
+        tabs.active = tab
 
     def action_sweeps(self) -> None:
-        trace_actions.open_sweeps(self)
+        """F6: the sweep screen, with the settings panel's trace settings."""
+        try:
+            values = self.panel.read()
+        except SettingsError as exc:
+            self.report(f"settings: {exc}", "error")
+            return
+        self.app.open_sweeps(values.trace, values.export_dir)
 
     def action_robustness(self) -> None:
-        trace_actions.open_robustness(self)
+        """The robustness view for the form's prompt and subject, with the settings' samples, seed,
+        window and kinds."""
+        form = self.form.values()
+        if not form.prompt.strip() or not form.subject.strip() or form.subject.strip() not in form.prompt:
+            self.report("robustness: give a prompt and a subject inside it", "error")
+            return
+        try:
+            trace = self.panel.read().trace
+        except SettingsError as exc:
+            self.report(f"settings: {exc}", "error")
+            return
+        options = {"samples": trace.samples, "seed": trace.seed, "window": trace.window, "kinds": trace.kinds}
+        if form.target:
+            options["target"] = form.target
+        self.app.push_screen(RobustnessScreen(self.engine, form.prompt, form.subject, options=options))
 
     def action_select_subject_last(self) -> None:
         self.strip.select_subject_last()
 
     def action_export(self) -> None:
-        trace_actions.export_view(self)
+        """ctrl+s: the finished grid of the view on screen (a cancelled re-run keeps the previous one)
+        as text, CSV, JSON and, where tracer.render.figures is there, SVG/PDF; the folder and names announced."""
+        done = self.finished.get(self.view_mode)
+        if done is None:
+            self.report(f"nothing to export: no finished {MODES[self.view_mode]} trace yet", "warning")
+            return
+        grid, result = done
+        try:
+            folder = self.panel.read().export_dir
+        except SettingsError:
+            folder = self.export_dir
+        view = grid.view(self.view_kind, self.metric, auto=self.auto_scale)
+        outcome = exporting.export_all(result, view, folder, self.view_kind, self.metric)
+        if outcome.error:
+            self.report(f"export failed: {outcome.error}", "error")
+            return
+        self.last_export = outcome.paths
+        for note in outcome.notes:
+            self.report(note, "info", notify=False)
+        self.report(outcome.announcement, "done")
+        self.app.notify(outcome.announcement, timeout=5)
 
     def action_inspect(self) -> None:
-        trace_actions.inspect_cell(self)
+        """F9: the top-5 of the patched run at the cursor's cell (Engine.inspect), shown as a
+        notification and a log line."""
+        done = self.finished.get(self.view_mode)
+        if done is None:
+            self.report("nothing to inspect: no finished trace in this view yet", "warning")
+            return
+        grid, result = done
+        row, layer = self.cursor or (-1, -1)
+        if not (0 <= row < len(grid.kinds if grid.mode == "positions" else grid.tokens) and 0 <= layer < grid.n_layers):
+            self.report("put the cursor on a cell first: click the grid, or focus it (tab) and use the arrow keys",
+                        "warning")
+            return
+        kind, token = (grid.kinds[row], None) if grid.mode == "positions" else (self.view_kind, row)
+        where = f"{kind} layer {layer}" + (f" at {grid.tokens[token]!r}" if token is not None else "")
 
-    def on_cell_inspected(self, message: CellInspected) -> None:
-        trace_actions.show_inspected(self, message)
+        def done_callback(future) -> None:  # engine thread: post only
+            try:
+                run = future.result()
+            except Exception as exc:
+                self.post_message(CellInspected(where, None, user_message(exc)))
+                return
+            self.post_message(CellInspected(where, run))
+
+        try:
+            future = self.engine.inspect(result.request, kind, layer, token=token, k=5)
+        except Exception as exc:  # a signature other than the one coded against: say so
+            self.report(f"inspect failed: {user_message(exc)}", "error")
+            return
+        future.add_done_callback(done_callback)
+        self.report(f"inspecting {where}…", notify=False)
+
+    def on_cell_inspected(self, message) -> None:
+        """Engine.inspect's answer (a CellInspected message) as a log line and a notification."""
+        if message.error:
+            self.report(f"inspect {message.where}: {message.error}", "error")
+        else:
+            text = f"top-5 restoring {message.where}: {describe_patched(message.run)}"
+            self.report(text, "done")
+            self.app.notify(text, timeout=8)
+            self.pane.show_readout(text)

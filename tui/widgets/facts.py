@@ -25,20 +25,20 @@ def warning_code(w) -> str:
 
 
 def summary_lines(result) -> list[str]:
-    """Per kind: the peak (token, layer, value) and the top layers (tracer.analyses.summary.summarize, the
-    CLI's summary)."""
+    """Per kind: the subject site and the late site (token, layer, value; tracer.analyses.summary.summarize,
+    the CLI's summary: trivial cells and cells within noise are never sites)."""
     summary = summarize(result, top=3)
     lines = []
-    for kind, s in summary.get("grids", {}).items():
-        peak = s.get("peak")
+
+    def site(peak) -> str:
         if not peak:
-            lines.append(f"{kind}: no peak (n/a)")
-            continue
+            return "none above the noise"
         value = peak.get("value")
-        top = " ".join(f"L{t['layer']}" for t in s.get("top_layers", []))
-        lines.append(f"{kind}: peak {show_token(peak.get('text', ''))[:12]} L{peak.get('layer')}"
-                     f" {'' if value is None else f'{value:.3g}'}")
-        lines.append(f"  top layers {top}")
+        return f"{show_token(peak.get('text', ''))[:12]} L{peak.get('layer')} {'' if value is None else f'{value:.3g}'}"
+
+    for kind, s in summary.get("grids", {}).items():
+        lines.append(f"{kind}: subject {site(s.get('subject_site'))}")
+        lines.append(f"  late {site(s.get('late_site'))}")
     return lines
 
 

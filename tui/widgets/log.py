@@ -62,6 +62,6 @@ class RunLog(RichLog):
 
         if res.corruption == "noise":
             self.line(f"  noise {res.request.noise_rule.describe(res.noise_std)}")
-        self.line(f"  clean top-3: {top(res.clean_top)}")
-        self.line(f"  corrupted top-3: {top(res.corrupted_top)}")
+        self.line(f"  clean top-{len(res.clean_top)}: {top(res.clean_top)}")
+        self.line(f"  corrupted top-{len(res.corrupted_top)}: {top(res.corrupted_top)}")
         self.line(f"  finished in {res.seconds:.2f} s", "done")

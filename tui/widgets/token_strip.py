@@ -29,9 +29,9 @@ class TokenStrip(Widget, can_focus=True):
     TokenStrip:focus { background: $boost; }
     TokenStrip > .token-strip--label { color: $text-muted; }
     TokenStrip > .token-strip--chip { background: $panel; color: $foreground; }
-    TokenStrip > .token-strip--subject { background: $panel; color: $accent; text-style: bold underline; }
+    TokenStrip > .token-strip--subject { background: $panel; color: $accent; text-style: bold; }
     TokenStrip > .token-strip--selected { background: $primary; color: $background; text-style: bold; }
-    TokenStrip > .token-strip--cursor { text-style: reverse; }
+    TokenStrip > .token-strip--cursor { text-style: bold underline; }
     TokenStrip > .token-strip--note { color: $warning; }
     """
     COMPONENT_CLASSES = {
@@ -111,7 +111,12 @@ class TokenStrip(Widget, can_focus=True):
             self.selected = frozenset({self.subject_range[1] - 1})
             self.post_message(self.Toggled(self, self.positions))
 
-    def action_toggle_chip(self, index: int) -> None:  # from a chip's @click
+    def on_click(self, event) -> None:
+        index = event.style.meta.get("chip") if event.style else None
+        if isinstance(index, int):
+            self.action_toggle_chip(index)
+
+    def action_toggle_chip(self, index: int) -> None:  # a click on a chip
         self.toggle(int(index))
 
     def action_toggle_cursor(self) -> None:
@@ -149,8 +154,10 @@ class TokenStrip(Widget, can_focus=True):
         part = "token-strip--selected" if i in self.selected else "token-strip--subject" if b <= i < e else "token-strip--chip"
         chip_style = style(part)
         if i == self.cursor and self.has_focus:
-            chip_style += style("token-strip--cursor")
-        return chip_style + Style(meta={"@click": f"toggle_chip({i})"})
+            chip_style += self.get_component_rich_style("token-strip--cursor", partial=True)  # keeps the chip's colours
+        # a plain meta key, not "@click": Textual draws action links underlined in the link colour,
+        # which underlined every chip and hid the subject's accent and the selection's colours
+        return chip_style + Style(meta={"chip": i})
 
     def _render_aligned(self, aligned: list[str]) -> Text:
         """Two lines per row of chips: the tokens, and under each the corrupted token(s) it is

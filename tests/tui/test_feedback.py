@@ -1,0 +1,176 @@
+"""Feedback that helps (issue 24.5): each defect the half-hour session found, fixed. Fake engine
+(and a synthetic results file for the sweep screen)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from concurrent.futures import Future
+
+from fake_engine import FakeEngine
+from tui_helpers import notifications, ready, run_and_wait, wait_for
+from textual.widgets import Checkbox, DataTable, TabbedContent
+
+from tracer.types import Prediction
+from tui.app import make_app
+from tui.exporting import export_text
+from tui.gridmodel import GridView
+from tui.screens.sweep import SweepScreen
+from tui.screens.trace import in_app_words
+
+
+class SlowEngine(FakeEngine):
+    """A trace that never reports: the first run stays in its recording phase."""
+
+    def trace(self, request, on_event=None, cancel=None) -> Future:
+        return Future()
+
+
+async def test_while_the_first_trace_records_the_grid_says_so_not_no_trace_yet():
+    app = make_app(engine=SlowEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        assert "No trace in the all tokens view yet" in app.trace_screen.pane.plot.placeholder
+        await pilot.press("ctrl+r")
+        await pilot.pause(0.3)
+        assert app.trace_screen.pane.plot.placeholder.startswith("Recording the clean and corrupted runs")
+
+
+async def test_a_finished_trace_is_no_toast_and_f8_is_one_toast_in_the_apps_words():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        assert not any("trace done" in m for _, m in notifications(app))  # the status line says it
+        assert "done in 1.5 s" in app.trace_screen.status.plain
+        for _ in range(3):
+            await pilot.press("f8")
+            await pilot.pause()
+        shown = notifications(app)
+        assert len(shown) == 1 and shown[0][0] == "warning"
+        assert "small-total-effect" in shown[0][1] and "weak-target" in shown[0][1]
+    assert in_app_words("give the fact's answer with --target") == "give the fact's answer in the Target field"
+    assert "--" not in in_app_words("raise --samples or change --noise")
+
+
+def test_rounding_is_not_beyond_the_scale():
+    view = GridView([[-0.01, 50.0, 100.04]], ["a"], ["a"], "t", "recovery", "hidden", ["hidden"], True,
+                    scale=(0.0, 100.0))
+    assert view.beyond == (0, None, None)  # "-0" and "100" as shown: rounding
+    view.values = [[-5.0, 50.0, 112.0]]
+    assert view.beyond == (2, -5.0, 112.0)
+
+
+async def test_recovery_not_available_draws_the_probability_not_an_empty_heatmap():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        ts = app.trace_screen
+        grid = ts.finished["all"][0]
+        for kind in grid.kinds:
+            grid.values[kind]["recovery"] = [[None] * grid.n_layers for _ in range(grid.n_rows)]
+        ts.show_view()
+        shown = ts.pane.current  # the probability, said so: never an empty recovery heatmap
+        assert shown.metric == "prob" and shown.title.startswith("recovery n/a, P shown · hidden · ")
+        assert shown.values == ts.finished["all"][1].grids["hidden"]["prob"]
+        assert "probability" in str(ts.pane.legend.render())
+        assert ts.table.get_cell_at((0, 1)).plain == "n/a"  # the table lists the recovery cells: n/a
+
+
+async def test_the_log_names_as_many_top_tokens_as_it_lists():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        ts = app.trace_screen
+        result = ts.finished["all"][1]
+        five = [Prediction(i, f" t{i}", 0.1) for i in range(5)]
+        ts.run_log.result(dataclasses.replace(result, clean_top=five))
+        line = next(t for t in reversed(ts.run_log.lines_text) if "clean top-" in t)
+        assert "clean top-5: ' t0' 0.100" in line and line.count("0.100") == 5
+
+
+async def test_f2_to_f4_work_while_a_settings_checkbox_has_focus():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await pilot.press("f5")
+        box = app.query(Checkbox).first()
+        box.focus()
+        await pilot.pause()
+        assert app.focused is box
+        tabs = app.query_one(TabbedContent)
+        for key, tab in (("f2", "tab-grid"), ("f3", "tab-table"), ("f4", "tab-log")):
+            await pilot.press("f5")
+            app.query(Checkbox).first().focus()
+            await pilot.pause()
+            await pilot.press(key)
+            await pilot.pause()
+            assert tabs.active == tab, key
+
+
+async def test_a_sweep_group_of_one_fact_shows_no_interval(tmp_path):
+    from test_sweep import synthetic_records
+
+    one = tmp_path / "one.jsonl"
+    records = [r for r in synthetic_records() if r.get("status") != "kept" or r["known_id"] == 0]
+    one.write_text("".join(json.dumps(r) + "\n" for r in records))
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(140, 48)) as pilot:
+        await ready(pilot)
+        screen = SweepScreen()
+        app.push_screen(screen)
+        await wait_for(pilot, lambda: app.screen is screen and screen.is_mounted, what="the sweep screen")
+        screen.open(str(one))
+        await pilot.pause()
+        table = screen.query_one("#sweep-table", DataTable)
+        cells = [str(table.get_row_at(r)[c]) for r in range(3) for c in range(1, len(table.columns))]
+        assert cells and not any("±" in c for c in cells)
+
+
+async def test_text_export_keeps_the_marks_and_does_not_draw_values_with_the_noise_texture():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot)
+        await run_and_wait(pilot)
+        ts = app.trace_screen
+        grid, result = ts.finished["all"]
+        view = grid.view("hidden", "prob")
+        text = export_text(result, view)
+        assert "░" not in text and "±" in text and "~" in text
+        assert view.cell_text(2, 3) in text.split("as on screen")[1]
+
+
+def test_the_robustness_view_has_an_eta_from_the_corruptions_done():
+    from tui.screens.robustness import robustness_eta
+
+    assert robustness_eta(20.0, 2, 8) == "ETA 1m00s (20s elapsed)"  # 10 s per corruption, 6 left
+    assert robustness_eta(3.0, 0, 8).startswith("ETA after the first corruption")
+
+
+def test_the_trace_eta_weighs_cells_by_their_token_layers():
+    from tracer.engine import cell_work, recording_work
+    from tracer.events import Recording
+    from tui.gridmodel import Progress, WorkPlan, eta_blend
+
+    plan = WorkPlan(n_tokens=4, n_layers=3, samples=2, window=1, first=0, all_tokens=True, total=100, free_before=1)
+    progress = Progress(plan=plan)
+    progress.add_recording(Recording("corrupted", 3, 3))  # the clean run and both samples recorded
+    assert progress.recorded == recording_work(4, 3, 2) == 36
+    progress.add_cells("mlp", [(0, 0), (1, 0), (3, 2)])  # token 0 is before the subject: free
+    # token 1 at layer 0: (4 - 1) * (3 - 1) + 1 = 7 token-layers; token 3 at layer 2: 1; two samples each
+    assert cell_work("mlp", 1, 0, n_tokens=4, n_layers=3, window=1) == 7
+    assert progress.work_done == 2 * (7 + 1) and progress.fraction == (36 + 16) / 100
+    # half the work in 10 s: the pace says 10 s left; a prediction of 30 s in all says 20 s; blended by the work done
+    assert eta_blend(10.0, 0.5, None) == 10.0 and eta_blend(10.0, 0.5, 30.0) == 0.5 * 20.0 + 0.5 * 10.0
+
+
+async def test_the_first_screen_tells_a_newcomer_what_to_do_next():
+    app = make_app(engine=FakeEngine())
+    async with app.run_test(size=(160, 40)) as pilot:
+        await ready(pilot)
+        ts = app.trace_screen
+        assert "type your own fact (Prompt, Subject), or ctrl+o: the components" in ts.status.plain
+        await run_and_wait(pilot)
+        assert any("next: your own fact in Prompt and Subject" in line for line in ts.run_log.lines_text)
