@@ -582,14 +582,23 @@ async def test_sweep_screen_runs_a_sweep_on_the_engine_thread(tmp_path, tiny_mod
     from textual.widgets import Static
 
     from tracer.engine import Engine
-    from tui.screens.sweep import SweepScreen
+    from tui.screens.sweep import ConfirmSweep, SweepScreen
 
     facts = write_json(tmp_path / "facts.json", tiny_facts)
     out = str(tmp_path / "r.jsonl")
     engine = Engine(str(tiny_model_dir))
     try:
         screen = SweepScreen(engine=engine, results=out, facts=facts, config=SweepConfig(kinds=("mlp",), samples=2, window=2))
-        async with _host(screen).run_test(size=(140, 48)) as pilot:
+        host = _host(screen)
+        async with host.run_test(size=(140, 48)) as pilot:
+            await pilot.pause(0.3)
+            assert screen.running is None  # the screen opens idle and asks before a sweep
+            await pilot.press("ctrl+r")
+            for _ in range(100):
+                await pilot.pause(0.1)
+                if isinstance(host.screen, ConfirmSweep):
+                    break
+            await pilot.press("enter")
             for _ in range(300):
                 await pilot.pause(0.1)
                 if screen.running is None and os.path.exists(out) and len(lines_of(out)) == 4:

@@ -267,6 +267,25 @@ def run_sweep(
     written, so the file stays valid and a rerun resumes."""
     emit = on_event or (lambda event: None)
     started = time.perf_counter()
+    config, state = _resume(backend, facts, output, config, emit)
+    todo = [f for f in facts if f.known_id not in state.records]
+    traced_now = checked_now = 0
+    cancelled = False
+    with ResultsWriter(output, state) as writer:
+        try:
+            to_trace, checked_now = _check_facts(backend, todo, config, writer, state, emit, cancel)
+            emit(TracingStarted(len(to_trace)))
+            for index, fact in enumerate(to_trace):  # one line each as it finishes
+                check_cancel(cancel)
+                traced_now += _trace_fact(backend, fact, index, len(to_trace), config, writer, state, emit, cancel)
+        except TraceCancelled:
+            cancelled = True
+    return _summary(output, facts, state, traced_now, checked_now, cancelled, time.perf_counter() - started)
+
+
+def _resume(backend: Backend, facts: list[Fact], output: str, config: SweepConfig, emit):
+    """(the config this file records, the results file's state): its settings checked against what is
+    already there; SweepStarted reports what a rerun resumes."""
     if config.model is None:
         config = dataclasses.replace(config, model=backend.name)
     config = config.with_mode(facts)  # noise for known_1000 facts, substitution for prompt pairs
@@ -277,81 +296,73 @@ def run_sweep(
         diff = config_mismatch(state.config, config, check_model=True)
         if diff:
             raise InputError(f"{output} was written with {diff}; use the same settings to resume, or another --output")
+    in_run = {f.known_id: state.records[f.known_id] for f in facts if f.known_id in state.records}
+    emit(SweepStarted(output, len(facts), len(in_run), sum(1 for r in in_run.values() if r["status"] == "kept"),
+                      sum(1 for r in in_run.values() if r["status"] == "skipped"), bool(state.dropped_tail),
+                      config.to_dict()))
+    return config, state
+
+
+def _skip(writer, state, emit, fact: Fact, config: SweepConfig, check: Check) -> None:
+    """Write a fact as skipped (its line, the state, the event)."""
+    writer.append(skipped_record(fact, config, check))
+    state.records[fact.known_id] = {"status": "skipped", "skipped": check.reason}
+    emit(FactSkipped(fact.known_id, check.reason or "", check.detail))
+
+
+def _check_facts(backend, todo: list[Fact], config, writer, state, emit, cancel) -> tuple[list[Fact], int]:
+    """Which facts the model knows (batched clean forwards); the others are written as skipped now.
+    Returns (the facts to trace, how many were checked)."""
+    to_trace: list[Fact] = []
+    checked = skipped = 0
+    for start in range(0, len(todo), CHECK_BATCH * 4):
+        check_cancel(cancel)
+        chunk = todo[start : start + CHECK_BATCH * 4]
+        for fact, check in zip(chunk, backend.check(chunk)):
+            if check.ok:
+                to_trace.append(fact)
+            else:
+                _skip(writer, state, emit, fact, config, check)
+                skipped += 1
+        checked += len(chunk)
+        emit(FactsChecked(checked, len(todo), len(to_trace), skipped))
+    return to_trace, checked
+
+
+def _trace_fact(backend, fact: Fact, index: int, total: int, config, writer, state, emit, cancel) -> int:
+    """Trace one fact and write its line (kept; or skipped: refused input, --skip-flagged).
+    Returns 1 when it was kept, else 0."""
+    emit(FactStarted(index, total, fact))
+    fact_started = time.perf_counter()
+
+    def relay(event, known_id=fact.known_id):
+        if isinstance(event, CellsDone):
+            emit(FactProgress(known_id, event.done, event.total))
+
+    try:
+        result = backend.trace(config.request(fact), relay, cancel)
+    except InputError as exc:  # e.g. a prompt the tracer refuses: record, go on
+        _skip(writer, state, emit, fact, config, Check(False, SKIP_INPUT, one_line(str(exc))))
+        return 0
+    if result is None:  # an engine that reports cancellation by returning None
+        raise TraceCancelled()
+    flag = config.flagged(result.warnings)
+    if flag is not None:  # --skip-flagged: written as skipped, left out of the report
+        top = result.clean_top[0] if result.clean_top else None
+        _skip(writer, state, emit, fact, config, Check(
+            False, f"{SKIP_FLAGGED}:{warning_code(flag)}", one_line(str(flag)), result.target_id, result.target_text,
+            (top.token_id, top.text, top.prob) if top else None))
+        return 0
+    ids = backend.token_ids(fact.prompt) if hasattr(backend, "token_ids") else None
+    record = kept_record(fact, config, result, ids)
+    writer.append(record)
+    state.records[fact.known_id] = {"status": "kept", "skipped": None}
+    emit(FactDone(index, total, record, time.perf_counter() - fact_started))
+    return 1
+
+
+def _summary(output, facts, state, traced_now: int, checked_now: int, cancelled: bool, seconds: float) -> SweepSummary:
     in_run = {f.known_id for f in facts}
-    emit(
-        SweepStarted(
-            output,
-            len(facts),
-            sum(1 for k in state.records if k in in_run),
-            sum(1 for k, r in state.records.items() if k in in_run and r["status"] == "kept"),
-            sum(1 for k, r in state.records.items() if k in in_run and r["status"] == "skipped"),
-            bool(state.dropped_tail),
-            config.to_dict(),
-        )
-    )
-    todo = [f for f in facts if f.known_id not in state.records]
-    traced_now = checked_now = 0
-    cancelled = False
-    with ResultsWriter(output, state) as writer:
-        try:
-            # 1. which facts does the model know? (batched clean forwards; skipped ones are written now)
-            to_trace: list[Fact] = []
-            kept_now = skipped_now = 0
-            for start in range(0, len(todo), CHECK_BATCH * 4):
-                check_cancel(cancel)
-                chunk = todo[start : start + CHECK_BATCH * 4]
-                for fact, check in zip(chunk, backend.check(chunk)):
-                    if check.ok:
-                        to_trace.append(fact)
-                        kept_now += 1
-                    else:
-                        writer.append(skipped_record(fact, config, check))
-                        state.records[fact.known_id] = {"status": "skipped", "skipped": check.reason}
-                        skipped_now += 1
-                        emit(FactSkipped(fact.known_id, check.reason or "", check.detail))
-                checked_now += len(chunk)
-                emit(FactsChecked(checked_now, len(todo), kept_now, skipped_now))
-
-            # 2. trace the known facts, one line each as it finishes
-            emit(TracingStarted(len(to_trace)))
-            for index, fact in enumerate(to_trace):
-                check_cancel(cancel)
-                emit(FactStarted(index, len(to_trace), fact))
-                fact_started = time.perf_counter()
-
-                def relay(event, known_id=fact.known_id):
-                    if isinstance(event, CellsDone):
-                        emit(FactProgress(known_id, event.done, event.total))
-
-                try:
-                    result = backend.trace(config.request(fact), relay, cancel)
-                except InputError as exc:  # e.g. a prompt the tracer refuses: record, go on
-                    detail = one_line(str(exc))
-                    record = skipped_record(fact, config, Check(False, SKIP_INPUT, detail))
-                    writer.append(record)
-                    state.records[fact.known_id] = {"status": "skipped", "skipped": SKIP_INPUT}
-                    emit(FactSkipped(fact.known_id, SKIP_INPUT, detail))
-                    continue
-                if result is None:  # an engine that reports cancellation by returning None
-                    raise TraceCancelled()
-                flag = config.flagged(result.warnings)
-                if flag is not None:  # --skip-flagged: written as skipped, left out of the report
-                    reason = f"{SKIP_FLAGGED}:{warning_code(flag)}"
-                    top = result.clean_top[0] if result.clean_top else None
-                    writer.append(skipped_record(fact, config, Check(
-                        False, reason, one_line(str(flag)), result.target_id, result.target_text,
-                        (top.token_id, top.text, top.prob) if top else None)))
-                    state.records[fact.known_id] = {"status": "skipped", "skipped": reason}
-                    emit(FactSkipped(fact.known_id, reason, one_line(str(flag))))
-                    continue
-                ids = backend.token_ids(fact.prompt) if hasattr(backend, "token_ids") else None
-                record = kept_record(fact, config, result, ids)
-                writer.append(record)
-                state.records[fact.known_id] = {"status": "kept", "skipped": None}
-                traced_now += 1
-                emit(FactDone(index, len(to_trace), record, time.perf_counter() - fact_started))
-        except TraceCancelled:
-            cancelled = True
     by_reason: dict[str, int] = {}
     for k, r in state.records.items():
         if k in in_run and r["status"] == "skipped":
@@ -365,7 +376,7 @@ def run_sweep(
         traced_now=traced_now,
         checked_now=checked_now,
         cancelled=cancelled,
-        seconds=time.perf_counter() - started,
+        seconds=seconds,
         dropped_tail=bool(state.dropped_tail),
     )
 

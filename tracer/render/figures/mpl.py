@@ -4,6 +4,8 @@ without it, a clear InputError says how to install it."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import math
 
 from ...errors import InputError
@@ -18,11 +20,7 @@ DPI = 200  # ROME's
 
 def have_matplotlib() -> bool:
     """Whether matplotlib can be imported (the `plots` extra is installed)."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("matplotlib") is not None
 
 
 def _pyplot():
