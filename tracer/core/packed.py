@@ -147,6 +147,19 @@ class _Rope:
         return _rotate_fused[self.rope.traditional](x.reshape(m, heads, -1), cos, sin)
 
 
+def _restore_masks(cells, lay, N: int, L: int) -> tuple[dict, dict]:
+    """({(kind, layer): [M] bool} where the clean values are restored, the same where a severed kind
+    is held at the corrupted run's values) over the packed token rows."""
+    restores, freezes = {}, {}
+    for c_i, cell in enumerate(cells):
+        hit = (lay.tok_row // N == c_i) & np.isin(lay.tok_pos, cell.positions)
+        for layer in range(*cell.layers):
+            restores[(cell.kind, layer)] = restores.get((cell.kind, layer), False) | hit
+        for layer in cell.frozen(L):
+            freezes[(cell.sever, layer)] = freezes.get((cell.sever, layer), False) | hit
+    return restores, freezes
+
+
 def attention(q, keys, values, scale: float, mask=None):
     """Softmax attention of q [R, H, n, hd] over keys/values [R, kv_heads, T, hd] (query head h
     reads kv head h // (H / kv_heads)); mask: additive [n, T]. Small-T attention on CPU: one
@@ -200,13 +213,7 @@ class PackedForward:
         # restored position lies in the prompt, before the k - 1 appended target tokens)
         last = lay.last if k == 1 else (lay.last[:, None] + np.arange(1 - k, 1)[None, :]).reshape(-1)
 
-        restores, freezes = {}, {}  # (kind, layer) -> [M] bool
-        for c_i, cell in enumerate(cells):
-            hit = (lay.tok_row // N == c_i) & np.isin(lay.tok_pos, cell.positions)
-            for layer in range(*cell.layers):
-                restores[(cell.kind, layer)] = restores.get((cell.kind, layer), False) | hit
-            for layer in cell.frozen(L):
-                freezes[(cell.sever, layer)] = freezes.get((cell.sever, layer), False) | hit
+        restores, freezes = _restore_masks(cells, lay, N, L)
 
         def restore(kind, layer, h, sel=None):
             """h with the clean values where (kind, layer) restores, and the corrupted run's where it
@@ -224,14 +231,8 @@ class PackedForward:
                 h = mx.where(mx.array(frozen[:, None]), values, h)
             return h
 
-        D = run.clean["hidden"][0].shape[-1]
-        if start == 0:
-            if run.embeds is not None:
-                h = run.embeds.reshape(-1, D)[lay.source]
-            else:
-                h = self.embed(mx.array(np.asarray(run.ids)[lay.tok_pos]))
-        else:
-            h = run.states["hidden"][start - 1].reshape(-1, D)[lay.source]
+        h = self._first_input(run, lay, start)
+        if start > 0:
             h = restore("hidden", start - 1, h)
         ropes = {}  # layers with equal rotary settings share tables
         causal = mx.array(np.where(np.arange(T)[None, :] <= np.arange(lay.t0, T)[:, None], 0.0, -np.inf),
@@ -271,6 +272,16 @@ class PackedForward:
             h = h[mx.array(last)]
         out = self._head(self.norm(h))
         return out if k == 1 else out.reshape(R, k, -1)
+
+    def _first_input(self, run, lay, start: int) -> mx.array:
+        """The rows' input to layer `start`: the (noised) embeddings, or the corrupted run's hidden
+        states after layer start - 1 (replayed: below a cell's first restored layer nothing differs)."""
+        D = run.clean["hidden"][0].shape[-1]
+        if start > 0:
+            return run.states["hidden"][start - 1].reshape(-1, D)[lay.source]
+        if run.embeds is not None:
+            return run.embeds.reshape(-1, D)[lay.source]
+        return self.embed(mx.array(np.asarray(run.ids)[lay.tok_pos]))
 
     def _head(self, x):
         return self.model.lm_head(x) if "lm_head" in self.model else self.embed.as_linear(x)
