@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..blas import ENV_VAR, fix_hint, gemm_gflops, load_fast_blas
 from .common import add_model_args
 
 
@@ -19,10 +20,9 @@ def version() -> int:
 
     import mlx.core as mx
 
-    from .. import BLAS
-
+    blas = load_fast_blas()  # what `import tracer` loaded (idempotent)
     print(f"tracer-tui {version('tracer-tui')} (mlx {mx.__version__}, device {mx.default_device()})")
-    print(f"BLAS: {BLAS.describe()}")
+    print(f"BLAS: {blas.describe()}")
     return 0
 
 
@@ -30,34 +30,32 @@ def run(args) -> int:
     """doctor: which BLAS was found and chosen and why, its GEMM rate, the fix when slow; the model."""
     import mlx.core as mx
 
-    from .. import BLAS
-    from ..blas import ENV_VAR, fix_hint, gemm_gflops
-
+    blas = load_fast_blas()  # what `import tracer` loaded (idempotent)
     slow_gflops = 20.0  # below this a "fast" BLAS is not doing its job (the reference does ~5)
 
     print(f"mlx {mx.__version__}, default device {mx.default_device()}")
-    if BLAS.found:
+    if blas.found:
         print("BLAS candidates, in the order tried:")
-        for name, path, where in BLAS.found:
+        for name, path, where in blas.found:
             print(f"  {name:<9} {where:<11} {path}")
-    elif BLAS.name != "accelerate":
+    elif blas.name != "accelerate":
         print("BLAS candidates: none found")
-    print(f"BLAS: {BLAS.describe()}")
-    if BLAS.reason:
-        print(f"BLAS chosen because: {BLAS.reason}")
-    rate = gemm_gflops(512 if not BLAS.fast else 1024, repeats=2 if not BLAS.fast else 5)
+    print(f"BLAS: {blas.describe()}")
+    if blas.reason:
+        print(f"BLAS chosen because: {blas.reason}")
+    rate = gemm_gflops(512 if not blas.fast else 1024, repeats=2 if not blas.fast else 5)
     print(f"float32 GEMM on CPU: {rate:.1f} GFLOP/s")
-    if not BLAS.fast:
-        print("warning: tracing will be 30-65x slower than it should be. " + BLAS.note, file=sys.stderr)
-        if BLAS.reason == f"{ENV_VAR}=none":
+    if not blas.fast:
+        print("warning: tracing will be 30-65x slower than it should be. " + blas.note, file=sys.stderr)
+        if blas.reason == f"{ENV_VAR}=none":
             print(f"fix: unset {ENV_VAR}")
-        elif BLAS.imported_too_late:
+        elif blas.imported_too_late:
             print("fix: put `import tracer` before `import mlx.core`")
         else:
             print(f"fix: {fix_hint()}")
-    elif BLAS.name != "accelerate" and rate < slow_gflops:
+    elif blas.name != "accelerate" and rate < slow_gflops:
         print(
-            f"warning: {BLAS.name} runs GEMM at only {rate:.1f} GFLOP/s (a busy machine?); "
+            f"warning: {blas.name} runs GEMM at only {rate:.1f} GFLOP/s (a busy machine?); "
             f"try another BLAS with {ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
             file=sys.stderr,
         )
