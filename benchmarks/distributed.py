@@ -112,8 +112,8 @@ def _runs(sweep: list[str], out: Path, facts: int, one_worker: bool) -> dict:
 def _merge_cost(lines: list[bytes], copies: int, tmp: Path) -> tuple[float, int]:
     """Seconds to merge 2 part files holding `copies` x the run's lines (new known_ids)."""
     from tracer.inputs.facts import Fact
-    from tracer.sweeps.results import SweepConfig
     from tracer.sweeps.distributed import merge_parts, part_path
+    from tracer.sweeps.results import SweepConfig
 
     out = tmp / "merge.jsonl"
     facts, parts = [], [[], []]

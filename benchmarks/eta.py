@@ -25,6 +25,7 @@ import time
 from tracer.engine import Engine, trace_work
 from tracer.events import CellsDone, Recording
 from tracer.types import TraceRequest
+
 from tui.gridmodel import Progress, WorkPlan
 
 PROMPT, SUBJECT = "The Eiffel Tower is located in the city of", "Eiffel Tower"

@@ -33,11 +33,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         os.environ["TRACER_TUI_CONFIG_DIR"] = str(work / "config")  # never the user's own settings
+        from tracer.core.tracing import Tracer
+        from tracer.models.load import load_model
+
         from fuzz_cases import make_context, run_fuzz
         from tiny import make_tiny_model
-
-        from tracer.models.load import load_model
-        from tracer.core.tracing import Tracer
 
         model = Tracer(load_model(str(make_tiny_model("llama", work / "tiny-llama", seed=0))))
         ctx = make_context(model, work / "work")

@@ -22,15 +22,14 @@ import threading
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
+from tracer.core.tracing import Tracer, run_trace
+from tracer.errors import TraceCancelled
+from tracer.events import Recording, Started
+from tracer.inputs.prompts import tokenize
+from tracer.models.load import load_model
+from tracer.types import TraceRequest
 
-import mlx.core as mx  # noqa: E402
-
-from tracer.errors import TraceCancelled  # noqa: E402
-from tracer.events import Recording, Started  # noqa: E402
-from tracer.models.load import load_model  # noqa: E402
-from tracer.inputs.prompts import tokenize  # noqa: E402
-from tracer.core.tracing import Tracer, run_trace  # noqa: E402
-from tracer.types import TraceRequest  # noqa: E402
+import mlx.core as mx
 
 SENTENCE = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

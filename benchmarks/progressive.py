@@ -28,15 +28,14 @@ import sys
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
+from tracer.core.tracing import Tracer, run_trace
+from tracer.events import CellsDone, Estimate
+from tracer.inputs.facts_file import load_facts
+from tracer.models.load import LoadedModel, load_model
+from tracer.types import TraceRequest
 
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tracer.events import CellsDone, Estimate  # noqa: E402
-from tracer.inputs.facts_file import load_facts  # noqa: E402
-from tracer.models.load import LoadedModel, load_model  # noqa: E402
-from tracer.core.tracing import Tracer, run_trace  # noqa: E402
-from tracer.types import TraceRequest  # noqa: E402
+import mlx.core as mx
+import numpy as np
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -53,12 +53,11 @@ import time
 import types
 
 import tracer  # first: fast BLAS before mlx.core
+from tracer.models.load import load_model
 
-import mlx.core as mx  # noqa: E402
-import numpy as np  # noqa: E402
-from mlx.utils import tree_flatten  # noqa: E402
-
-from tracer.models.load import load_model  # noqa: E402
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -15,12 +15,11 @@ import statistics
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
-
-from tracer.types import TraceRequest  # noqa: E402
-from tracer.models.load import load_model  # noqa: E402
-from tracer.core.schedule import make_cells, token_layers  # noqa: E402
+from tracer.core.schedule import make_cells, token_layers
 from tracer.core.tracing import Tracer, plan_chunks, run_trace
-from tracer.inputs.positions import resolve_positions  # noqa: E402
+from tracer.inputs.positions import resolve_positions
+from tracer.models.load import load_model
+from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

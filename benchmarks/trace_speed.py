@@ -17,19 +17,18 @@ import sys
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
+from tracer import BLAS
+from tracer.blas import set_blas_threads
+from tracer.core.schedule import make_cells, token_layers, window_layers
+from tracer.core.tracing import Tracer, plan_chunks, run_trace
+from tracer.inputs.prompts import subject_span, tokenize
+from tracer.models.anatomy import find_anatomy
+from tracer.models.load import load_model
+from tracer.types import TraceRequest
 
-import mlx.core as mx  # noqa: E402
-import mlx.nn as nn  # noqa: E402
-import numpy as np  # noqa: E402
-
-from tracer import BLAS  # noqa: E402
-from tracer.blas import set_blas_threads  # noqa: E402
-from tracer.models.anatomy import find_anatomy  # noqa: E402
-from tracer.types import TraceRequest  # noqa: E402
-from tracer.models.load import load_model  # noqa: E402
-from tracer.inputs.prompts import subject_span, tokenize  # noqa: E402
-from tracer.core.schedule import make_cells, token_layers, window_layers  # noqa: E402
-from tracer.core.tracing import Tracer, plan_chunks, run_trace  # noqa: E402
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from oracle import install_hooks  # noqa: E402  (the tests' plain wrappers, independent of tracer.core.patching)

@@ -29,7 +29,9 @@ def child(model: str | None, samples: int) -> int:
     sys.path.insert(0, str(ROOT))
     import tracer  # noqa: F401  - fast BLAS before mlx.core
     from tracer.settings import TraceSettings
+
     from textual import events
+
     from tui.app import make_app
 
     app = make_app(model_spec=model or None, settings=TraceSettings(samples=samples))

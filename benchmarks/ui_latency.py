@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tracer  # noqa: E402,F401  - fast BLAS before mlx.core
 
-from textual import events  # noqa: E402
+from textual import events
 
-from tui.app import make_app  # noqa: E402
-from tui.widgets.grid import GridPlot  # noqa: E402
+from tui.app import make_app
+from tui.widgets.grid import GridPlot
 
 
 def summary(samples: list[float]) -> dict:

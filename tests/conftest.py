@@ -1,12 +1,11 @@
 """Shared fixtures. `import tracer` comes first: it loads the fast BLAS before mlx.core."""
 
+from pathlib import Path
+
 import tracer  # noqa: F401  - must precede any import of mlx.core
 
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-from tiny import ARCHS, make_tiny_model  # noqa: E402
+import pytest
+from tiny import ARCHS, make_tiny_model
 
 TINY_ARCH = "llama"  # 6 layers, GQA (2 KV heads for 4 query heads)
 
@@ -69,8 +68,8 @@ def embedded_model():
 @pytest.fixture(scope="module")
 def tracers(tiny_model_factory):
     """Per arch: (an engine Tracer with small forwards, a separately loaded model for the oracle)."""
-    from tracer.models.load import load_model
     from tracer.core.tracing import Tracer
+    from tracer.models.load import load_model
 
     cache = {}
 

@@ -218,9 +218,8 @@ def settings_case(rng: random.Random, ctx) -> None:
 
 def results_case(rng: random.Random, ctx) -> None:
     """A results file of random lines, read by the report, the resume scan and the app's follower."""
-    from tracer.sweeps.results import scan_results
-    from tracer.sweeps.results import ResultsTail
     from tracer.sweeps.aggregate import load_report
+    from tracer.sweeps.results import ResultsTail, scan_results
 
     if rng.random() < 0.1:
         path = special_path(rng, ctx)

@@ -18,11 +18,11 @@ import struct
 import sys
 
 import tracer  # noqa: F401,E402  - loads the fast BLAS before mlx.core
+from tracer.errors import ModelError
+from tracer.models.gguf import read_gguf
+from tracer.models.gguf_header import validate_gguf
 
-import gguf_bytes  # noqa: E402
-from tracer.errors import ModelError  # noqa: E402
-from tracer.models.gguf import read_gguf  # noqa: E402
-from tracer.models.gguf_header import validate_gguf  # noqa: E402
+import gguf_bytes
 
 
 def mutate(rng: random.Random, data: bytes, header_end: int) -> tuple[bytes, str]:

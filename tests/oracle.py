@@ -5,13 +5,13 @@ Its own small wrappers (not tracer.core.patching's taps) on a separately loaded 
 
 from __future__ import annotations
 
+from tracer.core.schedule import window_layers
+from tracer.inputs.prompts import subject_span, tokenize
+from tracer.models.anatomy import find_anatomy
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
-
-from tracer.models.anatomy import find_anatomy
-from tracer.inputs.prompts import subject_span, tokenize
-from tracer.core.schedule import window_layers
 
 
 class Hook(nn.Module):

@@ -2,15 +2,15 @@
 engine's grids against a one-forward-per-cell oracle that restores each clean position's state at
 its aligned corrupted position."""
 
-import numpy as np
-import pytest
-
-from oracle import oracle_trace
-from tracer.errors import InputError
-from tracer.inputs.prompts import Tokens, align_prompts, align_tokens, tokenize
 from tracer.core.prepare import in_frame
 from tracer.core.tracing import Tracer, run_trace
+from tracer.errors import InputError
+from tracer.inputs.prompts import Tokens, align_prompts, align_tokens, tokenize
 from tracer.types import TraceRequest
+
+import numpy as np
+import pytest
+from oracle import oracle_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -1,15 +1,15 @@
 """find_anatomy on every tiny architecture: layer count, hidden size, and the
 shapes the attention / MLP / block slots actually produce in a forward pass."""
 
+from tracer.errors import ModelError
+from tracer.models.anatomy import find_anatomy
+from tracer.models.load import load_model
+
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from oracle import Hook
 from tiny import ARCHS, HIDDEN, n_layers
-
-from tracer.models.anatomy import find_anatomy
-from tracer.errors import ModelError
-from tracer.models.load import load_model
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

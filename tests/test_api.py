@@ -4,14 +4,14 @@ import os
 import subprocess
 import sys
 
+import tracer
+from tracer.inputs.prompts import tokenize
+from tracer.models.load import load_model
+
 import mlx.core as mx
 import numpy as np
 import pytest
-
-import tracer
 from oracle import install_hooks
-from tracer.models.load import load_model
-from tracer.inputs.prompts import tokenize
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import tracer
 from tracer import blas
+
+import pytest
 
 OPENBLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-pthread"
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))

@@ -14,14 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import mlx.core as mx
-import pytest
-
 import tracer
 from tracer import blas
-from tracer.cli.common import EXIT_USAGE
 from tracer.cli import run_cli
+from tracer.cli.common import EXIT_USAGE
 from tracer.models.load import embedded_model_path
+
+import mlx.core as mx
+import pytest
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 PREFIX = "tracer-tui: error: "

@@ -3,15 +3,13 @@
 import json
 import math
 
-import pytest
-
 from tracer.errors import InputError
 from tracer.inputs.facts import Fact
 from tracer.inputs.facts_file import load_facts
-from tracer.sweeps.aggregate import aggregate
 from tracer.render.sweep_report import render_relations
-from tracer.sweeps.aggregate import load_relation_reports
+from tracer.sweeps.aggregate import aggregate, load_relation_reports
 
+import pytest
 from test_sweep import TESTS, synthetic_records, write_json
 
 SAMPLE = f"{TESTS}/counterfact_sample.json"
@@ -42,8 +40,8 @@ def test_bad_counterfact_records_are_one_line_naming_the_row(tmp_path, rewrite, 
 
 
 def test_counterfact_facts_get_the_same_verdicts_as_their_known_1000_rows(tmp_path, tiny_lm):
-    from tracer.sweeps.run import TracerBackend, count_known
     from tracer.core.tracing import Tracer
+    from tracer.sweeps.run import TracerBackend, count_known
 
     tracer_ = Tracer(tiny_lm)
     prompt = "The capital of Germany is"

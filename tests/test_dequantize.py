@@ -5,15 +5,15 @@ per llama.cpp's layout; mlx-lm packing is decoded here)."""
 
 import json
 
+from tracer.models.dequant import dequantize_f32
+from tracer.models.gguf_header import validate_gguf
+from tracer.models.load import embedded_model_path, load_model
+
+import gguf_bytes as gb
 import mlx.core as mx
 import numpy as np
 import pytest
 from mlx.utils import tree_flatten
-
-import gguf_bytes as gb
-from tracer.models.dequant import dequantize_f32
-from tracer.models.gguf_header import validate_gguf
-from tracer.models.load import embedded_model_path, load_model
 
 ROWS, COLS = 6, 128  # MLX shape; GGUF dims are (COLS, ROWS)
 

@@ -2,14 +2,14 @@
 
 import threading
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from tracer.engine import Engine
 from tracer.errors import InputError
 from tracer.events import Cancelled, CellsDone, Failed, Finished, Recording, Started
 from tracer.types import TraceRequest
+
+import mlx.core as mx
+import numpy as np
+import pytest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

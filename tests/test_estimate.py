@@ -1,20 +1,20 @@
 """The first-order estimate (tracer/core/estimate.py) against finite differences and exact traces,
 and the progressive schedule against today's (the same grids bit for bit)."""
 
+from tracer.cli import run_cli
+from tracer.core.estimate import differentiable_prob, importance, order_chunks, state_terms
+from tracer.core.fastops import exact_activations
+from tracer.core.patching import TapPlan
+from tracer.core.schedule import Cell, Chunk, Corrupted, window_layers
+from tracer.core.tracing import run_trace
+from tracer.errors import InputError
+from tracer.events import CellsDone, Estimate, Started
+from tracer.inputs.prompts import subject_span, tokenize
+from tracer.types import TraceRequest
+
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from tracer.cli import run_cli
-from tracer.core.estimate import differentiable_prob, importance, order_chunks, state_terms
-from tracer.errors import InputError
-from tracer.events import CellsDone, Estimate, Started
-from tracer.core.fastops import exact_activations
-from tracer.core.patching import TapPlan
-from tracer.inputs.prompts import subject_span, tokenize
-from tracer.core.schedule import Cell, Chunk, Corrupted, window_layers
-from tracer.core.tracing import run_trace
-from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -55,8 +55,8 @@ def _f(pm, run, added) -> np.ndarray:
 def float64_tracer(tiny_model_dir):
     """The tiny llama in float64 (MLX's CPU runs it; its attention and RoPE keep float32 steps),
     so that finite differences are not lost in float32 rounding."""
-    from tracer.models.load import load_model
     from tracer.core.tracing import Tracer
+    from tracer.models.load import load_model
 
     lm = load_model(str(tiny_model_dir))
     lm.model.set_dtype(mx.float64)

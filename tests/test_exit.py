@@ -6,20 +6,20 @@ GIL and, with the interpreter finalising, aborted the process ("terminate called
 active exception", exit code 134). workers.release_thread_state frees it while the thread
 still runs, and join_thread waits for the OS thread to be gone."""
 
-import pytest
 import os
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
-import mlx.core as mx
-import numpy as np
-
 from tracer.core import workers
+from tracer.core.workers import Workers, join_thread, release_thread_state
 from tracer.engine import Engine
 from tracer.types import TraceRequest
-from tracer.core.workers import Workers, join_thread, release_thread_state
+
+import mlx.core as mx
+import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

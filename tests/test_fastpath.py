@@ -4,16 +4,16 @@ import json
 import shutil
 import threading
 
+from tracer.core.fastops import fused_silu_mul, silu_mul
+from tracer.core.tracing import Tracer, run_trace
+from tracer.errors import TraceCancelled
+from tracer.events import CellsDone
+from tracer.models.load import load_model
+from tracer.types import TraceRequest
+
 import mlx.core as mx
 import numpy as np
 import pytest
-
-from tracer.errors import TraceCancelled
-from tracer.events import CellsDone
-from tracer.types import TraceRequest
-from tracer.core.fastops import fused_silu_mul, silu_mul
-from tracer.models.load import load_model
-from tracer.core.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -183,9 +183,9 @@ def test_cancel_stops_a_forward_between_layers(tiny_model_factory, arch):
 def test_softmax_and_logsumexp_are_precise_over_a_large_vocabulary():
     """P(token) to ~1e-5 relative over 49k logits (a single float32 accumulator is ~1e-4 off,
     which put every cell of a trace 1e-4 above ROME's numbers)."""
-    import mlx.core as mx
-
     from tracer.core.fastops import logsumexp, softmax
+
+    import mlx.core as mx
 
     rng = np.random.default_rng(0)
     for vocab in (49152, 49153, 700):

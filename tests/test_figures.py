@@ -9,11 +9,11 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
-
-from tracer.render import figures
 from tracer.errors import InputError
+from tracer.render import figures
 from tracer.types import Prediction, TraceRequest, TraceResult
+
+import pytest
 
 SVG = "{http://www.w3.org/2000/svg}"
 PURPLES = ("#fcfbfd", "#efedf5", "#dadaeb", "#bcbddc", "#9e9ac8", "#807dba", "#6a51a3", "#54278f", "#3f007d")

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-from test_figures import GREENS, PURPLES, SVG, cells, fill_at, parse, texts
-
-from tracer.render import figures
 from tracer.cli import run_cli
 from tracer.errors import InputError
+from tracer.render import figures
 from tracer.render.figures.report import band
 from tracer.sweeps.aggregate import load_report
+
+import pytest
+from test_figures import GREENS, PURPLES, SVG, cells, fill_at, parse, texts
 
 # ---- a sweep report ---------------------------------------------------------------------------
 

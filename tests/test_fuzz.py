@@ -10,11 +10,11 @@ import json
 import random
 import time
 
-import pytest
-
 import tracer
 from tracer.cli import run_cli
 from tracer.errors import TracerError
+
+import pytest
 
 SEED = 14
 N_CLI, N_API, N_FACTS, N_RESULTS = 80, 40, 40, 40  # 200 cases in all
@@ -179,10 +179,10 @@ def test_fuzz_facts_loader(tmp_path):
 
 
 def test_fuzz_results_reader(tmp_path):
-    from tracer.settings import TraceSettings
-    from tracer.sweeps.results import scan_results
     from tracer.render.sweep_report import render_json, render_text
+    from tracer.settings import TraceSettings
     from tracer.sweeps.aggregate import load_report
+    from tracer.sweeps.results import scan_results
 
     rng = random.Random(SEED + 3)
     config = {"model": "m", **TraceSettings(kinds=("mlp",), samples=1, window=2).to_dict(), "filter": "rome"}

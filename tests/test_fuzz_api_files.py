@@ -4,11 +4,11 @@ the results file (tests/fuzz_cases.py) end in a result or an error of the projec
 
 from __future__ import annotations
 
+from tracer.core.tracing import Tracer
+from tracer.models.load import load_model
+
 import pytest
 from fuzz_cases import make_context, run_fuzz
-
-from tracer.models.load import load_model
-from tracer.core.tracing import Tracer
 
 N = 2400
 SEED = 25

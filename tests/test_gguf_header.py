@@ -9,15 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import pytest
-
-import gguf_bytes as gb
-from gguf_bytes import kv, raw_gguf, s, tensor_info
 from tracer.errors import ModelError
 from tracer.models.gguf import read_gguf
 from tracer.models.gguf_header import validate_gguf
 from tracer.models.load import embedded_model_path
+
+import gguf_bytes as gb
+import numpy as np
+import pytest
+from gguf_bytes import kv, raw_gguf, s, tensor_info
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 HERE = Path(__file__).parent

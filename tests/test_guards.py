@@ -3,10 +3,7 @@ meaningless traces now say so."""
 
 import json
 
-import numpy as np
-
-import pytest
-
+from tracer.core.tracing import Tracer, run_trace
 from tracer.guards import (
     MIN_TOTAL_EFFECT,
     TraceWarning,
@@ -16,8 +13,10 @@ from tracer.guards import (
     trace_guards,
     warning_dict,
 )
-from tracer.core.tracing import Tracer, run_trace
 from tracer.types import TraceRequest
+
+import numpy as np
+import pytest
 
 SOUND = dict(target_text=" Paris", p_clean=0.70, p_corrupted=0.02, corrupted_top_id=5, target_id=7,
              clean_top_id=7, clean_top_text=" Paris", target_given=False)

@@ -1,11 +1,11 @@
 """tracer.inspect / inspect_cell: one patched cell's distribution, against the trace's own grid cells."""
 
-import numpy as np
-import pytest
-
 import tracer
 from tracer.core.inspection import inspect_cell
 from tracer.inputs.prompts import tokenize
+
+import numpy as np
+import pytest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

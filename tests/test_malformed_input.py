@@ -8,15 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import tracer
 from tracer.cli import run_cli
+from tracer.core.tracing import Tracer
 from tracer.errors import InputError
+from tracer.inputs.facts_file import load_facts
 from tracer.sweeps.results import SweepConfig
 from tracer.sweeps.run import TracerBackend, run_sweep
-from tracer.inputs.facts_file import load_facts
-from tracer.core.tracing import Tracer
+
+import pytest
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
 PREFIX = "tracer-tui: error: "
@@ -269,9 +269,9 @@ def test_trace_json_with_nan_logits_is_strict(capsys, tiny_model_dir, nan_model)
 
 
 def test_sweep_line_and_report_with_nan_logits_are_strict(tmp_path, tiny_tracer, nan_model):
-    from tracer.sweeps.results import Check
     from tracer.render.sweep_report import render_json
     from tracer.sweeps.aggregate import load_report
+    from tracer.sweeps.results import Check
 
     class PassAll(TracerBackend):
         def check(self, facts):
@@ -358,8 +358,8 @@ def test_text_export_escapes_control_characters(tiny_tracer):
 
 
 def test_show_token_and_the_apps_labels_agree():
-    from tracer.render.tokens import show_token
     from tracer.render.terminal_plot import row_label, visible
+    from tracer.render.tokens import show_token
 
     assert show_token(" Tower\n\t\r\x1b\x7f\x9b") == "␣Tower⏎⇥␍␛␡\\x9b"
     assert visible("\x1b[2J") == "␛[2J" and row_label("\x07", True) == "␇*"

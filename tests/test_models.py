@@ -5,13 +5,13 @@ import json
 import subprocess
 import sys
 
+from tracer.models.anatomy import find_anatomy
+from tracer.models.load import DEFAULT_MODEL, embedded_model_path, load_model
+
 import mlx.core as mx
 import mlx.nn as nn
 import pytest
 from mlx.utils import tree_flatten
-
-from tracer.models.anatomy import find_anatomy
-from tracer.models.load import DEFAULT_MODEL, embedded_model_path, load_model
 
 EIFFEL = "The Eiffel Tower is located in the city of"
 EIFFEL_IDS = [504, 414, 46682, 18669, 314, 3807, 281, 260, 2240, 282]

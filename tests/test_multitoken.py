@@ -4,14 +4,14 @@ and the reported per-token probabilities against a plain forward of prompt + tar
 
 import math
 
+from tracer.core.tracing import Tracer, run_trace
+from tracer.inputs.prompts import align_tokens, target_ids, tokenize
+from tracer.types import TraceRequest
+
 import mlx.core as mx
 import numpy as np
 import pytest
-
 from oracle import oracle_trace
-from tracer.inputs.prompts import align_tokens, target_ids, tokenize
-from tracer.core.tracing import Tracer, run_trace
-from tracer.types import TraceRequest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

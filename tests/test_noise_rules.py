@@ -3,16 +3,16 @@
 import json
 import os
 
-import numpy as np
-import pytest
-
-from oracle import oracle_trace
 from tracer.core import corruption
+from tracer.core.tracing import Tracer, run_trace
 from tracer.errors import InputError
-from tracer.types import TraceRequest
 from tracer.models.load import load_model
 from tracer.settings import NoiseRule, TraceSettings
-from tracer.core.tracing import Tracer, run_trace
+from tracer.types import TraceRequest
+
+import numpy as np
+import pytest
+from oracle import oracle_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -8,19 +8,16 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import pytest
-
 from tracer.errors import InputError
 from tracer.inputs.facts import Fact, pair_passes
-from tracer.inputs.facts_file import load_facts
-from tracer.inputs.facts_file import read_rows
+from tracer.inputs.facts_file import load_facts, read_rows
+from tracer.render.sweep_report import render_csv, render_json, render_text
+from tracer.sweeps.aggregate import aggregate, load_report
 from tracer.sweeps.results import SweepConfig
 from tracer.sweeps.run import TracerBackend, run_sweep
-from tracer.sweeps.aggregate import aggregate
-from tracer.render.sweep_report import render_csv, render_json, render_text
-from tracer.sweeps.aggregate import load_report
 
+import numpy as np
+import pytest
 from test_sweep import FakeBackend, lines_of
 
 PAIRS = [

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import warnings
 
+import tracer
+from tracer.core.tracing import Tracer
+from tracer.inputs.positions import positions_together
+from tracer.models.load import load_model
+
 import numpy as np
 import pytest
-
-import tracer
-from tracer.models.load import load_model
-from tracer.inputs.positions import positions_together
-from tracer.core.tracing import Tracer
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -6,21 +6,21 @@ import shutil
 import threading
 import time
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
-from oracle import oracle_trace
 from tracer.core import schedule, tracing
+from tracer.core.patching import PatchableModel
+from tracer.core.schedule import recording_bytes
+from tracer.core.tracing import Tracer, run_trace
 from tracer.engine import Engine
 from tracer.errors import InputError, TraceCancelled
 from tracer.events import Cancelled, CellsDone, Recording, Started
-from tracer.models.load import load_model
-from tracer.core.patching import PatchableModel
 from tracer.inputs.prompts import tokenize
-from tracer.core.schedule import recording_bytes
-from tracer.core.tracing import Tracer, run_trace
+from tracer.models.load import load_model
 from tracer.types import TraceRequest
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from oracle import oracle_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

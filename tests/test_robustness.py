@@ -5,13 +5,7 @@ import math
 import textwrap
 import threading
 
-import numpy as np
-import pytest
-
 import tracer
-from tracer.cli import run_cli
-from tracer.inputs.facts import Fact
-from tracer.inputs.prompts import tokenize
 from tracer.analyses.robustness import (
     LAYER_TOLERANCE,
     Peak,
@@ -20,6 +14,12 @@ from tracer.analyses.robustness import (
     overall_verdict,
     pick_substitutes,
 )
+from tracer.cli import run_cli
+from tracer.inputs.facts import Fact
+from tracer.inputs.prompts import tokenize
+
+import numpy as np
+import pytest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -196,8 +196,8 @@ def test_bad_input(model):
 def test_names_are_the_api_functions():
     import sys
 
-    from tracer.core.inspection import inspect_cell  # noqa: F401  - importing the modules leaves the names the functions
     from tracer.analyses.robustness import robustness  # noqa: F401
+    from tracer.core.inspection import inspect_cell  # noqa: F401  - importing the modules leaves the names the functions
 
     assert callable(tracer.robustness) and callable(tracer.inspect)
     assert "robustness" in tracer.__all__ and "Args:" in tracer.robustness.__doc__

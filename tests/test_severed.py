@@ -1,13 +1,13 @@
 """Severed paths (the paper's Figure 3): the engine's batched series against a one-forward-per-cell loop."""
 
+from tracer.core.tracing import run_trace
+from tracer.inputs.prompts import tokenize
+from tracer.types import TraceRequest
+
 import numpy as np
 import pytest
-
 from oracle import oracle_trace
 from test_trace import check_recovery
-from tracer.types import TraceRequest
-from tracer.inputs.prompts import tokenize
-from tracer.core.tracing import run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -60,9 +60,9 @@ def test_sweep_with_sever_reports_figure_3(tmp_path, tracers, capsys):
 
     from tracer.cli import run_cli
     from tracer.inputs.facts import Fact
+    from tracer.sweeps.aggregate import load_report
     from tracer.sweeps.results import SweepConfig
     from tracer.sweeps.run import TracerBackend, run_sweep
-    from tracer.sweeps.aggregate import load_report
 
     tracer, _ = tracers("llama")
     prompts = [("The capital of Germany is", "Germany"), ("The Eiffel Tower is located in", "Eiffel Tower"),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from tracer.cli import run_cli
 from tracer.errors import InputError
 from tracer.guards import LEADING_CODES, parse_codes
 from tracer.sweeps.results import SweepConfig
+
+import pytest
 
 FACTS = [
     {"known_id": 1, "subject": "Eiffel Tower", "attribute": "Paris", "prompt": "The Eiffel Tower is located in the city of",

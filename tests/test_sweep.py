@@ -16,19 +16,17 @@ import textwrap
 import threading
 import time
 
-import pytest
-
 from tracer.errors import InputError
-from tracer.types import Prediction, TraceRequest, TraceResult
-from tracer.sweeps.results import Check, SweepConfig, scan_results
 from tracer.inputs.facts import Fact
 from tracer.inputs.facts_file import load_facts
-from tracer.sweeps.run import FactDone, TracerBackend, run_sweep
-from tracer.sweeps.aggregate import aggregate
 from tracer.render.sweep_report import render_csv, render_json, render_text
-from tracer.sweeps.aggregate import load_report
-from tracer.sweeps.results import read_results
+from tracer.sweeps.aggregate import aggregate, load_report
+from tracer.sweeps.results import Check, SweepConfig, read_results, scan_results
+from tracer.sweeps.run import FactDone, TracerBackend, run_sweep
 from tracer.sweeps.stats import token_groups
+from tracer.types import Prediction, TraceRequest, TraceResult
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -579,9 +577,10 @@ async def test_sweep_screen_shows_a_results_file_and_follows_it(tmp_path):
 
 
 async def test_sweep_screen_runs_a_sweep_on_the_engine_thread(tmp_path, tiny_model_dir, tiny_facts):
+    from tracer.engine import Engine
+
     from textual.widgets import Static
 
-    from tracer.engine import Engine
     from tui.screens.sweep import ConfirmSweep, SweepScreen
 
     facts = write_json(tmp_path / "facts.json", tiny_facts)

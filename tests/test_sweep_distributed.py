@@ -16,23 +16,23 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-
 from tracer.errors import InputError, ModelError
-from tracer.sweeps.results import SweepConfig
+from tracer.inputs.facts import Fact
 from tracer.sweeps.distributed import (
     INPUT_FAILED,
     MODEL_FAILED,
     OK,
     PartCounter,
+    RankLock,
     _refuse,
     balance,
     lock_path,
     merge_parts,
     part_path,
-    RankLock,
 )
-from tracer.inputs.facts import Fact
+from tracer.sweeps.results import SweepConfig
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

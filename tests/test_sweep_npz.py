@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 
+from tracer.errors import InputError
+from tracer.sweeps.aggregate import load_report
+from tracer.sweeps.npz import export_results, read_npz_dir, trace_to_npz
+
 import numpy as np
 import pytest
-
 from test_sweep_rome import FACTS, KINDS, records
-from tracer.errors import InputError
-from tracer.sweeps.npz import export_results, read_npz_dir, trace_to_npz
-from tracer.sweeps.aggregate import load_report
 
 FIELDS = {"scores", "low_score", "high_score", "input_ids", "input_tokens", "subject_range", "answer", "window",
           "correct_prediction", "kind"}
@@ -103,8 +103,9 @@ def test_bad_npz_input_is_one_clear_line(tmp_path):
 
 
 def test_a_single_trace_to_npz(tmp_path):
-    from test_sweep import FakeBackend
     from tracer.types import TraceRequest
+
+    from test_sweep import FakeBackend
 
     result = FakeBackend().trace(TraceRequest("The Big Ben is in", "Big Ben", kinds=("hidden", "attn"), window=4), None, None)
 
@@ -119,12 +120,12 @@ def test_a_single_trace_to_npz(tmp_path):
 
 
 def test_sweep_lines_store_input_ids_for_the_npz_files(tmp_path, tiny_model_dir):
-    from tracer.models.load import load_model
-    from tracer.inputs.prompts import tokenize
+    from tracer.core.tracing import Tracer
     from tracer.inputs.facts import Fact
+    from tracer.inputs.prompts import tokenize
+    from tracer.models.load import load_model
     from tracer.sweeps.results import SweepConfig
     from tracer.sweeps.run import TracerBackend, run_sweep
-    from tracer.core.tracing import Tracer
 
     tracer = Tracer(load_model(str(tiny_model_dir)))
     prompt = "The capital of Germany is"

@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
-import pytest
-
 from tracer.errors import InputError
-from tracer.inputs.facts import BUNDLED, passes_filter, resolve_facts
+from tracer.inputs.facts import BUNDLED, Fact, passes_filter, resolve_facts
 from tracer.inputs.facts_file import load_facts
-from tracer.inputs.facts import Fact
+from tracer.render.sweep_report import render_json, render_text
+from tracer.sweeps.aggregate import aggregate, load_report
 from tracer.sweeps.results import SweepConfig
 from tracer.sweeps.run import TracerBackend
-from tracer.sweeps.aggregate import aggregate
-from tracer.render.sweep_report import render_json, render_text
-from tracer.sweeps.aggregate import load_report
+
+import numpy as np
+import pytest
 
 L = 4
 KINDS = ("hidden", "mlp")

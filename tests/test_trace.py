@@ -1,15 +1,15 @@
 """The engine's grids against the one-forward-per-cell oracle, exact identities, and the real model."""
 
-import numpy as np
-import pytest
-
-from oracle import oracle_trace
 from tracer import guards
-from tracer.errors import InputError
-from tracer.types import TraceRequest
-from tracer.inputs.prompts import tokenize
 from tracer.core.schedule import make_cells, make_chunks, token_layers, window_layers
 from tracer.core.tracing import Tracer, run_trace
+from tracer.errors import InputError
+from tracer.inputs.prompts import tokenize
+from tracer.types import TraceRequest
+
+import numpy as np
+import pytest
+from oracle import oracle_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

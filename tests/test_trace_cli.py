@@ -6,13 +6,13 @@ import json
 import subprocess
 import sys
 
+from tracer.cli import run_cli
+from tracer.core.tracing import Tracer, run_trace
+from tracer.models.load import load_model
+from tracer.types import TraceRequest
+
 import numpy as np
 import pytest
-
-from tracer.cli import run_cli
-from tracer.types import TraceRequest
-from tracer.models.load import load_model
-from tracer.core.tracing import Tracer, run_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 

@@ -9,16 +9,16 @@ import json
 import re
 from pathlib import Path
 
-import pytest
-
-from tracer.render import export, trace_text
+from tracer.analyses.summary import summarize, thirds
 from tracer.cli import build_parser
 from tracer.cli.common import help_with_default
 from tracer.errors import InputError
 from tracer.inputs.positions import parse_positions, resolve_positions
+from tracer.render import export, trace_text
 from tracer.settings import KIND_ALIASES, TraceSettings, kind_name
-from tracer.analyses.summary import summarize, thirds
 from tracer.types import Prediction, TraceRequest, TraceResult
+
+import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

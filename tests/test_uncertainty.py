@@ -3,14 +3,14 @@ of the mean, against a hand computation over the oracle's per-sample values."""
 
 import math
 
-import numpy as np
-import pytest
-
-from oracle import oracle_trace
+from tracer.core.tracing import run_trace
 from tracer.events import CellsDone
 from tracer.metrics import interval_grids, mean_interval, t_quantile_975
-from tracer.core.tracing import run_trace
 from tracer.types import TraceRequest
+
+import numpy as np
+import pytest
+from oracle import oracle_trace
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

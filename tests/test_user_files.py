@@ -8,15 +8,15 @@ import json
 import os
 import shutil
 
-import pytest
-
 import tracer
 from tracer.cli import run_cli
-from tracer.errors import InputError, ModelError
-from tracer.models.load import load_model
-from tracer.inputs.facts_file import read_items
 from tracer.core.tracing import Tracer
+from tracer.errors import InputError, ModelError
+from tracer.inputs.facts_file import read_items
+from tracer.models.load import load_model
 from tracer.userfiles import check_regular_file, read_user_file
+
+import pytest
 
 PREFIX = "tracer-tui: error: "
 

@@ -8,14 +8,14 @@ import csv
 import dataclasses
 import io
 
-import pytest
-
 import tracer
-from tracer.render import export, trace_text, figures
 from tracer.cli import run_cli
+from tracer.core.tracing import Tracer
 from tracer.guards import TraceWarning, leading_warnings, warning_lines
 from tracer.models.load import load_model
-from tracer.core.tracing import Tracer
+from tracer.render import export, figures, trace_text
+
+import pytest
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"

@@ -4,7 +4,6 @@ import threading
 import time
 
 import tracer  # noqa: F401
-
 from tracer.core.workers import Workers
 
 

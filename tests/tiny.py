@@ -20,9 +20,9 @@ from pathlib import Path
 
 import tracer  # noqa: F401  - loads the fast BLAS before mlx.core
 
-import mlx.core as mx  # noqa: E402
-from mlx.utils import tree_flatten  # noqa: E402
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
+import mlx.core as mx
+from mlx.utils import tree_flatten
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 HIDDEN = 64
 HEADS = 4

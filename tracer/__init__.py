@@ -30,10 +30,10 @@ class SlowBlasWarning(UserWarning):
 if BLAS.imported_too_late:
     _warnings.warn(f"tracer: {BLAS.note}", SlowBlasWarning, stacklevel=2)
 
-from .errors import InputError, ModelError, TraceCancelled, TracerError  # noqa: E402
-from .types import PatchedRun, Prediction, TraceRequest, TraceResult  # noqa: E402
-from .memory import keep_freed_memory  # noqa: E402
-from .settings import NoiseRule, TraceSettings  # noqa: E402
+from .errors import InputError, ModelError, TraceCancelled, TracerError
+from .memory import keep_freed_memory
+from .settings import NoiseRule, TraceSettings
+from .types import PatchedRun, Prediction, TraceRequest, TraceResult
 
 # The names that need MLX load on first use, so that `import tracer` stays light: the app's UI
 # imports tracer's plain dataclasses and must not pull in mlx (tests/tui check it).

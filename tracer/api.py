@@ -20,16 +20,13 @@ import os
 import threading
 from dataclasses import fields as dataclass_fields
 
-
-from .errors import InputError
-from .types import PatchedRun, TraceRequest, TraceResult
-from .models.load import load_model
-from .inputs.positions import resolve_positions
-from .settings import TraceSettings, kind_name
 from .core.prepare import Restoration, prepare, restored_distributions
 from .core.tracing import Tracer, run_trace, top_predictions
-from .inputs.positions import positions_together
-from .settings import SETTING_NAMES
+from .errors import InputError
+from .inputs.positions import positions_together, resolve_positions
+from .models.load import load_model
+from .settings import SETTING_NAMES, TraceSettings, kind_name
+from .types import PatchedRun, TraceRequest, TraceResult
 
 
 def load(model: str | None = None, *, keep_quantized: bool = False, workers: int | None = None) -> Tracer:
@@ -247,10 +244,10 @@ def sweep(model: Tracer, facts: str = "known_1000", output: str = "results.jsonl
     Raises:
         InputError: unreadable facts, a results file written with other settings, bad settings.
     """
-    from .sweeps.results import SweepConfig
-    from .sweeps.run import TracerBackend
     from .inputs.facts_file import load_facts
     from .sweeps.distributed import sweep as sharded_sweep
+    from .sweeps.results import SweepConfig
+    from .sweeps.run import TracerBackend
 
     _check_model(model)
     _check_path(facts, "facts")

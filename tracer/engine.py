@@ -142,8 +142,8 @@ class Engine:
         return self._tracer
 
     def _sweep(self, facts, output, config, on_event, cancel):
-        from .sweeps.run import TracerBackend
         from .sweeps.distributed import sweep
+        from .sweeps.run import TracerBackend
 
         # sharded over the ranks under mlx.launch; a plain run_sweep otherwise
         return sweep(lambda: TracerBackend(self._loaded(), config.filter), facts, output, config,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from textual.app import App
-from textual.binding import Binding
-
 from tracer.engine import Engine, ModelInfo
 from tracer.errors import TracerError, error_location, user_message
 from tracer.settings import TraceSettings, settings_given
+
+from textual.app import App
+from textual.binding import Binding
 
 from .commands import TracerCommands
 from .config import load_config, save_config, saved_settings

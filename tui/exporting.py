@@ -11,10 +11,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.render import export, trace_text
 from tracer.errors import user_message
-from tracer.render import figures
-from tracer.render.sweep_report import render, render_text as render_report_text
+from tracer.render import export, figures, trace_text
+from tracer.render.sweep_report import render
+from tracer.render.sweep_report import render_text as render_report_text
 from tracer.render.terminal_plot import render_text
 from tracer.render.trace_text import warning_block
 

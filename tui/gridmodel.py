@@ -12,11 +12,11 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from tracer.analyses.summary import find_site, headline, headline_cells
 from tracer.engine import cell_work, recording_work
 from tracer.events import CellsDone, Recording, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
-from tracer.analyses.summary import find_site, headline, headline_cells
 
 METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}

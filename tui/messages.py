@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from textual.message import Message
-
 from tracer.engine import ModelInfo
 from tracer.events import TraceEvent
 from tracer.types import TraceResult
+
+from textual.message import Message
 
 
 @dataclass

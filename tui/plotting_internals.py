@@ -8,9 +8,9 @@ and `build(plt)` only.
 
 from __future__ import annotations
 
-from rich.text import Text
-
 from tracer.render.terminal_plot import _bins  # draw_grid's canvas bins per cell (tracer/render/terminal_plot.py)
+
+from rich.text import Text
 
 
 def prepare(widget, plt) -> None:

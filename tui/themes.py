@@ -11,11 +11,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from textual.color import Color
-from textual.theme import Theme
-
 from tracer.errors import InputError
 from tracer.userfiles import read_user_file
+
+from textual.color import Color
+from textual.theme import Theme
 
 from .config import config_dir
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tracer.engine import Engine
+
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tui_helpers import ready, wait_for
 from textual.widgets import Input
+from tui_helpers import ready, wait_for
 
 from tui.app import make_app
 from tui.screens.trace import aligned_tokens

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
 import time
-
-from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
-from textual.coordinate import Coordinate
-from textual.widgets import Input
 
 from tracer.events import CellsDone, Started
 from tracer.render.terminal_plot import format_value, visible
 from tracer.types import TraceRequest
+
+import pytest
+from textual.coordinate import Coordinate
+from textual.widgets import Input
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
+
 from tui.app import make_app
 from tui.messages import CellsArrived
 from tui.runstate import RunState
@@ -217,6 +218,7 @@ async def test_a_model_that_cannot_load_is_reported_and_the_app_stays_up(tmp_pat
 async def test_the_recording_phase_shows_in_the_status_line(engine):
     """Recording events (before Started) name the phase and layer, through the engine thread's path."""
     from tracer.events import Recording
+
     from tui.widgets.run_status import RunStatus
 
     app = make_app(engine=engine)

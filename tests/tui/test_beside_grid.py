@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from tui_helpers import notifications, ready, wait_for
-from textual.coordinate import Coordinate
-
 from tracer.guards import TraceWarning
 from tracer.render.terminal_plot import format_value
 from tracer.types import TraceRequest
+
+from textual.coordinate import Coordinate
+from tui_helpers import notifications, ready, wait_for
+
 from tui.app import make_app
 from tui.gridmodel import GridData
 from tui.messages import RunEnded

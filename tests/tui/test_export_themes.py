@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
-from tui_helpers import notifications, ready, result as finished_result, wait_for
-from textual.widgets import Footer, Input
-
 from tracer.render import export
+
+from textual.widgets import Footer, Input
+from tui_helpers import notifications, ready, wait_for
+from tui_helpers import result as finished_result
+
 from tui.app import make_app
 from tui.commands import TracerCommands
 from tui.config import config_path

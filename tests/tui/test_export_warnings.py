@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from tui_helpers import ready, result as finished_result, wait_for
-from textual.widgets import Input
-
 from tracer.guards import warning_lines
+
+from textual.widgets import Input
+from tui_helpers import ready, wait_for
+from tui_helpers import result as finished_result
+
 from tui.app import make_app
 
 

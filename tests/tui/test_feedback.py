@@ -7,11 +7,12 @@ import dataclasses
 import json
 from concurrent.futures import Future
 
-from fake_engine import FakeEngine
-from tui_helpers import notifications, ready, run_and_wait, wait_for
-from textual.widgets import Checkbox, DataTable, TabbedContent
-
 from tracer.types import Prediction
+
+from fake_engine import FakeEngine
+from textual.widgets import Checkbox, DataTable, TabbedContent
+from tui_helpers import notifications, ready, run_and_wait, wait_for
+
 from tui.app import make_app
 from tui.exporting import export_text
 from tui.gridmodel import GridView
@@ -152,6 +153,7 @@ def test_the_robustness_view_has_an_eta_from_the_corruptions_done():
 def test_the_trace_eta_weighs_cells_by_their_token_layers():
     from tracer.engine import cell_work, recording_work
     from tracer.events import Recording
+
     from tui.gridmodel import Progress, WorkPlan, eta_blend
 
     plan = WorkPlan(n_tokens=4, n_layers=3, samples=2, window=1, first=0, all_tokens=True, total=100, free_before=1)

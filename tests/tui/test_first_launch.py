@@ -5,8 +5,8 @@ the late site at ' of'; see the report of this change)."""
 
 from __future__ import annotations
 
-from tui_helpers import ready, result, wait_for
 from textual.widgets import Select
+from tui_helpers import ready, result, wait_for
 
 from tui.app import make_app
 from tui.config import save_config

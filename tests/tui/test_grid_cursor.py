@@ -4,10 +4,11 @@ is in the footer, the help and the command palette. On the fake engine."""
 
 from __future__ import annotations
 
+from tracer.render.terminal_plot import _bins
+
 from fake_engine import FakeEngine
 from tui_helpers import notifications, ready, run_and_wait, wait_for
 
-from tracer.render.terminal_plot import _bins
 from tui.app import make_app
 from tui.commands import COMMANDS
 from tui.gridmodel import cell_readout

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 
+from tracer.settings import TraceSettings
+
 import pytest
 from tui_helpers import notifications, ready
 
-from tracer.settings import TraceSettings
 from tui.app import make_app
 from tui.config import load_config, save_config, saved_settings
 

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
-from tui_helpers import notifications, ready, run_and_wait, wait_for
-
 from tracer.engine import Engine
 from tracer.errors import InputError
+
+from tui_helpers import notifications, ready, run_and_wait, wait_for
+
 from tui.app import make_app
 from tui.widgets.log import RunLog
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import threading
 
-from tui_helpers import ready, run_and_wait, wait_for
-from textual.widgets import Input
-
 from tracer.engine import trace_work
 from tracer.inputs.facts_file import load_facts
+
+from textual.widgets import Input
+from tui_helpers import ready, run_and_wait, wait_for
+
 from tui.app import make_app
 from tui.screens.sweep import ConfirmSweep, SweepScreen
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 from fake_engine import FakeEngine
-from tui_helpers import ready, run_and_wait, wait_for
 from textual.widgets import Input
+from tui_helpers import ready, run_and_wait, wait_for
 
 from tui.app import make_app
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from tui_helpers import ready, wait_for
-from textual.widgets import Input
-
 from tracer.render.robustness import render
+
+from textual.widgets import Input
+from tui_helpers import ready, wait_for
+
 from tui.app import make_app
 from tui.screens.robustness import RobustnessScreen
 

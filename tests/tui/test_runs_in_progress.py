@@ -3,12 +3,12 @@ precise quit measurement is benchmarks/tui_quit_during_run.py's."""
 
 from __future__ import annotations
 
-import pytest
 import importlib.util
 from pathlib import Path
 
-from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
+import pytest
 from textual.widgets import Input
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
 
 from tui.app import make_app
 

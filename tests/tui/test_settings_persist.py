@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tui_helpers import ready
 from textual.widgets import Checkbox, Input
+from tui_helpers import ready
 
 from tui.__main__ import parse
 from tui.app import make_app, settings_overrides

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 
-from tui_helpers import ready, wait_for
+from tracer.types import TraceRequest
+
 from textual.coordinate import Coordinate
 from textual.widgets import Input
+from tui_helpers import ready, wait_for
 
-from tracer.types import TraceRequest
 from tui.app import make_app
 from tui.screens.sweep import SweepScreen
 from tui.widgets.token_strip import TokenStrip

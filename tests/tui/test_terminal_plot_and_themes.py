@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tracer.render.terminal_plot import SHADES, draw_grid, format_value, peak, render_text, row_label
+
 import pytest
 
-from tracer.render.terminal_plot import SHADES, draw_grid, format_value, peak, render_text, row_label
 from tui.config import load_config, save_config
 from tui.themes import builtin_theme_dirs, heat_scale, load_themes, theme_from_toml
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 from fake_engine import FakeEngine
-from tui_helpers import ready, run_and_wait
 from textual.widgets import Label
+from tui_helpers import ready, run_and_wait
 
 from tui.app import make_app
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import pytest
 import json
-
-from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
-from textual.widgets import Input
 
 from tracer.events import CellsDone, Started
 from tracer.types import TraceRequest
+
+import pytest
+from textual.widgets import Input
+from tui_helpers import idle, notifications, ready, result, run_and_wait, start_long_run, wait_for
+
 from tui.app import make_app
 from tui.gridmodel import sites_sentence
+from tui.runstate import RunState
 from tui.screens.help import HelpScreen
 from tui.screens.sweep import SweepScreen
-from tui.runstate import RunState
 from tui.widgets.grid import GridTable
 from tui.widgets.prompt_form import EIFFEL_PROMPT, EIFFEL_SUBJECT
 

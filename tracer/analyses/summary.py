@@ -33,10 +33,9 @@ import textwrap
 
 import numpy as np
 
-from ..render.tokens import show_token
-from ..guards import MIN_TOTAL_EFFECT
+from ..guards import MIN_TOTAL_EFFECT, leading_warnings, warning_code
 from ..metrics import METRICS
-from ..guards import leading_warnings, warning_code
+from ..render.tokens import show_token
 
 PROFILE = "peak-row"
 

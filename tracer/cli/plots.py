@@ -56,8 +56,7 @@ def plots_dir(path: str) -> str:
 
 def plot_formats(text: str) -> tuple[str, ...]:
     """--plot-formats: comma-separated svg, pdf, png."""
-    from ..render.figures.mpl import FORMATS
-    from ..render.figures.mpl import MISSING_MESSAGE, have_matplotlib
+    from ..render.figures.mpl import FORMATS, MISSING_MESSAGE, have_matplotlib
 
     formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()))
     bad = [f for f in formats if f not in FORMATS]

@@ -31,10 +31,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..render.sweep_report import render
-    from ..sweeps.aggregate import load_report
-    from ..sweeps.aggregate import load_relation_reports
-    from ..render.sweep_report import render_relations
+    from ..render.sweep_report import render, render_relations
+    from ..sweeps.aggregate import load_relation_reports, load_report
 
     if args.by == "relation":
         if args.plots:

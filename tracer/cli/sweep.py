@@ -12,9 +12,8 @@ import sys
 import threading
 import time
 
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..inputs.facts import DEFAULT_FILTER, FILTERS
-from ..errors import ModelError
 from ..settings import add_settings_arguments, settings_from_args
 from .common import add_model_args, loaded_engine, wait
 
@@ -48,9 +47,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from ..sweeps.results import ResultsState, ResultsWriter, SweepConfig, prepare_output
     from ..inputs.facts_file import load_facts
     from ..sweeps.distributed import launched
+    from ..sweeps.results import ResultsState, ResultsWriter, SweepConfig, prepare_output
 
     facts = load_facts(args.facts)
     if args.limit is not None:
@@ -221,8 +220,8 @@ class _Progress:
             self.progress.__exit__(*exc)
 
     def on_event(self, event) -> None:  # called on the engine thread
-        from ..sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
         from ..sweeps.distributed import RanksProgress, ShardsAssigned
+        from ..sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepStarted, TracingStarted
 
         p = self.progress
         if isinstance(event, (ShardsAssigned, RanksProgress)):

@@ -9,13 +9,12 @@ import threading
 from ..blas import load_fast_blas
 from ..errors import InputError
 from ..events import CellsDone, Recording, Started
-from ..types import TraceRequest
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, kind_name, settings_from_args
+from ..types import TraceRequest
 from . import batch
 from .common import add_model_args, check_writable, loaded_engine, wait, write_output
 from .plots import add_trace_plot_arguments, write_trace_plots
-
 
 LAYOUTS = ("tokens-down", "layers-down")
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from ..errors import check_cancel
 from ..events import Estimate, Log
-from .fastops import exact_activations
 from ..metrics import cell_metrics
+from .fastops import exact_activations
 from .patching import PatchableModel, TapPlan
 from .schedule import Cell, Chunk, Corrupted, record_batch_rows
 

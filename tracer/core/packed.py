@@ -27,10 +27,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..models.anatomy import unwrap
 from ..errors import check_cancel
+from ..models.anatomy import unwrap
 from .fastops import exp_below, per_thread_compiled
-
 
 PACKED_MODULES = {"mlx_lm.models.llama", "mlx_lm.models.qwen2"}
 

@@ -20,8 +20,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..models.anatomy import Anatomy, Slot, find_anatomy, unwrap
 from ..errors import check_cancel
+from ..models.anatomy import Anatomy, Slot, find_anatomy, unwrap
 from .fastops import install_fast_mlp
 from .packed import PackedForward, supports_packed
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
+from ..settings import severed_name
 from .fastops import logsumexp
 from .patching import PatchableModel, PrefixCache, TapPlan
-from ..settings import severed_name
 
 
 @dataclass

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from . import corruption
+from ..blas import load_fast_blas
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
-from ..blas import load_fast_blas
-from .fastops import softmax
-from .prepare import PreparedRun, in_frame, prepare_request
 from ..guards import (
     TraceWarning,
     position_guards,
@@ -28,17 +25,27 @@ from ..guards import (
     trace_guards,
     unaligned_guards,
 )
-from ..types import Prediction, TraceRequest, TraceResult
+from ..inputs.positions import resolve_positions
+from ..inputs.prompts import subject_span, tokenize
 from ..metrics import METRIC_NAMES, cell_metrics, interval_grids
 from ..models.load import LoadedModel
+from ..types import Prediction, TraceRequest, TraceResult
+from . import corruption, schedule
 from .estimate import estimate_error, estimate_trace, fill_estimate, order_chunks
+from .fastops import softmax
 from .patching import PatchableModel
+from .prepare import PreparedRun, in_frame, prepare_request
+from .schedule import (
+    Corrupted,
+    batch_limits,
+    make_cells,
+    make_chunks,
+    record_batch_rows,
+    recording_bytes,
+    run_chunk_samples,
+    sample_scores,
+)
 from .workers import Workers, default_workers
-from . import schedule
-from .schedule import (Corrupted, batch_limits, make_cells, make_chunks, record_batch_rows, recording_bytes,
-                       run_chunk_samples, sample_scores)
-from ..inputs.prompts import subject_span, tokenize
-from ..inputs.positions import resolve_positions
 
 
 class Tracer:

@@ -17,8 +17,8 @@ import mlx.core as mx
 import mlx.nn as nn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 
-from .dequant import dequantize_f32
 from ..errors import ModelError
+from .dequant import dequantize_f32
 from .gguf_header import validate_gguf
 
 GGUF_GROUP_SIZE = 32

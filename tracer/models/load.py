@@ -12,10 +12,10 @@ import mlx.core as mx
 import mlx.nn as nn
 from tokenizers import Tokenizer
 
-from . import gguf
-from .dequant import widen_quantization_params
 from ..errors import ModelError
 from ..userfiles import MAX_SMALL_FILE, check_regular_file, read_user_file
+from . import gguf
+from .dequant import widen_quantization_params
 
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -13,6 +13,7 @@ import io
 import math
 
 from ..errors import InputError
+from ..sweeps.aggregate import SweepReport
 from ..sweeps.stats import (
     AGGREGATE_NAMES,
     GROUP_LABELS,
@@ -21,7 +22,6 @@ from ..sweeps.stats import (
     THIRDS,
     Curve,
 )
-from ..sweeps.aggregate import SweepReport
 
 PLAIN_MARKERS = dict(zip(GROUPS, "fmSnrL"))  # without colour, each curve is drawn with its own letter
 HEAT_CHARS = " .:-=+*#%@"  # 0 .. vmax, ten steps

@@ -8,10 +8,9 @@ import math
 import textwrap
 
 from ..analyses.summary import summarize, summarize_grid, summary_lines, summary_metric
-from ..guards import MIN_TOTAL_EFFECT
+from ..guards import MIN_TOTAL_EFFECT, leading_warnings, warning_lines
 from ..metrics import METRICS
 from .tokens import escape_controls, show_token
-from ..guards import leading_warnings, warning_lines
 
 
 def row_labels(result) -> list[tuple[int, str]]:

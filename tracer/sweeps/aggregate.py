@@ -10,8 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
-from ..settings import KINDS
-from ..settings import severed_name
+from ..settings import KINDS, severed_name
 from .npz import read_npz_dir
 from .results import read_results
 from .stats import (

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..errors import InputError, ModelError, TracerError, one_line
+from ..inputs.facts import Fact
 from .results import (
     FORMAT_VERSION,
     ResultsWriter,
@@ -48,7 +49,6 @@ from .results import (
     scan_results,
     stored_config,
 )
-from ..inputs.facts import Fact
 from .run import FactDone, FactSkipped, SweepSummary, run_sweep
 
 LAUNCH_VARIABLES = ("MLX_RANK", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE")  # ring/jaccl, Open MPI, MPICH

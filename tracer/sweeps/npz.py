@@ -29,8 +29,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..settings import KINDS
-from .results import read_results
 from ..userfiles import read_user_file
+from .results import read_results
 
 SUFFIX = {"hidden": "", "mlp": "_mlp", "attn": "_attn"}
 KIND_FIELD = {"hidden": "", "mlp": "mlp", "attn": "attn"}

@@ -37,13 +37,12 @@ import os
 from dataclasses import dataclass, field
 
 from ..errors import InputError
-from ..userfiles import check_stat, read_user_file
-from ..guards import warning_dict
-from ..guards import parse_codes, warning_code
-from ..types import TraceRequest, TraceResult
-from ..settings import TraceSettings
-from ..render.export import finite_or_null
+from ..guards import parse_codes, warning_code, warning_dict
 from ..inputs.facts import DEFAULT_FILTER, LEGACY_FILTER, Fact, check_filter
+from ..render.export import finite_or_null
+from ..settings import TraceSettings
+from ..types import TraceRequest, TraceResult
+from ..userfiles import check_stat, read_user_file
 
 MODES = ("noise", "substitution")  # known_1000 facts / prompt pairs
 

@@ -23,20 +23,22 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
 from ..core.fastops import softmax
+from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
 from ..events import CellsDone
-from ..types import TraceRequest, TraceResult
+from ..guards import warning_code
 from ..inputs.facts import (
     DEFAULT_FILTER,
     FILTER_RULES,
     FILTERS,
+    Fact,
     check_filter,
     pair_passes,
     passes_filter,
     resolve_facts,
 )
-from ..guards import warning_code
+from ..inputs.facts_file import load_facts
+from ..types import TraceRequest, TraceResult
 from .results import (
     SKIP_FLAGGED,
     SKIP_INPUT,
@@ -53,8 +55,6 @@ from .results import (
     skip_reason_text,
     skipped_record,
 )
-from ..inputs.facts import Fact
-from ..inputs.facts_file import load_facts
 
 CHECK_BATCH = 64  # prompts per batched clean forward
 

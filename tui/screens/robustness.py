@@ -12,6 +12,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from tracer.errors import TracerError, error_location, user_message
+from tracer.render.robustness import render
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -19,9 +22,6 @@ from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
-
-from tracer.errors import TracerError, error_location, user_message
-from tracer.render.robustness import render
 
 from ..gridmodel import format_seconds
 

@@ -15,10 +15,18 @@ the report (tui/exporting.py).
 from __future__ import annotations
 
 import threading
-from collections import deque
-from pathlib import Path
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tracer.engine import trace_work
+from tracer.errors import TracerError, error_location, user_message
+from tracer.render.sweep_report import summary_lines
+from tracer.sweeps.aggregate import SweepReport, aggregate
+from tracer.sweeps.results import ResultsTail, SweepConfig
+from tracer.sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepSummary, TracingStarted
+from tracer.sweeps.stats import GROUP_LABELS, GROUPS, THIRDS
 
 from rich.text import Text
 from textual import on
@@ -28,15 +36,6 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
-
-from tracer.engine import trace_work
-from tracer.errors import TracerError, error_location, user_message
-from tracer.sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepSummary, TracingStarted
-from tracer.sweeps.results import SweepConfig
-from tracer.sweeps.stats import GROUP_LABELS, GROUPS, THIRDS
-from tracer.render.sweep_report import summary_lines
-from tracer.sweeps.results import ResultsTail
-from tracer.sweeps.aggregate import SweepReport, aggregate
 
 from .. import exporting
 from ..gridmodel import eta_blend, format_seconds

@@ -10,6 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 
+from tracer.engine import trace_work
+from tracer.errors import user_message
+from tracer.events import Log, Recording, Started
+from tracer.inputs.prompts import align_tokens
+from tracer.render.terminal_plot import finite
+from tracer.render.tokens import escape_controls
+from tracer.settings import TraceSettings
+from tracer.types import TraceRequest, TraceResult
+
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -17,15 +26,6 @@ from textual.containers import Horizontal
 from textual.coordinate import Coordinate
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
-
-from tracer.render.tokens import escape_controls
-from tracer.engine import trace_work
-from tracer.errors import user_message
-from tracer.events import Log, Recording, Started
-from tracer.render.terminal_plot import finite
-from tracer.inputs.prompts import align_tokens
-from tracer.settings import TraceSettings
-from tracer.types import TraceRequest, TraceResult
 
 from .. import exporting
 from ..gridmodel import METRICS, MODES, GridData, WorkPlan, cell_readout, peak_sentence, sites_sentence

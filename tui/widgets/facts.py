@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.analyses.summary import summarize
+from tracer.render.tokens import show_token
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.widgets import Static
-
-from tracer.render.tokens import show_token
-from tracer.analyses.summary import summarize
 
 
 def warning_code(w) -> str:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.metrics import METRIC_LABELS
+from tracer.render.terminal_plot import draw_grid, format_value
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -13,9 +16,6 @@ from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
-
-from tracer.metrics import METRIC_LABELS
-from tracer.render.terminal_plot import draw_grid, format_value
 
 from .. import plotting_internals
 from ..gridmodel import GridView, peak_sentence, scale_ends

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 
-from rich.text import Text
-from textual.widgets import RichLog
-
 from tracer.render.tokens import escape_controls
 from tracer.types import TraceRequest, TraceResult
+
+from rich.text import Text
+from textual.widgets import RichLog
 
 LEVEL_STYLES = {"info": "", "warning": "bold yellow", "error": "bold red", "done": "bold green"}
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from tracer.errors import InputError
+from tracer.metrics import METRIC_LABELS, VIEW_ORDER
+from tracer.settings import KINDS, SEVERABLE, TraceSettings
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select, Static
-
-from tracer.errors import InputError
-from tracer.metrics import METRIC_LABELS, VIEW_ORDER
-from tracer.settings import KINDS, SEVERABLE, TraceSettings
 
 METRIC_CHOICES = [(METRIC_LABELS[name], name) for name in VIEW_ORDER]
 MODE_CHOICES = [("all tokens", "all"), ("chosen positions", "positions")]

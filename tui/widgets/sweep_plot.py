@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from tracer.sweeps.aggregate import SweepReport
+from tracer.sweeps.stats import GROUP_LABELS, GROUPS
+
 from rich.text import Text
 from textual_plotext import PlotextPlot
-
-from tracer.sweeps.stats import GROUP_LABELS, GROUPS
-from tracer.sweeps.aggregate import SweepReport
 
 from .. import plotting_internals
 

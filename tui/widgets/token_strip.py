@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tracer.render.terminal_plot import visible
+
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widget import Widget
-
-from tracer.render.terminal_plot import visible
 
 
 class TokenStrip(Widget, can_focus=True):

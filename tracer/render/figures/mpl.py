@@ -5,12 +5,10 @@ without it, a clear InputError says how to install it."""
 from __future__ import annotations
 
 import importlib.util
-
 import math
 
 from ...errors import InputError
-from .svg import H_IL, HeatmapSpec, LinePlotSpec, layer_ticks
-from .svg import caption_lines
+from .svg import H_IL, HeatmapSpec, LinePlotSpec, caption_lines, layer_ticks
 
 FORMATS = ("svg", "pdf", "png")
 MISSING_MESSAGE = "install tracer-tui[plots] (matplotlib) for PDF/PNG"

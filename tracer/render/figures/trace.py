@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 
 from ...errors import InputError
+from ...guards import warning_lines
+from ...metrics import METRICS
 from ..tokens import escape_controls, show_token
 from ..trace_text import row_labels
-from ...metrics import METRICS
-from ...guards import warning_lines
 from .svg import HeatmapSpec, finite, heatmap_svg, layer_ticks
 
 CMAP_OF_KIND = {"hidden": "Purples", "mlp": "Greens", "attn": "Reds"}
