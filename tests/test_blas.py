@@ -272,7 +272,7 @@ def test_doctor_with_no_blas_on_aarch64_says_what_to_install(monkeypatch, capsys
     from tracer.cli import doctor
 
     none = blas.BlasInfo("reference", None, False, "only MLX's bundled reference BLAS", reason="no usable BLAS library found")
-    monkeypatch.setattr(tracer, "BLAS", none)
+    monkeypatch.setattr(blas, "load_fast_blas", lambda: none)
     monkeypatch.setattr(blas.platform, "machine", lambda: "aarch64")
     monkeypatch.setattr(blas, "gemm_gflops", lambda n, repeats: 4.2)
     assert doctor.run(Namespace(no_model=True)) == 0

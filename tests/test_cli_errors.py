@@ -14,7 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tracer
 from tracer import blas
 from tracer.cli import run_cli
 from tracer.cli.common import EXIT_USAGE
@@ -30,7 +29,7 @@ PREFIX = "tracer-tui: error: "
 @pytest.fixture
 def quick_doctor(monkeypatch):
     monkeypatch.setattr(blas, "gemm_gflops", lambda *a, **k: 123.0)
-    monkeypatch.setattr(tracer, "BLAS", blas.BlasInfo("openblas", "/x/libopenblas.so.0", True))
+    monkeypatch.setattr(blas, "load_fast_blas", lambda: blas.BlasInfo("openblas", "/x/libopenblas.so.0", True))
 
 
 def doctor_error(capsys, model: str) -> str:

@@ -137,7 +137,7 @@ def quick_doctor(monkeypatch):
     from tracer import blas
 
     monkeypatch.setattr(blas, "gemm_gflops", lambda *a, **k: 123.0)
-    monkeypatch.setattr(tracer, "BLAS", blas.BlasInfo("openblas", "/x/libopenblas.so.0", True))
+    monkeypatch.setattr(blas, "load_fast_blas", lambda: blas.BlasInfo("openblas", "/x/libopenblas.so.0", True))
 
 
 def doctor_error(capsys, model) -> str:

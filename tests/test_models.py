@@ -101,7 +101,8 @@ def test_special_tokens_are_single(embedded_model):
 # --- mlx-lm directories ------------------------------------------------------
 
 
-def test_tiny_mlx_lm_dir_loads(tiny_lm, tiny_model_dir):
+def test_tiny_mlx_lm_dir_loads(tiny_model_dir):
+    tiny_lm = load_model(str(tiny_model_dir))  # its own copy: the session's tiny_lm may carry other tests' taps
     assert tiny_lm.source == "mlx-lm"
     assert tiny_lm.name == tiny_model_dir.name
     assert tiny_lm.n_layers == 6

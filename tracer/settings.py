@@ -140,7 +140,7 @@ class TraceSettings:
         for name, low, high in (("samples", 1, MAX_SAMPLES), ("window", 1, 100_000), ("seed", 0, MAX_SEED)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
-                raise InputError(f"{name} must be a whole number (got {value!r})")
+                raise InputError(f"{name} must be an integer (got {value!r})")
             if not low <= value <= high:
                 raise InputError(f"{name} must be between {low} and {high} (got {value})")
         set_("noise", NoiseRule.parse(self.noise).text)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..blas import ENV_VAR, fix_hint, gemm_gflops, load_fast_blas
+from .. import blas as blas_library
 from .common import add_model_args
 
 
@@ -20,7 +20,7 @@ def version() -> int:
 
     import mlx.core as mx
 
-    blas = load_fast_blas()  # what `import tracer` loaded (idempotent)
+    blas = blas_library.load_fast_blas()  # what `import tracer` loaded (idempotent)
     print(f"tracer-tui {version('tracer-tui')} (mlx {mx.__version__}, device {mx.default_device()})")
     print(f"BLAS: {blas.describe()}")
     return 0
@@ -30,7 +30,7 @@ def run(args) -> int:
     """doctor: which BLAS was found and chosen and why, its GEMM rate, the fix when slow; the model."""
     import mlx.core as mx
 
-    blas = load_fast_blas()  # what `import tracer` loaded (idempotent)
+    blas = blas_library.load_fast_blas()  # what `import tracer` loaded (idempotent)
     slow_gflops = 20.0  # below this a "fast" BLAS is not doing its job (the reference does ~5)
 
     print(f"mlx {mx.__version__}, default device {mx.default_device()}")
@@ -43,20 +43,20 @@ def run(args) -> int:
     print(f"BLAS: {blas.describe()}")
     if blas.reason:
         print(f"BLAS chosen because: {blas.reason}")
-    rate = gemm_gflops(512 if not blas.fast else 1024, repeats=2 if not blas.fast else 5)
+    rate = blas_library.gemm_gflops(512 if not blas.fast else 1024, repeats=2 if not blas.fast else 5)
     print(f"float32 GEMM on CPU: {rate:.1f} GFLOP/s")
     if not blas.fast:
         print("warning: tracing will be 30-65x slower than it should be. " + blas.note, file=sys.stderr)
-        if blas.reason == f"{ENV_VAR}=none":
-            print(f"fix: unset {ENV_VAR}")
+        if blas.reason == f"{blas_library.ENV_VAR}=none":
+            print(f"fix: unset {blas_library.ENV_VAR}")
         elif blas.imported_too_late:
             print("fix: put `import tracer` before `import mlx.core`")
         else:
-            print(f"fix: {fix_hint()}")
+            print(f"fix: {blas_library.fix_hint()}")
     elif blas.name != "accelerate" and rate < slow_gflops:
         print(
             f"warning: {blas.name} runs GEMM at only {rate:.1f} GFLOP/s (a busy machine?); "
-            f"try another BLAS with {ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
+            f"try another BLAS with {blas_library.ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
             file=sys.stderr,
         )
     if not args.no_model:
