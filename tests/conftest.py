@@ -66,6 +66,15 @@ def embedded_model():
 
 
 @pytest.fixture(scope="module")
+def tiny_tracer(tiny_model_dir):
+    """An engine Tracer on its own copy of the tiny llama (its taps stay out of the session's tiny_lm)."""
+    from tracer.core.tracing import Tracer
+    from tracer.models.load import load_model
+
+    return Tracer(load_model(str(tiny_model_dir)))
+
+
+@pytest.fixture(scope="module")
 def tracers(tiny_model_factory):
     """Per arch: (an engine Tracer with small forwards, a separately loaded model for the oracle)."""
     from tracer.core.tracing import Tracer

@@ -4,19 +4,12 @@ the results file (tests/fuzz_cases.py) end in a result or an error of the projec
 
 from __future__ import annotations
 
-from tracer.core.tracing import Tracer
-from tracer.models.load import load_model
-
-import pytest
 from fuzz_cases import make_context, run_fuzz
 
 N = 2400
 SEED = 25
 
 
-@pytest.fixture(scope="module")
-def tiny_tracer(tiny_model_dir):
-    return Tracer(load_model(str(tiny_model_dir)))
 
 
 def test_generated_inputs_end_in_results_or_project_errors(tiny_tracer, tmp_path, monkeypatch):

@@ -10,32 +10,20 @@ from pathlib import Path
 
 import tracer
 from tracer.cli import run_cli
-from tracer.core.tracing import Tracer
 from tracer.errors import InputError
 from tracer.inputs.facts_file import load_facts
 from tracer.sweeps.results import SweepConfig
 from tracer.sweeps.run import TracerBackend, run_sweep
 
 import pytest
+from cli_helpers import one_error_line
 
 SCRIPT = str(Path(sys.executable).with_name("tracer-tui"))
-PREFIX = "tracer-tui: error: "
 PROMPT = "The Eiffel Tower is located in the city of"
 
 
-@pytest.fixture(scope="module")
-def tiny_tracer(tiny_model_dir):
-    from tracer.models.load import load_model
-
-    return Tracer(load_model(str(tiny_model_dir)))
 
 
-def one_error_line(code, err) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX), err
-    assert "Traceback" not in err
-    return lines[0][len(PREFIX):]
 
 
 # ---- item 2: a fact the tokenizer cannot encode is skipped, the sweep goes on ---------------

@@ -249,11 +249,6 @@ def test_per_fact_intervals_skip_empty_cells():
 # ---- the tiny model: a pairs sweep, the API, trace --batch ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_tracer(tiny_lm):
-    from tracer.core.tracing import Tracer
-
-    return Tracer(tiny_lm)
 
 
 def test_api_sweeps_a_pairs_file_like_single_traces(tmp_path, tiny_tracer):

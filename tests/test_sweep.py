@@ -283,11 +283,6 @@ def test_sigkill_mid_fact_loses_only_that_fact(tmp_path):
 # ---- the real model: the tiny llama -------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_tracer(tiny_lm):
-    from tracer.core.tracing import Tracer
-
-    return Tracer(tiny_lm)
 
 
 CANDIDATES = [

@@ -10,28 +10,13 @@ import shutil
 
 import tracer
 from tracer.cli import run_cli
-from tracer.core.tracing import Tracer
 from tracer.errors import InputError, ModelError
 from tracer.inputs.facts_file import read_items
 from tracer.models.load import load_model
 from tracer.userfiles import check_regular_file, read_user_file
 
 import pytest
-
-PREFIX = "tracer-tui: error: "
-
-
-@pytest.fixture(scope="module")
-def tiny_tracer(tiny_model_dir):
-    return Tracer(load_model(str(tiny_model_dir)))
-
-
-def one_error_line(code, err) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(PREFIX) and "Traceback" not in err, err
-    return lines[0][len(PREFIX):]
-
+from cli_helpers import one_error_line
 
 # ---- the shared helper ------------------------------------------------------------------------
 
