@@ -19,11 +19,12 @@ import time
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
 from tracer import BLAS
 from tracer.blas import set_blas_threads
-from tracer.core.schedule import make_cells, token_layers, window_layers
+from tracer.core.schedule import make_cells, token_layers
 from tracer.core.tracing import Tracer, plan_chunks, run_trace
 from tracer.inputs.prompts import subject_span, tokenize
 from tracer.models.anatomy import find_anatomy
 from tracer.models.load import load_model
+from tracer.settings import window_layers
 from tracer.types import TraceRequest
 
 import mlx.core as mx

@@ -5,9 +5,9 @@ Its own small wrappers (not tracer.core.patching's taps) on a separately loaded 
 
 from __future__ import annotations
 
-from tracer.core.schedule import window_layers
 from tracer.inputs.prompts import subject_span, tokenize
 from tracer.models.anatomy import find_anatomy
+from tracer.settings import window_layers
 
 import mlx.core as mx
 import mlx.nn as nn

@@ -5,11 +5,12 @@ from tracer.cli import run_cli
 from tracer.core.estimate import differentiable_prob, importance, order_chunks, state_terms
 from tracer.core.fastops import exact_activations
 from tracer.core.patching import TapPlan
-from tracer.core.schedule import Cell, Chunk, Corrupted, window_layers
+from tracer.core.schedule import Cell, Chunk, Corrupted
 from tracer.core.tracing import run_trace
 from tracer.errors import InputError
 from tracer.events import CellsDone, Estimate, Started
 from tracer.inputs.prompts import subject_span, tokenize
+from tracer.settings import window_layers
 from tracer.types import TraceRequest
 
 import mlx.core as mx

@@ -1,10 +1,11 @@
 """The engine's grids against the one-forward-per-cell oracle, exact identities, and the real model."""
 
 from tracer import guards
-from tracer.core.schedule import make_cells, make_chunks, token_layers, window_layers
+from tracer.core.schedule import make_cells, make_chunks, token_layers
 from tracer.core.tracing import Tracer, run_trace
 from tracer.errors import InputError
 from tracer.inputs.prompts import tokenize
+from tracer.settings import window_layers
 from tracer.types import TraceRequest
 
 import numpy as np

@@ -18,6 +18,7 @@ from typing import Callable
 from .blas import load_fast_blas
 from .errors import ModelError, TraceCancelled, TracerError, check_cancel
 from .events import Cancelled, Failed, Finished, TraceEvent
+from .settings import window_layers
 from .types import TraceRequest, TraceResult
 
 
@@ -70,7 +71,7 @@ class Engine:
 
         `on_event` receives Started, CellsDone, Log and then exactly one of
         Finished, Failed or Cancelled."""
-        return self.submit(self._reported, "trace", (request.prompt, request.subject), request.options(),
+        return self.submit(self._run_reported, "trace", (request.prompt, request.subject), request.options(),
                            on_event or (lambda e: None), cancel or threading.Event(), True)
 
     def sweep(self, facts, output: str, config, on_event=None, cancel: threading.Event | None = None) -> Future:
@@ -166,7 +167,7 @@ class Engine:
         the model first if needed; the future gives a RobustnessResult (None when cancelled; a failure raises from it).
         `on_event` (on the engine thread) receives RobustnessProgress events (before and after each
         corruption's trace), then Failed or Cancelled if it ends so; the result comes by the future."""
-        return self.submit(self._reported, "robustness", (prompt, subject), options, on_event or (lambda e: None),
+        return self.submit(self._run_reported, "robustness", (prompt, subject), options, on_event or (lambda e: None),
                            cancel or threading.Event())
 
     def _run(self, name: str, args: tuple, kwargs: dict):
@@ -174,7 +175,7 @@ class Engine:
 
         return getattr(api, name)(self._loaded(), *args, **kwargs)
 
-    def _reported(self, name: str, args: tuple, kwargs: dict, on_event, cancel: threading.Event,
+    def _run_reported(self, name: str, args: tuple, kwargs: dict, on_event, cancel: threading.Event,
                   finished: bool = False):
         """`tracer.<name>` with `on_event` and `cancel`, its end reported as an event (_reported)."""
         result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": on_event, "cancel": cancel}),
@@ -193,14 +194,13 @@ def cell_work(kind: str, token: int, layer: int, *, n_tokens: int, n_layers: int
               free_before: int = 0) -> int:
     """Block evaluations (token x layer) one sample of one restored cell costs: the patched forward
     runs from the first restored layer (a window centred on `layer` for mlp/attn, as
-    tracer.schedule.window_layers) over the tokens from `token` on, the last layer at the last
+    tracer.settings.window_layers) over the tokens from `token` on, the last layer at the last
     position only (tracer.schedule.token_layers, packed). A token before `free_before` (the first
     corrupted token) costs nothing: restoring it is the corrupted run (tracing.run_trace's
     "unaffected" cells). Plain integers: the app may call it."""
     if token < free_before:
         return 0
-    start = layer if kind == "hidden" else max(0, layer - window // 2)
-    layers = n_layers - start
+    layers = n_layers - window_layers(kind, layer, window, n_layers)[0]
     return 0 if layers <= 0 else (n_tokens - token) * (layers - 1) + 1
 
 

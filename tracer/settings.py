@@ -208,6 +208,14 @@ def _names(value, allowed, what) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kind_name(k, allowed, what) for k in items if str(k).strip()))
 
 
+def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
+    """Restored layers [l0, l1) of a cell at `layer`: one layer for `hidden`, a window of `window` centred on
+    it otherwise (docs/method.md#d23-the-window-for-mlp-and-attn). Plain integers: the app uses it too."""
+    if kind == "hidden":
+        return layer, layer + 1
+    return max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
+
+
 SETTING_NAMES = tuple(f.name for f in fields(TraceSettings))
 
 

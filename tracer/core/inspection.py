@@ -20,10 +20,9 @@ import numpy as np
 from ..errors import InputError
 from ..guards import named_positions
 from ..inputs.positions import resolve_positions
-from ..settings import SEVERABLE, kind_name, severed_name
+from ..settings import SEVERABLE, kind_name, severed_name, window_layers
 from ..types import PatchedRun
 from .prepare import Restoration, prepare_request, restored_distributions
-from .schedule import window_layers
 from .tracing import top_predictions
 
 

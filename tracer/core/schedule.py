@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 import numpy as np
 
-from ..settings import severed_name
+from ..settings import severed_name, window_layers
 from .fastops import logsumexp
 from .patching import PatchableModel, PrefixCache, TapPlan
 
@@ -84,13 +84,6 @@ class Corrupted:
         """Positions whose logits a forward reads: one per target token (ids end with the
         target's first k - 1 tokens)."""
         return len(self.targets)
-
-
-def window_layers(kind: str, layer: int, window: int, n_layers: int) -> tuple[int, int]:
-    """Restored layers [l0, l1): one layer for `hidden`, a window of `window` centred on it otherwise."""
-    if kind == "hidden":
-        return layer, layer + 1
-    return max(0, layer - window // 2), min(n_layers, layer - (-window // 2))
 
 
 def make_cells(kinds, positions, n_tokens: int, n_layers: int, window: int, sever=()) -> list[Cell]:
