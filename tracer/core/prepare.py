@@ -99,7 +99,7 @@ def prepare(tracer, prompt: str, subject: str | None, *, settings, corrupted_pro
     targets = target_ids(tok, target, prompt, clean.ids) if target else None
     extra = list(targets[:-1]) if targets else []
     if corrupted_prompt is not None:
-        prep = _substituted(tracer, clean, span, prompt, corrupted_prompt, corrupted_subject, targets)
+        prep = _substituted(tracer, clean, span, corrupted_prompt, corrupted_subject, targets)
     elif span is None:
         raise InputError("give a corrupted prompt, or the subject to corrupt with noise")
     else:
@@ -120,14 +120,14 @@ def prepare_request(tracer, request) -> PreparedRun:
                    target=request.target)
 
 
-def _substituted(tracer, clean: Tokens, span, prompt: str, corrupted_prompt: str, corrupted_subject,
-                 targets) -> PreparedRun:
+def _substituted(tracer, clean: Tokens, span, corrupted_prompt: str, corrupted_subject, targets) -> PreparedRun:
     """The PreparedRun of a substitution: the corrupted prompt aligned with the clean one."""
     corrupted = tokenize(tracer.tokenizer, corrupted_prompt, "the corrupted prompt")
     extra = list(targets[:-1]) if targets else []
     if span is None:  # no subject: equal lengths align position by position, others by shared tokens
-        aligned = (align_tokens(clean.ids, corrupted.ids) if len(clean) != len(corrupted)
-                   else {**align_tokens(clean.ids, corrupted.ids), "clean_to_corrupted": list(range(len(clean)))})
+        aligned = align_tokens(clean.ids, corrupted.ids)
+        if len(clean) == len(corrupted):
+            aligned["clean_to_corrupted"] = list(range(len(clean)))
         warnings = []
     else:
         other = (subject_span(corrupted_prompt, corrupted_subject, corrupted, "corrupted subject")
