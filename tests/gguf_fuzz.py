@@ -19,7 +19,7 @@ import sys
 
 import tracer  # noqa: F401,E402  - loads the fast BLAS before mlx.core
 from tracer.errors import ModelError
-from tracer.models.gguf import read_gguf
+from tracer.models.gguf import read_gguf, tensor_f32
 from tracer.models.gguf_header import validate_gguf
 
 import gguf_bytes
@@ -62,7 +62,8 @@ def main(directory: str, cases: int, seed: int) -> int:
             f.write(data)
         print(f"case {case}: {what}", flush=True)  # the last line names the culprit of a crash
         try:
-            read_gguf(path)
+            for tensor in read_gguf(path).tensors:  # every tensor dequantized too
+                tensor_f32(tensor)
             loaded += 1
         except ModelError as exc:
             rejected += 1

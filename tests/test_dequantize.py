@@ -1,11 +1,12 @@
 """Quantized weights are dequantized exactly: every GGUF Q4_0/Q4_1/Q8_0 tensor and
 every mlx-lm affine-quantized layer equals an independent numpy float32
 decoding of its raw data, bit for bit (tests/gguf_bytes.py decodes GGUF blocks
-per llama.cpp's layout; mlx-lm packing is decoded here)."""
+per llama.cpp's layout; mlx-lm packing is decoded here). The other GGUF types
+are tested against llama.cpp's reference dequantizer in tests/test_gguf_models.py."""
 
 import json
 
-from tracer.models.dequant import dequantize_f32
+from tracer.models.gguf import read_gguf, tensor_f32
 from tracer.models.gguf_header import validate_gguf
 from tracer.models.load import embedded_model_path, load_model
 
@@ -18,13 +19,9 @@ from mlx.utils import tree_flatten
 ROWS, COLS = 6, 128  # MLX shape; GGUF dims are (COLS, ROWS)
 
 
-def _half_precision(packed, scales, biases, bits) -> np.ndarray:
-    """What loading did before: mx.dequantize with the float16 scales as loaded."""
-    return np.array(mx.dequantize(packed, scales, biases, group_size=32, bits=bits).astype(mx.float32))
-
-
-@pytest.mark.parametrize("ggml_type,bits", [(gb.Q4_0, 4), (gb.Q4_1, 4), (gb.Q8_0, 8)], ids=["Q4_0", "Q4_1", "Q8_0"])
-def test_gguf_blocks_dequantize_exactly(tmp_path, ggml_type, bits):
+@pytest.mark.parametrize("ggml_type", [gb.Q4_0, gb.Q4_1, gb.Q8_0], ids=["Q4_0", "Q4_1", "Q8_0"])
+def test_gguf_blocks_dequantize_exactly(tmp_path, ggml_type):
+    """The loader's dequantization (llama.cpp's gguf package) equals this file's own decoder."""
     rng = np.random.default_rng(ggml_type)
     raw = gb.BLOCKS[ggml_type](rng, ROWS * COLS // 32)
     path = tmp_path / "q.gguf"
@@ -33,14 +30,9 @@ def test_gguf_blocks_dequantize_exactly(tmp_path, ggml_type, bits):
     assert [(t.name, t.dims, t.type_name, t.nbytes) for t in header.tensors] == [
         ("t.weight", (COLS, ROWS), {gb.Q4_0: "Q4_0", gb.Q4_1: "Q4_1", gb.Q8_0: "Q8_0"}[ggml_type], len(raw))
     ]
-    loaded = mx.load(str(path))
-    assert loaded["t.scales"].dtype == mx.float16  # what MLX hands over
-    ours = dequantize_f32(loaded["t.weight"], loaded["t.scales"], loaded["t.biases"], group_size=32, bits=bits)
-    assert ours.dtype == mx.float32
-    expected = gb.decode(raw, ggml_type).reshape(ROWS, COLS)
-    assert np.array_equal(np.array(ours), expected)
-    # float16 arithmetic (the old path) does not give these values
-    assert np.abs(_half_precision(loaded["t.weight"], loaded["t.scales"], loaded["t.biases"], bits) - expected).max() > 0
+    ours = tensor_f32(read_gguf(str(path)).tensors[0])
+    assert ours.dtype == np.float32 and ours.shape == (ROWS, COLS)
+    assert np.array_equal(ours, gb.decode(raw, ggml_type).reshape(ROWS, COLS))
 
 
 def test_decoder_follows_the_spec():

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from tracer.errors import ModelError
-from tracer.models.gguf import read_gguf
+from tracer.models.gguf import read_gguf, tensor_f32
 from tracer.models.gguf_header import validate_gguf
 from tracer.models.load import embedded_model_path
 
@@ -72,16 +72,21 @@ VARIANTS = {
     "value-type": (raw_gguf([kv("x", 13, b"\0" * 8)], [T], DATA), "corrupt header: metadata 'x' has unknown value type 13"),
     "array-type": (raw_gguf([kv("x", gb.ARRAY, struct.pack("<IQ", 99, 1) + b"\0" * 8)], [T], DATA),
                    "corrupt header: metadata 'x' is an array of unknown value type 99"),
-    "float64": (raw_gguf([kv("x", gb.F64V, struct.pack("<d", 1.5))], [T], DATA),
-                "metadata 'x' holds float64 values, which MLX's GGUF reader cannot read"),
     "nested-deep": (raw_gguf([_nested(9)], [T], DATA), "corrupt header: metadata 'x' nests arrays more than 8 deep"),
     "non-utf8-key": (raw_gguf([s(b"\xff\xfe") + struct.pack("<I", gb.U8) + b"\0"], [T], DATA),
                      "corrupt header: metadata key b'\\xff\\xfe' is not UTF-8"),
     "ggml-type": (raw_gguf([], [tensor_info("t.weight", (32,), 99, 0)], DATA), "corrupt header: tensor 't.weight' has unknown ggml type 99"),
-    "q4_k": (raw_gguf([], [tensor_info("t.weight", (256,), 12, 0)], DATA),
-             "tensor 't.weight' has type Q4_K, which tracer-tui cannot load (supported: F32, F16, Q4_0, Q4_1, Q8_0)"),
-    "bf16": (raw_gguf([], [tensor_info("t.weight", (32,), 30, 0)], DATA),
-             "tensor 't.weight' has type BF16, which tracer-tui cannot load (supported: F32, F16, Q4_0, Q4_1, Q8_0)"),
+    "q8_k": (raw_gguf([], [tensor_info("t.weight", (256,), 15, 0)], DATA),
+             "tensor 't.weight' has type Q8_K, which is not a weight type llama.cpp's gguf package can dequantize"),
+    "i32": (raw_gguf([], [tensor_info("t.weight", (32,), 26, 0)], DATA),
+            "tensor 't.weight' has type I32, which is not a weight type llama.cpp's gguf package can dequantize"),
+    # K- and I-quants: rows of whole 256-weight blocks, data inside the file
+    "q4_k-row": (raw_gguf([], [tensor_info("t.weight", (128,), 12, 0)], DATA),
+                 "corrupt header: tensor 't.weight' (Q4_K) has a row length 128 that is not a multiple of 256"),
+    "q6_k-past-end": (raw_gguf([], [tensor_info("t.weight", (256, 4), 14, 0)], DATA),
+                      "corrupt header: tensor 't.weight' data (bytes 96 to 936) extends past the end of the file (224 bytes)"),
+    "iq2_xxs-past-end": (raw_gguf([], [tensor_info("t.weight", (256, 2**20), 16, 0)], DATA),
+                         "corrupt header: tensor 't.weight' data (bytes 96 to 69206112) extends past the end of the file (224 bytes)"),
     "offset-past-end": (raw_gguf([], [tensor_info("t.weight", (32,), gb.F32, 4096)], DATA),
                         "corrupt header: tensor 't.weight' data (bytes 4160 to 4288) extends past the end of the file (192 bytes)"),
     "size-past-end": (raw_gguf([], [tensor_info("t.weight", (32, 2**20), gb.F32, 0)], DATA),
@@ -106,7 +111,7 @@ VARIANTS = {
 # the variants of issue #14, run through the real console script
 CLI_VARIANTS = ["issue-repro", "key-length", "tensor-name-length", "tensor-count", "ndim-99", "random-100k", "v3-random-100k",
                 "kv-count", "string-length", "array-length-huge", "value-type", "ggml-type", "offset-past-end", "size-past-end",
-                "alignment-0", "float64"]
+                "alignment-0", "q8_k", "q4_k-row"]
 
 
 def _write(tmp_path, name) -> Path:
@@ -137,6 +142,17 @@ def test_bad_header_cli_one_line_exit_2(tmp_path, name):
     assert "Traceback" not in proc.stdout + proc.stderr
 
 
+def test_float64_metadata_is_refused_only_for_mlx_reader(tmp_path):
+    """gguf's reader reads float64 values; MLX's (the --keep-quantized path) would misread the header."""
+    path = tmp_path / "f64.gguf"
+    path.write_bytes(raw_gguf([kv("x", gb.F64V, struct.pack("<d", 1.5))], [T], DATA))
+    assert read_gguf(str(path)).meta["x"] == 1.5
+    with pytest.raises(ModelError) as info:
+        validate_gguf(str(path), for_mlx=True)
+    assert str(info.value) == (f"cannot read GGUF {path}: metadata 'x' holds float64 values, "
+                               "which MLX's GGUF reader (--keep-quantized) cannot read")
+
+
 def test_embedded_model_header():
     path = embedded_model_path()
     start = time.perf_counter()
@@ -159,19 +175,19 @@ def test_small_files_validate_and_load(tmp_path):
     assert [(t.name, t.type_name) for t in header.tensors] == [
         ("output_norm.weight", "F32"), ("token_embd.weight", "F16"), ("blk.0.attn_q.weight", "Q4_0"),
         ("blk.0.attn_k.weight", "Q4_1"), ("blk.0.attn_v.weight", "Q8_0")]
-    weights, meta = read_gguf(str(path))
-    assert weights["token_embd.weight"].shape == (4, 32) and weights["blk.0.attn_v.scales"].shape == (3, 1)
-    assert list(meta["tokenizer.ggml.tokens"]) == ["a", "b", "ab", "<s>"]
+    gfile = read_gguf(str(path))
+    shapes = {t.name: tensor_f32(t).shape for t in gfile.tensors}
+    assert shapes["token_embd.weight"] == (4, 32) and shapes["blk.0.attn_v.weight"] == (3, 32)
+    assert gfile.meta["tokenizer.ggml.tokens"] == ["a", "b", "ab", "<s>"]
     # what mx.save_gguf writes (as the CLI error tests do) validates too
     saved = tmp_path / "saved.gguf"
     mx.save_gguf(str(saved), {"token_embd.weight": mx.zeros((4, 8))}, {"general.architecture": "llama", "x": ["a", "b"]})
     assert [t.dims for t in validate_gguf(str(saved)).tensors] == [(8, 4)]
-    # an array of arrays parses; MLX then refuses it with its own one-line message
+    # an array of arrays parses, in the header check and in gguf's reader
     nested = tmp_path / "nested.gguf"
     nested.write_bytes(raw_gguf([_nested(2)], [T], DATA))
     assert validate_gguf(str(nested)).tensors[0].name == "t.weight"
-    with pytest.raises(ModelError, match=r"nested arrays"):
-        read_gguf(str(nested))
+    assert [t.name for t in read_gguf(str(nested)).tensors] == ["t.weight"]
 
 
 def test_fuzzed_headers_load_or_raise_model_error(tmp_path):

@@ -11,14 +11,16 @@ ModelError with one line naming the first problem. It reads the file through
 mmap and touches only the header, so the 100 MB embedded model takes a few
 milliseconds.
 
-Metadata values of type float64 are refused: MLX's reader stores them as
+Metadata values of type float64 are refused only when MLX's own reader is to
+read the file (`for_mlx`, the `--keep-quantized` path): it stores them as
 float32 and then misreads the rest of the header (a SIGSEGV). Arrays of arrays
-are parsed; MLX then refuses them with its own one-line error.
+are parsed.
 
-Tensor types: F32, F16, Q4_0, Q4_1 and Q8_0 are accepted (the types MLX loads
-exactly and the model builder understands). Every other ggml type (Q5_0, Q5_1,
-Q8_1, the K-quants Q2_K..Q8_K, the IQ types, BF16, I8..I64, F64, ...) is
-rejected as unsupported by name; a type id outside ggml's list is corruption.
+Tensor types: every type that llama.cpp's `gguf` package can dequantize to
+float32 (F32, F16, BF16, Q4_0..Q8_0, the K-quants Q2_K..Q6_K, the IQ and TQ
+types, MXFP4, ...) is accepted, with its block size from `gguf.constants`; the
+other ggml types (Q8_1, Q8_K, I8..I64, F64: never model weights) are refused by
+name; a type id outside ggml's list is corruption.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import dequantize
 
 from ..errors import ModelError
 
@@ -34,17 +41,23 @@ MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_NESTING = 8  # arrays of arrays deeper than this are refused
 DEFAULT_ALIGNMENT = 32
 
-# ggml type id -> name, for every type ggml has defined (ids 4 and 5 were removed)
-GGML_TYPE_NAMES = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1",
-    10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
-    17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
-    23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
-    30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
-}
-# the supported types: id -> (weights per block, bytes per block)
-SUPPORTED_TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
-SUPPORTED_NAMES = ", ".join(GGML_TYPE_NAMES[t] for t in SUPPORTED_TYPES)
+# ggml type id -> name, and id -> (weights per block, bytes per block), for every type ggml defines
+GGML_TYPE_NAMES = {int(t): t.name for t in GGMLQuantizationType}
+TYPE_SIZES = {int(t): sizes for t, sizes in GGML_QUANT_SIZES.items()}
+
+
+@lru_cache(maxsize=1)
+def readable_types() -> frozenset[int]:
+    """The ggml types `gguf.quants.dequantize` turns into float32 (asked of the library itself)."""
+    readable = set()
+    for qtype, (_, block_bytes) in GGML_QUANT_SIZES.items():
+        try:
+            dequantize(np.zeros((1, block_bytes), np.uint8), qtype)
+        except NotImplementedError:
+            continue
+        readable.add(int(qtype))
+    return frozenset(readable)
+
 
 # GGUF metadata value types: id -> fixed size in bytes (STRING=8 and ARRAY=9 are variable)
 _FIXED_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
@@ -86,8 +99,8 @@ class _Unsupported(Exception):
 class _Reader:
     """Bounded little-endian reads from a buffer of `size` bytes."""
 
-    def __init__(self, buf, size: int):
-        self.buf, self.size, self.off = buf, size, 0
+    def __init__(self, buf, size: int, for_mlx: bool = False):
+        self.buf, self.size, self.off, self.for_mlx = buf, size, 0, for_mlx
 
     def need(self, n: int, what: str) -> None:
         if n > self.size - self.off:
@@ -129,10 +142,12 @@ class _Reader:
 
     def skip_value(self, vtype: int, key: str, depth: int = 0) -> None:
         """Step over one metadata value of type `vtype`, checking every length on the way."""
-        if vtype == _FLOAT64 or (vtype == _ARRAY and self._peek_u32() == _FLOAT64):
+        if self.for_mlx and (vtype == _FLOAT64 or (vtype == _ARRAY and self._peek_u32() == _FLOAT64)):
             # MLX stores float64 values as float32 and advances by 4 bytes, not 8:
             # the rest of the header is then misread (it crashes on such files)
-            raise _Unsupported(f"metadata {key!r} holds float64 values, which MLX's GGUF reader cannot read")
+            raise _Unsupported(
+                f"metadata {key!r} holds float64 values, which MLX's GGUF reader (--keep-quantized) cannot read"
+            )
         if vtype in _FIXED_SIZES:
             self.need(_FIXED_SIZES[vtype], f"value of {key!r}")
             self.off += _FIXED_SIZES[vtype]
@@ -175,10 +190,11 @@ class _Reader:
         self.off = off
 
 
-def parse_header(buf, size: int) -> GGUFHeader:
+def parse_header(buf, size: int, for_mlx: bool = False) -> GGUFHeader:
     """Parse and check the GGUF header in `buf` (`size` bytes); raises _Corrupt,
-    or _Unsupported for well-formed content tracer-tui cannot load, on the first problem."""
-    r = _Reader(buf, size)
+    or _Unsupported for well-formed content tracer-tui cannot load, on the first problem.
+    `for_mlx`: also refuse what MLX's native reader misreads (float64 metadata)."""
+    r = _Reader(buf, size, for_mlx)
     r.need(24, "GGUF header")
     if bytes(buf[:4]) != b"GGUF":
         raise _Corrupt(f"bad magic {bytes(buf[:4])!r}")
@@ -224,12 +240,12 @@ def parse_header(buf, size: int) -> GGUFHeader:
     for name, dims, gtype, offset in infos:
         if gtype not in GGML_TYPE_NAMES:
             raise _Corrupt(f"tensor {name!r} has unknown ggml type {gtype}")
-        if gtype not in SUPPORTED_TYPES:
+        if gtype not in readable_types():
             raise _Unsupported(
-                f"tensor {name!r} has type {GGML_TYPE_NAMES[gtype]}, which tracer-tui cannot load "
-                f"(supported: {SUPPORTED_NAMES})"
+                f"tensor {name!r} has type {GGML_TYPE_NAMES[gtype]}, which is not a weight type "
+                "llama.cpp's gguf package can dequantize"
             )
-        per_block, block_bytes = SUPPORTED_TYPES[gtype]
+        per_block, block_bytes = TYPE_SIZES[gtype]
         if dims[0] % per_block:
             raise _Corrupt(f"tensor {name!r} ({GGML_TYPE_NAMES[gtype]}) has a row length {dims[0]} that is not a multiple of {per_block}")
         if offset % alignment:
@@ -247,24 +263,25 @@ def parse_header(buf, size: int) -> GGUFHeader:
     return GGUFHeader(version, n_kv, alignment, data_start, tuple(tensors))
 
 
-def validate_gguf(path: str) -> GGUFHeader:
+def validate_gguf(path: str, *, for_mlx: bool = False) -> GGUFHeader:
     """Check the GGUF file at `path` and return its parsed header; a corrupt or
-    unsupported header raises ModelError("cannot read GGUF <path>: ...")."""
+    unsupported header raises ModelError("cannot read GGUF <path>: ...").
+    `for_mlx`: the file is for MLX's native reader, which misreads float64 metadata."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < 24:
                 head = f.read()
-                return _parse(path, head, len(head))
+                return _parse(path, head, len(head), for_mlx)
             with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                return _parse(path, buf, size)
+                return _parse(path, buf, size, for_mlx)
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def _parse(path: str, buf, size: int) -> GGUFHeader:
+def _parse(path: str, buf, size: int, for_mlx: bool) -> GGUFHeader:
     try:
-        return parse_header(buf, size)
+        return parse_header(buf, size, for_mlx)
     except _Corrupt as exc:
         raise ModelError(f"cannot read GGUF {path}: corrupt header: {exc}") from None
     except _Unsupported as exc:

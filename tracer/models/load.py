@@ -28,6 +28,7 @@ class LoadedModel:
     name: str
     source: str  # "embedded", "gguf", "mlx-lm"
     quantized: bool
+    requantized: bool = False  # --keep-quantized re-quantized the file's weights to 8 bits: not exact
 
     @property
     def n_layers(self) -> int:
@@ -40,8 +41,13 @@ class LoadedModel:
         dtype = anatomy.embed_weight_dtype()
         return (
             f"{self.name} ({self.source}): {self.n_layers} layers, hidden {anatomy.hidden_size}, "
-            f"vocab {self.tokenizer.get_vocab_size()}, {'quantized' if self.quantized else str(dtype).replace('mlx.core.', '')}"
+            f"vocab {self.tokenizer.get_vocab_size()}, {self._weights_kind(dtype)}"
         )
+
+    def _weights_kind(self, dtype) -> str:
+        if self.requantized:
+            return f"re-quantized to {gguf.REQUANTIZE_BITS} bits (approximate)"
+        return "quantized" if self.quantized else str(dtype).replace("mlx.core.", "")
 
 
 def embedded_model_path() -> str:
@@ -88,10 +94,12 @@ def _is_gguf(path: str) -> bool:
 
 
 def _load_gguf(path: str, name: str, source: str, dequantize: bool) -> LoadedModel:
-    weights, meta = gguf.read_gguf(path)
-    tokenizer = gguf.build_tokenizer(meta)
-    model = gguf.build_model(weights, meta, dequantize=dequantize)
-    return LoadedModel(model, tokenizer, name, source, quantized=not dequantize and _has_quantized(model))
+    gfile = gguf.read_gguf(path)
+    tokenizer = gguf.build_tokenizer(gfile.meta)
+    model = gguf.build_model(gfile, dequantize=dequantize)
+    quantized = not dequantize and _has_quantized(model)
+    approximate = quantized and bool(gfile.type_names() - set(gguf.UNQUANTIZED_TYPES) - set(gguf.MLX_PACKED_TYPES))
+    return LoadedModel(model, tokenizer, name, source, quantized=quantized, requantized=approximate)
 
 
 def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:
