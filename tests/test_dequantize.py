@@ -19,6 +19,11 @@ from mlx.utils import tree_flatten
 ROWS, COLS = 6, 128  # MLX shape; GGUF dims are (COLS, ROWS)
 
 
+def _half_precision(packed, scales, biases, bits) -> np.ndarray:
+    """What loading did before: mx.dequantize with the float16 scales as loaded."""
+    return np.array(mx.dequantize(packed, scales, biases, group_size=32, bits=bits).astype(mx.float32))
+
+
 @pytest.mark.parametrize("ggml_type", [gb.Q4_0, gb.Q4_1, gb.Q8_0], ids=["Q4_0", "Q4_1", "Q8_0"])
 def test_gguf_blocks_dequantize_exactly(tmp_path, ggml_type):
     """The loader's dequantization (llama.cpp's gguf package) equals this file's own decoder."""
