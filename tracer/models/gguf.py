@@ -186,6 +186,8 @@ def _gemma2_config(m: _Meta, vocab: int) -> dict:
 def _gemma3_config(m: _Meta, vocab: int) -> dict:
     config = {**_decoder_config(m, vocab, eps_default=1e-6), "rope_theta": m.number("rope.freq_base", 1000000.0)}
     config["sliding_window"] = m.whole("attention.sliding_window", 512)
+    # every 6th layer global, as llama.cpp assumes when the file does not say
+    config["sliding_window_pattern"] = m.whole("attention.sliding_window_pattern", 6)
     config["query_pre_attn_scalar"] = _gemma_scalar(config)
     if str(m.meta.get(f"{m.arch}.rope.scaling.type", "")) == "linear":
         config["rope_scaling"] = {"rope_type": "linear", "factor": m.number("rope.scaling.factor")}

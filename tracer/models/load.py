@@ -95,6 +95,7 @@ def _is_gguf(path: str) -> bool:
 
 def _load_gguf(path: str, name: str, source: str, dequantize: bool) -> LoadedModel:
     gfile = gguf.read_gguf(path)
+    gguf.arch_spec(gfile.meta)  # an unsupported architecture is the first thing to say
     tokenizer = gguf.build_tokenizer(gfile.meta)
     model = gguf.build_model(gfile, dequantize=dequantize)
     quantized = not dequantize and _has_quantized(model)
