@@ -18,10 +18,9 @@ import json
 import gguf
 import mlx.core as mx
 import numpy as np
+import tiny
 from gguf import GGMLQuantizationType as Q
 from mlx.utils import tree_flatten
-
-import tiny
 
 # GGUF architecture -> the tiny mlx-lm model type it is written from
 TINY_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3", "gemma2": "gemma2",

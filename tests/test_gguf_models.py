@@ -3,19 +3,19 @@
 logits equal the mlx-lm model's, and every dequantized weight equals llama.cpp's reference
 dequantizer's float32 result, bit for bit."""
 
-import gguf
-import mlx.core as mx
-import numpy as np
-import pytest
-from gguf import GGMLQuantizationType as Q
-from mlx.utils import tree_flatten
 from tracer.errors import ModelError
 from tracer.models.gguf import ARCHS, read_gguf
 from tracer.models.gguf_header import readable_types
 from tracer.models.load import load_model
 
+import gguf
+import mlx.core as mx
+import numpy as np
+import pytest
 import tiny
+from gguf import GGMLQuantizationType as Q
 from gguf_models import TINY_ARCH, gguf_name, write_tiny_gguf
+from mlx.utils import tree_flatten
 
 PROMPT = "The Eiffel Tower is located in the city of Paris."
 
