@@ -89,3 +89,72 @@ def test_keep_quantized(tmp_path, qtype):
         assert layer.bits == 8 and np.all(error <= step + 1e-6)  # within one 8-bit level of its group
     else:
         assert np.array_equal(w, true)
+
+
+def _sentencepiece_meta():
+    """A SentencePiece BPE trained on the tiny corpus, as GGUF tokenizer metadata (llama.cpp's
+    token types: 1 normal, 2 unknown, 3 control, 6 byte)."""
+    import io
+
+    import sentencepiece as spm
+
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(tiny.CORPUS * 3), model_writer=buf, vocab_size=420, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, bos_id=1, eos_id=2, unk_id=0, pad_id=-1, split_digits=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, minloglevel=2)
+    sp = spm.SentencePieceProcessor(model_proto=buf.getvalue())
+    n = sp.get_piece_size()
+    types = [2 if sp.is_unknown(i) else 3 if sp.is_control(i) else 6 if sp.is_byte(i) else 1 for i in range(n)]
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [sp.id_to_piece(i) for i in range(n)],
+            "tokenizer.ggml.scores": [sp.get_score(i) for i in range(n)], "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.unknown_token_id": 0}
+    return sp, meta
+
+
+@pytest.mark.parametrize("text", ["The Eiffel Tower is located in the city of Paris.", "Zürich 12345 ünïcödé  two  spaces",
+                                  "It is in the city.", " leading space, emoji \U0001f600 and tab\tend"])
+def test_sentencepiece_vocabulary_tokenizes_as_sentencepiece(text):
+    from tracer.models.gguf import build_tokenizer
+
+    sp, meta = _sentencepiece_meta()
+    tok = build_tokenizer(meta)
+    ids = tok.encode(text).ids
+    assert ids == [1, *sp.encode(text)]  # BOS by default for SentencePiece, as llama.cpp does
+    assert tok.decode(ids, skip_special_tokens=True) == sp.decode(ids[1:])
+
+
+@pytest.mark.parametrize("pre,pieces", [
+    ("gpt-2", ["Hello", "Ġworld", "'s", "Ġ12345", "!!"]),
+    ("llama-bpe", ["Hello", "Ġworld", "'s", "Ġ", "123", "45", "!!"]),
+    ("qwen2", ["Hello", "Ġworld", "'s", "Ġ", "1", "2", "3", "4", "5", "!!"]),
+    ("smollm", ["Hello", "Ġworld", "'s", "Ġ", "1", "2", "3", "4", "5", "!!"]),
+])
+def test_bpe_pre_tokenizer_follows_the_file(pre, pieces):
+    """The split rules of GPT-2, Llama 3 (digits in threes) and Qwen2/SmolLM (single digits)."""
+    from tracer.models.gguf import build_tokenizer
+
+    vocab = tiny.tiny_tokenizer().get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    merges = ["Ġ t"] if "Ġt" in vocab else []
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.merges": merges,
+            "tokenizer.ggml.pre": pre}
+    tok = build_tokenizer(meta)
+    assert [p for p, _ in tok.pre_tokenizer.pre_tokenize_str("Hello world's 12345!!")] == pieces
+
+
+def test_a_merge_outside_the_vocabulary_is_one_model_error():
+    from tracer.models.gguf import build_tokenizer
+
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b"], "tokenizer.ggml.merges": ["a b"]}
+    with pytest.raises(ModelError, match=r"^GGUF tokenizer: merge 'a b' is not two tokens of the vocabulary$"):
+        build_tokenizer(meta)
+
+
+def test_an_unknown_pre_tokenizer_is_refused():
+    from tracer.models.gguf import build_tokenizer
+
+    meta = {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.tokens": ["a", "b", "ab"], "tokenizer.ggml.merges": ["a b"],
+            "tokenizer.ggml.pre": "falcon"}
+    with pytest.raises(ModelError, match=r"^unsupported GGUF pre-tokenizer 'falcon' \(supported: default, gpt-2, smollm, llama-bpe, llama3, qwen2\)$"):
+        build_tokenizer(meta)

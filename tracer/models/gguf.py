@@ -489,7 +489,12 @@ def _byte_level_bpe(meta: dict, tokens: list) -> Tokenizer:
     if pre not in BPE_PRE_TOKENIZERS:
         raise ModelError(f"unsupported GGUF pre-tokenizer '{pre:.40}' (supported: {', '.join(BPE_PRE_TOKENIZERS)})")
     pattern, digits = BPE_PRE_TOKENIZERS[pre]
-    tok = Tokenizer(models.BPE({t: i for i, t in enumerate(tokens)}, [tuple(m.split(" ", 1)) for m in merges], fuse_unk=False))
+    pairs = [tuple(m.split(" ", 1)) for m in merges]
+    vocab = {t: i for i, t in enumerate(tokens)}
+    for pair in pairs:  # `tokenizers` panics (not an Exception) on a merge outside the vocabulary
+        if len(pair) != 2 or pair[0] not in vocab or pair[1] not in vocab or pair[0] + pair[1] not in vocab:
+            raise ModelError(f"GGUF tokenizer: merge {' '.join(pair)!r:.60} is not two tokens of the vocabulary")
+    tok = Tokenizer(_bpe(vocab, pairs, fuse_unk=False))
     steps = [pre_tokenizers.Digits(individual_digits=True)] if digits else []
     if pattern == _GPT2_SPLIT:  # ByteLevel's own split is GPT-2's
         steps.append(pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True))
@@ -499,6 +504,13 @@ def _byte_level_bpe(meta: dict, tokens: list) -> Tokenizer:
     tok.pre_tokenizer = steps[0] if len(steps) == 1 else pre_tokenizers.Sequence(steps)
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def _bpe(vocab: dict, merges: list, **options):
+    try:
+        return models.BPE(vocab, merges, **options)
+    except Exception as exc:  # tokenizers raises a bare Exception for a merge outside the vocabulary
+        raise ModelError(f"GGUF tokenizer: {one_line(exc)}") from None
 
 
 def _sentencepiece(meta: dict, tokens: list) -> Tokenizer:
@@ -521,7 +533,7 @@ def _sentencepiece(meta: dict, tokens: list) -> Tokenizer:
     ranked.sort()
     unk_id = meta.get("tokenizer.ggml.unknown_token_id")
     unk = tokens[unk_id] if isinstance(unk_id, int) and 0 <= unk_id < len(tokens) else None
-    tok = Tokenizer(models.BPE(vocab, [(a, b) for *_, a, b in ranked], unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tok = Tokenizer(_bpe(vocab, [(a, b) for *_, a, b in ranked], unk_token=unk, fuse_unk=True, byte_fallback=True))
     steps = [normalizers.Replace(" ", "\u2581")]
     if meta.get("tokenizer.ggml.add_space_prefix", True):
         steps.insert(0, normalizers.Prepend("\u2581"))
