@@ -139,6 +139,12 @@ def write_tiny_gguf(arch: str, path, *, qtype: Q = Q.F32, seed: int = 0, config:
             values = values + np.float32(1.0)
         data, dtype = stored(name, values, qtype, rng)
         writer.add_tensor(gguf_name(arch, name), data, raw_dtype=dtype)
+    if (config.get("rope_scaling") or {}).get("rope_type") == "llama3":
+        # llama.cpp stores Llama 3's frequency scaling as per-dimension factors on the RoPE periods
+        dims = config["hidden_size"] // config["num_attention_heads"]
+        plain = config["rope_theta"] ** (np.arange(0, dims, 2, dtype=np.float64) / dims)
+        scaled = np.array(model.layers[0].self_attn.rope._freqs, dtype=np.float64)
+        writer.add_tensor("rope_freqs.weight", (scaled / plain).astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

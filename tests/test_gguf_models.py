@@ -158,3 +158,19 @@ def test_an_unknown_pre_tokenizer_is_refused():
             "tokenizer.ggml.pre": "falcon"}
     with pytest.raises(ModelError, match=r"^unsupported GGUF pre-tokenizer 'falcon' \(supported: default, gpt-2, smollm, llama-bpe, llama3, qwen2\)$"):
         build_tokenizer(meta)
+
+
+def test_llama3_rope_frequency_factors(tmp_path):
+    """Llama 3.x GGUF files carry their RoPE scaling as a `rope_freqs` tensor: the loaded
+    model equals mlx-lm's Llama 3 RoPE model (and differs from the unscaled one)."""
+    config = {**tiny.config_for("llama"), "rope_theta": 500000.0, "rope_scaling": {
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64}}
+    path = tmp_path / "llama3.gguf"
+    reference = write_tiny_gguf("llama", path, config=config)
+    assert "rope_freqs.weight" in {t.name for t in read_gguf(str(path)).tensors}
+    loaded = load_model(str(path))
+    ids = loaded.tokenizer.encode(PROMPT * 3).ids
+    np.testing.assert_allclose(_logits(loaded.model, ids), _logits(reference, ids), rtol=1e-4, atol=2e-5)
+    unscaled = write_tiny_gguf("llama", tmp_path / "plain.gguf", config={**config, "rope_scaling": None})
+    assert np.abs(_logits(unscaled, ids) - _logits(reference, ids)).max() > 1e-3
