@@ -33,8 +33,8 @@ def load(model: str | None = None, *, keep_quantized: bool = False, workers: int
     """Load a model ready for tracing.
 
     Args:
-        model: None for the embedded SmolLM2-135M-Instruct (offline), a llama-family
-            ``.gguf`` file, an mlx-lm model directory, or a Hugging Face repo id.
+        model: None for the embedded SmolLM2-135M-Instruct (offline), a ``.gguf`` file
+            (llama, mistral, qwen2, qwen3, gemma2, gemma3, phi3, gpt2), an mlx-lm model directory, or a Hugging Face repo id.
         keep_quantized: keep quantized weights packed (on CPU they are dequantized to
             float32 by default: faster, and exact).
         workers: engine worker threads for traces (default: 2 on a multi-core CPU).
