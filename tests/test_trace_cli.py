@@ -33,7 +33,7 @@ def test_json_schema_and_values(capsys, tiny_model_dir):
                         "warnings", "timing"}
     assert doc["config"] == {"kinds": ["hidden", "mlp"], "samples": 2, "noise": "s3", "noise_std": doc["config"]["noise_std"],
                              "replace": False, "window": 3, "positions": "all", "seed": 5, "sever": [],
-                             "corruption": "noise", "top_k": 5}
+                             "corruption": "noise", "top_k": 5, "ci_width": None}
     assert set(doc["target"]) == {"id", "text"} and set(doc["grids"]) == {"hidden", "mlp"}
     T = len(doc["tokens"])
     for grid in doc["grids"].values():
@@ -90,6 +90,10 @@ def test_text_output_to_file_with_chosen_positions(capsys, tiny_model_dir, tmp_p
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--positions", "40"], "out of range"),
         (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--output", "/nonexistent/dir/x.json"], "cannot write"),
         (["--prompt", "word " * 300, "--subject", "word"], "context"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--ci-width", "x"], "--ci-width must be a number (got 'x')"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--ci-width", "2"], "ci_width must be a number between 0 and 1"),
+        (["--prompt", PROMPT, "--subject", "Eiffel Tower", "--samples", "auto", "--corrupted-prompt",
+          "The Louvre is located in the city of"], "noise corruption only"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, tiny_model_dir, args, message):
@@ -250,3 +254,18 @@ def test_the_tutorials_names_on_the_embedded_model(capsys):
     peak = doc["summary"]["grids"]["hidden"]["peak"]
     assert peak["tokens"] == list(range(10)) and peak["value"] == pytest.approx(100.0, abs=0.01)
     assert doc["summary"]["grids"]["hidden"]["thirds"]["middle"]["mean"] == pytest.approx(100.0, abs=0.01)
+
+
+def test_samples_auto(capsys, tiny_model_dir):
+    """--samples auto: up to 40 samples per cell, run to a 0.02-wide interval; each cell's count in the JSON."""
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "auto", "--kinds", "hidden",
+                            "--quiet")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert (doc["config"]["samples"], doc["config"]["ci_width"]) == (40, 0.02)
+    counts = np.array(doc["grids"]["hidden"]["samples"])
+    assert counts.shape == np.array(doc["grids"]["hidden"]["prob"]).shape
+    assert set(counts.ravel().tolist()) <= {3, 6, 12, 24, 40}
+    low, high = np.array(doc["grids"]["hidden"]["prob_low"]), np.array(doc["grids"]["hidden"]["prob_high"])
+    early = counts < 40
+    assert np.all(high[early] - low[early] <= 0.02 + 1e-9)

@@ -106,3 +106,43 @@ def test_one_noise_sample_has_no_spread(tracers):
     assert all(isinstance(v, float) for v in g["prob"][0])
     for key in ("prob_std", "prob_low", "prob_high", "logit_diff_std"):
         assert g[key] == [[None] * tracer.n_layers]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # the packed forward and the generic one
+def test_adaptive_samples_equal_the_oracles_first_samples(tracers, arch):
+    """Adaptive samples (ci_width): each cell's P is the mean of the oracle's first n samples, n is
+    3, 6, 12 or the maximum, a cell stopped early has an interval no wider than the target, and a
+    cell that went on was wider at the previous count."""
+    tracer, oracle_lm = tracers(arch)
+    N, width = 16, 0.004
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
+    result = run_trace(tracer, req)
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
+                                noise_std=result.noise_std, positions="all")
+    counts_seen = set()
+    for kind in req.kinds:
+        g = result.grids[kind]
+        samples = expected[kind]["prob_samples"]  # [rows, layers, N]
+        n = np.array(g["samples"])
+        counts_seen |= set(n.ravel().tolist())
+        for (row, layer), count in np.ndenumerate(n):
+            count = int(count)
+            first = samples[row, layer, :count]
+            assert g["prob"][row][layer] == pytest.approx(first.mean(), abs=2e-6)
+            half = t_quantile_975(count - 1) * first.std(ddof=1) / math.sqrt(count)
+            if count < N:
+                assert 2 * half <= width + 1e-6
+            if count > 3 and row >= 2:  # went on: it was wider before (rows 0-1 equal the corrupted run, all N)
+                prev = count // 2 if count < N else max(c for c in (3, 6, 12) if c < count)
+                before = samples[row, layer, :prev]
+                assert 2 * t_quantile_975(prev - 1) * before.std(ddof=1) / math.sqrt(prev) > width - 1e-6
+    assert counts_seen <= {3, 6, 12, N} and len(counts_seen) >= 2  # some cells stopped early, some went on
+
+
+def test_adaptive_samples_refuse_substitution():
+    from tracer.errors import InputError
+
+    with pytest.raises(InputError, match="adaptive samples .* noise corruption only"):
+        TraceRequest(PROMPT, SUBJECT, corrupted_prompt="The Louvre is located in the city of", ci_width=0.02)
+    with pytest.raises(InputError, match=r"ci_width must be a number between 0 and 1 \(got 2\)"):
+        TraceRequest(PROMPT, SUBJECT, ci_width=2)

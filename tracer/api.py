@@ -87,7 +87,9 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
             (("hidden", "mlp", "attn")), samples (10), noise ("s3"), replace (False),
             window (10), seed (1), sever (()); and estimate ("off"; "progressive": a first-order
             estimate of every cell first, then the exact cells largest estimated effect first, the
-            same grids, with ``estimate`` and ``estimate_error``; "only": see ``estimate``).
+            same grids, with ``estimate`` and ``estimate_error``; "only": see ``estimate``); and
+            ci_width (None; a width: adaptive samples, each cell run to a 95% interval of P that
+            narrow, up to ``samples``, its count in ``grid(kind, "samples")``).
 
     Returns:
         A TraceResult: ``grid(kind, metric)`` as numpy arrays, ``clean_prob``,

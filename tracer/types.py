@@ -13,6 +13,8 @@ import numpy as np
 from .settings import TraceSettings
 
 ESTIMATE_MODES = ("off", "progressive", "only")  # TraceRequest.estimate
+AUTO_SAMPLES = 40  # `--samples auto`: the most noise samples a cell may get
+AUTO_CI_WIDTH = 0.02  # `--samples auto`: the 95% interval width in P each cell is run to
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,10 @@ class TraceRequest(TraceSettings):
         estimate: "off"; "progressive" (first a first-order estimate of every cell, core/estimate.py,
             then the exact cells in the order of the estimated effect; the same exact grids) or
             "only" (the estimate alone: the grids hold it, no patched runs).
+        ci_width: noise mode only: run samples progressively (core/tracing.py, adaptive samples):
+            every cell first gets a few samples, then more (doubling) while its 95% interval of P is
+            wider than `ci_width`, up to `samples`; each cell's count is in the grids' "samples".
+            None: every cell gets `samples`.
     """
 
     prompt: str
@@ -46,6 +52,7 @@ class TraceRequest(TraceSettings):
     corrupted_subject: str | None = None
     top_k: int = 5
     estimate: str = "off"
+    ci_width: float | None = None
 
     def options(self) -> dict:
         """The keyword options of `tracer.trace` that make this request: every field but the prompt and
@@ -73,6 +80,12 @@ class TraceRequest(TraceSettings):
             raise InputError(f"top_k must be a whole number from 1 to 100 (got {self.top_k!r:.40})")
         if self.estimate not in ESTIMATE_MODES:
             raise InputError(f"estimate must be one of {', '.join(ESTIMATE_MODES)} (got {self.estimate!r:.40})")
+        if self.ci_width is not None:
+            width = self.ci_width
+            if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < 1:
+                raise InputError(f"ci_width must be a number between 0 and 1 (got {width!r:.40})")
+            if self.corrupted_prompt is not None:
+                raise InputError("adaptive samples (ci_width) apply to noise corruption only, not to a corrupted prompt")
         if self.corrupted_subject is not None:
             if self.corrupted_prompt is None:
                 raise InputError("a corrupted subject needs a corrupted prompt")

@@ -11,7 +11,7 @@ from ..errors import InputError
 from ..events import CellsDone, Recording, Started
 from ..metrics import VIEW_ORDER
 from ..settings import add_settings_arguments, kind_name, settings_from_args
-from ..types import TraceRequest
+from ..types import AUTO_CI_WIDTH, AUTO_SAMPLES, TraceRequest
 from . import batch
 from .common import add_model_args, check_writable, loaded_engine, wait, write_output
 from .plots import add_trace_plot_arguments, write_trace_plots
@@ -65,8 +65,27 @@ def add_parser(sub) -> None:
     how.add_argument("--progressive", action="store_const", const="progressive", dest="estimate",
                      help="estimate every cell first, then run the exact cells largest estimated effect first; "
                      "the same grids, plus the estimate and its error (JSON: estimate, estimate_error)")
+    p.add_argument("--ci-width", default=None, metavar="W",
+                   help="adaptive samples: give each cell more noise samples (doubling from 3, up to --samples) "
+                   "until its 95%% interval of P is at most W wide; `--samples auto` is --samples "
+                   f"{AUTO_SAMPLES} --ci-width {AUTO_CI_WIDTH} (default: none, every cell gets --samples)")
     batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
     add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.render.figures)
+
+
+def _adaptive_samples(args) -> float | None:
+    """--samples auto / --ci-width: the interval width to run cells to (None: fixed samples); turns
+    `--samples auto` into the most samples a cell may get."""
+    if args.samples == "auto":
+        args.samples = str(AUTO_SAMPLES)
+        if args.ci_width is None:
+            return AUTO_CI_WIDTH
+    if args.ci_width is None:
+        return None
+    try:
+        return float(args.ci_width)
+    except ValueError:
+        raise InputError(f"--ci-width must be a number (got {args.ci_width!r:.40})") from None
 
 
 def parse_inspect(text: str | None):
@@ -114,6 +133,7 @@ def run(args) -> int:
         raise InputError("the prompt is empty")
     if not 1 <= args.top <= 1000:
         raise InputError(f"--top must be between 1 and 1000 (got {args.top})")
+    ci_width = _adaptive_samples(args)
     settings = settings_from_args(args)
     request = TraceRequest(
         args.prompt,
@@ -124,6 +144,7 @@ def run(args) -> int:
         positions=args.positions,
         top_k=args.top_k,
         estimate=args.estimate,
+        ci_width=ci_width,
         **settings.as_kwargs(),
     )
     inspect = parse_inspect(args.inspect)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import mlx.core as mx
 import numpy as np
@@ -78,6 +78,15 @@ class Corrupted:
     @property
     def targets(self) -> tuple[int, ...]:
         return tuple(self.target_ids) or (self.target_id,)
+
+    def subset(self, first: int, stop: int) -> "Corrupted":
+        """The same runs restricted to noise samples [first, stop) (adaptive samples)."""
+        return replace(
+            self, n_samples=stop - first, kv_rows=None,
+            embeds=None if self.embeds is None else self.embeds[first:stop],
+            states={kind: [s[first:stop] for s in layers] for kind, layers in self.states.items()},
+            kv=None if self.kv is None else [(k[first:stop], v[first:stop]) for k, v in self.kv],
+        )
 
     @property
     def n_last(self) -> int:

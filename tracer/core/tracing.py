@@ -232,7 +232,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     )
     del clean_states, corrupt_kv
     estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel)
-    _run_cells(tracer, run, todo, estimated, grids, cancel)
+    if req.ci_width is not None:
+        _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width)
+    else:
+        _run_cells(tracer, run, todo, estimated, grids, cancel)
     return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
                    time.perf_counter() - started_at)
 
@@ -343,6 +346,7 @@ class _Grids:
                  total: int, emit):
         self.shape = (len(prep.clean) if positions == "all" else 1, n_layers)
         metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if prep.mode == "noise" else ())
+        metrics += ("samples",) if req.ci_width is not None else ()
         self.grids = {k: {m: [[None] * n_layers for _ in range(self.shape[0])] for m in metrics}
                       for k in req.grid_names}
         self.base, self.total, self.done, self.emit = base, total, 0, emit
@@ -360,6 +364,8 @@ class _Grids:
                       for m in stats if m in g}
             values["recovery"] = [cell_metrics(p, base.p_clean, base.p_corrupt) if base.available else None
                                   for p in values["prob"]]
+            if "samples" in g:
+                values["samples"] = [int(probs.shape[1])] * len(items)
             for j, (cell, _) in enumerate(items):
                 for m, column in values.items():
                     g[m][cell.row][cell.layer] = column[j]
@@ -398,6 +404,39 @@ def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, c
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
         grids.deliver(chunk.cells, probs, diffs)
     check_cancel(cancel)
+
+
+AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
+
+
+def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, cancel, *, target: float) -> None:
+    """Adaptive samples: every cell gets the first AUTO_FIRST_SAMPLES noise samples, then the next
+    ones (doubling its count) while its 95% interval of P is wider than `target`, up to the
+    run's samples. The draws are the fixed-samples run's, in order: a cell with n samples has
+    exactly the values the first n samples of a fixed run give it."""
+    pm = tracer.patchable
+    pending, values = list(todo), {id(c): ([], []) for c in todo}
+    done, stop = 0, min(AUTO_FIRST_SAMPLES, run.n_samples)
+    while pending:
+        part = run.subset(done, stop)
+        chunks, packed = plan_chunks(tracer, pending, part.n_samples, len(part.ids), use_prefix=pm.prefix_cache)
+        if packed:
+            pm.packed.prepare(part)
+        mx.eval(part.clean, part.kv_rows, part.kv, part.states, part.embeds)  # workers share evaluated arrays only
+        for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, part), chunks, cancel):
+            for i, cell in enumerate(chunk.cells):
+                values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
+        check_cancel(cancel)
+        probs = np.array([np.concatenate(values[id(c)][0]) for c in pending])
+        diffs = np.array([np.concatenate(values[id(c)][1]) for c in pending])
+        stats = interval_grids(probs, diffs)
+        wide = stats["prob_high"] - stats["prob_low"] > target  # NaN (one sample) is not wide: nothing to go on
+        finished = [i for i in range(len(pending)) if not wide[i] or stop == run.n_samples]
+        if finished:
+            grids.deliver([pending[i] for i in finished], probs[finished], diffs[finished])
+        closed = set(finished)
+        pending = [cell for i, cell in enumerate(pending) if i not in closed]
+        done, stop = stop, min(2 * stop, run.n_samples)
 
 
 def _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo, seconds) -> TraceResult:

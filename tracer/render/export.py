@@ -34,12 +34,13 @@ def dumps(obj, **kwargs) -> str:
     return json.dumps(finite_or_null(obj), allow_nan=False, **kwargs)
 
 
-UNCERTAINTY_KEYS = ("prob_std", "prob_low", "prob_high", "logit_diff_std")  # noise mode only
+# noise mode only; "samples" (each cell's number of noise samples) with adaptive samples only
+UNCERTAINTY_KEYS = ("prob_std", "prob_low", "prob_high", "logit_diff_std", "samples")
 
 
 def grid_keys(result) -> tuple[str, ...]:
     """The keys each exported grid carries: the metrics, then (noise mode) the uncertainty keys
-    the result has: prob_std, prob_low, prob_high, logit_diff_std."""
+    the result has: prob_std, prob_low, prob_high, logit_diff_std, samples."""
     first = next(iter(result.grids.values()), {})
     return METRIC_NAMES + tuple(k for k in UNCERTAINTY_KEYS if k in first)
 
@@ -83,6 +84,7 @@ def _to_json(result, top: int) -> dict:
         "config": {
             "kinds": list(req.kinds),
             "samples": req.samples if result.corruption == "noise" else 1,
+            "ci_width": req.ci_width,
             "noise": req.noise,
             "noise_std": result.noise_std,
             "replace": req.replace,
