@@ -423,7 +423,7 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
         if packed:
             pm.packed.prepare(part)
         mx.eval(part.clean, part.kv_rows, part.kv, part.states, part.embeds)  # workers share evaluated arrays only
-        for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, part), chunks, cancel):
+        for chunk, (probs, diffs) in tracer.workers.map(lambda c, part=part: run_chunk_samples(pm, c, part), chunks, cancel):
             for i, cell in enumerate(chunk.cells):
                 values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
         check_cancel(cancel)
