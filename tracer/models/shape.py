@@ -78,9 +78,12 @@ def gguf_shape(path: str) -> ModelShape | None:
     counts. None when the metadata lacks a size."""
     import gguf
 
+    from .gguf_header import validate_gguf
+
     try:
+        validate_gguf(path)  # a crafted header is refused quickly, before GGUFReader walks it
         reader = gguf.GGUFReader(path)
-    except (ValueError, OSError, KeyError, IndexError, struct.error):  # a bad file: the loader says why
+    except (ModelError, ValueError, OSError, KeyError, IndexError, struct.error):  # the loader says why
         return None
 
     def value(key: str):
