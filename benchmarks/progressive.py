@@ -14,8 +14,8 @@ final grid's largest P(target)) is exact, `total_s` the whole progressive trace.
 the estimated and exact P(target) per kind (None for a random-init model: timings only).
 
 --model-shape gpt2-xl / llama-1b / ... builds a random-init model of that shape in memory (shapes.py).
---quick restricts the cells to
-positions subject-last and 3 samples (the whole grid of a 1.5B model takes many minutes here).
+--quick restricts the cells to positions subject-last and 3 samples (the whole grid of a 1.5B model
+takes many minutes here).
 """
 
 from __future__ import annotations
