@@ -11,7 +11,7 @@ from .common import EXIT_USAGE, add_model_args
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="check BLAS speed and load the model")
     add_model_args(p)
-    p.add_argument("--no-model", action="store_true", help="skip loading the model (its memory plan is still printed)")
+    p.add_argument("--no-model", action="store_true", help="skip loading the model (with --model its memory plan is still printed)")
     p.add_argument("--samples", type=int, default=10, help="noise samples the memory plan is for")
     p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length the memory plan is for")
 
