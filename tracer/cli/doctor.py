@@ -61,7 +61,7 @@ def run(args) -> int:
             f"try another BLAS with {blas_library.ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
             file=sys.stderr,
         )
-    if (args.model is not None or not args.no_model) and not print_plan(args):
+    if (getattr(args, "model", None) is not None or not args.no_model) and not print_plan(args):
         return EXIT_USAGE
     if not args.no_model:
         import time
