@@ -156,8 +156,8 @@ def check_model_fits(spec: str | None, *, keep_quantized: bool = False, samples:
     from ..models.load import DEFAULT_MODEL
     from ..models.shape import read_shape
 
-    if spec is None or spec == DEFAULT_MODEL:
-        return None
+    if not isinstance(spec, str) or spec == DEFAULT_MODEL:
+        return None  # the embedded model, or a spec the loader refuses
     shape = read_shape(spec)
     if shape is None:
         return None

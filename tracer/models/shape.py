@@ -58,6 +58,8 @@ def read_shape(spec: str | None) -> ModelShape | None:
         from .load import embedded_model_path
 
         spec = embedded_model_path()
+    if not isinstance(spec, str):
+        return None
     if os.path.isdir(spec):
         return _directory_shape(spec)
     if _regular_file(spec) and spec.lower().endswith(".gguf"):
@@ -68,7 +70,7 @@ def read_shape(spec: str | None) -> ModelShape | None:
 def _regular_file(path: str) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a name with surrogates or a NUL
         return False
 
 
