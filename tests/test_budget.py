@@ -119,3 +119,32 @@ def test_doctor_refuses_in_one_line(quick_doctor, tiny_model_dir, capsys, monkey
     msg = one_error_line(code, err)
     assert msg.startswith(f"{tiny_model_dir} needs ~") and "0.00 GiB of RAM is available" in msg
     assert out.rstrip().endswith("does NOT fit") and "model:" not in out  # nothing loaded
+
+
+def test_shape_of_a_gguf_from_its_metadata(tmp_path):
+    import gguf
+    import numpy as np
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_head_count_kv(1)
+    writer.add_token_list([f"t{i}" for i in range(10)])
+    rng = np.random.default_rng(0)
+    tensors = {"token_embd.weight": (10, 8), "blk.0.ffn_up.weight": (16, 8), "blk.1.ffn_up.weight": (16, 8),
+               "output_norm.weight": (8,)}
+    for name, dims in tensors.items():
+        writer.add_tensor(name, rng.standard_normal(dims).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    shape = read_shape(str(path))
+    assert shape == ModelShape("llama", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4,
+                               vocab=10, n_params=80 + 128 + 128 + 8, stored_bytes=4 * 344, quantized=False)
+    # a corrupt file has no plan: the loader reports it
+    path.write_bytes(path.read_bytes()[:40])
+    assert read_shape(str(path)) is None
