@@ -314,13 +314,16 @@ def recording_bytes(n_samples: int, n_tokens: int, n_layers: int, hidden: int, k
 
 
 def device_memory_bytes() -> int | None:
-    """Bytes the default device can still use: the RAM available on CPU; on a GPU, the memory
-    MLX reports for it (Metal's recommended working set, CUDA's total) less what MLX holds now;
+    """Bytes the default device can still use: the RAM available on CPU; on a GPU, CUDA's free
+    memory as MLX reports it (`free_memory`, NVML's view, other processes included), else the memory
+    MLX reports for the device (Metal's recommended working set, its total) less what MLX holds now;
     None where MLX reports none."""
     if mx.default_device() == mx.cpu:
         return free_memory_bytes()
     info_of = getattr(mx, "device_info", None)
     info = info_of() if info_of is not None else {}
+    if isinstance(info.get("free_memory"), int) and info["free_memory"] > 0:
+        return int(info["free_memory"]) + mx.get_cache_memory()  # MLX's cache is reusable
     total = next((info[k] for k in ("max_recommended_working_set_size", "memory_size", "total_memory")
                   if isinstance(info.get(k), int) and info[k] > 0), None)
     if total is None:
