@@ -13,59 +13,29 @@ final grid's largest P(target)) is exact, `total_s` the whole progressive trace.
 `baseline_peak_s` is the same peak time under today's schedule. `correlation` is the Pearson r of
 the estimated and exact P(target) per kind (None for a random-init model: timings only).
 
---model-shape gpt2-xl / llama-1b builds a random-init model of that shape in memory (mlx-lm's own
-initialisation, mx.random.seed(0)) with the tests' tiny tokenizer (vocabulary ~400: the logits'
-matmul at the last position is negligible in a trace either way). --quick restricts the cells to
-positions subject-last and 3 samples (the whole grid of a 1.5B model takes many minutes here).
+--model-shape gpt2-xl / llama-1b / ... builds a random-init model of that shape in memory (shapes.py).
+--quick restricts the cells to positions subject-last and 3 samples (the whole grid of a 1.5B model
+takes many minutes here).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
 from tracer.core.tracing import Tracer, run_trace
 from tracer.events import CellsDone, Estimate
 from tracer.inputs.facts_file import load_facts
-from tracer.models.load import LoadedModel, load_model
+from tracer.models.load import load_model
 from tracer.types import TraceRequest
 
-import mlx.core as mx
 import numpy as np
+from shapes import SHAPES, random_model
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
-
-SHAPES = {  # mlx-lm model type and the config fields that give the shape
-    "gpt2-xl": ("gpt2", {"n_ctx": 1024, "n_embd": 1600, "n_head": 25, "n_layer": 48, "n_positions": 1024,
-                         "layer_norm_epsilon": 1e-5}),
-    "llama-1b": ("llama", {"hidden_size": 2048, "num_hidden_layers": 16, "intermediate_size": 8192,
-                           "num_attention_heads": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-5,
-                           "max_position_embeddings": 2048, "rope_theta": 500000.0, "tie_word_embeddings": True,
-                           "head_dim": 64}),
-}
-
-
-def random_model(shape: str) -> LoadedModel:
-    """A random-init model of the named shape, float32, with the tests' tiny tokenizer."""
-    import importlib
-
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    from tiny import tiny_tokenizer
-
-    model_type, fields = SHAPES[shape]
-    tok = tiny_tokenizer()
-    config = {"model_type": model_type, **fields, "vocab_size": tok.get_vocab_size()}
-    module = importlib.import_module(f"mlx_lm.models.{model_type}")
-    mx.random.seed(0)
-    model = module.Model(module.ModelArgs.from_dict(config))
-    mx.eval(model.parameters())
-    return LoadedModel(model, tok, f"random {shape}", "mlx-lm", quantized=False)
-
 
 def timed_trace(engine: Tracer, request: TraceRequest) -> tuple[object, dict]:
     """The result and the times (from the call) of the first Estimate event and of each exact cell."""

@@ -20,6 +20,7 @@ import os
 import threading
 from dataclasses import fields as dataclass_fields
 
+from .core.budget import check_model_fits
 from .core.prepare import Restoration, prepare, restored_distributions
 from .core.tracing import Tracer, run_trace, top_predictions
 from .errors import InputError
@@ -43,8 +44,11 @@ def load(model: str | None = None, *, keep_quantized: bool = False, workers: int
         A ``Tracer``: the model, its tokenizer and the engine's state (cached sigmas).
 
     Raises:
-        ModelError: the model cannot be found, read or understood.
+        ModelError: the model cannot be found, read or understood, or its weights and a default
+            trace (10 samples, 32 tokens) will not fit the memory available (core/budget.py's plan,
+            made before loading).
     """
+    check_model_fits(model, keep_quantized=keep_quantized)
     return Tracer(load_model(model, keep_quantized=keep_quantized), workers=workers)
 
 

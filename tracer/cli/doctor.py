@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 
 from .. import blas as blas_library
-from .common import add_model_args
+from .common import EXIT_USAGE, add_model_args
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("doctor", help="check BLAS speed and load the model")
     add_model_args(p)
-    p.add_argument("--no-model", action="store_true", help="skip loading the model")
+    p.add_argument("--no-model", action="store_true", help="skip loading the model (with --model its memory plan is still printed)")
+    p.add_argument("--samples", type=int, default=10, help="noise samples the memory plan is for")
+    p.add_argument("--prompt-tokens", type=int, default=32, help="prompt length the memory plan is for")
 
 
 def version() -> int:
@@ -59,6 +61,8 @@ def run(args) -> int:
             f"try another BLAS with {blas_library.ENV_VAR}=<path to libopenblas.so or libmkl_rt.so>",
             file=sys.stderr,
         )
+    if (getattr(args, "model", None) is not None or not args.no_model) and not print_plan(args):
+        return EXIT_USAGE
     if not args.no_model:
         import time
 
@@ -68,3 +72,28 @@ def run(args) -> int:
         lm = load_model(args.model, keep_quantized=args.keep_quantized)
         print(f"model: {lm.summary()} (loaded in {time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def print_plan(args) -> bool:
+    """Print the memory plan of `args.model` (read before loading it: core/budget.py).
+
+    Returns:
+        False when the model will not fit (the refusal is printed on stderr).
+    """
+    from ..core.budget import plan_memory
+    from ..errors import InputError
+    from ..models.shape import read_shape
+
+    if args.samples < 1 or args.prompt_tokens < 1:
+        raise InputError("--samples and --prompt-tokens must be at least 1")
+    shape = read_shape(args.model)
+    if shape is None:
+        print("memory plan: none before loading (the model's shape is known only once it is loaded)")
+        return True
+    plan = plan_memory(shape, n_tokens=args.prompt_tokens, samples=args.samples, keep_quantized=args.keep_quantized)
+    print("memory plan:")
+    for line in plan.lines():
+        print(f"  {line}")
+    if not plan.fits:
+        print(f"tracer-tui: error: {plan.refusal(args.model or 'the embedded model')}", file=sys.stderr)
+    return plan.fits

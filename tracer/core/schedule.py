@@ -248,17 +248,54 @@ GPU_TARGET_TOKENS = 8192
 
 
 def batch_limits(model, n_tokens: int, max_rows: int | None = None, packed: bool = False) -> tuple[int, int]:
-    """(max rows, target token-rows) per forward, from the model's size and free memory."""
+    """(max rows, target token-rows) per forward, from the model's widths and the memory available
+    (RAM on CPU, the GPU's own where MLX reports it): see batch_limits_for."""
     args = getattr(model, "args", None)
     hidden = getattr(args, "hidden_size", 1024) or 1024
     ffn = getattr(args, "intermediate_size", 4 * hidden) or 4 * hidden
     vocab = getattr(args, "vocab_size", 50000) or 50000
-    per_token = 4 * (10 * hidden + 4 * ffn)  # activations alive during one block, float32
-    per_row = n_tokens * per_token + 4 * 3 * vocab  # + last-position logits and softmax
-    budget = max(64 << 20, free_memory_bytes() // 8)
+    available = device_memory_bytes()
+    if available is None:
+        available = free_memory_bytes()
+    return batch_limits_for(hidden, ffn, vocab, n_tokens, available, max_rows=max_rows, packed=packed,
+                            on_cpu=mx.default_device() == mx.cpu)
+
+
+def activation_bytes_per_token(hidden: int, ffn: int) -> int:
+    """Bytes alive per token-row during one block of a forward (float32)."""
+    return 4 * (10 * hidden + 4 * ffn)
+
+
+def logit_bytes_per_row(vocab: int) -> int:
+    """Bytes per row for the last position's logits and their softmax (float32)."""
+    return 4 * 3 * vocab
+
+
+def batch_limits_for(hidden: int, ffn: int, vocab: int, n_tokens: int, available: int, *,
+                     max_rows: int | None = None, packed: bool = False, on_cpu: bool = True) -> tuple[int, int]:
+    """(max rows, target token-rows) per forward for a model of these widths.
+
+    A forward may use an eighth of the memory available. The target is the device's preferred
+    batch (CPU_TARGET_TOKENS / CPU_PACKED_TARGET_TOKENS / GPU_TARGET_TOKENS) unless that
+    eighth binds first: then as many token-rows as fit, fewer for a wider model.
+
+    Args:
+        hidden, ffn, vocab: the model's widths.
+        n_tokens: the prompt's tokens (a forward holds at least one row of them).
+        available: bytes available (RAM on CPU, the GPU's memory on a GPU).
+        max_rows: a fixed row limit, or None for the memory's.
+        packed: packed forwards (packed.py) on CPU prefer larger batches.
+        on_cpu: the CPU's preferred batch, or the GPU's.
+
+    Returns:
+        (max rows, target token-rows).
+    """
+    per_token = activation_bytes_per_token(hidden, ffn)
+    per_row = n_tokens * per_token + logit_bytes_per_row(vocab)
+    budget = max(64 << 20, available // 8)
     rows = max_rows or max(1, int(budget // per_row))
     preferred = GPU_TARGET_TOKENS
-    if mx.default_device() == mx.cpu:
+    if on_cpu:
         preferred = CPU_PACKED_TARGET_TOKENS if packed else CPU_TARGET_TOKENS
     target = max(n_tokens, min(preferred, int(budget // per_token)))
     return rows, target
@@ -283,6 +320,24 @@ def recording_bytes(n_samples: int, n_tokens: int, n_layers: int, hidden: int, k
     embeddings [N, T, D]."""
     per_token = (n_kinds * n_layers * hidden + kv_per_token * (2 if packed else 1) + hidden) * itemsize
     return n_samples * n_tokens * per_token
+
+
+def device_memory_bytes() -> int | None:
+    """Bytes the default device can still use: the RAM available on CPU; on a GPU, CUDA's free
+    memory as MLX reports it (`free_memory`, NVML's view, other processes included), else the memory
+    MLX reports for the device (Metal's recommended working set, its total) less what MLX holds now;
+    None where MLX reports none."""
+    if mx.default_device() == mx.cpu:
+        return free_memory_bytes()
+    info_of = getattr(mx, "device_info", None)
+    info = info_of() if info_of is not None else {}
+    if isinstance(info.get("free_memory"), int) and info["free_memory"] > 0:
+        return int(info["free_memory"]) + mx.get_cache_memory()  # MLX's cache is reusable
+    total = next((info[k] for k in ("max_recommended_working_set_size", "memory_size", "total_memory")
+                  if isinstance(info.get(k), int) and info[k] > 0), None)
+    if total is None:
+        return None
+    return max(0, int(total) - mx.get_active_memory())
 
 
 def free_memory_bytes() -> int:
