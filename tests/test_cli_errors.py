@@ -102,14 +102,22 @@ def _gguf(path: Path, meta: dict, tensors=None) -> Path:
 
 
 def test_gguf_unsupported_architecture(quick_doctor, capsys, tmp_path):
-    path = _gguf(tmp_path / "g.gguf", {"general.architecture": "gpt2", **_BPE_META})
-    assert doctor_error(capsys, path) == "unsupported GGUF architecture 'gpt2' (supported: llama)"
+    path = _gguf(tmp_path / "g.gguf", {"general.architecture": "mamba", **_BPE_META})
+    assert doctor_error(capsys, path) == ("unsupported GGUF architecture 'mamba' (supported: llama, mistral, qwen2, "
+                                          "qwen3, gemma2, gemma3, phi3, gpt2)")
 
 
-def test_gguf_sentencepiece_tokenizer(quick_doctor, capsys, tmp_path):
+def test_gguf_unknown_tokenizer(quick_doctor, capsys, tmp_path):
+    meta = {"general.architecture": "llama", "tokenizer.ggml.model": "rwkv", "tokenizer.ggml.tokens": ["a", "b"]}
+    path = _gguf(tmp_path / "rwkv.gguf", meta)
+    assert doctor_error(capsys, path) == ("unsupported GGUF tokenizer 'rwkv' (supported: byte-level BPE 'gpt2', "
+                                          "SentencePiece 'llama')")
+
+
+def test_gguf_sentencepiece_without_scores(quick_doctor, capsys, tmp_path):
     meta = {"general.architecture": "llama", "tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": ["a", "b"]}
     path = _gguf(tmp_path / "spm.gguf", meta)
-    assert doctor_error(capsys, path) == "unsupported GGUF tokenizer 'llama' (only byte-level BPE 'gpt2' is supported)"
+    assert doctor_error(capsys, path) == "GGUF SentencePiece vocabulary has no score for every token"
 
 
 def test_gguf_missing_hyperparameters(quick_doctor, capsys, tmp_path):
@@ -140,7 +148,7 @@ def test_gguf_tensors_do_not_fit(quick_doctor, capsys, tmp_path):
 def test_gguf_unexpected_tensor(quick_doctor, capsys, tmp_path):
     tensors = {"token_embd.weight": mx.zeros((4, 8)), "blk.0.attn_qkv.weight": mx.zeros((8, 8))}
     path = _gguf(tmp_path / "odd.gguf", _llama_meta(), tensors)
-    assert doctor_error(capsys, path) == "unexpected GGUF tensor blk.0.attn_qkv.weight"
+    assert doctor_error(capsys, path) == "unexpected GGUF tensor 'blk.0.attn_qkv.weight' for a llama model"
 
 
 # --- mlx-lm directories --------------------------------------------------------

@@ -143,7 +143,11 @@ def _attention_shape(m: _Meta) -> dict:
             f"GGUF metadata: {m.arch}.attention.head_count {heads} is not a multiple of "
             f"{m.arch}.attention.head_count_kv {kv_heads}"
         )
-    head_dim = m.whole("attention.key_length", hidden // heads if hidden % heads == 0 else None)
+    if hidden % heads and f"{m.arch}.attention.key_length" not in m.meta:
+        raise ModelError(
+            f"GGUF metadata: {m.arch}.embedding_length {hidden} is not a multiple of {m.arch}.attention.head_count {heads}"
+        )
+    head_dim = m.whole("attention.key_length", hidden // heads)
     return {"hidden_size": hidden, "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim}
 
 
