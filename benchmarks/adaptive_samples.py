@@ -8,7 +8,8 @@ Per prompt, in one process: the fixed trace (samples=10) and the adaptive one (c
 --max-samples). `rows_fixed` / `rows_auto` are the patched cells x samples each ran (the forward rows
 that cost the time; the clean and corrupted runs are the same in both); `within_fixed` / `within_auto`
 the fraction of exact cells whose 95% interval of P is at most W wide (cells equal to the corrupted
-run are left out of both: they are not patched).
+run are left out of both: they are not patched). `rows_fixed_same_width` is what a fixed run costs that
+gives every cell as many samples as the adaptive run's widest cells needed (the same widths everywhere).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def compare(engine: Tracer, prompt: str, subject: str, *, kinds, width: float, m
     return {
         "cells": int(patched.sum()), "rows_fixed": int(10 * patched.sum()), "rows_auto": int(counts.sum()),
         "rows_ratio": round(float(counts.sum() / (10 * patched.sum())), 3),
+        # a fixed run giving every cell the samples the widest cells needed: the same widths everywhere
+        "rows_fixed_same_width": int(counts.max() * patched.sum()),
         "fixed_s": round(fixed_s, 2), "auto_s": round(auto_s, 2),
         "within_fixed": round(float(np.mean(w_fixed <= width)), 3),
         "within_auto": round(float(np.mean(w_auto <= width)), 3),
