@@ -19,7 +19,7 @@ import sys
 
 import tracer  # noqa: F401,E402  - loads the fast BLAS before mlx.core
 from tracer.errors import ModelError
-from tracer.models.gguf import read_gguf, tensor_f32
+from tracer.models.gguf import read_checked, read_gguf, tensor_f32
 from tracer.models.gguf_header import validate_gguf
 
 import gguf_bytes
@@ -62,6 +62,7 @@ def main(directory: str, cases: int, seed: int) -> int:
             f.write(data)
         print(f"case {case}: {what}", flush=True)  # the last line names the culprit of a crash
         try:
+            read_checked.cache_clear()  # each mutation is read afresh (same size, maybe the same mtime tick)
             for tensor in read_gguf(path).tensors:  # every tensor dequantized too
                 tensor_f32(tensor)
             loaded += 1
