@@ -16,6 +16,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..blas import load_fast_blas
+from ..engine import ESTIMATE_WORK
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
 from ..guards import (
@@ -38,6 +39,7 @@ from .prepare import PreparedRun, in_frame, prepare_request
 from .schedule import (
     Corrupted,
     batch_limits,
+    cell_token_layers,
     make_cells,
     make_chunks,
     record_batch_rows,
@@ -212,13 +214,17 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     keep = corrupted_kinds(req.sever)  # memory for the recorded corrupted run, checked before it is made
     check_recording_memory(tracer, prep.n_samples, max(len(prep.clean_ids), prep.n_frame), keep,
                            pm.prefix_cache and pm.packed is not None)
-    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep, emit, cancel)
+    cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
+    chunks, packed = plan_chunks(tracer, [] if req.estimate == "only" else cells, prep.n_samples, prep.n_frame,
+                                 use_prefix=pm.prefix_cache)
+    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed)
+    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep,
+                                                                                    meter.relay(emit), cancel)
     base = _baseline(tracer.tokenizer, prep, clean_logits, corrupt_logits)
     warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
-    cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
-    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit)
+    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit, meter)
     emit(Started(prep.clean.texts, prep.subject, base.p_clean, base.p_corrupt, grids.shape, req.grid_names,
-                 base.target_text, grids.total))
+                 base.target_text, grids.total, meter.total))
     for w in warnings:
         emit(Log("warning", w))
     if unaffected:
@@ -232,7 +238,8 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     )
     del clean_states, corrupt_kv
     estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel)
-    _run_cells(tracer, run, todo, estimated, grids, cancel)
+    meter.done += meter.estimate  # counted with the next cells
+    _run_cells(tracer, run, chunks, packed, estimated, grids, cancel)
     return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
                    time.perf_counter() - started_at)
 
@@ -340,15 +347,16 @@ class _Grids:
     """The trace's grids as cells arrive: stored per kind and metric, and reported (CellsDone)."""
 
     def __init__(self, req: TraceRequest, prep: PreparedRun, base: _Baseline, positions, n_layers: int,
-                 total: int, emit):
+                 total: int, emit, meter: "WorkMeter"):
         self.shape = (len(prep.clean) if positions == "all" else 1, n_layers)
         metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if prep.mode == "noise" else ())
         self.grids = {k: {m: [[None] * n_layers for _ in range(self.shape[0])] for m in metrics}
                       for k in req.grid_names}
-        self.base, self.total, self.done, self.emit = base, total, 0, emit
+        self.base, self.total, self.done, self.emit, self.meter = base, total, 0, emit, meter
 
-    def deliver(self, batch_cells, probs, diffs) -> None:
-        """Store and report cells from their per-sample values [cells, N] (float32)."""
+    def deliver(self, batch_cells, probs, diffs, work=None) -> None:
+        """Store and report cells from their per-sample values [cells, N] (float32); `work`: each
+        cell's token-layers (schedule.cell_token_layers; None: none, the cells cost nothing)."""
         stats = interval_grids(probs, diffs)
         base = self.base
         by_kind = defaultdict(list)
@@ -364,8 +372,45 @@ class _Grids:
                 for m, column in values.items():
                     g[m][cell.row][cell.layer] = column[j]
             self.done += len(items)
+            spent = sum(work[i] for _, i in items) if work else 0
+            self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                                values["logit_diff"], self.done, self.total))
+                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total))
+
+
+@dataclass
+class WorkMeter:
+    """One trace's work in token-layers (block evaluations, schedule.token_layers' unit), planned
+    before it starts and counted as it runs: the recorded runs, the estimate, the cells' forwards.
+    The events carry it (work_done, work_total) so a UI's ETA needs no model of the schedule."""
+
+    clean: int  # the clean run's recording
+    corrupted: int  # the corrupted runs' (the positions from the first corrupted token on)
+    estimate: int  # the first-order estimate (0 without one)
+    cells: int  # every planned forward's
+    done: int = 0
+
+    @classmethod
+    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool) -> "WorkMeter":
+        n_frame, n = prep.n_frame, prep.n_samples
+        computed = n_frame - min(prep.first_corrupt, n_frame - 1)  # as _record's batches compute them
+        return cls(len(prep.clean_ids) * n_layers, n * computed * n_layers,
+                   ESTIMATE_WORK * n * n_frame * n_layers if req.estimate != "off" else 0,
+                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed) for c in chunks))
+
+    @property
+    def total(self) -> int:
+        return self.clean + self.corrupted + self.estimate + self.cells
+
+    def relay(self, emit):
+        """`emit` for the recording: each Recording event gets the work recorded by then."""
+        def on_event(event):
+            if isinstance(event, Recording):
+                share = self.clean if event.phase == "clean" else self.corrupted
+                self.done = (0 if event.phase == "clean" else self.clean) + round(event.fraction * share)
+                event.work_done, event.work_total = self.done, self.total
+            emit(event)
+        return on_event
 
 
 def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel):
@@ -384,11 +429,10 @@ def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, 
     return estimated, []
 
 
-def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, cancel) -> None:
-    """Every cell's patched run, in batched forwards on the engine's workers (core/schedule.py),
-    the largest estimated effects first when there is an estimate."""
+def _run_cells(tracer: Tracer, run: Corrupted, chunks, packed: bool, estimated, grids: _Grids, cancel) -> None:
+    """Every cell's patched run, in the batched forwards planned (plan_chunks) on the engine's workers
+    (core/schedule.py), the largest estimated effects first when there is an estimate."""
     pm = tracer.patchable
-    chunks, packed = plan_chunks(tracer, todo, run.n_samples, len(run.ids), use_prefix=pm.prefix_cache)
     if estimated is not None:
         chunks = order_chunks(chunks, estimated.priority)
     if packed:
@@ -396,7 +440,8 @@ def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, c
         run.kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        grids.deliver(chunk.cells, probs, diffs)
+        work = [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed) for c in chunk.cells]
+        grids.deliver(chunk.cells, probs, diffs, work)
     check_cancel(cancel)
 
 
