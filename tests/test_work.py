@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tracer.engine import ESTIMATE_WORK, trace_work
 from tracer.events import CellsDone, Recording, Started
 from tracer.types import TraceRequest
+
+import pytest
 
 PROMPT, SUBJECT = "The Eiffel Tower is located in the city of", "Eiffel Tower"
 

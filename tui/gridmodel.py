@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from tracer.analyses.summary import find_site, headline, headline_cells
-from tracer.engine import cell_work, recording_work
-from tracer.events import CellsDone, Recording, Started
+from tracer.events import CellsDone, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
 
@@ -256,72 +255,68 @@ def scale_ends(view: GridView) -> tuple[float, float] | None:
 
 
 @dataclass
-class WorkPlan:
-    """What a trace will compute, in token-layers (tracer.engine.trace_work's unit): the numbers the
-    ETA weighs each finished cell and recording layer with (a cell at an early token and layer costs
-    far more than one at the last token's last layers, and the cheap cells run first)."""
+class WorkClock:
+    """The ETA of a long phase from the work the engine reports (token-layers done and in all, the
+    events' work_done and work_total) and the time elapsed: this run's own pace, blended with the
+    prediction from the engine's measured cost per token-layer (eta_blend) when there is one."""
 
-    n_tokens: int
-    n_layers: int
-    samples: int
-    window: int
-    first: int  # the first restored token of a chosen-positions trace (0 for all tokens)
-    all_tokens: bool
-    total: int
-    free_before: int = 0  # the first corrupted token: cells before it cost nothing (tracer.engine.cell_work)
+    started: float = field(default_factory=time.monotonic)
+    done: int = 0
+    total: int = 0
+    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
 
-    def cells(self, kind: str, cells) -> int:
-        """Token-layers of finished cells ((row, layer) pairs) of grid `kind`."""
-        kind = "hidden" if kind.startswith("hidden") else kind  # severed series cost as hidden
-        return self.samples * sum(cell_work(kind, row if self.all_tokens else self.first, layer,
-                                            n_tokens=self.n_tokens, n_layers=self.n_layers, window=self.window,
-                                            free_before=self.free_before)
-                                  for row, layer in cells)
+    def update(self, done: int, total: int) -> None:
+        """Work `done` of `total` (ignored when total is 0: an event that does not count work)."""
+        if total > 0:
+            self.done, self.total = done, total
 
-    def recording(self, event: Recording) -> int:
-        """Token-layers recorded by the time of a Recording event (the clean run, then the samples)."""
-        clean = self.n_tokens * self.n_layers
-        if event.phase == "clean":
-            return round(event.fraction * clean)
-        return clean + round(event.fraction * (recording_work(self.n_tokens, self.n_layers, self.samples) - clean))
+    @property
+    def fraction(self) -> float | None:
+        """The share of the work done, 0..1 (None before the first count)."""
+        return min(1.0, self.done / self.total) if self.total > 0 else None
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        fraction = self.fraction
+        if fraction is None:
+            return None
+        return eta_blend(self.elapsed, fraction, self.cost * self.total if self.cost else None)
 
 
 @dataclass
 class Progress:
-    """Cells done and the ETA of the running trace, measured on the UI side. With a WorkPlan the ETA
-    is in token-layers: the engine's measured cost per token-layer (of the last trace) times the
-    plan's work, less the time elapsed, blended with this run's own pace (elapsed x work left /
-    work done) in proportion to the work done (eta_blend). Without a plan: cells/s."""
+    """Cells done and the ETA of the running trace, measured on the UI side. The ETA is the work's
+    (WorkClock: the engine's token-layers done / in all, by the time elapsed); cells/s before the
+    first event that counts work."""
 
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     first_cell_at: float | None = None
     first_done: int = 0
-    plan: WorkPlan | None = None
-    work_done: int = 0
-    recorded: int = 0  # token-layers of the recording phase done
-    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
+    work: WorkClock | None = None
+
+    def __post_init__(self) -> None:
+        if self.work is None:
+            self.work = WorkClock(self.started)
 
     def update(self, done: int, total: int) -> None:
         if self.first_cell_at is None and done > 0:
             self.first_cell_at, self.first_done = time.monotonic(), done
         self.done, self.total = done, total
 
-    def add_cells(self, kind: str, cells) -> None:
-        if self.plan is not None:
-            self.work_done += self.plan.cells(kind, cells)
-
-    def add_recording(self, event: Recording) -> None:
-        if self.plan is not None:
-            self.recorded = max(self.recorded, self.plan.recording(event))
+    def add_work(self, event) -> None:
+        """The work an event reports (Recording, CellsDone: work_done, work_total)."""
+        self.work.update(getattr(event, "work_done", 0), getattr(event, "work_total", 0))
 
     @property
     def fraction(self) -> float | None:
-        """The share of the trace's token-layers done, 0..1 (None without a plan)."""
-        if self.plan is None or self.plan.total <= 0:
-            return None
-        return min(1.0, (self.recorded + self.work_done) / self.plan.total)
+        """The share of the trace's token-layers done, 0..1 (None before the first count)."""
+        return self.work.fraction
 
     @property
     def elapsed(self) -> float:
@@ -340,9 +335,8 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        fraction = self.fraction
-        if fraction is not None:
-            return eta_blend(self.elapsed, fraction, self.cost * self.plan.total if self.cost else None)
+        if self.work.fraction is not None:
+            return self.work.eta
         rate = self.rate
         if not rate or self.total <= 0:
             return None

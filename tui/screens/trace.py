@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from tracer.engine import trace_work
 from tracer.errors import user_message
 from tracer.events import Log, Recording, Started
 from tracer.inputs.prompts import align_tokens
@@ -28,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from .. import exporting
-from ..gridmodel import METRICS, MODES, GridData, WorkPlan, cell_readout, peak_sentence, sites_sentence
+from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence, sites_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
@@ -297,8 +296,7 @@ class TraceScreen(Screen):
             self.run.cancel.set()
         self.run_count += 1
         run = self.run = RunState(self.run_count, request, self.view_mode, post=self.post_message)
-        run.progress.plan = self.work_plan(request)
-        run.progress.cost = getattr(self.engine, "cost_per_token_layer", None)
+        run.progress.work.cost = getattr(self.engine, "cost_per_token_layer", None)
         self.run_log.settings(run.id, request, MODES[run.mode])
         self.status.running(run.progress, "recording clean and corrupted runs…")
         future = self.engine.trace(request, run.on_event, run.cancel)
@@ -306,29 +304,6 @@ class TraceScreen(Screen):
         if self.finished.get(run.mode) is None:
             self.show_view()  # the first trace of this view: say it is recording
         return run
-
-    def work_plan(self, request: TraceRequest) -> WorkPlan | None:
-        """The token-layers the request will compute (the ETA's weights); None when the prompt
-        cannot be tokenized here (the run will say why)."""
-        info = self._model
-        if info is None:
-            return None
-        try:
-            tokens, span = self.engine.tokenize(request.prompt, request.subject)
-        except Exception:  # bad input: the engine reports it for the run
-            return None
-        n_tokens, positions = len(tokens), request.positions
-        if positions == "all":
-            first = 0
-        elif isinstance(positions, tuple) and positions:
-            first = min(p % n_tokens for p in positions)
-        else:  # a named choice ("subject-last", "last", …): the subject's last token is a fair guess
-            first = (span[1] - 1) if span else 0
-        if request.corrupted_prompt is not None:  # substitution: one corrupted run, no samples
-            request = dataclasses.replace(request, samples=1)
-        free = span[0] if span else 0
-        total = trace_work(n_tokens, info.n_layers, settings=request, positions=positions, first=first, free_before=free)
-        return WorkPlan(n_tokens, info.n_layers, request.samples, request.window, first, positions == "all", total, free)
 
     def _current(self, run_id: int) -> RunState | None:
         run = self.run
@@ -343,7 +318,7 @@ class TraceScreen(Screen):
             if run.grid is not None:
                 run.grid.apply(event)
             run.progress.update(event.done, event.total)
-            run.progress.add_cells(event.kind, event.cells)
+            run.progress.add_work(event)
         self._dirty = True
 
     def on_run_event(self, message: RunEvent) -> None:
@@ -362,7 +337,7 @@ class TraceScreen(Screen):
                         f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
             self.show_view()
         elif isinstance(event, Recording):
-            run.progress.add_recording(event)
+            run.progress.add_work(event)
             batches = f", samples batch {event.batch}/{event.n_batches}" if event.n_batches > 1 else ""
             self.status.running(run.progress, f"recording the {event.phase} run: layer {event.layer}/{event.n_layers}{batches}")
         elif isinstance(event, Log):
