@@ -64,3 +64,15 @@ def expected_cell(*, kind, token, layer, T, L, window, samples, first) -> int:
     start = layer + 1 if kind == "hidden" else max(0, layer - window // 2)
     layers = L - start
     return samples * ((T - token) * (layers - 1) + 1) if layers > 0 else 0
+
+
+@pytest.mark.parametrize("options", [{}, {"corrupted_prompt": "The Louvre Tower is located in the city of"},
+                                     {"positions": "subject-last", "estimate": "progressive"}])
+def test_the_predicted_work_is_the_work_the_trace_reports(tiny_tracer, options):
+    from tracer.core.tracing import predicted_work, run_trace
+
+    request = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=2, window=3, **options)
+    events = []
+    run_trace(tiny_tracer, request, on_event=events.append)
+    reported = next(e for e in events if isinstance(e, Started)).work_total
+    assert predicted_work(tiny_tracer, request) == reported

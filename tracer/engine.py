@@ -166,7 +166,7 @@ class Engine:
         """Trace one fact under several corruptions (tracer.robustness) on the engine thread, loading
         the model first if needed; the future gives a RobustnessResult (None when cancelled; a failure raises from it).
         `on_event` (on the engine thread) receives RobustnessProgress events (before and after each
-        corruption's trace), then Failed or Cancelled if it ends so; the result comes by the future."""
+        corruption's trace) and RobustnessWork events (while one runs), then Failed or Cancelled if it ends so; the result comes by the future."""
         return self.submit(self._run_reported, "robustness", (prompt, subject), options, on_event or (lambda e: None),
                            cancel or threading.Event())
 

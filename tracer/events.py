@@ -109,12 +109,25 @@ class Cancelled:
 @dataclass
 class RobustnessProgress:
     """Progress of tracer.robustness: variant `index` (from 0) of `total`, `name`, about to run
-    (done False) or finished (done True, `index` then counts the variants done)."""
+    (done False) or finished (done True, `index` then counts the variants done); work_done of
+    work_total token-layers of all the variants' traces (each weighed by its predicted work)."""
 
     index: int
     total: int
     name: str
     done: bool
+    work_done: int = 0
+    work_total: int = 0  # 0: not counted
+
+
+@dataclass
+class RobustnessWork:
+    """While variant `index` of tracer.robustness runs (after each of its traces' progress events):
+    work_done of work_total token-layers of all the variants' traces, as RobustnessProgress counts them."""
+
+    index: int
+    work_done: int
+    work_total: int
 
 
 TraceEvent = Recording | Started | Estimate | CellsDone | Log | Finished | Failed | Cancelled

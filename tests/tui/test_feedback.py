@@ -149,6 +149,12 @@ def test_the_robustness_view_has_an_eta_from_the_corruptions_done():
 
     assert robustness_eta(20.0, 2, 8) == "ETA 1m00s (20s elapsed)"  # 10 s per corruption, 6 left
     assert robustness_eta(3.0, 0, 8).startswith("ETA after the first corruption")
+    # with the engine's work: a quarter of the token-layers in 20 s leaves 60 s, whatever the corruptions done
+    from tui.gridmodel import WorkClock
+
+    clock = WorkClock(time.monotonic() - 20.0)
+    clock.update(250, 1000)
+    assert robustness_eta(20.0, 0, 8, clock) == "ETA 1m00s (20s elapsed)"
 
 
 def test_the_trace_eta_comes_from_the_work_the_engine_reports():

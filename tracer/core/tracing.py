@@ -7,6 +7,7 @@ positions before the first corrupted token equal the corrupted run exactly
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..blas import load_fast_blas
-from ..engine import ESTIMATE_WORK
+from ..engine import ESTIMATE_WORK, trace_work
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
 from ..guards import (
@@ -146,6 +147,25 @@ def top_predictions(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
     """The k most probable tokens of a distribution [vocab], most probable first."""
     idx = np.argsort(-probs)[:k]
     return [Prediction(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in idx]
+
+
+def predicted_work(tracer: Tracer, req: TraceRequest) -> int:
+    """Token-layers a trace of `req` will cost (engine.trace_work, the WorkMeter's unit), from its
+    tokens alone: a long phase made of several traces (robustness, a sweep) weighs each by it. A
+    substitution is one corrupted run from the first token the two prompts differ in (exact for a
+    corrupted prompt of the same token length; an aligned one of another length runs on a longer frame)."""
+    tokens = tokenize(tracer.tokenizer, req.prompt)
+    span = subject_span(req.prompt, req.subject, tokens)
+    n = len(tokens)
+    free, samples = span[0], req.samples
+    if req.corrupted_prompt is not None:
+        other = tokenize(tracer.tokenizer, req.corrupted_prompt).ids
+        free = next((i for i, (a, b) in enumerate(zip(tokens.ids, other)) if a != b), min(n, len(other)))
+        samples = 1
+    positions = resolve_positions(req.positions, span, n)
+    first = 0 if positions == "all" else min(positions)
+    settings = dataclasses.replace(req, samples=samples) if samples != req.samples else req
+    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free)
 
 
 def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix: bool):
