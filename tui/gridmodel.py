@@ -21,6 +21,8 @@ METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}
 NOT_AVAILABLE = "n/a"  # a finished cell without a value (recovery not available, no counterpart)
 PENDING = "·"  # a cell not computed yet
+ESTIMATED = "≈"  # a cell showing the first-order estimate (tracer.events.Estimate), not its exact value yet
+ESTIMATE_TITLE = "ESTIMATE"  # the title's marker while estimated cells are shown
 
 
 @dataclass
@@ -52,6 +54,7 @@ class GridView:
     marks: frozenset = frozenset()
     headline: str | None = None  # a finished trace's sites (sites_sentence), shown instead of the peak
     focus_row: int | None = None  # the row kept in view when not all fit (the subject's last token)
+    estimated: frozenset = frozenset()  # (row, layer) cells showing the first-order estimate, not exact yet
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
@@ -75,7 +78,15 @@ class GridView:
             text += "±" + format_value(half, self.metric).lstrip("+")
         if (r, c) in self.marks:
             text += "~"
-        return text
+        return ESTIMATED + text if (r, c) in self.estimated else text
+
+
+def _difference(estimate, exact, row: int, layer: int) -> float | None:
+    """estimate[row][layer] - exact[row][layer] where both are numbers, else None."""
+    if estimate is None:
+        return None
+    a, b = estimate[row][layer], exact[row][layer]
+    return a - b if finite(a) and finite(b) else None
 
 
 def _shown(value: float, metric: str) -> float:
@@ -108,6 +119,8 @@ class GridData:
     intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
     samples: int | None = None  # noise samples per cell; None: substitution (one corrupted run)
     source: tuple = ()  # (prompt, subject, corrupted prompt, target, settings): what the grid belongs to
+    estimate: dict = field(default_factory=dict)  # kind -> {"prob", "recovery"} grids of the first-order estimate
+    estimated: dict = field(default_factory=dict)  # kind -> {(row, layer)} cells still showing the estimate
 
     @classmethod
     def from_started(cls, mode: str, event: Started, positions=()) -> "GridData":
@@ -126,15 +139,38 @@ class GridData:
         grid = cls(mode, list(result.tokens), tuple(result.subject_range), kinds, len(first), len(first[0]), positions,
                    result.target_text, clean_prob=result.clean_prob, corrupted_prob=result.corrupted_prob)
         grid.fill(result)
+        estimate = getattr(result, "estimate", None) if getattr(result, "exact", True) else None
+        grid.estimate = {k: {m: g[m] for m in ("prob", "recovery") if m in g} for k, g in (estimate or {}).items()}
         return grid
 
     def apply(self, event: CellsDone) -> None:
+        """Exact cells: they replace what was there (pending, or the estimate)."""
         table = self.values.get(event.kind)
         if table is None:
             return
         for (r, c), p, rec, ld in zip(event.cells, event.prob, event.recovery, event.logit_diff):
             table["prob"][r][c], table["recovery"][r][c], table["logit_diff"][r][c] = p, rec, ld
+        self.estimated.get(event.kind, set()).difference_update(event.cells)
         self.done, self.total = event.done, event.total
+
+    def apply_estimate(self, event) -> None:
+        """A grid's first-order estimate (tracer.events.Estimate): shown in its cells not exact yet (and
+        kept for estimate minus exact); it has P and recovery, no logit difference."""
+        table = self.values.get(event.kind)
+        if table is None:
+            return
+        kept = self.estimate.setdefault(event.kind, {m: [[None] * self.n_layers for _ in range(self.n_rows)]
+                                                     for m in ("prob", "recovery")})
+        for (r, c), p, rec in zip(event.cells, event.prob, event.recovery):
+            kept["prob"][r][c], kept["recovery"][r][c] = p, rec
+            if table["prob"][r][c] is None:  # not exact yet
+                table["prob"][r][c], table["recovery"][r][c] = p, rec
+                self.estimated.setdefault(event.kind, set()).add((r, c))
+
+    @property
+    def n_estimated(self) -> int:
+        """Cells showing the estimate, all kinds."""
+        return sum(len(cells) for cells in self.estimated.values())
 
     def fill(self, result) -> None:
         """The final, authoritative values (and the noise intervals where the result has them)."""
@@ -142,6 +178,7 @@ class GridData:
         self.intervals = {k: (g["prob_low"], g["prob_high"]) for k, g in result.grids.items()
                           if "prob_low" in g and "prob_high" in g}
         self.done = self.total = self.n_rows * self.n_layers * len(self.kinds)
+        self.estimated = {}
         self.final = True
 
     def position_text(self) -> str:
@@ -167,7 +204,32 @@ class GridData:
             cells = [(kind, r, r) for r in range(self.n_rows)]
         view.scale = None if auto else self.fixed_scale(metric)
         self._add_intervals(view, cells)
+        self._mark_estimated(view, cells)
         return view
+
+    def _mark_estimated(self, view: GridView, cells) -> None:
+        """The view's cells showing the estimate, and the title's marker while there are any."""
+        estimated = {(view_row, c) for kind, src_row, view_row in cells
+                     for r, c in self.estimated.get(kind, ()) if r == src_row}
+        if estimated:
+            view.estimated = frozenset(estimated)
+            view.title = (f"{ESTIMATE_TITLE} (first-order, {len(estimated)} cells; exact values replace it) · "
+                          f"{view.title}")
+
+    def estimate_error_view(self, kind: str, metric: str) -> GridView | None:
+        """Estimate minus exact (`metric`: prob or recovery; prob for the logit difference, which the
+        estimate lacks) of a finished grid, on its own scale; None without an estimate."""
+        if not self.final or not self.estimate:
+            return None
+        metric = metric if metric in ("prob", "recovery") else "prob"
+        view = self.view(kind, metric, auto=True)
+        kinds = view.row_kinds
+        src = [0 if self.mode == "positions" else r for r in range(len(view.values))]
+        values = [[_difference(self.estimate.get(k, {}).get(metric), self.values[k][metric], s, c)
+                   for c in range(self.n_layers)] for k, s in zip(kinds, src)]
+        title = f"estimate − exact ({METRIC_LABELS.get(metric, metric)}) · {view.title}"
+        return GridView(values, view.labels, [n.replace("layer", "estimate − exact at layer", 1) for n in view.names],
+                        title, metric, None, kinds, True, None, focus_row=view.focus_row)
 
     def fixed_scale(self, metric: str) -> tuple[float, float] | None:
         """ROME's scales: recovery 0..100 %, probability p_corrupted..p_clean; else None (auto)."""
