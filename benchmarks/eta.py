@@ -82,9 +82,10 @@ def timed(run) -> tuple[Timeline, float]:
 
 
 def phase_trace(engine: Engine, args) -> tuple[Timeline, float, dict]:
-    request = TraceRequest(PROMPT, SUBJECT, samples=args.samples)
+    request = TraceRequest(PROMPT, SUBJECT, samples=args.samples, estimate=args.estimate)
     timeline, seconds = timed(lambda on_event: engine.trace(request, on_event=on_event))
-    return timeline, seconds, {"prompt": PROMPT, "samples": args.samples, "kinds": list(request.kinds)}
+    return timeline, seconds, {"prompt": PROMPT, "samples": args.samples, "kinds": list(request.kinds),
+                               "estimate": args.estimate}
 
 
 def phase_robustness(engine: Engine, args) -> tuple[Timeline, float, dict]:
@@ -112,6 +113,7 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="model path or repo (default: the embedded SmolLM2-135M)")
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--phases", default="trace,robustness,sweep")
+    parser.add_argument("--estimate", default="progressive", help="the traces' estimate (the app's: progressive)")
     parser.add_argument("--substitutes", type=int, default=1, help="robustness: substituted subjects")
     parser.add_argument("--robust-kinds", default="hidden,mlp,attn")
     parser.add_argument("--facts", type=int, default=4, help="sweep: the first N known_1000 facts the model knows")
@@ -121,7 +123,7 @@ def main() -> int:
     info = engine.load().result()
     report = {"model": info.name, "n_layers": info.n_layers, "marks": [f"{round(100 * m)}%" for m in MARKS]}
     try:
-        engine.trace(TraceRequest(*WARM_UP, samples=args.samples)).result()  # the measured cost, as in the app
+        engine.trace(TraceRequest(*WARM_UP, samples=args.samples, estimate=args.estimate)).result()  # the measured cost, as in the app
         for name in args.phases.split(","):
             cost = engine.cost_per_token_layer  # what the app reads when the phase starts
             timeline, seconds, config = PHASES[name](engine, args)
