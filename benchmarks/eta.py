@@ -8,8 +8,8 @@ First traces a warm-up prompt on an Engine (as the app's first launch does: the 
 cost per token-layer). Then runs each phase, timestamping every event that reports work (the
 engine's token-layers done and in all: Recording and CellsDone of a trace, RobustnessProgress and
 RobustnessWork, FactProgress and FactDone of a sweep's tracing). Replays them into the app's own
-ETA (tui.gridmodel.WorkClock: the work done / in all by the time elapsed, blended with the measured
-cost) and into the pace alone (no cost), and at the first event past 10%, 25% and 50% of the work
+ETA (tui.gridmodel.WorkClock: the work done / in all by the time elapsed since the first count,
+blended with the measured cost) and into the pace alone (no cost), and at the first event past 10%, 25% and 50% of the work
 compares each ETA with the time that really remained: the relative error (ETA - left) / left.
 Prints one JSON object. Timings on a shared machine vary: run it twice.
 """
@@ -58,7 +58,9 @@ class Timeline:
 def readings(timeline: Timeline, seconds: float, cost: float | None) -> dict:
     """At each mark, the first event at or past it: the ETAs (app: with the measured cost; pace:
     without) against the time left, and their relative errors."""
-    out, t0 = {}, timeline.work_start or 0.0
+    out = {}
+    # the app's clock starts at the first event that counts work (a sweep's: when its tracing began)
+    t0 = timeline.work_start if timeline.work_start is not None else (timeline.points or [(0.0,)])[0][0]
     for mark in MARKS:
         hit = next(((t, d, n) for t, d, n in timeline.points if d / n >= mark), None)
         if hit is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -178,10 +179,13 @@ class Engine:
     def _run_reported(self, name: str, args: tuple, kwargs: dict, on_event, cancel: threading.Event,
                   finished: bool = False):
         """`tracer.<name>` with `on_event` and `cancel`, its end reported as an event (_reported)."""
-        counted = {"work": 0}
+        counted = {"work": 0, "first": None}  # the work in all; (time, work done) at the first event counting it
 
         def relay(event):
-            counted["work"] = getattr(event, "work_total", 0) or counted["work"]
+            total = getattr(event, "work_total", 0)
+            if total and hasattr(event, "work_done"):
+                counted["work"] = total
+                counted["first"] = counted["first"] or (time.perf_counter(), event.work_done)
             on_event(event)
 
         result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": relay, "cancel": cancel}),
@@ -191,7 +195,7 @@ class Engine:
             work = counted["work"] or trace_work(len(result.tokens), result_layers(result), settings=request,
                                                  positions=request.positions, first=_first_position(result),
                                                  free_before=result.subject_range[0])
-            self.cost_per_token_layer = result.seconds / max(1, work)  # the app's time estimates
+            self.cost_per_token_layer = _cost(result.seconds, work, counted["first"])  # the app's time estimates
             on_event(Finished(result, result.seconds))
         return result
 
@@ -239,6 +243,15 @@ def trace_work(n_tokens: int, n_layers: int, *, settings, positions="all", first
     estimate = getattr(settings, "estimate", "off") != "off"
     return (recording_work(n_tokens, n_layers, settings.samples, free_before) + settings.samples * cells
             + (ESTIMATE_WORK * settings.samples * n_tokens * n_layers if estimate else 0))
+
+
+def _cost(seconds: float, work: int, first: tuple[float, int] | None) -> float:
+    """Seconds per token-layer of a finished trace: from its first event counting work to its end
+    (what came before, preparing the run and once per model the noise's scale, is not the work's
+    and is not in an ETA's time either), else its whole time."""
+    if first is not None and work > first[1]:
+        return (time.perf_counter() - first[0]) / (work - first[1])
+    return seconds / max(1, work)
 
 
 def result_layers(result: TraceResult) -> int:

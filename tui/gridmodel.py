@@ -319,10 +319,11 @@ def scale_ends(view: GridView) -> tuple[float, float] | None:
 @dataclass
 class WorkClock:
     """The ETA of a long phase from the work the engine reports (token-layers done and in all, the
-    events' work_done and work_total) and the time elapsed: this run's own pace, blended with the
-    prediction from the engine's measured cost per token-layer (eta_blend) when there is one."""
+    events' work_done and work_total) and the time elapsed since the first count (as the engine
+    measures its cost: engine._cost): this run's own pace, blended with the prediction from the
+    engine's measured cost per token-layer (eta_blend) when there is one."""
 
-    started: float = field(default_factory=time.monotonic)
+    started: float | None = None  # None: the time of the first update that counts work
     done: int = 0
     total: int = 0
     cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
@@ -330,6 +331,8 @@ class WorkClock:
     def update(self, done: int, total: int) -> None:
         """Work `done` of `total` (ignored when total is 0: an event that does not count work)."""
         if total > 0:
+            if self.started is None:
+                self.started = time.monotonic()
             self.done, self.total = done, total
 
     @property
@@ -339,7 +342,7 @@ class WorkClock:
 
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return 0.0 if self.started is None else time.monotonic() - self.started
 
     @property
     def eta(self) -> float | None:
@@ -364,7 +367,7 @@ class Progress:
 
     def __post_init__(self) -> None:
         if self.work is None:
-            self.work = WorkClock(self.started)
+            self.work = WorkClock()  # its time from the first event that counts work
 
     def update(self, done: int, total: int) -> None:
         if self.first_cell_at is None and done > 0:

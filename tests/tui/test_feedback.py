@@ -162,10 +162,11 @@ def test_the_trace_eta_comes_from_the_work_the_engine_reports():
 
     from tui.gridmodel import Progress, eta_blend
 
-    progress = Progress(started=time.monotonic() - 10.0)  # 10 s elapsed
-    assert progress.eta is None  # nothing counted yet
+    progress = Progress()
+    assert progress.eta is None and progress.work.started is None  # nothing counted yet
     progress.add_work(Recording("corrupted", 3, 3, work_done=30, work_total=120))
-    assert progress.fraction == 0.25
+    assert progress.fraction == 0.25 and progress.work.started is not None  # the clock runs from the first count
+    progress.work.started = time.monotonic() - 10.0  # 10 s since
     progress.add_work(Started(["a"], (0, 1), 0.9, 0.1, (1, 3), ("mlp",), " x", 3))  # no work_done: no change
     assert progress.fraction == 0.25
     progress.add_work(CellsDone("mlp", [(0, 0)], [0.5], [50.0], [0.0], 1, 3, work=30, work_done=60, work_total=120))

@@ -80,7 +80,7 @@ class RobustnessScreen(Screen):
 
     def on_mount(self) -> None:
         self.started = time.monotonic()
-        self.clock = WorkClock(self.started, cost=getattr(self.engine, "cost_per_token_layer", None))
+        self.clock = WorkClock(cost=getattr(self.engine, "cost_per_token_layer", None))
         self.corruption = ""  # the status line's "corruption i/n: name (state)"
         self.finished = self.n_corruptions = 0
         self._say(f"tracing {self.subject!r} in {self.prompt!r} under several corruptions…")
