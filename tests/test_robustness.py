@@ -207,7 +207,7 @@ def test_names_are_the_api_functions():
 
 def test_engine_robustness_progress_and_cancel(tiny_model_dir):
     from tracer.engine import Engine
-    from tracer.events import Cancelled, RobustnessProgress
+    from tracer.events import Cancelled, RobustnessProgress, RobustnessWork
 
     engine = Engine(str(tiny_model_dir))
     try:
@@ -217,6 +217,15 @@ def test_engine_robustness_progress_and_cancel(tiny_model_dir):
         assert [r.variant.name for r in done.runs][:3] == ["noise s3", "noise s1.5", "noise s6"] and len(done.runs) == 6
         progress = [e for e in events if isinstance(e, RobustnessProgress)]
         assert [(e.index, e.done) for e in progress[:2]] == [(0, False), (1, True)] and progress[-1].index == 6
+        # the work: each corruption weighed by its predicted token-layers, counted within by its trace's events
+        works = [e.work_done for e in events if isinstance(e, (RobustnessProgress, RobustnessWork))]
+        total = progress[0].work_total
+        assert works == sorted(works) and works[0] == 0 and progress[-1].work_done == total > 0
+        shares = [b.work_done - a.work_done for a, b in zip(progress[::2], progress[1::2])]
+        from tracer.core.tracing import predicted_work
+        requests = [r.result.request for r in done.runs]
+        assert shares == engine.submit(lambda: [predicted_work(engine._tracer, q) for q in requests]).result()
+        assert any(isinstance(e, RobustnessWork) and e.index == 0 and 0 < e.work_done < shares[0] for e in events)
         peaks = [r.peaks["mlp"] for r in done.runs if r.peaks["mlp"] is not None]  # 2 samples: some within noise
         assert peaks and all(p.positions == (2,) for p in peaks)  # subject-last
         cancel, events = threading.Event(), []

@@ -343,6 +343,30 @@ def test_tiny_model_sweep_keeps_known_facts_and_matches_a_single_trace(tmp_path,
     assert report.kept == 2 and report.n_layers == tiny_tracer.n_layers
 
 
+def test_tiny_model_sweep_reports_the_work_of_its_traces(tmp_path, tiny_tracer, tiny_facts):
+    from tracer.core.tracing import run_trace
+    from tracer.events import Started
+    from tracer.sweeps.run import FactDone, FactProgress, TracingStarted
+
+    facts = load_facts(write_json(tmp_path / "facts.json", tiny_facts))
+    config = SweepConfig(kinds=("mlp", "hidden"), samples=2, window=2)
+    events = []
+    run_sweep(TracerBackend(tiny_tracer), facts, str(tmp_path / "r.jsonl"), config, on_event=events.append)
+    # the work each kept fact's trace reports when traced alone
+    alone = []
+    for fact in facts[:2]:
+        traced = []
+        run_trace(tiny_tracer, config.request(fact), on_event=traced.append)
+        alone.append(next(e for e in traced if isinstance(e, Started)).work_total)
+    started = next(e for e in events if isinstance(e, TracingStarted))
+    assert started.total == 2 and started.work_total == sum(alone)
+    done = [e for e in events if isinstance(e, FactDone)]
+    assert [e.work_done for e in done] == [alone[0], sum(alone)] and {e.work_total for e in done} == {sum(alone)}
+    progress = [e.work_done for e in events if isinstance(e, FactProgress)]
+    assert progress == sorted(progress) and progress[-1] == sum(alone)
+    assert any(0 < w < alone[0] for w in progress)  # counted within the first fact's trace
+
+
 def test_batched_check_agrees_with_one_forward_per_prompt(tiny_tracer):
     prompts = [p for p, _ in CANDIDATES]
     facts = [Fact(i, s, "Paris", p) for i, (p, s) in enumerate(CANDIDATES)]

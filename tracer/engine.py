@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -166,7 +167,7 @@ class Engine:
         """Trace one fact under several corruptions (tracer.robustness) on the engine thread, loading
         the model first if needed; the future gives a RobustnessResult (None when cancelled; a failure raises from it).
         `on_event` (on the engine thread) receives RobustnessProgress events (before and after each
-        corruption's trace), then Failed or Cancelled if it ends so; the result comes by the future."""
+        corruption's trace) and RobustnessWork events (while one runs), then Failed or Cancelled if it ends so; the result comes by the future."""
         return self.submit(self._run_reported, "robustness", (prompt, subject), options, on_event or (lambda e: None),
                            cancel or threading.Event())
 
@@ -178,14 +179,23 @@ class Engine:
     def _run_reported(self, name: str, args: tuple, kwargs: dict, on_event, cancel: threading.Event,
                   finished: bool = False):
         """`tracer.<name>` with `on_event` and `cancel`, its end reported as an event (_reported)."""
-        result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": on_event, "cancel": cancel}),
+        counted = {"work": 0, "first": None}  # the work in all; (time, work done) at the first event counting it
+
+        def relay(event):
+            total = getattr(event, "work_total", 0)
+            if total and hasattr(event, "work_done"):
+                counted["work"] = total
+                counted["first"] = counted["first"] or (time.perf_counter(), event.work_done)
+            on_event(event)
+
+        result = _reported(lambda: self._run(name, args, {**kwargs, "on_event": relay, "cancel": cancel}),
                            on_event, cancel)
         if finished and result is not None:
             request = result.request
-            work = trace_work(len(result.tokens), result_layers(result), settings=request,
-                              positions=request.positions, first=_first_position(result),
-                              free_before=result.subject_range[0])
-            self.cost_per_token_layer = result.seconds / max(1, work)  # the app's time estimates
+            work = counted["work"] or trace_work(len(result.tokens), result_layers(result), settings=request,
+                                                 positions=request.positions, first=_first_position(result),
+                                                 free_before=result.subject_range[0])
+            self.cost_per_token_layer = _cost(result.seconds, work, counted["first"])  # the app's time estimates
             on_event(Finished(result, result.seconds))
         return result
 
@@ -193,34 +203,55 @@ class Engine:
 def cell_work(kind: str, token: int, layer: int, *, n_tokens: int, n_layers: int, window: int,
               free_before: int = 0) -> int:
     """Block evaluations (token x layer) one sample of one restored cell costs: the patched forward
-    runs from the first restored layer (a window centred on `layer` for mlp/attn, as
+    runs from the layer after `layer` for hidden, the first restored layer otherwise (a window
+    centred on `layer` for mlp/attn, as
     tracer.settings.window_layers) over the tokens from `token` on, the last layer at the last
     position only (tracer.schedule.token_layers, packed). A token before `free_before` (the first
     corrupted token) costs nothing: restoring it is the corrupted run (tracing.run_trace's
     "unaffected" cells). Plain integers: the app may call it."""
     if token < free_before:
         return 0
-    layers = n_layers - window_layers(kind, layer, window, n_layers)[0]
+    first, after = window_layers(kind, layer, window, n_layers)
+    layers = n_layers - (after if kind == "hidden" else first)  # hidden at l: computed from l + 1 (Cell.start)
     return 0 if layers <= 0 else (n_tokens - token) * (layers - 1) + 1
 
 
-def recording_work(n_tokens: int, n_layers: int, samples: int) -> int:
-    """Token-layers of the clean run and the corrupted runs recorded before any cell."""
-    return (1 + samples) * n_tokens * n_layers
+# token-layers the first-order estimate (a progressive trace's) costs per sample, token and layer:
+# one forward and its backward (about twice a forward), every kind's outputs tapped
+ESTIMATE_WORK = 3
+
+
+def recording_work(n_tokens: int, n_layers: int, samples: int, free_before: int = 0) -> int:
+    """Token-layers of the clean run and the corrupted runs recorded before any cell (the corrupted
+    runs compute the positions from the first corrupted token, `free_before`, on)."""
+    return n_tokens * n_layers + samples * (n_tokens - min(free_before, n_tokens - 1)) * n_layers
 
 
 def trace_work(n_tokens: int, n_layers: int, *, settings, positions="all", first: int = 0,
                free_before: int = 0) -> int:
-    """Token-layers a whole trace costs: the recording, then every cell of every kind (and severed
-    series) times the samples. `settings`: a TraceSettings (kinds, samples, window, sever);
-    `first`: the first restored token for a chosen-positions trace; `free_before`: the first
-    corrupted token (the subject's first; cell_work)."""
+    """Token-layers a whole trace costs, predicted before it runs: the recording, the estimate (a
+    request with `estimate` other than "off"), then every cell of every kind (and severed series)
+    times the samples; core.tracing.WorkMeter counts the same from the planned forwards.
+    `settings`: a TraceSettings or TraceRequest (kinds, samples, window, sever); `first`: the first
+    restored token for a chosen-positions trace; `free_before`: the first corrupted token (the
+    subject's first; cell_work)."""
     series = [*settings.kinds, *(["hidden"] * len(settings.sever))]
     tokens = range(n_tokens) if positions == "all" else (first,)
     cells = sum(cell_work(kind, t, layer, n_tokens=n_tokens, n_layers=n_layers, window=settings.window,
                           free_before=free_before)
                 for kind in series for layer in range(n_layers) for t in tokens)
-    return recording_work(n_tokens, n_layers, settings.samples) + settings.samples * cells
+    estimate = getattr(settings, "estimate", "off") != "off"
+    return (recording_work(n_tokens, n_layers, settings.samples, free_before) + settings.samples * cells
+            + (ESTIMATE_WORK * settings.samples * n_tokens * n_layers if estimate else 0))
+
+
+def _cost(seconds: float, work: int, first: tuple[float, int] | None) -> float:
+    """Seconds per token-layer of a finished trace: from its first event counting work to its end
+    (what came before, preparing the run and once per model the noise's scale, is not the work's
+    and is not in an ETA's time either), else its whole time."""
+    if first is not None and work > first[1]:
+        return (time.perf_counter() - first[0]) / (work - first[1])
+    return seconds / max(1, work)
 
 
 def result_layers(result: TraceResult) -> int:

@@ -23,6 +23,8 @@ class Recording:
     n_layers: int
     batch: int = 1
     n_batches: int = 1
+    work_done: int = 0  # token-layers of the whole trace done by now (core.tracing.WorkMeter)
+    work_total: int = 0  # and in all (0: not counted)
 
     @property
     def fraction(self) -> float:
@@ -45,6 +47,7 @@ class Started:
     kinds: tuple[str, ...]
     target_text: str
     total_cells: int
+    work_total: int = 0  # token-layers the whole trace costs (core.tracing.WorkMeter; 0: not counted)
 
 
 @dataclass
@@ -60,6 +63,9 @@ class CellsDone:
     logit_diff: list[float]
     done: int  # cells finished so far, all kinds
     total: int
+    work: int = 0  # token-layers these cells' forwards cost (schedule.cell_token_layers)
+    work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells
+    work_total: int = 0  # and in all (0: not counted); work_done / work_total is the share done
 
 
 @dataclass
@@ -103,12 +109,25 @@ class Cancelled:
 @dataclass
 class RobustnessProgress:
     """Progress of tracer.robustness: variant `index` (from 0) of `total`, `name`, about to run
-    (done False) or finished (done True, `index` then counts the variants done)."""
+    (done False) or finished (done True, `index` then counts the variants done); work_done of
+    work_total token-layers of all the variants' traces (each weighed by its predicted work)."""
 
     index: int
     total: int
     name: str
     done: bool
+    work_done: int = 0
+    work_total: int = 0  # 0: not counted
+
+
+@dataclass
+class RobustnessWork:
+    """While variant `index` of tracer.robustness runs (after each of its traces' progress events):
+    work_done of work_total token-layers of all the variants' traces, as RobustnessProgress counts them."""
+
+    index: int
+    work_done: int
+    work_total: int
 
 
 TraceEvent = Recording | Started | Estimate | CellsDone | Log | Finished | Failed | Cancelled

@@ -13,6 +13,8 @@ COMMANDS = [
     ("Export grid", "write the grid as .txt, .csv, .json (and .svg/.pdf with tracer.render.figures)", "export"),
     ("Toggle view", "all tokens <-> chosen positions", "toggle_view"),
     ("Colour scale: fixed / auto", "recovery 0-100% and p_corrupted..p_clean, or the cells' own range", "toggle_scale"),
+    ("Estimate minus exact (ctrl+y)", "a finished grid <-> its first-order estimate minus the exact values",
+     "toggle_estimate_error"),
     ("Inspect cell: top-5 (F9)", "the patched run's top-5 next tokens at the grid cursor's cell", "inspect"),
     ("Show warnings", "the trace's guards: what to distrust in this grid", "show_warnings"),
     ("Next kind", "hidden -> mlp -> attn in the all-tokens view", "next_kind"),

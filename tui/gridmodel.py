@@ -13,8 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from tracer.analyses.summary import find_site, headline, headline_cells
-from tracer.engine import cell_work, recording_work
-from tracer.events import CellsDone, Recording, Started
+from tracer.events import CellsDone, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
 
@@ -22,6 +21,8 @@ METRICS = VIEW_ORDER
 MODES = {"positions": "chosen positions", "all": "all tokens"}
 NOT_AVAILABLE = "n/a"  # a finished cell without a value (recovery not available, no counterpart)
 PENDING = "·"  # a cell not computed yet
+ESTIMATED = "≈"  # a cell showing the first-order estimate (tracer.events.Estimate), not its exact value yet
+ESTIMATE_TITLE = "ESTIMATE"  # the title's marker while estimated cells are shown
 
 
 @dataclass
@@ -53,6 +54,7 @@ class GridView:
     marks: frozenset = frozenset()
     headline: str | None = None  # a finished trace's sites (sites_sentence), shown instead of the peak
     focus_row: int | None = None  # the row kept in view when not all fit (the subject's last token)
+    estimated: frozenset = frozenset()  # (row, layer) cells showing the first-order estimate, not exact yet
 
     @property
     def beyond(self) -> tuple[int, float | None, float | None]:
@@ -76,7 +78,15 @@ class GridView:
             text += "±" + format_value(half, self.metric).lstrip("+")
         if (r, c) in self.marks:
             text += "~"
-        return text
+        return ESTIMATED + text if (r, c) in self.estimated else text
+
+
+def _difference(estimate, exact, row: int, layer: int) -> float | None:
+    """estimate[row][layer] - exact[row][layer] where both are numbers, else None."""
+    if estimate is None:
+        return None
+    a, b = estimate[row][layer], exact[row][layer]
+    return a - b if finite(a) and finite(b) else None
 
 
 def _shown(value: float, metric: str) -> float:
@@ -109,6 +119,8 @@ class GridData:
     intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
     samples: int | None = None  # noise samples per cell; None: substitution (one corrupted run)
     source: tuple = ()  # (prompt, subject, corrupted prompt, target, settings): what the grid belongs to
+    estimate: dict = field(default_factory=dict)  # kind -> {"prob", "recovery"} grids of the first-order estimate
+    estimated: dict = field(default_factory=dict)  # kind -> {(row, layer)} cells still showing the estimate
 
     @classmethod
     def from_started(cls, mode: str, event: Started, positions=()) -> "GridData":
@@ -127,15 +139,38 @@ class GridData:
         grid = cls(mode, list(result.tokens), tuple(result.subject_range), kinds, len(first), len(first[0]), positions,
                    result.target_text, clean_prob=result.clean_prob, corrupted_prob=result.corrupted_prob)
         grid.fill(result)
+        estimate = getattr(result, "estimate", None) if getattr(result, "exact", True) else None
+        grid.estimate = {k: {m: g[m] for m in ("prob", "recovery") if m in g} for k, g in (estimate or {}).items()}
         return grid
 
     def apply(self, event: CellsDone) -> None:
+        """Exact cells: they replace what was there (pending, or the estimate)."""
         table = self.values.get(event.kind)
         if table is None:
             return
         for (r, c), p, rec, ld in zip(event.cells, event.prob, event.recovery, event.logit_diff):
             table["prob"][r][c], table["recovery"][r][c], table["logit_diff"][r][c] = p, rec, ld
+        self.estimated.get(event.kind, set()).difference_update(event.cells)
         self.done, self.total = event.done, event.total
+
+    def apply_estimate(self, event) -> None:
+        """A grid's first-order estimate (tracer.events.Estimate): shown in its cells not exact yet (and
+        kept for estimate minus exact); it has P and recovery, no logit difference."""
+        table = self.values.get(event.kind)
+        if table is None:
+            return
+        kept = self.estimate.setdefault(event.kind, {m: [[None] * self.n_layers for _ in range(self.n_rows)]
+                                                     for m in ("prob", "recovery")})
+        for (r, c), p, rec in zip(event.cells, event.prob, event.recovery):
+            kept["prob"][r][c], kept["recovery"][r][c] = p, rec
+            if table["prob"][r][c] is None:  # not exact yet
+                table["prob"][r][c], table["recovery"][r][c] = p, rec
+                self.estimated.setdefault(event.kind, set()).add((r, c))
+
+    @property
+    def n_estimated(self) -> int:
+        """Cells showing the estimate, all kinds."""
+        return sum(len(cells) for cells in self.estimated.values())
 
     def fill(self, result) -> None:
         """The final, authoritative values (and the noise intervals where the result has them)."""
@@ -143,6 +178,7 @@ class GridData:
         self.intervals = {k: (g["prob_low"], g["prob_high"]) for k, g in result.grids.items()
                           if "prob_low" in g and "prob_high" in g}
         self.done = self.total = self.n_rows * self.n_layers * len(self.kinds)
+        self.estimated = {}
         self.final = True
 
     def position_text(self) -> str:
@@ -168,7 +204,32 @@ class GridData:
             cells = [(kind, r, r) for r in range(self.n_rows)]
         view.scale = None if auto else self.fixed_scale(metric)
         self._add_intervals(view, cells)
+        self._mark_estimated(view, cells)
         return view
+
+    def _mark_estimated(self, view: GridView, cells) -> None:
+        """The view's cells showing the estimate, and the title's marker while there are any."""
+        estimated = {(view_row, c) for kind, src_row, view_row in cells
+                     for r, c in self.estimated.get(kind, ()) if r == src_row}
+        if estimated:
+            view.estimated = frozenset(estimated)
+            view.title = (f"{ESTIMATE_TITLE} (first-order, {len(estimated)} cells; exact values replace it) · "
+                          f"{view.title}")
+
+    def estimate_error_view(self, kind: str, metric: str) -> GridView | None:
+        """Estimate minus exact (`metric`: prob or recovery; prob for the logit difference, which the
+        estimate lacks) of a finished grid, on its own scale; None without an estimate."""
+        if not self.final or not self.estimate:
+            return None
+        metric = metric if metric in ("prob", "recovery") else "prob"
+        view = self.view(kind, metric, auto=True)
+        kinds = view.row_kinds
+        src = [0 if self.mode == "positions" else r for r in range(len(view.values))]
+        values = [[_difference(self.estimate.get(k, {}).get(metric), self.values[k][metric], s, c)
+                   for c in range(self.n_layers)] for k, s in zip(kinds, src)]
+        title = f"estimate − exact ({METRIC_LABELS.get(metric, metric)}) · {view.title}"
+        return GridView(values, view.labels, [n.replace("layer", "estimate − exact at layer", 1) for n in view.names],
+                        title, metric, None, kinds, True, None, focus_row=view.focus_row)
 
     def fixed_scale(self, metric: str) -> tuple[float, float] | None:
         """ROME's scales: recovery 0..100 %, probability p_corrupted..p_clean; else None (auto)."""
@@ -256,72 +317,71 @@ def scale_ends(view: GridView) -> tuple[float, float] | None:
 
 
 @dataclass
-class WorkPlan:
-    """What a trace will compute, in token-layers (tracer.engine.trace_work's unit): the numbers the
-    ETA weighs each finished cell and recording layer with (a cell at an early token and layer costs
-    far more than one at the last token's last layers, and the cheap cells run first)."""
+class WorkClock:
+    """The ETA of a long phase from the work the engine reports (token-layers done and in all, the
+    events' work_done and work_total) and the time elapsed since the first count (as the engine
+    measures its cost: engine._cost): this run's own pace, blended with the prediction from the
+    engine's measured cost per token-layer (eta_blend) when there is one."""
 
-    n_tokens: int
-    n_layers: int
-    samples: int
-    window: int
-    first: int  # the first restored token of a chosen-positions trace (0 for all tokens)
-    all_tokens: bool
-    total: int
-    free_before: int = 0  # the first corrupted token: cells before it cost nothing (tracer.engine.cell_work)
+    started: float | None = None  # None: the time of the first update that counts work
+    done: int = 0
+    total: int = 0
+    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
 
-    def cells(self, kind: str, cells) -> int:
-        """Token-layers of finished cells ((row, layer) pairs) of grid `kind`."""
-        kind = "hidden" if kind.startswith("hidden") else kind  # severed series cost as hidden
-        return self.samples * sum(cell_work(kind, row if self.all_tokens else self.first, layer,
-                                            n_tokens=self.n_tokens, n_layers=self.n_layers, window=self.window,
-                                            free_before=self.free_before)
-                                  for row, layer in cells)
+    def update(self, done: int, total: int) -> None:
+        """Work `done` of `total` (ignored when total is 0: an event that does not count work)."""
+        if total > 0:
+            if self.started is None:
+                self.started = time.monotonic()
+            self.done, self.total = done, total
 
-    def recording(self, event: Recording) -> int:
-        """Token-layers recorded by the time of a Recording event (the clean run, then the samples)."""
-        clean = self.n_tokens * self.n_layers
-        if event.phase == "clean":
-            return round(event.fraction * clean)
-        return clean + round(event.fraction * (recording_work(self.n_tokens, self.n_layers, self.samples) - clean))
+    @property
+    def fraction(self) -> float | None:
+        """The share of the work done, 0..1 (None before the first count)."""
+        return min(1.0, self.done / self.total) if self.total > 0 else None
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        fraction = self.fraction
+        if fraction is None:
+            return None
+        return eta_blend(self.elapsed, fraction, self.cost * self.total if self.cost else None)
 
 
 @dataclass
 class Progress:
-    """Cells done and the ETA of the running trace, measured on the UI side. With a WorkPlan the ETA
-    is in token-layers: the engine's measured cost per token-layer (of the last trace) times the
-    plan's work, less the time elapsed, blended with this run's own pace (elapsed x work left /
-    work done) in proportion to the work done (eta_blend). Without a plan: cells/s."""
+    """Cells done and the ETA of the running trace, measured on the UI side. The ETA is the work's
+    (WorkClock: the engine's token-layers done / in all, by the time elapsed); cells/s before the
+    first event that counts work."""
 
     done: int = 0
     total: int = 0
     started: float = field(default_factory=time.monotonic)
     first_cell_at: float | None = None
     first_done: int = 0
-    plan: WorkPlan | None = None
-    work_done: int = 0
-    recorded: int = 0  # token-layers of the recording phase done
-    cost: float | None = None  # the engine's seconds per token-layer, measured on the last trace
+    work: WorkClock | None = None
+
+    def __post_init__(self) -> None:
+        if self.work is None:
+            self.work = WorkClock()  # its time from the first event that counts work
 
     def update(self, done: int, total: int) -> None:
         if self.first_cell_at is None and done > 0:
             self.first_cell_at, self.first_done = time.monotonic(), done
         self.done, self.total = done, total
 
-    def add_cells(self, kind: str, cells) -> None:
-        if self.plan is not None:
-            self.work_done += self.plan.cells(kind, cells)
-
-    def add_recording(self, event: Recording) -> None:
-        if self.plan is not None:
-            self.recorded = max(self.recorded, self.plan.recording(event))
+    def add_work(self, event) -> None:
+        """The work an event reports (Recording, CellsDone: work_done, work_total)."""
+        self.work.update(getattr(event, "work_done", 0), getattr(event, "work_total", 0))
 
     @property
     def fraction(self) -> float | None:
-        """The share of the trace's token-layers done, 0..1 (None without a plan)."""
-        if self.plan is None or self.plan.total <= 0:
-            return None
-        return min(1.0, (self.recorded + self.work_done) / self.plan.total)
+        """The share of the trace's token-layers done, 0..1 (None before the first count)."""
+        return self.work.fraction
 
     @property
     def elapsed(self) -> float:
@@ -340,9 +400,8 @@ class Progress:
 
     @property
     def eta(self) -> float | None:
-        fraction = self.fraction
-        if fraction is not None:
-            return eta_blend(self.elapsed, fraction, self.cost * self.plan.total if self.cost else None)
+        if self.work.fraction is not None:
+            return self.work.eta
         rate = self.rate
         if not rate or self.total <= 0:
             return None

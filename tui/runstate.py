@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from tracer.errors import TracerError, error_location, user_message
-from tracer.events import CellsDone, Log, Recording, Started
+from tracer.events import CellsDone, Estimate, Log, Recording, Started
 from tracer.types import TraceRequest
 
 from .gridmodel import GridData, Progress
@@ -36,12 +36,12 @@ class RunState:
         return not self.ended and not self.cancel.is_set()
 
     def on_event(self, event) -> None:  # engine thread
-        """Cells wait in `cells` behind one coalescing CellsArrived; Recording, Started and Log are
-        posted; Finished, Failed and Cancelled are left to `on_done` (the future says how it ended)."""
+        """Cells wait in `cells` behind one coalescing CellsArrived; Recording, Started, Estimate and
+        Log are posted; Finished, Failed and Cancelled are left to `on_done` (the future says how it ended)."""
         if isinstance(event, CellsDone):
             self.cells.append(event)
             self.post(CellsArrived(self.id))
-        elif isinstance(event, (Started, Recording, Log)):
+        elif isinstance(event, (Started, Recording, Estimate, Log)):
             self.post(RunEvent(self.id, event))
 
     def on_done(self, future) -> None:  # engine thread (or the UI's, if it was done already)

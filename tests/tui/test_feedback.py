@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from concurrent.futures import Future
 
 from tracer.types import Prediction
@@ -148,23 +149,31 @@ def test_the_robustness_view_has_an_eta_from_the_corruptions_done():
 
     assert robustness_eta(20.0, 2, 8) == "ETA 1m00s (20s elapsed)"  # 10 s per corruption, 6 left
     assert robustness_eta(3.0, 0, 8).startswith("ETA after the first corruption")
+    # with the engine's work: a quarter of the token-layers in 20 s leaves 60 s, whatever the corruptions done
+    from tui.gridmodel import WorkClock
+
+    clock = WorkClock(time.monotonic() - 20.0)
+    clock.update(250, 1000)
+    assert robustness_eta(20.0, 0, 8, clock) == "ETA 1m00s (20s elapsed)"
 
 
-def test_the_trace_eta_weighs_cells_by_their_token_layers():
-    from tracer.engine import cell_work, recording_work
-    from tracer.events import Recording
+def test_the_trace_eta_comes_from_the_work_the_engine_reports():
+    from tracer.events import CellsDone, Recording, Started
 
-    from tui.gridmodel import Progress, WorkPlan, eta_blend
+    from tui.gridmodel import Progress, eta_blend
 
-    plan = WorkPlan(n_tokens=4, n_layers=3, samples=2, window=1, first=0, all_tokens=True, total=100, free_before=1)
-    progress = Progress(plan=plan)
-    progress.add_recording(Recording("corrupted", 3, 3))  # the clean run and both samples recorded
-    assert progress.recorded == recording_work(4, 3, 2) == 36
-    progress.add_cells("mlp", [(0, 0), (1, 0), (3, 2)])  # token 0 is before the subject: free
-    # token 1 at layer 0: (4 - 1) * (3 - 1) + 1 = 7 token-layers; token 3 at layer 2: 1; two samples each
-    assert cell_work("mlp", 1, 0, n_tokens=4, n_layers=3, window=1) == 7
-    assert progress.work_done == 2 * (7 + 1) and progress.fraction == (36 + 16) / 100
-    # half the work in 10 s: the pace says 10 s left; a prediction of 30 s in all says 20 s; blended by the work done
+    progress = Progress()
+    assert progress.eta is None and progress.work.started is None  # nothing counted yet
+    progress.add_work(Recording("corrupted", 3, 3, work_done=30, work_total=120))
+    assert progress.fraction == 0.25 and progress.work.started is not None  # the clock runs from the first count
+    progress.work.started = time.monotonic() - 10.0  # 10 s since
+    progress.add_work(Started(["a"], (0, 1), 0.9, 0.1, (1, 3), ("mlp",), " x", 3))  # no work_done: no change
+    assert progress.fraction == 0.25
+    progress.add_work(CellsDone("mlp", [(0, 0)], [0.5], [50.0], [0.0], 1, 3, work=30, work_done=60, work_total=120))
+    # half the work in 10 s: 10 s left at this pace
+    assert progress.fraction == 0.5 and abs(progress.eta - 10.0) < 0.1
+    progress.work.cost = 30.0 / 120  # a prediction of 30 s in all: 20 s left; blended by the work done
+    assert abs(progress.eta - (0.5 * 20.0 + 0.5 * 10.0)) < 0.1
     assert eta_blend(10.0, 0.5, None) == 10.0 and eta_blend(10.0, 0.5, 30.0) == 0.5 * 20.0 + 0.5 * 10.0
 
 

@@ -90,3 +90,10 @@ def test_the_sweep_eta_weighs_the_facts_by_their_token_layers():
     assert run.eta() == "ETA 30s (10s elapsed)"
     run.seconds = 20.0  # the estimate says 10 s left: blended 0.75 x 10 + 0.25 x 30
     assert run.eta() == "ETA 15s (10s elapsed)"
+    # tracing: the work the engine reports (FactProgress), by the tracing phase's own time
+    from tui.gridmodel import WorkClock
+
+    run.clock = WorkClock(time.monotonic() - 4.0)
+    assert run.eta() == "ETA 15s (10s elapsed)"  # nothing counted yet: the estimate
+    run.clock.update(100, 500)  # a fifth of the token-layers in 4 s: 16 s left
+    assert run.eta() == "ETA 16s (10s elapsed)"

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import InputError, check_cancel
-from ..events import RobustnessProgress
+from ..events import RobustnessProgress, RobustnessWork
 from ..guards import recovery_available
 from ..inputs.facts_file import load_facts
 from ..inputs.prompts import subject_span, tokenize
@@ -326,7 +326,8 @@ def robustness(model, prompt: str, subject: str, *, kinds=DEFAULTS.kinds, positi
         target: the traced target; None: the clean run's top token (the same for every variant).
         substitutes: how many substitution variants at most (0..20).
         facts: where substitute subjects come from: a facts file name ("known_1000") or Fact records.
-        on_event: called with RobustnessProgress events (before and after each variant).
+        on_event: called with RobustnessProgress events (before and after each variant) and, while
+            one runs, RobustnessWork events (the work done of all).
         cancel: a threading.Event; once set, the trace in hand stops and TraceCancelled is raised.
 
     Returns:
@@ -335,7 +336,6 @@ def robustness(model, prompt: str, subject: str, *, kinds=DEFAULTS.kinds, positi
     Raises:
         InputError: bad input (the message says which); TraceCancelled: `cancel` was set.
     """
-    from ..core.tracing import run_trace
     started = time.perf_counter()
     emit = on_event or (lambda event: None)
     if isinstance(substitutes, bool) or not isinstance(substitutes, int) or not 0 <= substitutes <= MAX_SUBSTITUTES:
@@ -352,15 +352,8 @@ def robustness(model, prompt: str, subject: str, *, kinds=DEFAULTS.kinds, positi
     if found and not any(v.same_relation for v in variants):
         notes.append(f"substitutes of any relation: no fact has the subject {subject!r}, or none of its "
                      "relation fits the token length")
-    runs: list[VariantRun] = []
-    for i, variant in enumerate(variants):
-        emit(RobustnessProgress(i, len(variants), variant.name, done=False))
-        request = TraceRequest(prompt, subject, **common, **variant.request_options())
-        result = run_trace(model, request, cancel=cancel)
-        codes = [getattr(w, "code", "note") for w in result.warnings if getattr(w, "code", "") != "slow-blas"]
-        peaks = {k: find_peak(result, k) for k in request.kinds}
-        runs.append(VariantRun(variant, result.clean_prob, result.corrupted_prob, codes, peaks, result=result))
-        emit(RobustnessProgress(i + 1, len(variants), variant.name, done=True))
+    runs = _run_variants(model, [(v, TraceRequest(prompt, subject, **common, **v.request_options())) for v in variants],
+                         emit, cancel)
     first = runs[0].result
     kinds_done = first.request.kinds
     verdicts = {k: judge(k, [r.peaks[k] for r in runs]) for k in kinds_done}
@@ -373,3 +366,28 @@ def robustness(model, prompt: str, subject: str, *, kinds=DEFAULTS.kinds, positi
                             {"samples": samples, "seed": seed, "window": window, "substitutes": substitutes},
                             runs, verdicts, overall_verdict(list(verdicts.values()), runs), model.n_layers,
                             notes, time.perf_counter() - started)
+
+
+def _run_variants(model, planned: list, emit, cancel) -> list[VariantRun]:
+    """Trace each (variant, request) in turn. Progress: RobustnessProgress before and after each, and
+    while one runs, the work done of all (each trace weighed by its predicted token-layers,
+    core.tracing.predicted_work, and counted within by the work its events report)."""
+    from ..core.tracing import predicted_work, run_trace
+
+    works = [predicted_work(model, request) for _, request in planned]
+    total, n = sum(works), len(planned)
+    runs: list[VariantRun] = []
+    for i, (variant, request) in enumerate(planned):
+        before = sum(works[:i])
+
+        def relay(event, i=i, before=before, share=works[i]):
+            if getattr(event, "work_total", 0) and hasattr(event, "work_done"):
+                emit(RobustnessWork(i, before + share * event.work_done // event.work_total, total))
+
+        emit(RobustnessProgress(i, n, variant.name, False, before, total))
+        result = run_trace(model, request, on_event=relay, cancel=cancel)
+        codes = [getattr(w, "code", "note") for w in result.warnings if getattr(w, "code", "") != "slow-blas"]
+        peaks = {k: find_peak(result, k) for k in request.kinds}
+        runs.append(VariantRun(variant, result.clean_prob, result.corrupted_prob, codes, peaks, result=result))
+        emit(RobustnessProgress(i + 1, n, variant.name, True, before + works[i], total))
+    return runs

@@ -8,6 +8,7 @@ import threading
 
 from ..analyses.robustness import DEFAULT_SUBSTITUTES, DEFAULTS, LAYER_TOLERANCE, MAX_SUBSTITUTES
 from ..errors import InputError
+from ..events import RobustnessProgress
 from ..inputs.facts_file import load_facts
 from ..settings import settings_from_args, whole_number
 from ..types import TraceRequest
@@ -70,7 +71,7 @@ def run(args) -> int:
     show = not args.quiet and sys.stderr.isatty()
 
     def progress(event) -> None:
-        if show and not event.done:
+        if show and isinstance(event, RobustnessProgress) and not event.done:
             print(f"corruption {event.index + 1}/{event.total}: {event.name}", file=sys.stderr)
 
     cancel = threading.Event()

@@ -149,12 +149,20 @@ def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, pac
     """Block evaluations (token x layer) a chunk costs: the work measure of a schedule.
     Packed: each cell's rows from its own first position, and the last layer at the
     last position only."""
+    return sum(cell_token_layers(chunk, cell, n_samples, n_tokens, n_layers, packed) for cell in chunk.cells)
+
+
+def cell_token_layers(chunk: Chunk, cell: Cell, n_samples: int, n_tokens: int, n_layers: int,
+                      packed: bool = False) -> int:
+    """One cell's share of its chunk's token_layers (its n_samples rows): from the chunk's start
+    layer, over the chunk's positions (dense) or the cell's own (packed, the last layer at the last
+    position only)."""
     layers = max(0, n_layers - chunk.start)
     if not packed:
-        return len(chunk.cells) * n_samples * (n_tokens - chunk.tmin) * layers
+        return n_samples * (n_tokens - chunk.tmin) * layers
     if layers == 0:
         return 0
-    return sum(n_samples * ((n_tokens - min(c.positions)) * (layers - 1) + 1) for c in chunk.cells)
+    return n_samples * ((n_tokens - min(cell.positions)) * (layers - 1) + 1)
 
 
 def run_chunk_samples(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ positions before the first corrupted token equal the corrupted run exactly
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import defaultdict
@@ -16,6 +17,7 @@ import mlx.core as mx
 import numpy as np
 
 from ..blas import load_fast_blas
+from ..engine import ESTIMATE_WORK, trace_work
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
 from ..guards import (
@@ -38,6 +40,7 @@ from .prepare import PreparedRun, in_frame, prepare_request
 from .schedule import (
     Corrupted,
     batch_limits,
+    cell_token_layers,
     make_cells,
     make_chunks,
     record_batch_rows,
@@ -146,6 +149,25 @@ def top_predictions(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
     return [Prediction(int(i), tokenizer.decode([int(i)], skip_special_tokens=False), float(probs[i])) for i in idx]
 
 
+def predicted_work(tracer: Tracer, req: TraceRequest) -> int:
+    """Token-layers a trace of `req` will cost (engine.trace_work, the WorkMeter's unit), from its
+    tokens alone: a long phase made of several traces (robustness, a sweep) weighs each by it. A
+    substitution is one corrupted run from the first token the two prompts differ in (exact for a
+    corrupted prompt of the same token length; an aligned one of another length runs on a longer frame)."""
+    tokens = tokenize(tracer.tokenizer, req.prompt)
+    span = subject_span(req.prompt, req.subject, tokens)
+    n = len(tokens)
+    free, samples = span[0], req.samples
+    if req.corrupted_prompt is not None:
+        other = tokenize(tracer.tokenizer, req.corrupted_prompt).ids
+        free = next((i for i, (a, b) in enumerate(zip(tokens.ids, other)) if a != b), min(n, len(other)))
+        samples = 1
+    positions = resolve_positions(req.positions, span, n)
+    first = 0 if positions == "all" else min(positions)
+    settings = dataclasses.replace(req, samples=samples) if samples != req.samples else req
+    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free)
+
+
 def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix: bool):
     """(the batched forwards the cells run in, whether they run packed)."""
     packed = use_prefix and tracer.patchable.packed is not None
@@ -212,13 +234,17 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     keep = corrupted_kinds(req.sever)  # memory for the recorded corrupted run, checked before it is made
     check_recording_memory(tracer, prep.n_samples, max(len(prep.clean_ids), prep.n_frame), keep,
                            pm.prefix_cache and pm.packed is not None)
-    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep, emit, cancel)
+    cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
+    chunks, packed = plan_chunks(tracer, [] if req.estimate == "only" else cells, prep.n_samples, prep.n_frame,
+                                 use_prefix=pm.prefix_cache)
+    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed)
+    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep,
+                                                                                    meter.relay(emit), cancel)
     base = _baseline(tracer.tokenizer, prep, clean_logits, corrupt_logits)
     warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
-    cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
-    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit)
+    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit, meter)
     emit(Started(prep.clean.texts, prep.subject, base.p_clean, base.p_corrupt, grids.shape, req.grid_names,
-                 base.target_text, grids.total))
+                 base.target_text, grids.total, meter.total))
     for w in warnings:
         emit(Log("warning", w))
     if unaffected:
@@ -232,10 +258,11 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     )
     del clean_states, corrupt_kv
     estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel)
-    if req.ci_width is not None:
+    meter.done += meter.estimate  # counted with the next cells
+    if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
         _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width)
     else:
-        _run_cells(tracer, run, todo, estimated, grids, cancel)
+        _run_cells(tracer, run, chunks, packed, estimated, grids, cancel)
     return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
                    time.perf_counter() - started_at)
 
@@ -343,16 +370,17 @@ class _Grids:
     """The trace's grids as cells arrive: stored per kind and metric, and reported (CellsDone)."""
 
     def __init__(self, req: TraceRequest, prep: PreparedRun, base: _Baseline, positions, n_layers: int,
-                 total: int, emit):
+                 total: int, emit, meter: "WorkMeter"):
         self.shape = (len(prep.clean) if positions == "all" else 1, n_layers)
         metrics = METRIC_NAMES + (UNCERTAINTY_NAMES if prep.mode == "noise" else ())
         metrics += ("samples",) if req.ci_width is not None else ()
         self.grids = {k: {m: [[None] * n_layers for _ in range(self.shape[0])] for m in metrics}
                       for k in req.grid_names}
-        self.base, self.total, self.done, self.emit = base, total, 0, emit
+        self.base, self.total, self.done, self.emit, self.meter = base, total, 0, emit, meter
 
-    def deliver(self, batch_cells, probs, diffs) -> None:
-        """Store and report cells from their per-sample values [cells, N] (float32)."""
+    def deliver(self, batch_cells, probs, diffs, work=None) -> None:
+        """Store and report cells from their per-sample values [cells, N] (float32); `work`: each
+        cell's token-layers (schedule.cell_token_layers; None: none, the cells cost nothing)."""
         stats = interval_grids(probs, diffs)
         base = self.base
         by_kind = defaultdict(list)
@@ -370,8 +398,45 @@ class _Grids:
                 for m, column in values.items():
                     g[m][cell.row][cell.layer] = column[j]
             self.done += len(items)
+            spent = sum(work[i] for _, i in items) if work else 0
+            self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                                values["logit_diff"], self.done, self.total))
+                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total))
+
+
+@dataclass
+class WorkMeter:
+    """One trace's work in token-layers (block evaluations, schedule.token_layers' unit), planned
+    before it starts and counted as it runs: the recorded runs, the estimate, the cells' forwards.
+    The events carry it (work_done, work_total) so a UI's ETA needs no model of the schedule."""
+
+    clean: int  # the clean run's recording
+    corrupted: int  # the corrupted runs' (the positions from the first corrupted token on)
+    estimate: int  # the first-order estimate (0 without one)
+    cells: int  # every planned forward's
+    done: int = 0
+
+    @classmethod
+    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool) -> "WorkMeter":
+        n_frame, n = prep.n_frame, prep.n_samples
+        computed = n_frame - min(prep.first_corrupt, n_frame - 1)  # as _record's batches compute them
+        return cls(len(prep.clean_ids) * n_layers, n * computed * n_layers,
+                   ESTIMATE_WORK * n * n_frame * n_layers if req.estimate != "off" else 0,
+                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed) for c in chunks))
+
+    @property
+    def total(self) -> int:
+        return self.clean + self.corrupted + self.estimate + self.cells
+
+    def relay(self, emit):
+        """`emit` for the recording: each Recording event gets the work recorded by then."""
+        def on_event(event):
+            if isinstance(event, Recording):
+                share = self.clean if event.phase == "clean" else self.corrupted
+                self.done = (0 if event.phase == "clean" else self.clean) + round(event.fraction * share)
+                event.work_done, event.work_total = self.done, self.total
+            emit(event)
+        return on_event
 
 
 def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel):
@@ -390,11 +455,10 @@ def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, 
     return estimated, []
 
 
-def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, cancel) -> None:
-    """Every cell's patched run, in batched forwards on the engine's workers (core/schedule.py),
-    the largest estimated effects first when there is an estimate."""
+def _run_cells(tracer: Tracer, run: Corrupted, chunks, packed: bool, estimated, grids: _Grids, cancel) -> None:
+    """Every cell's patched run, in the batched forwards planned (plan_chunks) on the engine's workers
+    (core/schedule.py), the largest estimated effects first when there is an estimate."""
     pm = tracer.patchable
-    chunks, packed = plan_chunks(tracer, todo, run.n_samples, len(run.ids), use_prefix=pm.prefix_cache)
     if estimated is not None:
         chunks = order_chunks(chunks, estimated.priority)
     if packed:
@@ -402,7 +466,8 @@ def _run_cells(tracer: Tracer, run: Corrupted, todo, estimated, grids: _Grids, c
         run.kv = None  # the packed forward reads the rows only
     mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        grids.deliver(chunk.cells, probs, diffs)
+        work = [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed) for c in chunk.cells]
+        grids.deliver(chunk.cells, probs, diffs, work)
     check_cancel(cancel)
 
 
@@ -415,7 +480,7 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
     run's samples. The draws are the fixed-samples run's, in order: a cell with n samples has
     exactly the values the first n samples of a fixed run give it."""
     pm = tracer.patchable
-    pending, values = list(todo), {id(c): ([], []) for c in todo}
+    pending, values, work = list(todo), {id(c): ([], []) for c in todo}, dict.fromkeys(map(id, todo), 0)
     done, stop = 0, min(AUTO_FIRST_SAMPLES, run.n_samples)
     while pending:
         part = run.subset(done, stop)
@@ -426,6 +491,7 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
         for chunk, (probs, diffs) in tracer.workers.map(lambda c, part=part: run_chunk_samples(pm, c, part), chunks, cancel):
             for i, cell in enumerate(chunk.cells):
                 values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
+                work[id(cell)] += cell_token_layers(chunk, cell, part.n_samples, len(part.ids), tracer.n_layers, packed)
         check_cancel(cancel)
         probs = np.array([np.concatenate(values[id(c)][0]) for c in pending])
         diffs = np.array([np.concatenate(values[id(c)][1]) for c in pending])
@@ -433,7 +499,8 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
         wide = stats["prob_high"] - stats["prob_low"] > target  # NaN (one sample) is not wide: nothing to go on
         finished = [i for i in range(len(pending)) if not wide[i] or stop == run.n_samples]
         if finished:
-            grids.deliver([pending[i] for i in finished], probs[finished], diffs[finished])
+            grids.deliver([pending[i] for i in finished], probs[finished], diffs[finished],
+                          [work[id(pending[i])] for i in finished])
         closed = set(finished)
         pending = [cell for i, cell in enumerate(pending) if i not in closed]
         done, stop = stop, min(2 * stop, run.n_samples)

@@ -25,7 +25,7 @@ from typing import Callable, Protocol
 
 from ..core.fastops import softmax
 from ..errors import InputError, TraceCancelled, TracerError, check_cancel, one_line
-from ..events import CellsDone
+from ..events import CellsDone, Recording
 from ..guards import warning_code
 from ..inputs.facts import (
     DEFAULT_FILTER,
@@ -63,7 +63,9 @@ CHECK_BATCH = 64  # prompts per batched clean forward
 
 
 class Backend(Protocol):
-    """What a sweep needs from the model; TracerBackend is the real one, tests may fake it."""
+    """What a sweep needs from the model; TracerBackend is the real one, tests may fake it. A backend
+    may also have `work(request) -> int` (a trace's predicted token-layers): the progress events'
+    work then weighs each fact by it."""
 
     name: str
 
@@ -166,6 +168,12 @@ class TracerBackend:
         detail = "" if ok else f"predicts {top_text!r} (p={p[top_id]:.3f}), not {first_text!r} (p={p[first_id]:.3f})"
         return Check(ok, None if ok else SKIP_WRONG, detail, first_id, first_text, top, float(p[first_id]), rules)
 
+    def work(self, request: TraceRequest) -> int:
+        """The predicted token-layers of tracing `request` (core.tracing.predicted_work)."""
+        from ..core.tracing import predicted_work
+
+        return predicted_work(self.tracer, request)
+
     def trace(self, request: TraceRequest, on_event, cancel) -> TraceResult:
         from ..core.tracing import run_trace
 
@@ -204,6 +212,7 @@ class FactSkipped:
 @dataclass
 class TracingStarted:
     total: int  # facts to trace in this run
+    work_total: int = 0  # their traces' predicted token-layers (Backend.work; 0: not counted)
 
 
 @dataclass
@@ -215,9 +224,15 @@ class FactStarted:
 
 @dataclass
 class FactProgress:
+    """The fact in hand's trace moved on (a Recording or CellsDone of it): its cells done (0 of 0
+    while its runs are recorded), and the work done of the whole tracing phase: the facts traced
+    before it and this fact's share (its predicted token-layers, counted within by its trace's events)."""
+
     known_id: int | str
     done: int  # cells
     total: int
+    work_done: int = 0
+    work_total: int = 0  # TracingStarted's (0: not counted)
 
 
 @dataclass
@@ -226,6 +241,8 @@ class FactDone:
     total: int
     record: dict  # the line just written
     seconds: float
+    work_done: int = 0  # of the tracing phase, this fact's share included (FactProgress)
+    work_total: int = 0
 
 
 @dataclass
@@ -274,10 +291,13 @@ def run_sweep(
     with ResultsWriter(output, state) as writer:
         try:
             to_trace, checked_now = _check_facts(backend, todo, config, writer, state, emit, cancel)
-            emit(TracingStarted(len(to_trace)))
+            works = _works(backend, to_trace, config)
+            emit(TracingStarted(len(to_trace), sum(works)))
             for index, fact in enumerate(to_trace):  # one line each as it finishes
                 check_cancel(cancel)
-                traced_now += _trace_fact(backend, fact, index, len(to_trace), config, writer, state, emit, cancel)
+                share = (sum(works[:index]), works[index], sum(works))
+                traced_now += _trace_fact(backend, fact, index, len(to_trace), config, writer, state, emit, cancel,
+                                          share)
         except TraceCancelled:
             cancelled = True
     return _summary(output, facts, state, traced_now, checked_now, cancelled, time.perf_counter() - started)
@@ -329,14 +349,35 @@ def _check_facts(backend, todo: list[Fact], config, writer, state, emit, cancel)
     return to_trace, checked
 
 
-def _trace_fact(backend, fact: Fact, index: int, total: int, config, writer, state, emit, cancel) -> int:
-    """Trace one fact and write its line (kept; or skipped: refused input, --skip-flagged).
-    Returns 1 when it was kept, else 0."""
+def _works(backend, facts: list[Fact], config) -> list[int]:
+    """Each fact's predicted token-layers (Backend.work, when the backend has it; else 1 each), or 0
+    for a fact whose input the trace will refuse (skipped at once)."""
+    work = getattr(backend, "work", None)
+    if work is None:
+        return [1] * len(facts)
+    out = []
+    for fact in facts:
+        try:
+            out.append(work(config.request(fact)))
+        except InputError:
+            out.append(0)
+    return out
+
+
+def _trace_fact(backend, fact: Fact, index: int, total: int, config, writer, state, emit, cancel,
+                share: tuple[int, int, int] = (0, 0, 0)) -> int:
+    """Trace one fact and write its line (kept; or skipped: refused input, --skip-flagged); `share`:
+    (the work of the facts before it, its own, of all) for the progress events. Returns 1 when it
+    was kept, else 0."""
     emit(FactStarted(index, total, fact))
     fact_started = time.perf_counter()
+    before, own, whole = share
 
     def relay(event, known_id=fact.known_id):
-        if isinstance(event, CellsDone):
+        if isinstance(event, (CellsDone, Recording)) and event.work_total:
+            cells = (event.done, event.total) if isinstance(event, CellsDone) else (0, 0)
+            emit(FactProgress(known_id, *cells, before + own * event.work_done // event.work_total, whole))
+        elif isinstance(event, CellsDone):
             emit(FactProgress(known_id, event.done, event.total))
 
     try:
@@ -357,7 +398,7 @@ def _trace_fact(backend, fact: Fact, index: int, total: int, config, writer, sta
     record = kept_record(fact, config, result, ids)
     writer.append(record)
     state.records[fact.known_id] = {"status": "kept", "skipped": None}
-    emit(FactDone(index, total, record, time.perf_counter() - fact_started))
+    emit(FactDone(index, total, record, time.perf_counter() - fact_started, before + own, whole))
     return 1
 
 

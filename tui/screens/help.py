@@ -22,8 +22,9 @@ at a time from the clean run and measure how much of the answer's probability co
 2. In the **token strip**, the subject is underlined and its last token is chosen.
    Click chips (or focus the strip, move with ←/→ and press space) to choose the positions
    to restore in the *chosen positions* view.
-3. Press **enter** in the form or **ctrl+r**. The grid fills in as cells finish; **esc** cancels
-   (a cancelled re-run keeps the previous grid).
+3. Press **enter** in the form or **ctrl+r**. A first-order estimate of every cell comes first (the
+   title says ESTIMATE, the table marks its cells `≈`); exact cells replace it as they finish; **esc**
+   cancels (a cancelled re-run keeps the previous grid). **ctrl+y** then shows estimate minus exact.
 4. Beside the grid: the target, p_clean and p_corrupted, both runs' top-3, the noise rule and
    its std, and a **warnings** badge (**F8** or a click shows the messages): read them first.
 5. **ctrl+s** writes the grid as text (plot + numbers), CSV and JSON (and SVG/PDF where available)
@@ -50,6 +51,7 @@ at a time from the clean run and measure how much of the answer's probability co
 | ctrl+n | next metric |
 | ctrl+s | export the current grid |
 | F7 | fixed ↔ auto colour scale |
+| ctrl+y | a finished grid ↔ its first-order estimate minus the exact values (the estimate's error) |
 | ←↑↓→ / click (grid focused: tab) | move the cursor; the line above the grid reads its cell: token, layer, kind, value, 95% interval, samples |
 | F9 | top-5 of the patched run at the cursor's cell |
 | F8 | the trace's warnings |

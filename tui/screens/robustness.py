@@ -23,13 +23,16 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..gridmodel import format_seconds
+from ..gridmodel import WorkClock, format_seconds
 
 
-def robustness_eta(elapsed: float, finished: int, total: int) -> str:
-    """"ETA 1m20s (12s elapsed)": the corruptions are traces of the same size (the same prompt
-    length, settings and kinds; a substitute has the subject's token length), so the time left is
-    the mean time per finished corruption times those left."""
+def robustness_eta(elapsed: float, finished: int, total: int, clock: WorkClock | None = None) -> str:
+    """"ETA 1m20s (12s elapsed)": from the work the engine reports (`clock`: token-layers of all the
+    corruptions' traces done and in all, each trace weighed by its own size: a substitution has one
+    corrupted run, not the samples) by the time elapsed; without it, the mean time per finished
+    corruption times those left."""
+    if clock is not None and clock.eta is not None:
+        return f"ETA {format_seconds(clock.eta)} ({format_seconds(elapsed)} elapsed)"
     if finished <= 0:
         return f"ETA after the first corruption ({format_seconds(elapsed)} elapsed)"
     return f"ETA {format_seconds(elapsed / finished * (total - finished))} ({format_seconds(elapsed)} elapsed)"
@@ -77,6 +80,9 @@ class RobustnessScreen(Screen):
 
     def on_mount(self) -> None:
         self.started = time.monotonic()
+        self.clock = WorkClock(cost=getattr(self.engine, "cost_per_token_layer", None))
+        self.corruption = ""  # the status line's "corruption i/n: name (state)"
+        self.finished = self.n_corruptions = 0
         self._say(f"tracing {self.subject!r} in {self.prompt!r} under several corruptions…")
         try:
             future = self.engine.robustness(self.prompt, self.subject, on_event=self._on_event, cancel=self.cancel,
@@ -109,11 +115,14 @@ class RobustnessScreen(Screen):
     # ---- back on the UI thread --------------------------------------------------------
     def on_robustness_screen_progressed(self, message: Progressed) -> None:
         e = message.event
-        if hasattr(e, "index") and hasattr(e, "total"):
+        self.clock.update(getattr(e, "work_done", 0), getattr(e, "work_total", 0))
+        if hasattr(e, "name") and hasattr(e, "total"):  # RobustnessProgress: a corruption starts or ends
             state = "done" if getattr(e, "done", False) else "running"
-            finished = e.index  # variants finished so far (a done event counts them, a start the ones before)
-            self._say(f"corruption {e.index + (0 if e.done else 1)}/{e.total}: {getattr(e, 'name', '')} ({state})"
-                      f" · {robustness_eta(time.monotonic() - self.started, finished, e.total)}")
+            self.finished, self.n_corruptions = e.index, e.total  # a done event counts them, a start the ones before
+            self.corruption = f"corruption {e.index + (0 if e.done else 1)}/{e.total}: {e.name} ({state})"
+        if self.corruption:
+            eta = robustness_eta(time.monotonic() - self.started, self.finished, self.n_corruptions, self.clock)
+            self._say(f"{self.corruption} · {eta}")
 
     def on_robustness_screen_ended(self, message: Ended) -> None:
         if message.error:

@@ -38,7 +38,7 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, ProgressBar, Static
 
 from .. import exporting
-from ..gridmodel import eta_blend, format_seconds
+from ..gridmodel import WorkClock, eta_blend, format_seconds
 from ..widgets.sweep_plot import SweepPlot
 
 POLL_SECONDS = 1.0
@@ -54,12 +54,18 @@ class _Running:
     seconds: float | None = None  # the estimate shown before Start
     started: float = field(default_factory=time.monotonic)
     current: object = None  # the fact being traced
+    clock: WorkClock | None = None  # the tracing phase's work, as the engine reports it (from TracingStarted)
+    line: str = ""  # the status line's fact in hand
 
     def eta(self) -> str:
-        """"ETA 12m (3m elapsed)": the estimate less the time elapsed, blended with this sweep's own
-        pace per token-layer as facts finish (tui.gridmodel.eta_blend); the facts the model does not
-        know finish at once, so the estimate is an upper bound."""
+        """"ETA 12m (3m elapsed)": once the facts are checked, the tracing phase's work done (the
+        engine's token-layers of the facts to trace: FactProgress, FactDone) by its time elapsed,
+        blended with the measured cost (WorkClock). Before: the estimate less the time elapsed,
+        blended with the pace of the facts finished (eta_blend); the facts the model does not know
+        finish at once, so the estimate is an upper bound."""
         elapsed = time.monotonic() - self.started
+        if self.clock is not None and self.clock.eta is not None:
+            return f"ETA {format_seconds(self.clock.eta)} ({format_seconds(elapsed)} elapsed)"
         total = sum(self.work.values())
         if not total:
             return ""
@@ -502,13 +508,14 @@ class SweepScreen(Screen):
             self.status(f"checking predictions: {event.checked}/{event.total} ({event.kept} known)")
         elif isinstance(event, TracingStarted):
             run.total = event.total
+            run.clock = WorkClock(cost=getattr(self.engine, "cost_per_token_layer", None))
+            run.clock.update(0, event.work_total)
             bar.display = True
             bar.update(total=max(1, event.total), progress=0)
             self.status(f"tracing {event.total} facts")
         elif isinstance(event, FactStarted):
             run.current = event.fact.known_id
-            self.status(f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} "
-                        f"({event.fact.subject}) · {run.eta()} · ctrl+x stops")
+            run.line = f"tracing fact {event.index + 1}/{event.total}: known_id {event.fact.known_id} ({event.fact.subject})"
         elif isinstance(event, FactDone):
             run.done = event.index + 1
             run.work_done += run.work.get(event.record.get("known_id", run.current), 0)
@@ -516,6 +523,11 @@ class SweepScreen(Screen):
         latest = None
         while self._events:
             latest = self._events.popleft()
+        for counted in (event, latest):
+            if run.clock is not None and isinstance(counted, (FactProgress, FactDone)) and counted.work_total:
+                run.clock.update(counted.work_done, counted.work_total)
+        if run.line and (isinstance(event, FactStarted) or latest is not None):
+            self.status(f"{run.line} · {run.eta()} · ctrl+x stops")
         if latest is not None and latest.total and run.total:
             bar.update(progress=run.done + latest.done / latest.total)
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from tracer.engine import trace_work
 from tracer.errors import user_message
-from tracer.events import Log, Recording, Started
+from tracer.events import Estimate, Log, Recording, Started
 from tracer.inputs.prompts import align_tokens
 from tracer.render.terminal_plot import finite
 from tracer.render.tokens import escape_controls
@@ -28,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from .. import exporting
-from ..gridmodel import METRICS, MODES, GridData, WorkPlan, cell_readout, peak_sentence, sites_sentence
+from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence, sites_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
@@ -145,6 +144,8 @@ class TraceScreen(Screen):
         Binding("ctrl+g", "next_kind", "Kind", id="kind", tooltip="Next kind in the all-tokens view"),
         Binding("ctrl+n", "next_metric", "Metric", id="metric", tooltip="Next metric"),
         Binding("f7", "toggle_scale", "Scale", id="scale", tooltip="Fixed (ROME's) colour scale <-> auto scale"),
+        Binding("ctrl+y", "toggle_estimate_error", "Est−exact", id="estimate-error", show=False,
+                tooltip="A finished grid <-> its first-order estimate minus the exact values"),
         Binding("f8", "show_warnings", "Warnings", id="warnings", show=False, tooltip="The trace's warnings"),
         Binding("question_mark", "app.help", "Help", show=False),  # Inputs keep '?': F1 always works
         Binding("f2", "show_tab('tab-grid')", "Grid", show=False, priority=True),
@@ -176,6 +177,8 @@ class TraceScreen(Screen):
         self.run_count = 0
         self.finished: dict[str, tuple[GridData, TraceResult] | None] = {m: None for m in MODES}
         self.view_mode, self.view_kind, self.metric, self.auto_scale = view_mode, view_kind, "recovery", False
+        self.estimate = "progressive"  # runs show the first-order estimate first (TraceRequest.estimate)
+        self.estimate_error = False  # a finished grid shown as estimate minus exact (ctrl+y)
         self.last_export: dict[str, str] | None = None
         self.cursor: tuple[int, int] | None = None  # (row, layer) of the view on screen: grid and table
         self.done_note = ""  # "done in 1.2 s (162 cells)." of the last finished run
@@ -297,8 +300,7 @@ class TraceScreen(Screen):
             self.run.cancel.set()
         self.run_count += 1
         run = self.run = RunState(self.run_count, request, self.view_mode, post=self.post_message)
-        run.progress.plan = self.work_plan(request)
-        run.progress.cost = getattr(self.engine, "cost_per_token_layer", None)
+        run.progress.work.cost = getattr(self.engine, "cost_per_token_layer", None)
         self.run_log.settings(run.id, request, MODES[run.mode])
         self.status.running(run.progress, "recording clean and corrupted runs…")
         future = self.engine.trace(request, run.on_event, run.cancel)
@@ -306,29 +308,6 @@ class TraceScreen(Screen):
         if self.finished.get(run.mode) is None:
             self.show_view()  # the first trace of this view: say it is recording
         return run
-
-    def work_plan(self, request: TraceRequest) -> WorkPlan | None:
-        """The token-layers the request will compute (the ETA's weights); None when the prompt
-        cannot be tokenized here (the run will say why)."""
-        info = self._model
-        if info is None:
-            return None
-        try:
-            tokens, span = self.engine.tokenize(request.prompt, request.subject)
-        except Exception:  # bad input: the engine reports it for the run
-            return None
-        n_tokens, positions = len(tokens), request.positions
-        if positions == "all":
-            first = 0
-        elif isinstance(positions, tuple) and positions:
-            first = min(p % n_tokens for p in positions)
-        else:  # a named choice ("subject-last", "last", …): the subject's last token is a fair guess
-            first = (span[1] - 1) if span else 0
-        if request.corrupted_prompt is not None:  # substitution: one corrupted run, no samples
-            request = dataclasses.replace(request, samples=1)
-        free = span[0] if span else 0
-        total = trace_work(n_tokens, info.n_layers, settings=request, positions=positions, first=first, free_before=free)
-        return WorkPlan(n_tokens, info.n_layers, request.samples, request.window, first, positions == "all", total, free)
 
     def _current(self, run_id: int) -> RunState | None:
         run = self.run
@@ -343,7 +322,7 @@ class TraceScreen(Screen):
             if run.grid is not None:
                 run.grid.apply(event)
             run.progress.update(event.done, event.total)
-            run.progress.add_cells(event.kind, event.cells)
+            run.progress.add_work(event)
         self._dirty = True
 
     def on_run_event(self, message: RunEvent) -> None:
@@ -362,9 +341,13 @@ class TraceScreen(Screen):
                         f"clean P = {event.clean_prob:.4f}, corrupted P = {event.corrupted_prob:.4f}", notify=False)
             self.show_view()
         elif isinstance(event, Recording):
-            run.progress.add_recording(event)
+            run.progress.add_work(event)
             batches = f", samples batch {event.batch}/{event.n_batches}" if event.n_batches > 1 else ""
             self.status.running(run.progress, f"recording the {event.phase} run: layer {event.layer}/{event.n_layers}{batches}")
+        elif isinstance(event, Estimate):
+            if run.grid is not None:
+                run.grid.apply_estimate(event)
+                self._dirty = True
         elif isinstance(event, Log):
             self.report(event.text, event.level)
 
@@ -428,7 +411,10 @@ class TraceScreen(Screen):
         grid = self.shown_grid()
         view = grid.view(self.view_kind, self.metric, auto=self.auto_scale) if grid else None
         done = self.finished.get(self.view_mode)
-        if view is not None and done is not None and done[0] is grid:
+        error_view = grid.estimate_error_view(self.view_kind, self.metric) if grid and self.estimate_error else None
+        if error_view is not None:
+            view = error_view
+        elif view is not None and done is not None and done[0] is grid:
             kinds = grid.kinds if grid.mode == "positions" else (view.kind,)
             view.headline = sites_sentence(done[1], kinds, view.metric)
             stale = self.stale_reason(done[1].request)
@@ -632,10 +618,20 @@ class TraceScreen(Screen):
                 note = "token strip not ready: restoring the subject's last token"
         try:
             request = TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
-                                   positions=positions, **settings.trace.as_kwargs())
+                                   positions=positions, estimate=self.estimate, **settings.trace.as_kwargs())
         except Exception as exc:  # InputError from the request's own checks
             return None, user_message(exc), note
         return request, "", note
+
+    def action_toggle_estimate_error(self) -> None:
+        """A finished grid <-> its first-order estimate minus the exact values (the estimate's error)."""
+        grid = self.shown_grid()
+        if not self.estimate_error and (grid is None or grid.estimate_error_view(self.view_kind, self.metric) is None):
+            self.report("no estimate minus exact yet: it needs a finished trace that showed an estimate "
+                        "(ctrl+r runs one)", "warning")
+            return
+        self.estimate_error = not self.estimate_error
+        self.show_view()
 
     def action_toggle_scale(self) -> None:
         """F7: ROME's fixed colour scales <-> the cells' own range."""
