@@ -31,9 +31,9 @@ import time
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
 from tracer.core import schedule, tracing
 from tracer.core.tracing import Tracer, run_trace
-from tracer.engine import recording_work
 from tracer.events import Started
 from tracer.types import TraceRequest
+from tracer.work import recording_work
 
 import mlx.core as mx
 from gemm import gflops

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from tracer.engine import ESTIMATE_WORK, trace_work
 from tracer.events import CellsDone, Recording, Started
 from tracer.types import TraceRequest
+from tracer.work import ESTIMATE_WORK, trace_work
 
 import pytest
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 
-from tracer.engine import trace_work
 from tracer.inputs.facts_file import load_facts
+from tracer.work import trace_work
 
 from textual.widgets import Input
 from tui_helpers import ready, run_and_wait, wait_for

@@ -17,7 +17,6 @@ import mlx.core as mx
 import numpy as np
 
 from ..blas import load_fast_blas
-from ..engine import ESTIMATE_WORK, trace_work
 from ..errors import InputError, check_cancel
 from ..events import CellsDone, Log, Recording, Started
 from ..guards import (
@@ -32,6 +31,7 @@ from ..inputs.prompts import subject_span, tokenize
 from ..metrics import METRIC_NAMES, cell_metrics, interval_grids
 from ..models.load import LoadedModel
 from ..types import Prediction, TraceRequest, TraceResult
+from ..work import ESTIMATE_WORK, trace_work
 from . import corruption, schedule
 from .estimate import estimate_error, estimate_trace, fill_estimate, order_chunks
 from .fastops import softmax
@@ -150,7 +150,7 @@ def top_predictions(tokenizer, probs: np.ndarray, k: int) -> list[Prediction]:
 
 
 def predicted_work(tracer: Tracer, req: TraceRequest) -> int:
-    """Token-layers a trace of `req` will cost (engine.trace_work, the WorkMeter's unit), from its
+    """Token-layers a trace of `req` will cost (tracer.work.trace_work, the WorkMeter's unit), from its
     tokens alone: a long phase made of several traces (robustness, a sweep) weighs each by it. A
     substitution is one corrupted run from the first token the two prompts differ in (exact for a
     corrupted prompt of the same token length; an aligned one of another length runs on a longer frame)."""

@@ -20,13 +20,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tracer.engine import trace_work
 from tracer.errors import TracerError, error_location, user_message
 from tracer.render.sweep_report import summary_lines
 from tracer.sweeps.aggregate import SweepReport, aggregate
 from tracer.sweeps.results import ResultsTail, SweepConfig
 from tracer.sweeps.run import FactDone, FactProgress, FactsChecked, FactStarted, SweepSummary, TracingStarted
 from tracer.sweeps.stats import GROUP_LABELS, GROUPS, THIRDS
+from tracer.work import trace_work
 
 from rich.text import Text
 from textual import on
@@ -437,7 +437,7 @@ class SweepScreen(Screen):
 
     def fact_work(self, facts: list) -> dict:
         """known_id -> token-layers of each fact (its one-forward check and its trace,
-        tracer.engine.trace_work); facts that cannot be tokenized are left out (skipped as bad input)."""
+        tracer.work.trace_work); facts that cannot be tokenized are left out (skipped as bad input)."""
         info = getattr(self.app, "model_info", None)
         if info is None:
             return {}
