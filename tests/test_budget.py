@@ -158,6 +158,15 @@ def test_shape_of_a_gguf_from_its_metadata(tmp_path):
     shape = read_shape(str(q4k))
     assert (shape.quantized, shape.n_params, shape.stored_bytes) == (True, 1024 + 256, 4 * 144 + 1024)
     assert shape.kept_bytes == 1024 * 10 // 8 + 1024
+    # beside a K-quant, a Q8_0 tensor is re-quantized too (the loader re-quantizes the whole file)
+    mixed = tmp_path / "mixed.gguf"
+    writer = gguf.GGUFWriter(str(mixed), "llama")
+    for add, value in ((writer.add_block_count, 1), (writer.add_embedding_length, 256), (writer.add_head_count, 2)):
+        add(value)
+    writer.add_tensor("blk.0.ffn_up.weight", raw, raw_dtype=gguf.GGMLQuantizationType.Q4_K)
+    writer.add_tensor("blk.0.ffn_down.weight", np.zeros((4, 8 * 34), np.uint8), raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    assert read_shape(str(mixed)).kept_bytes == 2 * 1024 * 10 // 8
     # a corrupt file has no plan: the loader reports it
     path.write_bytes(path.read_bytes()[:40])
     assert read_shape(str(path)) is None

@@ -323,9 +323,21 @@ def _mlx_name(spec: ArchSpec, gguf_name: str) -> str:
 _ROPE_FACTOR_TENSORS = ("rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight")
 
 
-def _float_weights(gfile: GGUFFile, spec: ArchSpec, dtype) -> tuple[dict, dict]:
-    """Every tensor as a float array under its mlx-lm name; the RoPE frequency tensors apart."""
-    weights, rope = {}, {}
+def requantizes(gfile: GGUFFile) -> bool:
+    """Does --keep-quantized re-quantize this file's quantized tensors (some is of a type MLX's own
+    loader does not keep packed), rather than read them packed and exact?"""
+    return bool(gfile.type_names() - set(UNQUANTIZED_TYPES) - set(MLX_PACKED_TYPES))
+
+
+def _float_weights(gfile: GGUFFile, spec: ArchSpec, dtype, *, requantize: bool = False) -> tuple[dict, dict, dict]:
+    """Every tensor dequantized under its mlx-lm name, the RoPE frequency tensors apart; with
+    `requantize`, each quantized matrix re-quantized to REQUANTIZE_BITS as soon as it is read, so
+    that the float32 weights of the whole model are never held at once.
+
+    Returns:
+        (weights, bits per re-quantized layer, rope tensors).
+    """
+    weights, bits, rope = {}, {}, {}
     for tensor in gfile.tensors:
         values = tensor_f32(tensor)
         if tensor.name in _ROPE_FACTOR_TENSORS:
@@ -333,44 +345,38 @@ def _float_weights(gfile: GGUFFile, spec: ArchSpec, dtype) -> tuple[dict, dict]:
             continue
         if spec.norm_offset and tensor.name.endswith("norm.weight"):
             values = values - np.float32(spec.norm_offset)
-        weights[_mlx_name(spec, tensor.name)] = mx.array(values).astype(dtype)
-    return weights, rope
+        name, array = _mlx_name(spec, tensor.name), mx.array(values)
+        quantized = GGML_TYPE_NAMES[int(tensor.tensor_type)] not in UNQUANTIZED_TYPES
+        if requantize and quantized and name.endswith(".weight") and array.ndim == 2:
+            prefix = name[: -len(".weight")]
+            packed = mx.quantize(array, group_size=GGUF_GROUP_SIZE, bits=REQUANTIZE_BITS)
+            mx.eval(packed)  # the float32 matrix is freed here
+            weights[name], weights[prefix + ".scales"], weights[prefix + ".biases"] = packed
+            bits[prefix] = REQUANTIZE_BITS
+        else:
+            weights[name] = array.astype(dtype)
+    return weights, bits, rope
 
 
 def _packed_weights(gfile: GGUFFile, spec: ArchSpec, dtype) -> tuple[dict, dict, dict]:
     """--keep-quantized: MLX's loader for Q4_0/Q4_1/Q8_0 (packed, exact); other quantized
     types re-quantized to REQUANTIZE_BITS. Returns (weights, bits per quantized layer, rope tensors)."""
-    quantized = gfile.type_names() - set(UNQUANTIZED_TYPES)
-    if quantized and quantized <= set(MLX_PACKED_TYPES):
-        validate_gguf(gfile.path, for_mlx=True)
-        try:
-            raw = mx.load(gfile.path)
-        except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
-            raise ModelError(f"cannot read GGUF {gfile.path}: {one_line(exc)}") from None
-        rope = {k: np.array(v, dtype=np.float32) for k, v in raw.items() if k in _ROPE_FACTOR_TENSORS}
-        weights = {_mlx_name(spec, k): v for k, v in raw.items() if k not in _ROPE_FACTOR_TENSORS}
-        bits = {k[: -len(".scales")]: MLX_PACKED_TYPES[_type_of(gfile, k)] for k in raw if k.endswith(".scales")}
-        bits = {_mlx_name(spec, k + ".weight")[: -len(".weight")]: b for k, b in bits.items()}
-        return _cast(weights, dtype), bits, rope
-    weights, rope = _float_weights(gfile, spec, mx.float32)
-    names = {_mlx_name(spec, t.name): GGML_TYPE_NAMES[int(t.tensor_type)] for t in gfile.tensors if t.name not in rope}
+    if requantizes(gfile) or not gfile.type_names() - set(UNQUANTIZED_TYPES):  # nothing packed to keep
+        return _float_weights(gfile, spec, dtype, requantize=True)
+    validate_gguf(gfile.path, for_mlx=True)
+    try:
+        raw = mx.load(gfile.path)
+    except Exception as exc:  # mlx raises RuntimeError/ValueError for bad files
+        raise ModelError(f"cannot read GGUF {gfile.path}: {one_line(exc)}") from None
+    types = {t.name: GGML_TYPE_NAMES[int(t.tensor_type)] for t in gfile.tensors}
+    rope = {k: np.array(v, dtype=np.float32) for k, v in raw.items() if k in _ROPE_FACTOR_TENSORS}
+    weights = {_mlx_name(spec, k): v for k, v in raw.items() if k not in _ROPE_FACTOR_TENSORS}
     bits = {}
-    for name, type_name in names.items():
-        if type_name in UNQUANTIZED_TYPES or not name.endswith(".weight") or weights[name].ndim != 2:
-            continue
-        prefix = name[: -len(".weight")]
-        w, scales, biases = mx.quantize(weights[name], group_size=GGUF_GROUP_SIZE, bits=REQUANTIZE_BITS)
-        weights.update({name: w, prefix + ".scales": scales, prefix + ".biases": biases})
-        bits[prefix] = REQUANTIZE_BITS
+    for key in raw:
+        if key.endswith(".scales"):
+            matrix = key[: -len(".scales")] + ".weight"
+            bits[_mlx_name(spec, matrix)[: -len(".weight")]] = MLX_PACKED_TYPES[types[matrix]]
     return _cast(weights, dtype), bits, rope
-
-
-def _type_of(gfile: GGUFFile, scales_name: str) -> str:
-    base = scales_name[: -len(".scales")] + ".weight"
-    for tensor in gfile.tensors:
-        if tensor.name == base:
-            return GGML_TYPE_NAMES[int(tensor.tensor_type)]
-    raise ModelError(f"GGUF tensor {base} missing")
 
 
 def _cast(weights: dict, dtype) -> dict:
@@ -394,7 +400,7 @@ def build_model(gfile: GGUFFile, *, dequantize: bool, dtype=mx.float32):
     spec = arch_spec(gfile.meta)
     config = model_args(gfile.meta, {t.name for t in gfile.tensors})
     if dequantize:
-        (weights, rope), bits = _float_weights(gfile, spec, dtype), {}
+        weights, bits, rope = _float_weights(gfile, spec, dtype)
     else:
         weights, bits, rope = _packed_weights(gfile, spec, dtype)
     if spec.tied_only and "lm_head.weight" in weights:

@@ -99,8 +99,8 @@ def _load_gguf(path: str, name: str, source: str, dequantize: bool) -> LoadedMod
     tokenizer = gguf.build_tokenizer(gfile.meta)
     model = gguf.build_model(gfile, dequantize=dequantize)
     quantized = not dequantize and _has_quantized(model)
-    approximate = quantized and bool(gfile.type_names() - set(gguf.UNQUANTIZED_TYPES) - set(gguf.MLX_PACKED_TYPES))
-    return LoadedModel(model, tokenizer, name, source, quantized=quantized, requantized=approximate)
+    return LoadedModel(model, tokenizer, name, source, quantized=quantized,
+                       requantized=quantized and gguf.requantizes(gfile))
 
 
 def _load_mlx_lm(spec: str, dequantize: bool, name: str) -> LoadedModel:

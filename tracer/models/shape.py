@@ -107,20 +107,20 @@ def gguf_shape(path: str) -> ModelShape | None:
         n_params=sum(int(t.n_elements) for t in tensors),
         stored_bytes=sum(int(t.n_bytes) for t in tensors),
         quantized=any(t.tensor_type not in float_types for t in tensors),
-        kept_bytes=_kept_bytes(tensors, float_types),
+        kept_bytes=_kept_bytes(gfile, float_types),
     )
 
 
-def _kept_bytes(tensors, float_types) -> int:
-    """--keep-quantized (tracer/models/gguf.py): Q4_0/Q4_1/Q8_0 stay as stored, other quantized types
-    are re-quantized to 8 bits with a float32 scale and bias per 32 weights (10 bits a weight)."""
-    from .gguf import MLX_PACKED_TYPES
+def _kept_bytes(gfile, float_types) -> int:
+    """--keep-quantized (tracer/models/gguf.py): a file of Q4_0/Q4_1/Q8_0 stays as stored; in any other,
+    every quantized tensor is re-quantized to 8 bits with a float32 scale and bias per 32 weights
+    (10 bits a weight)."""
+    from .gguf import requantizes
 
-    total = 0
-    for t in tensors:
-        kept = t.tensor_type in float_types or t.tensor_type.name in MLX_PACKED_TYPES
-        total += int(t.n_bytes) if kept else int(t.n_elements) * 10 // 8
-    return total
+    if not requantizes(gfile):
+        return sum(int(t.n_bytes) for t in gfile.tensors)
+    return sum(int(t.n_bytes) if t.tensor_type in float_types else int(t.n_elements) * 10 // 8
+               for t in gfile.tensors)
 
 
 def _directory_shape(path: str) -> ModelShape | None:
