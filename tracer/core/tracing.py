@@ -458,17 +458,25 @@ def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, 
 def _run_cells(tracer: Tracer, run: Corrupted, chunks, packed: bool, estimated, grids: _Grids, cancel) -> None:
     """Every cell's patched run, in the batched forwards planned (plan_chunks) on the engine's workers
     (core/schedule.py), the largest estimated effects first when there is an estimate."""
-    pm = tracer.patchable
     if estimated is not None:
         chunks = order_chunks(chunks, estimated.priority)
+    for chunk, probs, diffs, work in _forwards(tracer, run, chunks, packed, cancel):
+        grids.deliver(chunk.cells, probs, diffs, work)
+    check_cancel(cancel)
+
+
+def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel):
+    """The chunks' batched forwards on the engine's workers: (chunk, P(target) and logit difference
+    per cell and sample, each cell's token-layers) as each forward ends."""
+    pm = tracer.patchable
     if packed:
         pm.packed.prepare(run)
         run.kv = None  # the packed forward reads the rows only
-    mx.eval(run.clean, run.kv_rows)  # workers may only share evaluated arrays (streams are per thread)
+    # workers may only share evaluated arrays (streams are per thread); a subset's slices are lazy
+    mx.eval(run.clean, run.kv_rows, run.kv, run.states, run.embeds)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        work = [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed) for c in chunk.cells]
-        grids.deliver(chunk.cells, probs, diffs, work)
-    check_cancel(cancel)
+        yield chunk, probs, diffs, [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed)
+                                    for c in chunk.cells]
 
 
 AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
@@ -485,13 +493,10 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
     while pending:
         part = run.subset(done, stop)
         chunks, packed = plan_chunks(tracer, pending, part.n_samples, len(part.ids), use_prefix=pm.prefix_cache)
-        if packed:
-            pm.packed.prepare(part)
-        mx.eval(part.clean, part.kv_rows, part.kv, part.states, part.embeds)  # workers share evaluated arrays only
-        for chunk, (probs, diffs) in tracer.workers.map(lambda c, part=part: run_chunk_samples(pm, c, part), chunks, cancel):
+        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, cancel):
             for i, cell in enumerate(chunk.cells):
                 values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
-                work[id(cell)] += cell_token_layers(chunk, cell, part.n_samples, len(part.ids), tracer.n_layers, packed)
+                work[id(cell)] += cell_work[i]
         check_cancel(cancel)
         probs = np.array([np.concatenate(values[id(c)][0]) for c in pending])
         diffs = np.array([np.concatenate(values[id(c)][1]) for c in pending])
