@@ -1,6 +1,8 @@
 """The first-order estimate (tracer/core/estimate.py) against finite differences and exact traces,
 and the progressive schedule against today's (the same grids bit for bit)."""
 
+import threading
+
 from tracer.cli import run_cli
 from tracer.core.estimate import differentiable_prob, importance, order_chunks, state_terms
 from tracer.core.fastops import exact_activations
@@ -141,6 +143,37 @@ def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
     for kind, cells in est_cells.items():  # every cell: estimated, or exact before the estimate
         assert len(cells) + sum(k == kind for k, _ in before) == shape[0] * shape[1]
     assert set(progressive.estimate_error) == {"hidden", "mlp", "attn"}
+
+
+def test_estimate_split_between_workers_and_overlapping_the_recording(tiny_model_dir):
+    """With two workers the estimate's samples are split between them and start before the
+    corrupted run is recorded: the estimate equals one thread's (to float32 rounding), the exact
+    grids equal one thread's bit for bit, and a cancel while the two overlap stops the trace and
+    leaves the workers usable."""
+    from tracer.core.tracing import Tracer
+    from tracer.errors import TraceCancelled
+    from tracer.events import Recording
+    from tracer.models.load import load_model
+
+    one, two = Tracer(load_model(str(tiny_model_dir)), workers=1), Tracer(load_model(str(tiny_model_dir)), workers=2)
+    req = TraceRequest(PROMPT, SUBJECT, samples=5, window=3, estimate="progressive")
+    a, b = run_trace(one, req), run_trace(two, req)
+    for kind in ("hidden", "mlp", "attn"):
+        assert a.grids[kind] == b.grids[kind]
+        est_a, est_b = (np.array(r.estimate[kind]["prob"], dtype=np.float64) for r in (a, b))
+        assert np.allclose(est_a, est_b, rtol=1e-5, atol=1e-6, equal_nan=True)
+        assert np.nanmax(np.abs(est_a - a.corrupted_prob)) > 1e-5  # an estimate, not the corrupted run (P ~ 0.006 here)
+    cancel = threading.Event()
+
+    def on_event(event):  # cancel once the corrupted run's recording has begun: the estimate is in flight
+        if isinstance(event, Recording) and event.phase == "corrupted":
+            cancel.set()
+
+    with pytest.raises(TraceCancelled):
+        run_trace(two, req, on_event=on_event, cancel=cancel)
+    again = run_trace(two, req)
+    assert again.grids["mlp"] == b.grids["mlp"]
+    one.workers.close(), two.workers.close()
 
 
 def test_chunks_run_in_order_of_their_most_important_cell():

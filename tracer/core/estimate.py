@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import wait
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -37,6 +38,7 @@ from ..metrics import cell_metrics
 from .fastops import exact_activations
 from .patching import PatchableModel, TapPlan
 from .schedule import Cell, Chunk, Corrupted, record_batch_rows
+from .workers import Workers
 
 KINDS = PatchableModel.KIND_SLOTS  # what is estimated: hidden, attn, mlp outputs
 
@@ -84,7 +86,8 @@ def _batch_terms(pm: PatchableModel, run: Corrupted, rows: slice, kinds) -> tupl
 
 
 def state_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds=KINDS,
-                cancel: threading.Event | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                cancel: threading.Event | None = None, workers: Workers | None = None,
+                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The corrupted run's P(target) per sample and every state's first-order term.
 
     Args:
@@ -94,24 +97,66 @@ def state_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds
         first_corrupt: the first frame position whose state differs from the clean run's.
         kinds: which outputs.
         cancel: checked between batches of samples.
+        workers: the engine's worker threads, to split the samples between (start_terms); None:
+            every batch on this thread.
 
     Returns:
         (P(target) [N] float64, {kind: [L, N, T] float64}: grad f . (clean - corrupted) of each
         layer, sample and position; zero before `first_corrupt`).
     """
-    T = len(run.ids)
-    size = record_batch_rows(T)
-    probs, terms = [], {k: [] for k in kinds}
-    for r0 in range(0, run.n_samples, size):
-        p, t = _batch_terms(pm, run, slice(r0, min(run.n_samples, r0 + size)), kinds)
-        probs.append(np.array(p, dtype=np.float64))
-        for k in kinds:
-            terms[k].append(np.array(t[k], dtype=np.float64))
+    if workers is not None and workers.n > 1:
+        return start_terms(pm, run, first_corrupt=first_corrupt, kinds=kinds, workers=workers).wait(cancel)
+    batches = []
+    for rows in _sample_batches(run.n_samples, record_batch_rows(len(run.ids))):
+        batches.append(_terms_batch(pm, run, rows, kinds))
         check_cancel(cancel)
-    out = {k: np.concatenate(v, axis=1) for k, v in terms.items()}
-    for v in out.values():
+    return _joined(batches, first_corrupt)
+
+
+def _sample_batches(n_samples: int, size: int) -> list[slice]:
+    return [slice(r0, min(n_samples, r0 + size)) for r0 in range(0, n_samples, size)]
+
+
+def _terms_batch(pm: PatchableModel, run: Corrupted, rows: slice, kinds) -> tuple[np.ndarray, dict]:
+    p, t = _batch_terms(pm, run, rows, kinds)
+    return np.array(p, dtype=np.float64), {k: np.array(t[k], dtype=np.float64) for k in kinds}
+
+
+def _joined(batches: list, first_corrupt: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The batches' P(target) and terms, in sample order, zero before the first corrupted position."""
+    terms = {k: np.concatenate([t[k] for _, t in batches], axis=1) for k in batches[0][1]}
+    for v in terms.values():
         v[:, :, :first_corrupt] = 0.0
-    return np.concatenate(probs), out
+    return np.concatenate([p for p, _ in batches]), terms
+
+
+@dataclass
+class TermsInFlight:
+    """state_terms' batches of samples running on the engine's workers (start_terms)."""
+
+    futures: list  # one Future per batch of samples, in sample order
+    first_corrupt: int
+    started: float  # time.perf_counter() when they were submitted
+
+    def wait(self, cancel: threading.Event | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """state_terms' result once every batch is done. The batches always finish first (no worker
+        may still read a trace's arrays when it ends), then a set `cancel` raises TraceCancelled."""
+        wait(self.futures)
+        check_cancel(cancel)
+        return _joined([f.result() for f in self.futures], self.first_corrupt)
+
+
+def start_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds=KINDS,
+                workers: Workers) -> TermsInFlight:
+    """Submit state_terms' batches to the engine's workers, one share of the samples each, and
+    return at once. The estimate reads the clean run and the noised embeddings only, so a trace
+    starts it before it records the corrupted run on its own thread: the two overlap (each worker
+    has one share of the BLAS threads; one batch alone would use only that share)."""
+    mx.eval(run.clean, run.embeds)  # workers may only share evaluated arrays (streams are per thread)
+    size = min(record_batch_rows(len(run.ids)), -(-run.n_samples // workers.n))
+    futures = [workers.submit(lambda rows: _terms_batch(pm, run, rows, kinds), rows)
+               for rows in _sample_batches(run.n_samples, size)]
+    return TermsInFlight(futures, first_corrupt, time.perf_counter())
 
 
 def cell_estimates(cells: list[Cell], base: np.ndarray, terms: dict[str, np.ndarray]) -> np.ndarray:
@@ -131,8 +176,14 @@ def cell_estimates(cells: list[Cell], base: np.ndarray, terms: dict[str, np.ndar
     return np.clip(out, 0.0, 1.0)
 
 
+def estimated_kinds(cells: list[Cell]) -> tuple[str, ...]:
+    """The outputs whose terms the cells' estimate needs (severed cells have none)."""
+    return tuple(k for k in KINDS if any(c.kind == k and not c.sever for c in cells))
+
+
 def estimate(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_corrupt: int,
-             cancel: threading.Event | None = None) -> tuple[np.ndarray, float]:
+             cancel: threading.Event | None = None, workers: Workers | None = None,
+             in_flight: TermsInFlight | None = None) -> tuple[np.ndarray, float]:
     """The estimated P(target) of each cell (mean over the samples, float64) and the seconds taken.
 
     Args:
@@ -141,14 +192,20 @@ def estimate(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_cor
         cells: the cells, their positions in the corrupted run's frame.
         first_corrupt: the first frame position that differs from the clean run.
         cancel: checked between batches of samples.
+        workers: the engine's worker threads to split the samples between (state_terms).
+        in_flight: the terms already started (start_terms, for estimated_kinds(cells)): waited for.
 
     Returns:
-        ([cells] estimated P(target), NaN for severed cells; seconds).
+        ([cells] estimated P(target), NaN for severed cells; seconds, from the terms' start).
     """
-    started = time.perf_counter()
-    kinds = tuple(k for k in KINDS if any(c.kind == k and not c.sever for c in cells))
-    base, terms = state_terms(pm, run, first_corrupt=first_corrupt, kinds=kinds, cancel=cancel)
-    return cell_estimates(cells, base, terms).mean(axis=1), time.perf_counter() - started
+    if in_flight is None:
+        in_flight_started = time.perf_counter()
+        base, terms = state_terms(pm, run, first_corrupt=first_corrupt, kinds=estimated_kinds(cells),
+                                  cancel=cancel, workers=workers)
+    else:
+        in_flight_started = in_flight.started
+        base, terms = in_flight.wait(cancel)
+    return cell_estimates(cells, base, terms).mean(axis=1), time.perf_counter() - in_flight_started
 
 
 def estimate_grids(cells: list[Cell], probs: np.ndarray, shape: tuple[int, int], p_clean: float,
@@ -251,7 +308,8 @@ class Estimated:
 
 def estimate_trace(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_corrupt: int,
                    shape: tuple[int, int], p_clean: float, p_corrupt: float, available: bool,
-                   delivered=(), emit=None, cancel: threading.Event | None = None) -> Estimated:
+                   delivered=(), emit=None, cancel: threading.Event | None = None,
+                   workers: Workers | None = None, in_flight: TermsInFlight | None = None) -> Estimated:
     """Estimate every cell of a trace and send one Estimate event per grid.
 
     Args:
@@ -266,11 +324,14 @@ def estimate_trace(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, fir
             the events.
         emit: called with each Estimate event.
         cancel: checked between batches of samples.
+        workers: the engine's worker threads to split the samples between (state_terms).
+        in_flight: the terms already started (start_terms): waited for instead.
 
     Returns:
         The Estimated grids and priorities.
     """
-    probs, seconds = estimate(pm, run, cells, first_corrupt=first_corrupt, cancel=cancel)
+    probs, seconds = estimate(pm, run, cells, first_corrupt=first_corrupt, cancel=cancel, workers=workers,
+                              in_flight=in_flight)
     grids = estimate_grids(cells, probs, shape, p_clean, p_corrupt, available)
     done = {(c.grid, c.row, c.layer) for c in delivered}
     for grid, g in grids.items():

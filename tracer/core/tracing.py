@@ -11,6 +11,7 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import wait
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -33,7 +34,15 @@ from ..models.load import LoadedModel
 from ..types import Prediction, TraceRequest, TraceResult
 from ..work import ESTIMATE_WORK, trace_work
 from . import corruption, schedule
-from .estimate import estimate_error, estimate_trace, fill_estimate, order_chunks
+from .estimate import (
+    TermsInFlight,
+    estimate_error,
+    estimate_trace,
+    estimated_kinds,
+    fill_estimate,
+    order_chunks,
+    start_terms,
+)
 from .fastops import softmax
 from .patching import PatchableModel
 from .prepare import PreparedRun, in_frame, prepare_request
@@ -238,8 +247,9 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     chunks, packed = plan_chunks(tracer, [] if req.estimate == "only" else cells, prep.n_samples, prep.n_frame,
                                  use_prefix=pm.prefix_cache)
     meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed)
-    clean_states, clean_logits, corrupt_states, corrupt_logits, corrupt_kv = _record(tracer, prep, keep,
-                                                                                    meter.relay(emit), cancel)
+    early = estimated_kinds(cells) if req.estimate != "off" and tracer.workers.n > 1 else ()
+    rec = _record(tracer, prep, keep, meter.relay(emit), cancel, estimate_kinds=early)
+    clean_logits, corrupt_logits = rec.clean_logits, rec.corrupt_logits
     base = _baseline(tracer.tokenizer, prep, clean_logits, corrupt_logits)
     warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
     grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit, meter)
@@ -250,14 +260,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if unaffected:
         n = len(unaffected)
         grids.deliver(unaffected, np.tile(base.probs, (n, 1)), np.tile(base.diffs, (n, 1)))
-    frame_map, n_frame = prep.frame_map, prep.n_frame
-    run = Corrupted(
-        ids=prep.frame_ids, n_samples=prep.n_samples, embeds=prep.embeds, states=corrupt_states, kv=corrupt_kv,
-        clean={kind: [in_frame(s[0], frame_map, n_frame) for s in clean_states[kind]] for kind in clean_states},
-        target_id=base.target_id, top_id=base.corrupt_top_id, cancel=cancel, target_ids=tuple(base.targets),
-    )
-    del clean_states, corrupt_kv
-    estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel)
+    run = dataclasses.replace(rec.run, states=rec.corrupt_states, kv=rec.corrupt_kv, top_id=base.corrupt_top_id,
+                              cancel=cancel)
+    estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel,
+                                rec.in_flight)
     meter.done += meter.estimate  # counted with the next cells
     if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
         _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width)
@@ -267,30 +273,63 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
                    time.perf_counter() - started_at)
 
 
-def _record(tracer: Tracer, prep: PreparedRun, keep, emit, cancel):
+@dataclass
+class _Recorded:
+    """The clean and corrupted runs as recorded (_record), the logits in float32."""
+
+    run: Corrupted  # the clean states in the frame, the ids, embeddings and targets: no corrupted states yet
+    clean_logits: mx.array  # [k, V]
+    corrupt_states: dict
+    corrupt_logits: mx.array  # [N, k, V]
+    corrupt_kv: list | None
+    in_flight: TermsInFlight | None  # the estimate's terms, started before the corrupted run
+
+
+def _record(tracer: Tracer, prep: PreparedRun, keep, emit, cancel, *, estimate_kinds=()) -> _Recorded:
     """The clean and corrupted runs, recorded block by block (progress events; a cancel stops them
     between blocks). Of the corrupted run only what the patched forwards read is kept, and only its
     positions from the first corrupted token on are computed (earlier ones equal the clean run's).
 
-    Returns:
-        (clean states, clean logits [k, V], corrupted states, corrupted logits [N, k, V], corrupted
-        keys/values), the logits in float32.
+    With `estimate_kinds`, the first-order estimate of those kinds starts on the engine's workers
+    between the two (core/estimate.py start_terms: it reads the clean run only), so it overlaps the
+    corrupted run's recording on this thread.
     """
     pm, L, k = tracer.patchable, tracer.n_layers, prep.k
     emit(Recording("clean", 0, L))
     clean_states, clean_logits, clean_kv = pm.record(
         mx.array([prep.clean_ids]), cancel=cancel, on_layer=lambda b, layer: emit(Recording("clean", layer, L)),
         last=k)
-    n_frame = prep.n_frame
+    targets = _target_ids(prep, clean_logits)
+    frame_map, n_frame = prep.frame_map, prep.n_frame
+    run = Corrupted(ids=prep.frame_ids, n_samples=prep.n_samples, embeds=prep.embeds, states={}, kv=None,
+                    clean={kind: [in_frame(s[0], frame_map, n_frame) for s in clean_states[kind]]
+                           for kind in clean_states},
+                    target_id=targets[0], top_id=-1, target_ids=tuple(targets))
+    in_flight = None
+    if estimate_kinds:
+        in_flight = start_terms(pm, run, first_corrupt=prep.first_corrupt, kinds=estimate_kinds,
+                                workers=tracer.workers)
     batch_rows = record_batch_rows(n_frame - min(prep.first_corrupt, n_frame - 1))  # the positions a row computes
     n_batches = -(-prep.n_samples // batch_rows)
     emit(Recording("corrupted", 0, L, 1, n_batches))
-    corrupt_states, corrupt_logits, corrupt_kv = pm.record(
-        mx.array([prep.frame_ids] * prep.n_samples), embeds=prep.embeds, kinds=keep, batch_rows=batch_rows,
-        cancel=cancel, on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
-        shared=(clean_states, clean_kv, prep.first_corrupt), last=k)  # before the corruption: the clean run's
-    del clean_kv
-    return clean_states, clean_logits.astype(mx.float32), corrupt_states, corrupt_logits.astype(mx.float32), corrupt_kv
+    try:
+        corrupt_states, corrupt_logits, corrupt_kv = pm.record(
+            mx.array([prep.frame_ids] * prep.n_samples), embeds=prep.embeds, kinds=keep, batch_rows=batch_rows,
+            cancel=cancel, on_layer=lambda b, layer: emit(Recording("corrupted", layer, L, b + 1, n_batches)),
+            shared=(clean_states, clean_kv, prep.first_corrupt), last=k)  # before the corruption: the clean run's
+    except BaseException:
+        if in_flight is not None:
+            wait(in_flight.futures)  # no worker may still read this trace's arrays once it ends
+        raise
+    return _Recorded(run, clean_logits.astype(mx.float32), corrupt_states, corrupt_logits.astype(mx.float32),
+                     corrupt_kv, in_flight)
+
+
+def _target_ids(prep: PreparedRun, clean_logits: mx.array) -> list[int]:
+    """The traced target's tokens: the request's, else the clean run's top token."""
+    if prep.targets:
+        return list(prep.targets)
+    return [int(np.argmax(np.array(softmax(clean_logits.reshape(prep.k, -1).astype(mx.float32)))[0]))]
 
 
 @dataclass
@@ -318,7 +357,7 @@ def _baseline(tok, prep: PreparedRun, clean_logits, corrupt_logits) -> _Baseline
     k, n = prep.k, prep.n_samples
     clean_dists = np.array(softmax(clean_logits.reshape(k, -1)))
     corrupt_dists = np.array(softmax(corrupt_logits.reshape(n * k, -1))).reshape(n, k, -1)
-    targets = prep.targets or [int(np.argmax(clean_dists[0]))]
+    targets = _target_ids(prep, clean_logits)
     # the logit difference is measured against the corrupted run's strongest token other than the
     # target (against its top token it is exactly 0 wherever the corruption kept the target on top)
     others = corrupt_dists[:, 0].mean(axis=0).copy()
@@ -439,14 +478,16 @@ class WorkMeter:
         return on_event
 
 
-def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel):
-    """The first-order estimate when asked (core/estimate.py): (the estimate or None, the cells still
-    to run exactly: none when the estimate alone was asked)."""
+def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel, in_flight):
+    """The first-order estimate when asked (core/estimate.py; `in_flight`: its terms, started while
+    the corrupted run was recorded): (the estimate or None, the cells still to run exactly: none
+    when the estimate alone was asked)."""
     if req.estimate == "off":
         return None, cells
     estimated = estimate_trace(tracer.patchable, run, unaffected + cells, first_corrupt=prep.first_corrupt,
                                shape=grids.shape, p_clean=base.p_clean, p_corrupt=base.p_corrupt,
-                               available=base.available, delivered=unaffected, emit=emit, cancel=cancel)
+                               available=base.available, delivered=unaffected, emit=emit, cancel=cancel,
+                               workers=tracer.workers, in_flight=in_flight)
     if req.estimate != "only":
         return estimated, cells
     fill_estimate(grids.grids, cells, estimated)

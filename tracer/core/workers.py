@@ -121,7 +121,9 @@ class Workers:
         # before finalisation) if nobody called close(), e.g. a CLI run that just returns
         self._finalizer = weakref.finalize(self, _stop, self._jobs, self._threads, 30.0)
 
-    def _submit(self, fn, item) -> Future:
+    def submit(self, fn, item) -> Future:
+        """Run fn(item) on a worker thread (n > 1: with one, `map` runs items on the caller's
+        thread): its Future."""
         future: Future = Future()
         self._jobs.put((fn, (item,), future))
         return future
@@ -148,7 +150,7 @@ class Workers:
                     item = next(iterator, None)
                     if item is None:
                         break
-                    pending[self._submit(fn, item)] = item
+                    pending[self.submit(fn, item)] = item
                 if not pending:
                     return
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
