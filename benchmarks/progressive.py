@@ -9,7 +9,10 @@ All measured in one process, after a small warm-up trace: a trace with today's s
 (`baseline_total_s`), then the same trace with estimate="progressive": `estimate_s` is the time from
 the call to the first Estimate event (the clean and corrupted runs included), `estimate_only_s` the
 estimate's own forward and backward passes, `exact_peak_s` the time until every kind's peak cell (the
-final grid's largest P(target)) is exact, `total_s` the whole progressive trace.
+final grid's largest P(target)) is exact, `peak_region_s` the time until every kind has an exact
+cell within its peak's 95% interval (one the noise samples cannot tell from the peak: where the
+peak is a plateau, which of its cells comes out largest is chance), `total_s` the whole
+progressive trace.
 `baseline_peak_s` is the same peak time under today's schedule. `correlation` is the Pearson r of
 the estimated and exact P(target) per kind (None for a random-init model: timings only).
 
@@ -49,7 +52,7 @@ def timed_trace(engine: Tracer, request: TraceRequest) -> tuple[object, dict]:
             times["estimate_only"] = event.seconds
         elif isinstance(event, CellsDone):
             for cell in event.cells:
-                times["cells"][(event.kind, *cell)] = now
+                times["cells"].setdefault((event.kind, *cell), now)  # a preview first: exact values
 
     result = run_trace(engine, request, on_event=on_event)
     times["total"] = time.perf_counter() - started
@@ -66,6 +69,23 @@ def peak_time(result, times: dict) -> dict:
     return out
 
 
+def peak_region_time(result, times: dict) -> dict:
+    """Per kind: when the first exact cell arrived whose P(target) is within the final peak cell's
+    95% interval over the noise samples (a cell the samples cannot tell from the peak; the
+    peak itself at the latest). None in substitution mode (no interval)."""
+    out = {}
+    for kind in result.request.kinds:
+        grid = result.grid(kind)
+        row, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        low = result.grids[kind].get("prob_low")
+        if low is None or low[row][layer] is None:
+            out[kind] = None
+            continue
+        near = np.argwhere(grid >= low[row][layer])
+        out[kind] = min(times["cells"][(kind, int(r), int(c))] for r, c in near)
+    return out
+
+
 def measure(engine: Tracer, request: TraceRequest, correlations: bool) -> dict:
     """Today's schedule, then the progressive one, on the same request (see the module docstring)."""
     base, base_times = timed_trace(engine, request)
@@ -73,6 +93,7 @@ def measure(engine: Tracer, request: TraceRequest, correlations: bool) -> dict:
     for kind in request.kinds:
         assert np.array_equal(base.grid(kind), prog.grid(kind), equal_nan=True), f"{kind}: grids differ"
     peaks, base_peaks = peak_time(prog, times), peak_time(base, base_times)
+    regions = peak_region_time(prog, times)
     errors = prog.estimate_error or {}
     return {
         "estimate_s": round(times["estimate"], 3),
@@ -82,6 +103,8 @@ def measure(engine: Tracer, request: TraceRequest, correlations: bool) -> dict:
         "baseline_total_s": round(base_times["total"], 3),
         "baseline_peak_s": round(max(base_peaks.values()), 3),
         "exact_peak_s_by_kind": {k: round(v, 3) for k, v in peaks.items()},
+        "peak_region_s": None if None in regions.values() else round(max(regions.values()), 3),
+        "peak_region_s_by_kind": {k: None if v is None else round(v, 3) for k, v in regions.items()},
         "correlation": {k: (None if not correlations or e["correlation"] is None else round(e["correlation"], 4))
                         for k, e in errors.items()},
         "largest_errors": {k: e["largest"][:3] for k, e in errors.items()} if correlations else {},

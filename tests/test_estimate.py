@@ -143,6 +143,18 @@ def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
     for kind, cells in est_cells.items():  # every cell: estimated, or exact before the estimate
         assert len(cells) + sum(k == kind for k, _ in before) == shape[0] * shape[1]
     assert set(progressive.estimate_error) == {"hidden", "mlp", "attn"}
+    # the previews (the most important cells ahead) come first, each cell again later; their values
+    # are the final ones up to float rounding
+    after = events[events.index(next(e for e in events if isinstance(e, Estimate))):]
+    done = [e for e in after if isinstance(e, CellsDone) and not e.preview]
+    previews = [e for e in after if isinstance(e, CellsDone) and e.preview]
+    arrived = [e for e in after if isinstance(e, CellsDone)]
+    assert previews and (arrived[0].preview or arrived[1].preview)  # submitted first; two workers
+    for e in previews:
+        final = np.array(progressive.grids[e.kind]["prob"], dtype=np.float64)
+        assert np.allclose(e.prob, [final[r, c] for r, c in e.cells], rtol=1e-5, atol=1e-7)
+        assert all(any((e.kind, cell) in {(d.kind, x) for x in d.cells} for d in done) for cell in e.cells)
+    assert sum(len(e.cells) for e in events if isinstance(e, CellsDone) and not e.preview) == shape[0] * shape[1] * 3
 
 
 def test_estimate_split_between_workers_and_overlapping_the_recording(tiny_model_dir):
@@ -195,6 +207,12 @@ def test_importance_brings_the_estimated_peaks_neighbourhood():
     got = importance(cells, probs, p_corrupt=0.1)
     # mlp: the peak (layer 3) 1, layers 1..5 at least 0.9, layer 7 its own 0.2 / 0.4; attn on its own scale
     assert np.allclose(got, [0, 0.9, 0.9, 1, 0.9, 0.9, 0, 0.5, 1, 0.9])
+    # a window of 10 layers: half of it either side (the first order misplaces a window's plateau)
+    wide = [Cell("mlp", 0, layer, window_layers("mlp", layer, 10, 16), (0,)) for layer in range(16)]
+    probs = np.full(16, 0.1)
+    probs[8] = 0.5
+    got = importance(wide, probs, p_corrupt=0.1)
+    assert np.allclose(got, [0.9 if 3 <= layer <= 13 and layer != 8 else float(layer == 8) for layer in range(16)])
 
 
 def test_estimate_only_from_the_api_and_the_cli(tracers, tiny_model_dir, capsys):

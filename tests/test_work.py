@@ -49,7 +49,10 @@ def test_the_trace_events_carry_its_work_counted_cell_by_cell(tiny_tracer, estim
     assert sum(e.work for e in cells) == want["cells"]
     assert [e.work_done for e in cells] == sorted(e.work_done for e in cells)  # never backwards
     assert cells[-1].work_done == cells[-1].work_total == total
-    for e in cells:  # each event's own cells, counted alone
+    for e in cells:  # each event's own cells, counted alone; a progressive trace's previews (its most
+        if e.preview:  # important cells ahead, run again later) are not counted in the predicted work
+            assert e.work == 0 and estimate == "progressive"
+            continue
         one = sum(expected_cell(kind=e.kind, token=r, layer=c, T=T, L=L, window=3, samples=3, first=span[0])
                   for r, c in e.cells)
         assert e.work == one

@@ -66,6 +66,10 @@ class CellsDone:
     work: int = 0  # token-layers these cells' forwards cost (schedule.cell_token_layers)
     work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells
     work_total: int = 0  # and in all (0: not counted); work_done / work_total is the share done
+    # exact values of a progressive trace's first cells, computed ahead in small forwards: the same
+    # cells arrive again later (counted in `done` then) from the trace's own forwards, equal up to
+    # float rounding (the result holds those)
+    preview: bool = False
 
 
 @dataclass

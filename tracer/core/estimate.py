@@ -222,18 +222,22 @@ def estimate_grids(cells: list[Cell], probs: np.ndarray, shape: tuple[int, int],
     return grids
 
 
-# a progressive trace runs first the forwards holding a cell at least this important (importance),
-# largest first, then the others in today's order (costliest first: the workers finish together)
+# a progressive trace runs first the cells at least FIRST important (each grid's estimated peak and
+# its neighbourhood), in small forwards; then today's forwards of the others, those holding a cell at
+# least IMPORTANT first, largest first, the rest in today's order (costliest first: the workers
+# finish together)
+FIRST = 0.9
 IMPORTANT = 0.25
-NEIGHBOURHOOD = 2  # layers either side of a grid's estimated peak (same row) that come with it
+NEIGHBOURHOOD = 2  # layers either side of a grid's estimated peak (same row) that come with it; at least
 NEIGHBOUR_PRIORITY = 0.9
 
 
 def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.ndarray:
     """Each cell's priority in a progressive trace, 0..1: its estimated |effect| (|P - P(corrupted)|)
-    relative to the largest of its grid, so every grid's peak comes early; the cells within
-    NEIGHBOURHOOD layers of a grid's estimated peak in its row at least NEIGHBOUR_PRIORITY. Cells
-    without an estimate: 0."""
+    relative to the largest of its grid, so every grid's peak comes early; the cells of a grid's
+    estimated peak's row within NEIGHBOURHOOD layers of it, or half its window for mlp/attn (the
+    first order misplaces the peak along a window's plateau: Eiffel's mlp peak at 'iffel' layer 2
+    was estimated at layer 5), at least NEIGHBOUR_PRIORITY. Cells without an estimate: 0."""
     effect = np.nan_to_num(np.abs(np.asarray(probs, dtype=np.float64) - p_corrupt), nan=0.0)
     out = np.zeros(len(cells))
     for grid in {c.grid for c in cells}:
@@ -243,15 +247,23 @@ def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.nda
             continue
         out[idx] = effect[idx] / top
         peak = cells[idx[int(np.argmax(effect[idx]))]]
+        reach = NEIGHBOURHOOD if peak.kind == "hidden" else max(NEIGHBOURHOOD, (peak.layers[1] - peak.layers[0]) // 2)
         for i in idx:
-            if cells[i].row == peak.row and abs(cells[i].layer - peak.layer) <= NEIGHBOURHOOD:
+            if cells[i].row == peak.row and abs(cells[i].layer - peak.layer) <= reach:
                 out[i] = max(out[i], NEIGHBOUR_PRIORITY)
     return out
 
 
+def split_first(cells: list[Cell], priority: dict[int, float]) -> tuple[list[Cell], list[Cell]]:
+    """(the cells at least FIRST important, most important first; the others, in their order).
+    `priority`: id(cell) -> importance."""
+    first = sorted((c for c in cells if priority.get(id(c), 0.0) >= FIRST), key=lambda c: -priority[id(c)])
+    chosen = set(map(id, first))
+    return first, [c for c in cells if id(c) not in chosen]
+
+
 def order_chunks(chunks: list[Chunk], priority: dict[int, float]) -> list[Chunk]:
-    """The same forwards (same cells together: the same batching and prefix reuse, the same
-    values bit for bit) in another order: those holding a cell of priority >= IMPORTANT first,
+    """The same forwards in another order: those holding a cell of priority >= IMPORTANT first,
     largest first, then the rest in today's order. `priority`: id(cell) -> importance."""
     top = [max(priority.get(id(c), 0.0) for c in chunk.cells) for chunk in chunks]
     first = sorted((i for i in range(len(chunks)) if top[i] >= IMPORTANT), key=lambda i: (-top[i], i))

@@ -41,6 +41,7 @@ from .estimate import (
     estimated_kinds,
     fill_estimate,
     order_chunks,
+    split_first,
     start_terms,
 )
 from .fastops import softmax
@@ -186,6 +187,27 @@ def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix
     return chunks, packed
 
 
+# token-rows per forward of a progressive trace's previews (plan_previews): small, so that each is
+# done in a fraction of a second (today's forwards hold up to CPU_PACKED_TARGET_TOKENS)
+PREVIEW_TOKENS = 192
+
+
+def plan_previews(tracer: Tracer, cells, priority: dict, n_samples: int, n_tokens: int, use_prefix: bool):
+    """A progressive trace's previews: the cells at least estimate.FIRST important (each grid's
+    estimated peak and its neighbourhood) in small forwards (PREVIEW_TOKENS token-rows), the most
+    important first. They run before the trace's own forwards, which run them again: a cell's
+    float rounding may depend on the cells that share its forward (the GEMMs' blocking follows the
+    batch on some BLAS and GPUs), and the grids must equal today's bit for bit."""
+    first, _ = split_first(cells, priority)
+    packed = use_prefix and tracer.patchable.packed is not None
+    max_rows, target = batch_limits(tracer.lm.model, n_tokens, tracer.max_rows, packed)
+    previews = make_chunks(first, n_samples, n_tokens, max_rows=max_rows,
+                           target_tokens=min(PREVIEW_TOKENS, tracer.target_tokens or target),
+                           use_prefix=use_prefix, packed=packed)
+    return sorted(previews, key=lambda c: (-max(priority[id(cell)] for cell in c.cells),
+                                           schedule.token_layers(c, n_samples, n_tokens, tracer.n_layers, packed)))
+
+
 def corrupted_kinds(sever) -> tuple[str, ...]:
     """The corrupted run's outputs the patched forwards read: every block's (hidden states below a
     cell's first computed layer are replayed) and, for severed paths, the severed kinds' (held at
@@ -268,7 +290,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
         _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width)
     else:
-        _run_cells(tracer, run, chunks, packed, estimated, grids, cancel)
+        _run_cells(tracer, run, todo, chunks, packed, estimated, grids, cancel)
     return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
                    time.perf_counter() - started_at)
 
@@ -417,9 +439,10 @@ class _Grids:
                       for k in req.grid_names}
         self.base, self.total, self.done, self.emit, self.meter = base, total, 0, emit, meter
 
-    def deliver(self, batch_cells, probs, diffs, work=None) -> None:
+    def deliver(self, batch_cells, probs, diffs, work=None, *, preview: bool = False) -> None:
         """Store and report cells from their per-sample values [cells, N] (float32); `work`: each
-        cell's token-layers (schedule.cell_token_layers; None: none, the cells cost nothing)."""
+        cell's token-layers (schedule.cell_token_layers; None: none, the cells cost nothing);
+        `preview`: values computed ahead (plan_previews), not counted as done: the cells come again."""
         stats = interval_grids(probs, diffs)
         base = self.base
         by_kind = defaultdict(list)
@@ -436,11 +459,12 @@ class _Grids:
             for j, (cell, _) in enumerate(items):
                 for m, column in values.items():
                     g[m][cell.row][cell.layer] = column[j]
-            self.done += len(items)
+            self.done += 0 if preview else len(items)
             spent = sum(work[i] for _, i in items) if work else 0
             self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total))
+                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total,
+                                preview=preview))
 
 
 @dataclass
@@ -496,13 +520,22 @@ def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, 
     return estimated, []
 
 
-def _run_cells(tracer: Tracer, run: Corrupted, chunks, packed: bool, estimated, grids: _Grids, cancel) -> None:
+def _run_cells(tracer: Tracer, run: Corrupted, cells, chunks, packed: bool, estimated, grids: _Grids,
+               cancel) -> None:
     """Every cell's patched run, in the batched forwards planned (plan_chunks) on the engine's workers
-    (core/schedule.py), the largest estimated effects first when there is an estimate."""
+    (core/schedule.py). With an estimate, the most important cells' previews first (plan_previews),
+    then the forwards holding the largest estimated effects (estimate.order_chunks)."""
+    previews = []
     if estimated is not None:
+        previews = plan_previews(tracer, cells, estimated.priority, run.n_samples, len(run.ids),
+                                 tracer.patchable.prefix_cache)
         chunks = order_chunks(chunks, estimated.priority)
-    for chunk, probs, diffs, work in _forwards(tracer, run, chunks, packed, cancel):
-        grids.deliver(chunk.cells, probs, diffs, work)
+    ahead = set(map(id, previews))  # not in the work meter: the work predicted before the estimate (trace_work)
+    for chunk, probs, diffs, work in _forwards(tracer, run, previews + chunks, packed, cancel):
+        if id(chunk) in ahead:
+            grids.deliver(chunk.cells, probs, diffs, preview=True)
+        else:
+            grids.deliver(chunk.cells, probs, diffs, work)
     check_cancel(cancel)
 
 
