@@ -250,3 +250,48 @@ def test_settle_is_ignored_without_adaptive_samples(tracers):
     result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=4, seed=3), settle=settle)
     assert "samples" not in result.grids["hidden"] and not [w for w in result.warnings if w.code == "refining-stopped"]
     assert all(v is not None for row in result.grids["hidden"]["prob"] for v in row)
+
+
+def test_settled_within_a_round_cells_keep_what_their_forwards_gave(tracers, monkeypatch):
+    """settle set while the second round's forwards run (after its first): no new forward starts, the
+    ones in flight finish; cells keep 3 or 6 samples (the oracle's first n) as their forward ran or
+    not, and the warning counts both."""
+    import threading
+
+    from tracer.core import tracing
+
+    tracer, oracle_lm = tracers("llama")
+    N, width = 16, 0.002  # no cell of the tiny llama is that narrow at 6 samples
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
+    settle, rounds, lock = threading.Event(), [], threading.Lock()
+    real = tracing.run_chunk_samples
+
+    def chunk_then_settle(pm, chunk, run):  # on the workers: the second round's first forward settles
+        out = real(pm, chunk, run)
+        with lock:
+            if not any(r is run for r in rounds):
+                rounds.append(run)
+            if len(rounds) == 2:
+                settle.set()
+        return out
+
+    monkeypatch.setattr(tracing, "run_chunk_samples", chunk_then_settle)
+    result = run_trace(tracer, req, settle=settle)
+    assert len(rounds) == 2  # no third round
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
+                                noise_std=result.noise_std, positions="all")
+    settled = {3: 0, 6: 0}
+    for kind in req.kinds:
+        g = result.grids[kind]
+        for (row, layer), count in np.ndenumerate(np.array(g["samples"])):
+            count = int(count)
+            first = expected[kind]["prob_samples"][row, layer, :count]
+            assert g["prob"][row][layer] == pytest.approx(first.mean(), abs=2e-6)
+            assert count in (3, 6, N)
+            if count < N and g["prob_high"][row][layer] - g["prob_low"][row][layer] > width:
+                settled[count] += 1
+    assert settled[3] > 0 and settled[6] > 0  # the round was cut short: some cells got its samples, some not
+    stopped = [w for w in result.warnings if w.code == "refining-stopped"]
+    assert len(stopped) == 1
+    kept = ", ".join(f"{n} cell{'s' if n != 1 else ''} at {count} samples" for count, n in settled.items())
+    assert stopped[0].startswith(f"refining stopped at the user's word: {kept} (")
