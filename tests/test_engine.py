@@ -76,6 +76,23 @@ def test_cancel_stops_between_batches(engine):
     assert events[-2].done < started.total_cells
 
 
+def test_settle_reaches_the_adaptive_run_through_trace_and_call(engine):
+    """Engine.trace(settle=) and Engine.call("trace", settle=): an adaptive trace settled before it
+    starts finishes (Finished, a complete result) with every refined cell at its first 3 samples."""
+    settle = threading.Event()
+    settle.set()
+    req = TraceRequest(PROMPT, "Eiffel Tower", kinds=("hidden",), samples=12, window=3, ci_width=0.001)
+    events = []
+    traced = engine.trace(req, events.append, settle=settle).result(timeout=120)
+    called = engine.call("trace", req.prompt, req.subject, settle=settle, **req.options()).result(timeout=120)
+    assert isinstance(events[-1], Finished) and events[-1].result is traced
+    for result in (traced, called):
+        counts = {n for row in result.grids["hidden"]["samples"] for n in row}
+        assert counts == {3, 12}  # 12: the token before the subject, the corrupted run's samples
+        assert "refining-stopped" in [w.code for w in result.warnings]
+        assert all(v is not None for row in result.grids["hidden"]["prob"] for v in row)
+
+
 def test_bad_request_fails_with_message_and_engine_survives(engine):
     events = []
     future = engine.trace(TraceRequest(PROMPT, "Louvre"), events.append)

@@ -269,3 +269,65 @@ def test_samples_auto(capsys, tiny_model_dir):
     low, high = np.array(doc["grids"]["hidden"]["prob_low"]), np.array(doc["grids"]["hidden"]["prob_high"])
     early = counts < 40
     assert np.all(high[early] - low[early] <= 0.02 + 1e-9)
+
+
+class _InterruptedOnce:
+    """A future whose first wait is interrupted (Ctrl-C on the main thread), then the real one."""
+
+    def __init__(self, future):
+        self.future, self.interrupted = future, 0
+
+    def result(self, timeout=None):
+        if not self.interrupted:
+            self.interrupted += 1
+            raise KeyboardInterrupt
+        return self.future.result(timeout)
+
+
+def test_ctrl_c_settles_samples_auto_and_exits_0(capsys, tiny_model_dir, monkeypatch):
+    """--samples auto: the first Ctrl-C stops refining (every cell keeps its first 3 samples), the
+    trace finishes, the output is written and the exit code is 0."""
+    from tracer.cli import trace as trace_cli
+
+    real_wait, settles = trace_cli.wait, []
+
+    def interrupted_wait(future, cancel=None, **options):
+        if options.get("settle") is None:  # loading the model
+            return real_wait(future, cancel, **options)
+        settles.append(options["settle"])
+        return real_wait(_InterruptedOnce(future), cancel, **options)
+
+    monkeypatch.setattr(trace_cli, "wait", interrupted_wait)
+    code, out, err = _trace(capsys, tiny_model_dir, "--format", "json", "--samples", "auto", "--ci-width", "0.001",
+                            "--kinds", "hidden", "--quiet")
+    assert code == 0, err
+    assert len(settles) == 1 and settles[0].is_set()
+    assert "interrupted: no more samples; every cell keeps the ones it has (Ctrl-C again to cancel)" in err
+    doc = json.loads(out)
+    assert set(np.array(doc["grids"]["hidden"]["samples"]).ravel().tolist()) == {3, 40}
+    assert "refining-stopped" in [w["code"] for w in doc["warnings"]]
+    assert "warning: refining stopped at the user's word: " in err
+
+
+def test_a_second_ctrl_c_cancels_a_settled_wait():
+    import threading
+    from concurrent.futures import Future
+
+    from tracer.cli.common import wait
+
+    class Interrupted:
+        calls = 0
+
+        def result(self, timeout=None):
+            self.calls += 1
+            if self.calls <= 2:
+                raise KeyboardInterrupt
+            return None  # the engine's answer once cancelled
+
+    settle, cancel = threading.Event(), threading.Event()
+    with pytest.raises(KeyboardInterrupt):
+        wait(Interrupted(), cancel, settle=settle)
+    assert settle.is_set() and cancel.is_set()
+    done, untouched = Future(), threading.Event()
+    done.set_result("result")
+    assert wait(done, cancel, settle=untouched) == "result" and not untouched.is_set()  # no Ctrl-C

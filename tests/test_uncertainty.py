@@ -146,3 +146,152 @@ def test_adaptive_samples_refuse_substitution():
         TraceRequest(PROMPT, SUBJECT, corrupted_prompt="The Louvre is located in the city of", ci_width=0.02)
     with pytest.raises(InputError, match=r"ci_width must be a number between 0 and 1 \(got 2\)"):
         TraceRequest(PROMPT, SUBJECT, ci_width=2)
+
+
+def _half_width(samples: np.ndarray) -> float:
+    """Half the 95% Student-t interval of the mean of `samples` (float64)."""
+    return t_quantile_975(len(samples) - 1) * samples.std(ddof=1) / math.sqrt(len(samples))
+
+
+def _natural_count(samples: np.ndarray, width: float) -> int:
+    """The samples an adaptive run gives a cell (3, 6, 12, ... up to all): the first count whose
+    interval is at most `width` wide, from the oracle's per-sample values."""
+    count = 3
+    while count < len(samples) and 2 * _half_width(samples[:count]) > width:
+        count = min(2 * count, len(samples))
+    return count
+
+
+def _check_settled(result, expected, kinds, most: int, width: float, cap: int) -> int:
+    """Every cell of a settled adaptive trace: P the mean of the oracle's first n samples, n at most
+    `cap` (or `most`, the corrupted run's rows), narrow where n < cap. Returns the cells kept at
+    `cap` samples with an interval still wider than `width` (those settled)."""
+    settled = 0
+    for kind in kinds:
+        g = result.grids[kind]
+        for (row, layer), count in np.ndenumerate(np.array(g["samples"])):
+            count = int(count)
+            first = expected[kind]["prob_samples"][row, layer, :count]
+            assert g["prob"][row][layer] == pytest.approx(first.mean(), abs=2e-6)
+            assert count <= cap or count == most
+            wide = g["prob_high"][row][layer] - g["prob_low"][row][layer] > width
+            if count < cap:
+                assert not wide, (kind, row, layer, count)
+            settled += count == cap and wide
+    return settled
+
+
+def test_settled_before_the_first_round_every_cell_keeps_its_first_samples(tracers):
+    """settle set before the trace: the first round still runs (no cell without samples), then every
+    cell is delivered with its 3 samples, the trace finishes, and a warning counts the cells kept."""
+    import threading
+
+    from tracer.events import Log
+
+    tracer, oracle_lm = tracers("llama")
+    N, width = 16, 0.004
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
+    settle, events = threading.Event(), []
+    settle.set()
+    result = run_trace(tracer, req, on_event=events.append, settle=settle)
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
+                                noise_std=result.noise_std, positions="all")
+    counts = {int(n) for kind in req.kinds for row in result.grids[kind]["samples"] for n in row}
+    assert counts == {3, N}  # N: the rows equal to the corrupted run, which cost nothing
+    settled = _check_settled(result, expected, req.kinds, N, width, cap=3)
+    assert settled > 0
+    stopped = [w for w in result.warnings if w.code == "refining-stopped"]
+    assert len(stopped) == 1 and f"{settled} cells at 3 samples" in stopped[0] and "wider than 0.004" in stopped[0]
+    assert any(isinstance(e, Log) and e.text == stopped[0] for e in events)
+
+
+# the packed forward and the generic one, each at a width where some cells stop after a later round
+# and others go on (the tiny gpt2's samples spread more)
+@pytest.mark.parametrize("arch, width", [("llama", 0.004), ("gpt2", 0.01)])
+def test_settled_after_a_later_round_cells_keep_that_rounds_samples(tracers, arch, width):
+    """settle set while a later round's cells arrive: the cells still wide after it keep that round's
+    samples (the oracle's first n), the others what they had reached; no cell gets more."""
+    import threading
+
+    from tracer.events import CellsDone
+
+    tracer, oracle_lm = tracers(arch)
+    N = 16
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
+    first = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=1, positions="subject-last"))
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
+                                noise_std=first.noise_std, positions="all")
+    b = first.subject_range[0]  # rows before the subject equal the corrupted run: never refined
+    natural = {kind: np.apply_along_axis(_natural_count, 2, expected[kind]["prob_samples"], width)
+               for kind in req.kinds}
+    rounds = sorted({int(n) for kind in req.kinds for n in natural[kind][b:].ravel()})
+    assert len(rounds) >= 3 and rounds[0] == 3, rounds  # a round after the first that leaves cells behind
+    cap = rounds[1]
+    settle = threading.Event()
+
+    def on_event(event):  # round `cap`'s cells arrive: the user's word
+        if isinstance(event, CellsDone) and any(r >= b and natural[event.kind][r, c] == cap for r, c in event.cells):
+            settle.set()
+
+    result = run_trace(tracer, req, on_event=on_event, settle=settle)
+    assert settle.is_set()
+    settled = _check_settled(result, expected, req.kinds, N, width, cap=cap)
+    assert settled > 0
+    stopped = [w for w in result.warnings if w.code == "refining-stopped"]
+    assert len(stopped) == 1 and stopped[0].startswith(f"refining stopped at the user's word: {settled} cells at {cap} samples")
+
+
+def test_settle_is_ignored_without_adaptive_samples(tracers):
+    import threading
+
+    tracer, _ = tracers("llama")
+    settle = threading.Event()
+    settle.set()
+    result = run_trace(tracer, TraceRequest(PROMPT, SUBJECT, kinds=("hidden",), samples=4, seed=3), settle=settle)
+    assert "samples" not in result.grids["hidden"] and not [w for w in result.warnings if w.code == "refining-stopped"]
+    assert all(v is not None for row in result.grids["hidden"]["prob"] for v in row)
+
+
+def test_settled_within_a_round_cells_keep_what_their_forwards_gave(tracers, monkeypatch):
+    """settle set while the second round's forwards run (after its first): no new forward starts, the
+    ones in flight finish; cells keep 3 or 6 samples (the oracle's first n) as their forward ran or
+    not, and the warning counts both."""
+    import threading
+
+    from tracer.core import tracing
+
+    tracer, oracle_lm = tracers("llama")
+    N, width = 16, 0.002  # no cell of the tiny llama is that narrow at 6 samples
+    req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
+    settle, rounds, lock = threading.Event(), [], threading.Lock()
+    real = tracing.run_chunk_samples
+
+    def chunk_then_settle(pm, chunk, run):  # on the workers: the second round's first forward settles
+        out = real(pm, chunk, run)
+        with lock:
+            if not any(r is run for r in rounds):
+                rounds.append(run)
+            if len(rounds) == 2:
+                settle.set()
+        return out
+
+    monkeypatch.setattr(tracing, "run_chunk_samples", chunk_then_settle)
+    result = run_trace(tracer, req, settle=settle)
+    assert len(rounds) == 2  # no third round
+    expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
+                                noise_std=result.noise_std, positions="all")
+    settled = {3: 0, 6: 0}
+    for kind in req.kinds:
+        g = result.grids[kind]
+        for (row, layer), count in np.ndenumerate(np.array(g["samples"])):
+            count = int(count)
+            first = expected[kind]["prob_samples"][row, layer, :count]
+            assert g["prob"][row][layer] == pytest.approx(first.mean(), abs=2e-6)
+            assert count in (3, 6, N)
+            if count < N and g["prob_high"][row][layer] - g["prob_low"][row][layer] > width:
+                settled[count] += 1
+    assert settled[3] > 0 and settled[6] > 0  # the round was cut short: some cells got its samples, some not
+    stopped = [w for w in result.warnings if w.code == "refining-stopped"]
+    assert len(stopped) == 1
+    kept = ", ".join(f"{n} cell{'s' if n != 1 else ''} at {count} samples" for count, n in settled.items())
+    assert stopped[0].startswith(f"refining stopped at the user's word: {kept} (")

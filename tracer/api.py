@@ -73,7 +73,8 @@ def predict(model: Tracer, prompt: str, *, k: int = 5) -> list[tuple[str, float]
 
 def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | None = None,
           target: str | None = None, positions="all", on_event=None,
-          cancel: threading.Event | None = None, **settings) -> TraceResult:
+          cancel: threading.Event | None = None, settle: threading.Event | None = None,
+          **settings) -> TraceResult:
     """Causal trace of one fact, as in ROME.
 
     Args:
@@ -87,6 +88,8 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
         on_event: called with each event (Started, CellsDone, ...) as the trace runs,
             from the engine's threads.
         cancel: a threading.Event; once set, the trace stops and raises TraceCancelled.
+        settle: a threading.Event, for adaptive samples (ci_width): once set, cells stop getting
+            more samples and the trace finishes with what each has (core/tracing.py's run_trace).
         **settings: TraceSettings' fields, with the CLI's names and defaults: kinds
             (("hidden", "mlp", "attn")), samples (10), noise ("s3"), replace (False),
             window (10), seed (1), sever (()); and estimate ("off"; "progressive": a first-order
@@ -107,7 +110,7 @@ def trace(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | N
     _check_keywords(settings, TRACE_OPTIONS, "trace")
     request = TraceRequest(prompt, subject, corrupted_prompt=corrupted_prompt, target=target,
                            positions=positions, **settings)
-    return run_trace(model, request, on_event=on_event, cancel=cancel)
+    return run_trace(model, request, on_event=on_event, cancel=cancel, settle=settle)
 
 
 def estimate(model: Tracer, prompt: str, subject: str, *, corrupted_prompt: str | None = None,

@@ -67,12 +67,16 @@ class Engine:
         request: TraceRequest,
         on_event: Callable[[TraceEvent], None] | None = None,
         cancel: threading.Event | None = None,
+        *,
+        settle: threading.Event | None = None,
     ) -> Future:
         """Run one trace (tracer.trace); the future gives a TraceResult (or None when cancelled/failed).
 
         `on_event` receives Started, CellsDone, Log and then exactly one of
-        Finished, Failed or Cancelled."""
-        return self.submit(self._run_reported, "trace", (request.prompt, request.subject), request.options(),
+        Finished, Failed or Cancelled. `settle` (adaptive samples, request.ci_width): set, the cells
+        stop getting more samples and the trace finishes with what each has (a complete result)."""
+        options = {**request.options(), **({"settle": settle} if settle is not None else {})}
+        return self.submit(self._run_reported, "trace", (request.prompt, request.subject), options,
                            on_event or (lambda e: None), cancel or threading.Event(), True)
 
     def sweep(self, facts, output: str, config, on_event=None, cancel: threading.Event | None = None) -> Future:

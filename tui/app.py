@@ -7,16 +7,18 @@ done-callbacks only post messages. `make_app` builds the app for the command lin
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 from tracer.engine import Engine, ModelInfo
 from tracer.errors import TracerError, error_location, user_message
 from tracer.settings import TraceSettings, settings_given
+from tracer.types import AUTO_SAMPLES
 
 from textual.app import App
 from textual.binding import Binding
 
 from .commands import TracerCommands
-from .config import load_config, save_config, saved_settings
+from .config import load_config, save_config, saved_adaptive, saved_settings
 from .messages import EngineFailed, EngineReady
 from .screens.help import HelpScreen
 from .screens.trace import TraceScreen
@@ -41,7 +43,8 @@ class TracerApp(App):
 
     def __init__(self, engine: Engine | None = None, model_spec: str | None = None, theme: str | None = None,
                  keep_quantized: bool = False, export_dir: str | None = None,
-                 settings: TraceSettings | None = None, autorun: bool = False) -> None:
+                 settings: TraceSettings | None = None, autorun: bool = False,
+                 auto_samples: bool | None = None) -> None:
         super().__init__()
         self.owns_engine = engine is None
         # True where the process ends with os._exit once the app has closed (tui.__main__.leave, as
@@ -60,7 +63,14 @@ class TracerApp(App):
             if warning:
                 self._startup_notes.append(("warning", warning))
         saved_dir = config.get("export_dir") if isinstance(config.get("export_dir"), str) else None
-        self._screen_args = {"settings": settings, "export_dir": export_dir or saved_dir or "exports"}
+        auto, ci_width, warning = saved_adaptive(config)
+        if warning:
+            self._startup_notes.append(("warning", warning))
+        if auto_samples is not None:  # `--samples auto` or `--samples N` given
+            auto = auto_samples
+        auto = auto and settings.samples == AUTO_SAMPLES  # settings given with other samples: fixed
+        self._screen_args = {"settings": settings, "export_dir": export_dir or saved_dir or "exports",
+                             "auto_samples": auto, "ci_width": ci_width}
         self.trace_screen: TraceScreen | None = None  # made with the app's context (get_default_screen)
 
     def get_default_screen(self) -> TraceScreen:
@@ -118,7 +128,8 @@ class TracerApp(App):
             values = panel.read()
         except Exception:  # the run reports a bad field itself
             return
-        error = save_config({"trace": values.trace.to_dict(), "export_dir": values.export_dir})
+        error = save_config({"trace": values.trace.to_dict(), "export_dir": values.export_dir,
+                             "adaptive": panel.adaptive()})
         if error:
             self.trace_screen.report(error, "warning")
 
@@ -179,7 +190,7 @@ class TracerApp(App):
 
 def make_app(engine: Engine | None = None, model_spec: str | None = None, theme: str | None = None,
              keep_quantized: bool = False, export_dir: str | None = None, settings: TraceSettings | None = None,
-             autorun: bool = False) -> TracerApp:
+             autorun: bool = False, auto_samples: bool | None = None) -> TracerApp:
     """Build the app; the command line and the tests both come through here.
 
     Args:
@@ -187,17 +198,21 @@ def make_app(engine: Engine | None = None, model_spec: str | None = None, theme:
         model_spec: the model for a new engine (None: the embedded SmolLM2-135M).
         theme: a theme name (None: the saved one). export_dir: where ctrl+s writes (None: saved, or ./exports).
         settings: the trace settings (None: the saved ones). autorun: trace the prefilled example once loaded.
+        auto_samples: Samples auto (adaptive samples, up to settings.samples = AUTO_SAMPLES); None: as saved.
 
     Returns:
         The TracerApp, not yet running.
     """
     return TracerApp(engine=engine, model_spec=model_spec, theme=theme, keep_quantized=keep_quantized,
-                     export_dir=export_dir, settings=settings, autorun=autorun)
+                     export_dir=export_dir, settings=settings, autorun=autorun, auto_samples=auto_samples)
 
 
 def settings_overrides(args) -> dict:
     """The trace settings given as flags (`tracer-tui --samples 20 --kinds mlp`), by field name, read
-    as the CLI reads them (tracer.settings.settings_given)."""
+    as the CLI reads them (tracer.settings.settings_given); `--samples auto` is the most samples
+    (AUTO_SAMPLES) of the app's Samples auto (run_app)."""
+    if getattr(args, "samples", None) == "auto":
+        return {**settings_given(SimpleNamespace(**{**vars(args), "samples": None})), "samples": AUTO_SAMPLES}
     return settings_given(args)
 
 
@@ -210,7 +225,8 @@ def run_app(args) -> int:
         save_config({"launched": True})
     app = make_app(model_spec=getattr(args, "model", None), theme=getattr(args, "theme", None),
                    keep_quantized=bool(getattr(args, "keep_quantized", False)),
-                   export_dir=getattr(args, "export_dir", None), settings=settings, autorun=first_launch)
+                   export_dir=getattr(args, "export_dir", None), settings=settings, autorun=first_launch,
+                   auto_samples=None if getattr(args, "samples", None) is None else args.samples == "auto")
     app.leaves_at_once = True  # tui.__main__.main ends the process with leave() after this returns
     app.run()
     return int(app.return_code or 0)

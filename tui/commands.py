@@ -10,6 +10,8 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 COMMANDS = [
     ("Run trace", "trace the prompt for the current view", "run"),
     ("Cancel run", "stop the running trace", "cancel"),
+    ("Stop refining (ctrl+f)", "Samples auto: no more samples; every cell keeps the ones it has, the trace finishes",
+     "stop_refining(True)"),
     ("Export grid", "write the grid as .txt, .csv, .json (and .svg/.pdf with tracer.render.figures)", "export"),
     ("Toggle view", "all tokens <-> chosen positions", "toggle_view"),
     ("Colour scale: fixed / auto", "recovery 0-100% and p_corrupted..p_clean, or the cells' own range", "toggle_scale"),

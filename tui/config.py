@@ -28,7 +28,7 @@ def config_path() -> Path:
 
 
 # the settings kept, and the type each must have; a value of another type is dropped with a warning
-CONFIG_TYPES = {"theme": str, "export_dir": str, "trace": dict, "launched": bool}
+CONFIG_TYPES = {"theme": str, "export_dir": str, "trace": dict, "launched": bool, "adaptive": dict}
 MAX_CONFIG_BYTES = 1 << 20
 
 
@@ -88,3 +88,19 @@ def saved_settings(data: dict, overrides: dict | None = None):
     except (InputError, TypeError, ValueError) as exc:
         saved, warning = {}, f"saved trace settings ignored: {exc}"
     return TraceSettings(**{**saved, **overrides}), warning
+
+
+def saved_adaptive(data: dict) -> tuple[bool, float, str | None]:
+    """(Samples auto, its CI width, warning or None) from the saved `data["adaptive"]`
+    ({"auto": bool, "ci_width": a number between 0 and 1}); what does not read so is dropped
+    with a warning (the defaults: fixed samples, tracer.types.AUTO_CI_WIDTH)."""
+    from tracer.types import AUTO_CI_WIDTH
+
+    saved = data.get("adaptive")
+    if not isinstance(saved, dict):
+        return False, AUTO_CI_WIDTH, None
+    auto, width = saved.get("auto", False), saved.get("ci_width", AUTO_CI_WIDTH)
+    number = isinstance(width, (int, float)) and not isinstance(width, bool)
+    if not isinstance(auto, bool) or not number or not 0 < width < 1:
+        return False, AUTO_CI_WIDTH, f"saved adaptive samples ignored: {saved!r:.80}"
+    return auto, float(width), None

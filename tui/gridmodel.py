@@ -117,7 +117,9 @@ class GridData:
     clean_prob: float | None = None
     corrupted_prob: float | None = None
     intervals: dict = field(default_factory=dict)  # kind -> (prob_low, prob_high) grids, noise mode
-    samples: int | None = None  # noise samples per cell; None: substitution (one corrupted run)
+    samples: int | None = None  # noise samples per cell (adaptive: the most); None: substitution (one corrupted run)
+    ci_width: float | None = None  # adaptive samples: the 95% interval width cells are run to
+    cell_samples: dict = field(default_factory=dict)  # kind -> rows x layers samples of each cell (adaptive)
     source: tuple = ()  # (prompt, subject, corrupted prompt, target, settings): what the grid belongs to
     estimate: dict = field(default_factory=dict)  # kind -> {"prob", "recovery"} grids of the first-order estimate
     estimated: dict = field(default_factory=dict)  # kind -> {(row, layer)} cells still showing the estimate
@@ -177,6 +179,7 @@ class GridData:
         self.values = {k: {m: [list(row) for row in g[m]] for m in METRICS} for k, g in result.grids.items()}
         self.intervals = {k: (g["prob_low"], g["prob_high"]) for k, g in result.grids.items()
                           if "prob_low" in g and "prob_high" in g}
+        self.cell_samples = {k: g["samples"] for k, g in result.grids.items() if "samples" in g}
         self.done = self.total = self.n_rows * self.n_layers * len(self.kinds)
         self.estimated = {}
         self.final = True
@@ -284,8 +287,19 @@ def cell_readout(grid: GridData, view: GridView, row: int, layer: int) -> str:
         lo, hi = low[src][layer], high[src][layer]
         inside = grid.corrupted_prob is not None and lo <= grid.corrupted_prob <= hi
         parts.append(f"P 95%: {lo:.4f}..{hi:.4f}" + (" (holds p_corrupted: within noise)" if inside else ""))
-    parts.append(f"{grid.samples} samples" if grid.samples else "substitution (one corrupted run)")
+    parts.append(samples_text(grid, kind, src, layer))
     return " · ".join(parts)
+
+
+def samples_text(grid: GridData, kind: str, row: int, layer: int) -> str:
+    """A cell's samples in words: its own count (adaptive samples, finished), "adaptive, up to 40
+    samples" while it runs, the grid's count, or substitution's one corrupted run."""
+    counts = grid.cell_samples.get(kind)
+    if counts is not None and counts[row][layer] is not None:
+        return f"{counts[row][layer]} samples"
+    if grid.ci_width is not None:
+        return f"adaptive, up to {grid.samples} samples (to a {grid.ci_width:g}-wide interval)"
+    return f"{grid.samples} samples" if grid.samples else "substitution (one corrupted run)"
 
 
 def sites_sentence(result, kinds, metric: str) -> str:

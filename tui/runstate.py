@@ -25,6 +25,7 @@ class RunState:
     request: TraceRequest
     mode: str  # the view it fills: "positions" or "all"
     cancel: threading.Event = field(default_factory=threading.Event)
+    settle: threading.Event = field(default_factory=threading.Event)  # adaptive samples: stop refining, keep the cells
     progress: Progress = field(default_factory=Progress)
     cells: deque = field(default_factory=deque)  # CellsDone from the engine thread, drained on the UI
     grid: GridData | None = None
@@ -34,6 +35,11 @@ class RunState:
     @property
     def active(self) -> bool:
         return not self.ended and not self.cancel.is_set()
+
+    @property
+    def refining(self) -> bool:
+        """An adaptive-samples run still giving cells more samples (not settled)."""
+        return self.active and self.request.ci_width is not None and not self.settle.is_set()
 
     def on_event(self, event) -> None:  # engine thread
         """Cells wait in `cells` behind one coalescing CellsArrived; Recording, Started, Estimate and

@@ -60,7 +60,7 @@ class FakeEngine:
     def close(self, *args, **kwargs) -> None:
         pass
 
-    def trace(self, request, on_event=None, cancel=None) -> Future:
+    def trace(self, request, on_event=None, cancel=None, *, settle=None) -> Future:
         emit = on_event or (lambda e: None)
         tokens = tokens_of(request.prompt)
         b, e = subject_range(tokens, request.subject) or (0, 1)
@@ -75,6 +75,8 @@ class FakeEngine:
             if self.intervals:
                 g["prob_low"] = [[p - 0.06 for p in row] for row in prob]
                 g["prob_high"] = [[p + 0.06 for p in row] for row in prob]
+            if request.ci_width is not None:  # adaptive samples: each cell's count (3, 6, 12 by layer)
+                g["samples"] = [[3 * 2 ** (c % 3) for c in range(N_LAYERS)] for _ in range(rows)]
             grids[kind] = g
         total = rows * N_LAYERS * len(request.kinds)
         emit(Started(tokens, (b, e), p_clean, p_corr, (rows, N_LAYERS), tuple(request.kinds), " Paris", total))

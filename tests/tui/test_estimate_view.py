@@ -21,7 +21,7 @@ SHIFT = 0.1  # the fake estimate: every exact P plus 0.1
 class EstimatingEngine(FakeEngine):
     """Sends Started and every grid's estimate at once; the exact cells when the test releases them."""
 
-    def trace(self, request, on_event=None, cancel=None) -> Future:
+    def trace(self, request, on_event=None, cancel=None, *, settle=None) -> Future:
         events = []
         result = super().trace(request, events.append).result()
         self.request, self.emit, self.future = request, on_event, Future()

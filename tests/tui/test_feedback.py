@@ -24,7 +24,7 @@ from tui.screens.trace import in_app_words
 class SlowEngine(FakeEngine):
     """A trace that never reports: the first run stays in its recording phase."""
 
-    def trace(self, request, on_event=None, cancel=None) -> Future:
+    def trace(self, request, on_event=None, cancel=None, *, settle=None) -> Future:
         return Future()
 
 

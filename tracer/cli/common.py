@@ -90,11 +90,14 @@ def loaded_engine(args):
         engine.close()  # joins the engine thread: exiting with it alive aborts in MLX's teardown
 
 
-def wait(future, cancel: threading.Event | None = None, *, keep_result: bool = False):
+def wait(future, cancel: threading.Event | None = None, *, keep_result: bool = False,
+         settle: threading.Event | None = None):
     """The future's result, waited for on the main thread. Ctrl-C sets `cancel` and waits for the
     engine to stop at its next check; then KeyboardInterrupt goes on (exit 130), or with
     `keep_result` (a sweep: its file stays valid and its summary says so) the result is returned;
-    a second Ctrl-C gives up waiting."""
+    a second Ctrl-C gives up waiting. With `settle` (a trace with adaptive samples), the first
+    Ctrl-C sets it instead (the trace finishes with the samples each cell has: a complete result)
+    and waiting goes on as without it."""
     try:
         while True:
             try:
@@ -102,6 +105,11 @@ def wait(future, cancel: threading.Event | None = None, *, keep_result: bool = F
             except TimeoutError:
                 continue
     except KeyboardInterrupt:
+        if settle is not None and not settle.is_set():
+            settle.set()
+            print("\ninterrupted: no more samples; every cell keeps the ones it has (Ctrl-C again to cancel)",
+                  file=sys.stderr)
+            return wait(future, cancel, keep_result=keep_result)
         if cancel is None:
             raise
         cancel.set()

@@ -68,7 +68,8 @@ def add_parser(sub) -> None:
     p.add_argument("--ci-width", default=None, metavar="W",
                    help="adaptive samples: give each cell more noise samples (doubling from 3, up to --samples) "
                    "until its 95%% interval of P is at most W wide; `--samples auto` is --samples "
-                   f"{AUTO_SAMPLES} --ci-width {AUTO_CI_WIDTH} (default: none, every cell gets --samples)")
+                   f"{AUTO_SAMPLES} --ci-width {AUTO_CI_WIDTH}; the first Ctrl-C stops refining (every cell "
+                   "keeps the samples it has, exit 0), a second cancels (default: none, every cell gets --samples)")
     batch.add_batch_argument(p)  # --batch FILE (tracer/cli/batch.py)
     add_trace_plot_arguments(p)  # --plot FILE, --plot-metric (tracer/cli/plots.py, tracer.render.figures)
 
@@ -159,10 +160,11 @@ def run(args) -> int:
         if inspect:  # checked before the trace, which may take minutes
             _check_inspect(engine, info.n_layers, args.prompt, *inspect)
         cancel = threading.Event()
+        settle = threading.Event() if ci_width is not None else None  # Ctrl-C: keep the samples so far
         progress = _Progress(enabled=not args.quiet and sys.stderr.isatty())
         with progress:
             result = wait(engine.call("trace", request.prompt, request.subject, on_event=progress.on_event,
-                                      cancel=cancel, **request.options()), cancel)
+                                      cancel=cancel, settle=settle, **request.options()), cancel, settle=settle)
         for w in result.warnings:
             if w.code != "slow-blas":
                 print(f"tracer-tui: warning: {w}", file=sys.stderr)

@@ -230,7 +230,8 @@ def check_recording_memory(tracer: Tracer, n_samples: int, n_tokens: int, kinds,
     return need
 
 
-def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None) -> TraceResult:
+def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threading.Event | None = None,
+              settle: threading.Event | None = None) -> TraceResult:
     """One causal trace (docs/method.md#d2-the-three-runs): the clean and corrupted runs, then every
     cell's patched run.
 
@@ -245,6 +246,10 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
         req: what to trace.
         on_event: called with each event (Recording, Started, Log, CellsDone, Estimate) on this thread.
         cancel: set to stop; TraceCancelled is raised at the next check (between blocks).
+        settle: adaptive samples (req.ci_width) only: set to stop refining and keep what is there:
+            the forwards in flight finish (the first round always does), every cell still pending
+            gets the samples it has, and the trace ends normally, a "refining-stopped" warning
+            saying how many cells kept how many samples (_run_cells_adaptive). Ignored otherwise.
 
     Returns:
         The TraceResult.
@@ -288,7 +293,8 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
                                 rec.in_flight)
     meter.done += meter.estimate  # counted with the next cells
     if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
-        _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width)
+        stopped = _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width, settle=settle)
+        warnings += [stopped] if stopped else []
     else:
         _run_cells(tracer, run, todo, chunks, packed, estimated, grids, cancel)
     return _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo,
@@ -556,33 +562,98 @@ def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel):
 AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
 
 
-def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, cancel, *, target: float) -> None:
+def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, cancel, *, target: float,
+                        settle: threading.Event | None = None) -> TraceWarning | None:
     """Adaptive samples: every cell gets the first AUTO_FIRST_SAMPLES noise samples, then the next
     ones (doubling its count) while its 95% interval of P is wider than `target`, up to the
     run's samples. The draws are the fixed-samples run's, in order: a cell with n samples has
-    exactly the values the first n samples of a fixed run give it."""
+    exactly the values the first n samples of a fixed run give it.
+
+    `settle` (the user's word to stop refining): the first round always completes (no cell is
+    delivered without samples); from the second on, once it is set no new forward starts, the
+    ones in flight finish, and every cell still pending is delivered with the samples it has by
+    then (a round cut short leaves cells with different counts). Returns the warning that says so,
+    or None when every cell reached its width or the run's samples."""
     pm = tracer.patchable
-    pending, values, work = list(todo), {id(c): ([], []) for c in todo}, dict.fromkeys(map(id, todo), 0)
-    done, stop = 0, min(AUTO_FIRST_SAMPLES, run.n_samples)
+    got = _SamplesSoFar(todo)
+    pending, done, stop = list(todo), 0, min(AUTO_FIRST_SAMPLES, run.n_samples)
     while pending:
+        if done and settle is not None and settle.is_set():
+            return _settle(grids, got, pending, target)
         part = run.subset(done, stop)
         chunks, packed = plan_chunks(tracer, pending, part.n_samples, len(part.ids), use_prefix=pm.prefix_cache)
-        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, cancel):
-            for i, cell in enumerate(chunk.cells):
-                values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
-                work[id(cell)] += cell_work[i]
+        halt = cancel if not done or settle is None else _Either(cancel, settle)  # workers.map: no new forward
+        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, halt):
+            got.add(chunk.cells, probs, diffs, cell_work)
         check_cancel(cancel)
-        probs = np.array([np.concatenate(values[id(c)][0]) for c in pending])
-        diffs = np.array([np.concatenate(values[id(c)][1]) for c in pending])
+        pending = _deliver_narrow(grids, got, pending, target, run.n_samples)
+        done, stop = stop, min(2 * stop, run.n_samples)
+    return None
+
+
+class _SamplesSoFar:
+    """Adaptive samples: each cell's per-sample P(target) and logit difference so far, and its work."""
+
+    def __init__(self, cells):
+        self.probs = {id(c): [] for c in cells}
+        self.diffs = {id(c): [] for c in cells}
+        self.work = dict.fromkeys(self.probs, 0)
+
+    def add(self, cells, probs, diffs, cell_work) -> None:
+        for i, cell in enumerate(cells):
+            self.probs[id(cell)].append(probs[i]), self.diffs[id(cell)].append(diffs[i])
+            self.work[id(cell)] += cell_work[i]
+
+    def by_count(self, cells) -> dict[int, list]:
+        """The cells grouped by their number of samples."""
+        groups = defaultdict(list)
+        for cell in cells:
+            groups[sum(len(p) for p in self.probs[id(cell)])].append(cell)
+        return groups
+
+    def arrays(self, cells) -> tuple[np.ndarray, np.ndarray]:
+        """[cells, n] P(target) and logit differences of cells with the same number of samples."""
+        return (np.array([np.concatenate(self.probs[id(c)]) for c in cells]),
+                np.array([np.concatenate(self.diffs[id(c)]) for c in cells]))
+
+
+def _deliver_narrow(grids: _Grids, got: _SamplesSoFar, pending, target: float, most: int) -> list:
+    """Deliver the pending cells whose 95% interval of P is at most `target` wide, or that have
+    `most` samples; returns the others, in their order."""
+    closed = set()
+    for count, cells in got.by_count(pending).items():
+        probs, diffs = got.arrays(cells)
         stats = interval_grids(probs, diffs)
         wide = stats["prob_high"] - stats["prob_low"] > target  # NaN (one sample) is not wide: nothing to go on
-        finished = [i for i in range(len(pending)) if not wide[i] or stop == run.n_samples]
+        finished = [i for i in range(len(cells)) if not wide[i] or count == most]
         if finished:
-            grids.deliver([pending[i] for i in finished], probs[finished], diffs[finished],
-                          [work[id(pending[i])] for i in finished])
-        closed = set(finished)
-        pending = [cell for i, cell in enumerate(pending) if i not in closed]
-        done, stop = stop, min(2 * stop, run.n_samples)
+            grids.deliver([cells[i] for i in finished], probs[finished], diffs[finished],
+                          [got.work[id(cells[i])] for i in finished])
+        closed |= {id(cells[i]) for i in finished}
+    return [cell for cell in pending if id(cell) not in closed]
+
+
+def _settle(grids: _Grids, got: _SamplesSoFar, pending, target: float) -> TraceWarning:
+    """The user's word: every pending cell delivered with the samples it has; the warning says how many."""
+    groups = sorted(got.by_count(pending).items())
+    for _, cells in groups:
+        probs, diffs = got.arrays(cells)
+        grids.deliver(cells, probs, diffs, [got.work[id(c)] for c in cells])
+    kept = ", ".join(f"{len(cells)} cell{'s' if len(cells) != 1 else ''} at {count} samples" for count, cells in groups)
+    warning = TraceWarning("refining-stopped", f"refining stopped at the user's word: {kept} (their 95% interval "
+                           f"of P may be wider than {target:g})")
+    grids.emit(Log("warning", warning))
+    return warning
+
+
+class _Either:
+    """Set when either event is: what workers.map reads to start no new forward (its `is_set`)."""
+
+    def __init__(self, *events):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e is not None and e.is_set() for e in self.events)
 
 
 def _result(tracer, req, prep, base, positions, grids, warnings, estimated, todo, seconds) -> TraceResult:

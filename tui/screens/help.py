@@ -40,12 +40,16 @@ at a time from the clean run and measure how much of the answer's probability co
   run (noise mode: p_corrupted inside the 95% interval); the table shows `value±half-width`;
   "n/a" is a cell without a value (e.g. recovery when the total effect is below 0.05).
 * **F2** grid · **F3** table · **F4** log · **F5** settings (samples, noise rule, window, kinds, severed paths).
+* **Samples auto** (F5, Samples: `auto`): every cell first gets 3 noise samples, then 6, 12, … up to 40
+  while its 95% interval of P is wider than the **CI width** (0.02); the cursor's line says each
+  finished cell's count. **ctrl+f** stops refining: every cell keeps the samples it has.
 
 ## Keys
 | key | action |
 |---|---|
 | enter / ctrl+r | run the trace for the current view |
 | esc | cancel the running trace |
+| ctrl+f | Samples auto: stop refining; every cell keeps the samples it has and the trace finishes |
 | ctrl+o | toggle view: chosen positions ↔ all tokens |
 | ctrl+g | next kind (all-tokens view) |
 | ctrl+n | next metric |

@@ -16,7 +16,7 @@ from tracer.inputs.prompts import align_tokens
 from tracer.render.terminal_plot import finite
 from tracer.render.tokens import escape_controls
 from tracer.settings import TraceSettings
-from tracer.types import TraceRequest, TraceResult
+from tracer.types import AUTO_CI_WIDTH, TraceRequest, TraceResult
 
 from textual import on
 from textual.app import ComposeResult
@@ -115,8 +115,15 @@ def result_at(result: TraceResult, token: int) -> TraceResult:
 
 
 def noise_samples(request: TraceRequest) -> int | None:
-    """Noise samples per cell of a request; None for substitution (one corrupted run)."""
+    """Noise samples per cell of a request (adaptive samples: the most); None for substitution (one
+    corrupted run)."""
     return None if request.corrupted_prompt is not None else request.samples
+
+
+def set_samples(grid: GridData, request: TraceRequest) -> None:
+    """What the grid's readout says of its samples: the request's count, or adaptive samples' most
+    and target width (each cell's own count comes with the finished grids)."""
+    grid.samples, grid.ci_width = noise_samples(request), request.ci_width
 
 
 def describe_patched(run) -> str:
@@ -138,6 +145,9 @@ class TraceScreen(Screen):
         Binding("f1", "app.help", "Help", key_display="F1", tooltip="Keys and how to read the grid"),
         Binding("ctrl+r", "run", "Run", id="run", tooltip="Trace the prompt for the current view"),
         Binding("escape", "cancel", "Cancel", id="cancel", tooltip="Stop the running trace"),
+        # shown while a Samples-auto trace refines (check_action); the palette's "stop_refining(True)" always runs
+        Binding("ctrl+f", "stop_refining", "Enough samples", id="stop-refining",
+                tooltip="Stop refining: every cell keeps the samples it has and the trace finishes"),
         Binding("f9", "inspect", "Top-5", id="inspect", tooltip="The patched run's top-5 at the cursor's cell"),
         Binding("ctrl+s", "export", "Export", id="export", tooltip="Write the grid as .txt/.csv/.json (+ .svg)"),
         Binding("ctrl+o", "toggle_view", "View", id="view", tooltip="All tokens <-> chosen positions"),
@@ -168,7 +178,8 @@ class TraceScreen(Screen):
     """
 
     def __init__(self, engine, *, settings: TraceSettings | None = None, export_dir: str = "exports",
-                 view_mode: str = "all", view_kind: str = "hidden") -> None:
+                 view_mode: str = "all", view_kind: str = "hidden", auto_samples: bool = False,
+                 ci_width: float = AUTO_CI_WIDTH) -> None:
         super().__init__()
         self.engine = engine
         self.settings = settings or TraceSettings()
@@ -196,7 +207,8 @@ class TraceScreen(Screen):
         self.facts = TraceFacts(id="facts")
         self.table = GridTable(id="table")
         self.run_log = RunLog(id="log")
-        self.panel = SettingsPanel(self.settings, export_dir=export_dir, id="settings")
+        self.panel = SettingsPanel(self.settings, export_dir=export_dir, auto_samples=auto_samples,
+                                   ci_width=ci_width, id="settings")
 
     # ---- layout ---------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -303,8 +315,9 @@ class TraceScreen(Screen):
         run.progress.work.cost = getattr(self.engine, "cost_per_token_layer", None)
         self.run_log.settings(run.id, request, MODES[run.mode])
         self.status.running(run.progress, "recording clean and corrupted runs…")
-        future = self.engine.trace(request, run.on_event, run.cancel)
+        future = self.engine.trace(request, run.on_event, run.cancel, settle=run.settle)
         future.add_done_callback(run.on_done)
+        self.refresh_bindings()  # ctrl+f while it refines
         if self.finished.get(run.mode) is None:
             self.show_view()  # the first trace of this view: say it is recording
         return run
@@ -331,7 +344,7 @@ class TraceScreen(Screen):
             return
         if isinstance(event, Started):
             run.grid = GridData.from_started(run.mode, event, started_positions(run.request, event))
-            run.grid.samples = noise_samples(run.request)
+            set_samples(run.grid, run.request)
             run.progress.update(0, event.total_cells)
             if tuple(event.tokens) != self.strip.tokens:
                 v = self.form.values()
@@ -356,6 +369,7 @@ class TraceScreen(Screen):
         if run is None:
             return
         run.ended = True
+        self.refresh_bindings()
         if message.result is not None:
             self._finished(run, message.result)
         elif message.error is not None:
@@ -367,7 +381,7 @@ class TraceScreen(Screen):
 
     def _finished(self, run: RunState, result: TraceResult) -> None:
         grid = GridData.from_result(run.mode, result)
-        grid.samples = noise_samples(result.request)
+        set_samples(grid, result.request)
         self.finished[run.mode] = (grid, result)
         run.progress.update(grid.done, grid.done)
         self.run_log.result(result)
@@ -491,7 +505,7 @@ class TraceScreen(Screen):
             return
         derived = result_at(done[1], token)
         grid = GridData.from_result("positions", derived)
-        grid.samples = noise_samples(derived.request)
+        set_samples(grid, derived.request)
         self.finished["positions"] = (grid, derived)
         self.facts.show_result(derived)
         self.report(f"chosen positions: {derived.tokens[token]!r} read from the all-tokens trace (no re-run)",
@@ -513,10 +527,12 @@ class TraceScreen(Screen):
             if (now or None) != (then or None):
                 return f"the {name} changed"
         try:
-            settings = self.panel.read().trace
+            panel = self.panel.read()
         except SettingsError:
             return ""  # a half-typed field: the run will say what is wrong
-        changed = [k for k, v in settings.as_kwargs().items() if k != "kinds" and getattr(request, k, v) != v]
+        changed = [k for k, v in panel.trace.as_kwargs().items() if k != "kinds" and getattr(request, k, v) != v]
+        if request.corrupted_prompt is None and panel.ci_width != request.ci_width and "samples" not in changed:
+            changed.append("CI width" if request.ci_width and panel.ci_width else "samples auto")
         return f"{', '.join(changed)} changed" if changed else ""
 
     def status_peak(self) -> str:
@@ -570,8 +586,28 @@ class TraceScreen(Screen):
         if run is None or not run.active:
             return
         run.cancel.set()
+        self.refresh_bindings()
         self.status.running(run.progress, "cancelling…")
         self.report("cancelling…", notify=False)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        """ctrl+f (stop refining) only while a Samples-auto trace refines: the footer shows it then;
+        the palette's call (a parameter) always runs, to say why when there is nothing to stop."""
+        if action == "stop_refining" and not parameters:
+            return self.run is not None and self.run.refining
+        return True
+
+    def action_stop_refining(self, asked: bool = False) -> None:
+        """ctrl+f: no more samples for the running adaptive trace; every cell keeps the ones it has
+        and the trace finishes (the engine's settle). `asked`: from the palette (check_action)."""
+        run = self.run
+        if run is None or not run.refining:
+            self.report("nothing to stop refining: no trace with Samples auto (F5) is running", "warning")
+            return
+        run.settle.set()
+        self.refresh_bindings()
+        self.status.running(run.progress, "no more samples: finishing with the ones each cell has…")
+        self.report("stop refining: every cell keeps the samples it has; the trace finishes with them", notify=False)
 
     def action_toggle_view(self) -> None:
         self.set_view(mode="all" if self.view_mode == "positions" else "positions")
@@ -617,8 +653,10 @@ class TraceScreen(Screen):
                 positions = "subject-last"
                 note = "token strip not ready: restoring the subject's last token"
         try:
+            ci_width = settings.ci_width if not form.corrupted else None  # substitution: one corrupted run
             request = TraceRequest(form.prompt, form.subject, corrupted_prompt=form.corrupted, target=form.target,
-                                   positions=positions, estimate=self.estimate, **settings.trace.as_kwargs())
+                                   positions=positions, estimate=self.estimate, ci_width=ci_width,
+                                   **settings.trace.as_kwargs())
         except Exception as exc:  # InputError from the request's own checks
             return None, user_message(exc), note
         return request, "", note
@@ -667,6 +705,9 @@ class TraceScreen(Screen):
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return
+        if values.ci_width is not None:
+            self.report(f"Samples auto is for traces: a sweep gives every cell {values.trace.samples} samples",
+                        notify=False)
         self.app.open_sweeps(values.trace, values.export_dir)
 
     def action_robustness(self) -> None:
@@ -677,10 +718,14 @@ class TraceScreen(Screen):
             self.report("robustness: give a prompt and a subject inside it", "error")
             return
         try:
-            trace = self.panel.read().trace
+            values = self.panel.read()
         except SettingsError as exc:
             self.report(f"settings: {exc}", "error")
             return
+        trace = values.trace
+        if values.ci_width is not None:
+            self.report(f"Samples auto is for traces: robustness gives every cell {trace.samples} samples",
+                        notify=False)
         options = {"samples": trace.samples, "seed": trace.seed, "window": trace.window, "kinds": trace.kinds}
         if form.target:
             options["target"] = form.target

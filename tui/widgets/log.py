@@ -50,7 +50,7 @@ class RunLog(RichLog):
 
     def settings(self, run_id: int, req: TraceRequest, mode: str) -> None:
         corruption = (f"substitution with {req.corrupted_prompt!r}" if req.corrupted_prompt is not None
-                      else f"noise {req.noise}{' replacing' if req.replace else ''}, {req.samples} samples, seed {req.seed}")
+                      else f"noise {req.noise}{' replacing' if req.replace else ''}, {_samples(req)}, seed {req.seed}")
         where = "all tokens" if req.positions == "all" else f"positions {list(req.positions) if not isinstance(req.positions, str) else req.positions}"
         self.line(f"run {run_id}: prompt {req.prompt!r}, subject {req.subject!r}, target {req.target or '(clean top)'!r}")
         severed = f"; severed {', '.join(req.sever)}" if req.sever else ""
@@ -65,3 +65,10 @@ class RunLog(RichLog):
         self.line(f"  clean top-{len(res.clean_top)}: {top(res.clean_top)}")
         self.line(f"  corrupted top-{len(res.corrupted_top)}: {top(res.corrupted_top)}")
         self.line(f"  finished in {res.seconds:.2f} s", "done")
+
+
+def _samples(req: TraceRequest) -> str:
+    """A noise run's samples in words: "10 samples", or adaptive samples' most and target width."""
+    if req.ci_width is None:
+        return f"{req.samples} samples"
+    return f"samples auto (up to {req.samples} per cell, to a 95% interval {req.ci_width:g} wide)"

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from tracer.errors import InputError
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.settings import KINDS, SEVERABLE, TraceSettings
+from tracer.types import AUTO_CI_WIDTH, AUTO_SAMPLES
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -23,6 +24,10 @@ KIND_CHOICES = [(k, k) for k in KINDS]
 class PanelSettings:
     trace: TraceSettings  # validated by the engine's one settings record
     export_dir: str
+    ci_width: float | None = None  # Samples auto: each cell run to this 95% interval width (trace.samples the most)
+
+
+SAMPLES_TYPED = r"\d*|a(u(t(o)?)?)?"  # what the Samples field takes as it is typed: a whole number or "auto"
 
 
 class SettingsError(ValueError):
@@ -52,10 +57,11 @@ class SettingsPanel(VerticalScroll):
     """
 
     def __init__(self, settings: TraceSettings | None = None, *, export_dir: str = "exports",
-                 id: str | None = None) -> None:
+                 auto_samples: bool = False, ci_width: float = AUTO_CI_WIDTH, id: str | None = None) -> None:
         super().__init__(id=id)
         self._initial = settings or _DEFAULT
         self._export_dir = export_dir
+        self._auto = (auto_samples, ci_width)
 
     def compose(self) -> ComposeResult:
         start = self._initial
@@ -63,8 +69,9 @@ class SettingsPanel(VerticalScroll):
             yield Label("Kinds")
             for kind in KINDS:
                 yield Checkbox(kind, kind in start.kinds, id=f"kind-{kind}", compact=True)
-        for name, label, kind in (("samples", "Samples", "integer"), ("noise", "Noise rule", "text"),
-                                  ("window", "Window", "integer"), ("seed", "Seed", "integer")):
+        yield from self._samples_rows()
+        for name, label, kind in (("noise", "Noise rule", "text"), ("window", "Window", "integer"),
+                                  ("seed", "Seed", "integer")):
             with Horizontal():
                 yield Label(label)
                 yield Input(str(getattr(start, name)), type=kind, id=name, compact=True, tooltip=_help(name))
@@ -82,12 +89,56 @@ class SettingsPanel(VerticalScroll):
             yield Label("Export folder")
             yield Input(self._export_dir, id="export-dir", compact=True, tooltip="where ctrl+s writes .txt/.csv/.json")
 
+    def _samples_rows(self) -> ComposeResult:
+        """Samples (a whole number, or auto: adaptive samples) and the CI width auto runs cells to."""
+        auto, width = self._auto
+        samples_help = (f"{_help('samples')}, or auto: 3, 6, 12, … up to {AUTO_SAMPLES} per cell, until its "
+                        "95% interval of P is the CI width")
+        with Horizontal():
+            yield Label("Samples")
+            yield Input("auto" if auto else str(self._initial.samples), restrict=SAMPLES_TYPED, id="samples",
+                        compact=True, tooltip=samples_help)
+            yield Static(samples_help, classes="hint")
+        with Horizontal():
+            yield Label("CI width")
+            width_help = ("Samples auto: the width of each cell's 95% interval of P it is run to, between 0 and 1 "
+                          f"(default {AUTO_CI_WIDTH}); ctrl+f stops refining")
+            yield Input(f"{width:g}", type="number", id="ci-width", compact=True, disabled=not auto,
+                        tooltip=width_help)
+            yield Static(width_help, classes="hint")
+
     class Changed(Message):
         """A field changed (the app keeps valid settings for the next launch)."""
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
+        if event.input.id == "samples":  # the CI width counts only for auto
+            self.query_one("#ci-width", Input).disabled = not self.auto_samples()
         self.post_message(self.Changed())
+
+    def auto_samples(self) -> bool:
+        """Samples says auto (adaptive samples)."""
+        return self.query_one("#samples", Input).value.strip().lower() == "auto"
+
+    def ci_width(self) -> float:
+        """The CI width field's value; SettingsError unless a number between 0 and 1."""
+        text = self.query_one("#ci-width", Input).value.strip()
+        try:
+            width = float(text)
+        except ValueError:
+            width = None
+        if width is None or not 0 < width < 1:
+            raise SettingsError(f"CI width: {text!r:.20} is not a number between 0 and 1 (e.g. {AUTO_CI_WIDTH})")
+        return width
+
+    def adaptive(self) -> dict:
+        """What the config keeps of adaptive samples: {"auto": bool, "ci_width": the field's width, or the
+        default while it does not read as one}."""
+        try:
+            width = self.ci_width()
+        except SettingsError:
+            width = AUTO_CI_WIDTH
+        return {"auto": self.auto_samples(), "ci_width": width}
 
     def on_checkbox_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
@@ -101,18 +152,23 @@ class SettingsPanel(VerticalScroll):
             "replace": self.query_one("#replace", Checkbox).value,
             "sever": tuple(k for k in SEVERABLE if self.query_one(f"#sever-{k}", Checkbox).value),
         }
-        for name in ("samples", "window", "seed"):
+        auto = self.auto_samples()
+        for name in ("window", "seed") if auto else ("samples", "window", "seed"):
             text = self.query_one(f"#{name}", Input).value.strip()
             try:
                 values[name] = int(text)
             except ValueError:
-                raise SettingsError(f"{name}: {text!r} is not a whole number") from None
+                also = " or auto" if name == "samples" else ""
+                raise SettingsError(f"{name}: {text!r} is not a whole number{also}") from None
+        if auto:
+            values["samples"] = AUTO_SAMPLES
+        ci_width = self.ci_width() if auto else None
         try:
             trace = TraceSettings(**values)
         except InputError as exc:
             raise SettingsError(str(exc)) from None
         export_dir = self.query_one("#export-dir", Input).value.strip() or "exports"
-        return PanelSettings(trace, export_dir)
+        return PanelSettings(trace, export_dir, ci_width)
 
     def kinds(self) -> tuple[str, ...]:
         """The kinds checked now (all kinds when none is)."""
