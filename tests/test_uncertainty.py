@@ -116,9 +116,12 @@ def test_adaptive_samples_equal_the_oracles_first_samples(tracers, arch):
     tracer, oracle_lm = tracers(arch)
     N, width = 16, 0.004
     req = TraceRequest(PROMPT, SUBJECT, kinds=("hidden", "mlp"), samples=N, window=3, seed=3, ci_width=width)
-    result = run_trace(tracer, req)
+    events = []
+    result = run_trace(tracer, req, on_event=events.append)
     expected, *_ = oracle_trace(oracle_lm, PROMPT, SUBJECT, kinds=req.kinds, samples=N, window=3, seed=3,
                                 noise_std=result.noise_std, positions="all")
+    for e in (e for e in events if isinstance(e, CellsDone)):  # each cell's count as it arrives
+        assert e.samples == [result.grids[e.kind]["samples"][r][c] for r, c in e.cells]
     counts_seen = set()
     for kind in req.kinds:
         g = result.grids[kind]

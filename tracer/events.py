@@ -70,6 +70,7 @@ class CellsDone:
     # cells arrive again later (counted in `done` then) from the trace's own forwards, equal up to
     # float rounding (the result holds those)
     preview: bool = False
+    samples: list[int] | None = None  # adaptive samples: each cell's noise samples (None: the request's)
 
 
 @dataclass

@@ -152,6 +152,10 @@ class GridData:
             return
         for (r, c), p, rec, ld in zip(event.cells, event.prob, event.recovery, event.logit_diff):
             table["prob"][r][c], table["recovery"][r][c], table["logit_diff"][r][c] = p, rec, ld
+        if event.samples is not None:  # adaptive samples: each cell's own count, as it arrives
+            counts = self.cell_samples.setdefault(event.kind, [[None] * self.n_layers for _ in range(self.n_rows)])
+            for (r, c), n in zip(event.cells, event.samples):
+                counts[r][c] = n
         self.estimated.get(event.kind, set()).difference_update(event.cells)
         self.done, self.total = event.done, event.total
 
@@ -292,8 +296,8 @@ def cell_readout(grid: GridData, view: GridView, row: int, layer: int) -> str:
 
 
 def samples_text(grid: GridData, kind: str, row: int, layer: int) -> str:
-    """A cell's samples in words: its own count (adaptive samples, finished), "adaptive, up to 40
-    samples" while it runs, the grid's count, or substitution's one corrupted run."""
+    """A cell's samples in words: its own count (adaptive samples, once the cell is done), "adaptive,
+    up to 40 samples" while it runs, the grid's count, or substitution's one corrupted run."""
     counts = grid.cell_samples.get(kind)
     if counts is not None and counts[row][layer] is not None:
         return f"{counts[row][layer]} samples"

@@ -213,3 +213,16 @@ async def test_the_apps_samples_auto_flag():
         await ready(pilot)
         assert app.query_one("#samples", Input).value == "auto"
         assert app.trace_screen.panel.read().ci_width == AUTO_CI_WIDTH
+
+
+def test_a_running_grid_gives_each_finished_cells_samples_as_it_arrives():
+    """CellsDone of an adaptive trace carries each cell's count: the readout says it before the
+    trace ends; a cell still refining says what it may reach."""
+    from tui.gridmodel import GridData, samples_text
+
+    started = Started(["The", " E", "iff", "el"], (1, 3), 0.7, 0.02, (4, 3), ("mlp",), " Paris", 12)
+    grid = GridData.from_started("all", started)
+    grid.samples, grid.ci_width = AUTO_SAMPLES, AUTO_CI_WIDTH
+    grid.apply(CellsDone("mlp", [(2, 0), (2, 1)], [0.3, 0.4], [40.0, 55.0], [1.0, 1.5], 2, 12, samples=[3, 12]))
+    assert samples_text(grid, "mlp", 2, 0) == "3 samples" and samples_text(grid, "mlp", 2, 1) == "12 samples"
+    assert samples_text(grid, "mlp", 2, 2) == f"adaptive, up to {AUTO_SAMPLES} samples (to a 0.02-wide interval)"

@@ -470,7 +470,7 @@ class _Grids:
             self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
                                 values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total,
-                                preview=preview))
+                                preview=preview, samples=values.get("samples")))
 
 
 @dataclass
