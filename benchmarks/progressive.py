@@ -16,6 +16,10 @@ progressive trace.
 `baseline_peak_s` is the same peak time under today's schedule. `correlation` is the Pearson r of
 the estimated and exact P(target) per kind (None for a random-init model: timings only).
 
+--app measures the same in the app itself (Textual's Pilot, headless, 120x40): from ctrl+r to the
+grid holding the estimate, and to each kind's final peak cell being exact (the grid's model polled
+on the UI thread every 10 ms: what the next frame draws), after a one-sample warm-up run.
+
 --model-shape gpt2-xl / llama-1b / ... builds a random-init model of that shape in memory (shapes.py).
 --quick restricts the cells to positions subject-last and 3 samples (the whole grid of a 1.5B model
 takes many minutes here).
@@ -24,7 +28,10 @@ takes many minutes here).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import tempfile
 import time
 
 import tracer  # noqa: F401  (fast BLAS before mlx.core)
@@ -112,6 +119,53 @@ def measure(engine: Tracer, request: TraceRequest, correlations: bool) -> dict:
     }
 
 
+async def in_app() -> dict:
+    """The Eiffel trace in the app (see the module docstring): seconds from ctrl+r."""
+    from textual import events
+
+    from tui.app import make_app
+
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        async def until(condition, step=0.01):
+            while not condition():
+                await asyncio.sleep(step)
+
+        await until(lambda: app.model_info is not None and bool(app.query_one("#strip").tokens), 0.05)
+        screen = app.trace_screen
+        ended = lambda: screen.run is None or screen.run.ended  # noqa: E731
+        app.query_one("#samples").value = "1"
+        await pilot.press("ctrl+r")
+        await until(ended, 0.05)
+        app.query_one("#samples").value = "10"
+        before = screen.run
+        started, arrived, seen = time.perf_counter(), {}, None
+        app.post_message(events.Key("ctrl+r", None))  # as the terminal would (pilot.press waits for idle)
+        await until(lambda: screen.run is not before, 0.001)
+        while not ended():
+            grid = screen.run.grid
+            if grid is not None:
+                now = time.perf_counter() - started
+                if seen is None and grid.n_estimated > 0:
+                    seen = now
+                for kind, table in grid.values.items():
+                    estimated = grid.estimated.get(kind, set())
+                    for r, row in enumerate(table["prob"]):
+                        for c, v in enumerate(row):
+                            if v is not None and (r, c) not in estimated:
+                                arrived.setdefault((kind, r, c), now)
+            await asyncio.sleep(0.01)
+        total = time.perf_counter() - started
+        result = screen.finished["all"][1]
+    peaks = {}
+    for kind in result.request.kinds:
+        grid = result.grid(kind)
+        row, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
+        peaks[kind] = round(arrived.get((kind, int(row), int(layer)), total), 3)
+    return {"case": "eiffel (app)", "estimate_on_screen_s": None if seen is None else round(seen, 3),
+            "exact_peak_s": max(peaks.values()), "exact_peak_s_by_kind": peaks, "total_s": round(total, 3)}
+
+
 def _fields(request: TraceRequest) -> dict:
     from dataclasses import fields
 
@@ -125,7 +179,13 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="positions subject-last and 3 samples")
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--facts", default="", help="known_1000 ids to trace too, e.g. 6,21")
+    parser.add_argument("--app", action="store_true", help="the Eiffel trace in the app itself (headless)")
     args = parser.parse_args()
+    if args.app:
+        with tempfile.TemporaryDirectory() as config:
+            os.environ["TRACER_TUI_CONFIG_DIR"] = config  # leave the user's settings alone
+            print(json.dumps(asyncio.run(in_app())), flush=True)
+        return 0
     real = args.model_shape == "embedded"
     engine = Tracer(load_model() if real else random_model(args.model_shape))
     settings = {"samples": 3 if args.quick else args.samples}

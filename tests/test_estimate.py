@@ -18,6 +18,7 @@ from tracer.types import TraceRequest
 import mlx.core as mx
 import numpy as np
 import pytest
+from tiny import ARCHS
 
 PROMPT = "The Eiffel Tower is located in the city of"
 SUBJECT = "Eiffel Tower"
@@ -116,8 +117,7 @@ def test_estimate_is_exact_in_the_linear_limit(tracers, monkeypatch):
         assert result.estimate_error[kind]["correlation"] > 0.99
 
 
-@pytest.mark.parametrize("arch", ["llama", "gpt2"])
-@pytest.mark.parametrize("corrupted", [None, OTHER])
+@pytest.mark.parametrize(("arch", "corrupted"), [(arch, None) for arch in ARCHS] + [("llama", OTHER), ("gpt2", OTHER)])
 def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
     """The progressive schedule runs the same forwards in another order: every grid and metric
     is identical; the Estimate events come after Started and before any patched cell."""
@@ -143,6 +143,9 @@ def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
     for kind, cells in est_cells.items():  # every cell: estimated, or exact before the estimate
         assert len(cells) + sum(k == kind for k, _ in before) == shape[0] * shape[1]
     assert set(progressive.estimate_error) == {"hidden", "mlp", "attn"}
+    for kind in ("hidden", "mlp", "attn"):  # gradients reach every kind's taps on this architecture
+        est = np.array(progressive.estimate[kind]["prob"], dtype=np.float64)
+        assert np.nanmax(np.abs(est - progressive.corrupted_prob)) > 1e-7, kind
     # the previews (the most important cells ahead) come first, each cell again later; their values
     # are the final ones up to float rounding
     after = events[events.index(next(e for e in events if isinstance(e, Estimate))):]
