@@ -48,6 +48,7 @@ from .fastops import softmax
 from .patching import PatchableModel
 from .prepare import PreparedRun, in_frame, prepare_request
 from .schedule import (
+    Chunk,
     Corrupted,
     batch_limits,
     cell_token_layers,
@@ -190,22 +191,36 @@ def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix
 # token-rows per forward of a progressive trace's previews (plan_previews): small, so that each is
 # done in a fraction of a second (today's forwards hold up to CPU_PACKED_TARGET_TOKENS)
 PREVIEW_TOKENS = 192
+# the previews' work, at most, as a share of the trace's forwards' (each grid's estimated peak runs
+# ahead whatever it costs): on a short prompt the neighbourhoods cover much of the grid (17% of a
+# 6-token trace's work without this bound)
+PREVIEW_SHARE = 0.05
 
 
-def plan_previews(tracer: Tracer, cells, priority: dict, n_samples: int, n_tokens: int, use_prefix: bool):
+def plan_previews(tracer: Tracer, cells, chunks, priority: dict, n_samples: int, n_tokens: int,
+                  use_prefix: bool) -> list[Chunk]:
     """A progressive trace's previews: the cells at least estimate.FIRST important (each grid's
-    estimated peak and its neighbourhood) in small forwards (PREVIEW_TOKENS token-rows), the most
-    important first. They run before the trace's own forwards, which run them again: a cell's
-    float rounding may depend on the cells that share its forward (the GEMMs' blocking follows the
-    batch on some BLAS and GPUs), and the grids must equal today's bit for bit."""
-    first, _ = split_first(cells, priority)
+    estimated peak and its neighbourhood), the most important first, within PREVIEW_SHARE of the
+    work of `chunks` (the trace's own forwards), in small forwards (PREVIEW_TOKENS token-rows).
+    They run before the trace's own forwards, which run them again: a cell's float rounding may
+    depend on the cells that share its forward (the GEMMs' blocking follows the batch on some
+    BLAS and GPUs), and the grids must equal today's bit for bit."""
     packed = use_prefix and tracer.patchable.packed is not None
+    L = tracer.n_layers
+    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n_samples, n_tokens, L, packed) for c in chunks)
+    chosen, spent, peaks = [], 0, set()
+    for cell in split_first(cells, priority)[0]:
+        work = schedule.cell_token_layers(Chunk(cell.start, min(cell.positions), [cell]), cell, n_samples,
+                                          n_tokens, L, packed)
+        if cell.grid not in peaks or spent + work <= budget:  # a grid's first: its estimated peak
+            chosen.append(cell)
+            spent, peaks = spent + work, peaks | {cell.grid}
     max_rows, target = batch_limits(tracer.lm.model, n_tokens, tracer.max_rows, packed)
-    previews = make_chunks(first, n_samples, n_tokens, max_rows=max_rows,
+    previews = make_chunks(chosen, n_samples, n_tokens, max_rows=max_rows,
                            target_tokens=min(PREVIEW_TOKENS, tracer.target_tokens or target),
                            use_prefix=use_prefix, packed=packed)
     return sorted(previews, key=lambda c: (-max(priority[id(cell)] for cell in c.cells),
-                                           schedule.token_layers(c, n_samples, n_tokens, tracer.n_layers, packed)))
+                                           schedule.token_layers(c, n_samples, n_tokens, L, packed)))
 
 
 def corrupted_kinds(sever) -> tuple[str, ...]:
@@ -533,7 +548,7 @@ def _run_cells(tracer: Tracer, run: Corrupted, cells, chunks, packed: bool, esti
     then the forwards holding the largest estimated effects (estimate.order_chunks)."""
     previews = []
     if estimated is not None:
-        previews = plan_previews(tracer, cells, estimated.priority, run.n_samples, len(run.ids),
+        previews = plan_previews(tracer, cells, chunks, estimated.priority, run.n_samples, len(run.ids),
                                  tracer.patchable.prefix_cache)
         chunks = order_chunks(chunks, estimated.priority)
     ahead = set(map(id, previews))  # not in the work meter: the work predicted before the estimate (trace_work)
