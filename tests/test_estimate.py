@@ -290,3 +290,34 @@ def test_cell_estimates_sum_windows_and_positions_and_stay_probabilities():
     assert np.allclose(got[1], [0.2 + 0.06 + 0.08, min(1.0, 0.5 + 0.09 + 0.11)])
     assert np.isnan(got[2]).all()
     assert np.array_equal(cell_estimates(cells[:1], base, {"mlp": terms["mlp"] * 100}), [[1.0, 1.0]])
+
+
+def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer):
+    """Every cell important enough to preview: each grid's peak comes anyway, the others in order of
+    importance until PREVIEW_SHARE of the trace's forwards' work."""
+    from tracer.core import schedule
+    from tracer.core.schedule import make_cells
+    from tracer.core.tracing import PREVIEW_SHARE, plan_chunks, plan_previews
+
+    T, L, n = 9, tiny_tracer.n_layers, 3
+    cells = make_cells(("hidden", "mlp", "attn"), "all", T, L, window=3)
+    chunks, packed = plan_chunks(tiny_tracer, cells, n, T, use_prefix=True)
+    rng = np.random.default_rng(0)
+    priority = {id(c): float(rng.uniform(0.9, 0.99)) for c in cells}
+    peaks = {grid: next(c for c in cells if c.grid == grid and c.row == 0 and c.layer == 0)
+             for grid in ("hidden", "mlp", "attn")}  # each grid's costliest cell
+    priority.update({id(c): 1.0 for c in peaks.values()})
+    previews = plan_previews(tiny_tracer, cells, chunks, priority, n, T, True)
+    chosen = [c for chunk in previews for c in chunk.cells]
+
+    def work(cell):
+        return schedule.cell_token_layers(schedule.Chunk(cell.start, min(cell.positions), [cell]), cell, n, T, L, packed)
+
+    total = sum(schedule.token_layers(c, n, T, L, packed) for c in chunks)
+    assert all(any(c is p for c in chosen) for p in peaks.values())
+    others = [c for c in chosen if all(c is not p for p in peaks.values())]
+    assert 0 < sum(map(work, others)) <= PREVIEW_SHARE * total
+    assert len(chosen) < len(cells)
+    left = [c for c in cells if all(c is not x for x in chosen)]  # none left out was more important and fit
+    budget_left = PREVIEW_SHARE * total - sum(map(work, chosen))
+    assert not [c for c in left if priority[id(c)] > min(priority[id(x)] for x in others) and work(c) <= budget_left]
