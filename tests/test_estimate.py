@@ -292,9 +292,12 @@ def test_cell_estimates_sum_windows_and_positions_and_stay_probabilities():
     assert np.array_equal(cell_estimates(cells[:1], base, {"mlp": terms["mlp"] * 100}), [[1.0, 1.0]])
 
 
-def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer):
-    """Every cell important enough to preview: each grid's peak comes anyway, the others in order of
-    importance until PREVIEW_SHARE of the trace's forwards' work."""
+@pytest.mark.parametrize("peak_row", [0, 8])
+def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer, peak_row):
+    """Every cell important enough to preview: each grid's peak comes whatever it costs, the others
+    in order of importance while all of them stay within PREVIEW_SHARE of the trace's forwards'
+    work. Peaks at row 0 (each grid's costliest cells) fill the share alone; at row 8 (the last
+    token) they leave room for others."""
     from tracer.core import schedule
     from tracer.core.schedule import make_cells
     from tracer.core.tracing import PREVIEW_SHARE, plan_chunks, plan_previews
@@ -304,20 +307,22 @@ def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer):
     chunks, packed = plan_chunks(tiny_tracer, cells, n, T, use_prefix=True)
     rng = np.random.default_rng(0)
     priority = {id(c): float(rng.uniform(0.9, 0.99)) for c in cells}
-    peaks = {grid: next(c for c in cells if c.grid == grid and c.row == 0 and c.layer == 0)
-             for grid in ("hidden", "mlp", "attn")}  # each grid's costliest cell
-    priority.update({id(c): 1.0 for c in peaks.values()})
+    peaks = [next(c for c in cells if c.grid == grid and c.row == peak_row and c.layer == 0)
+             for grid in ("hidden", "mlp", "attn")]
+    priority.update({id(c): 1.0 for c in peaks})
     previews = plan_previews(tiny_tracer, cells, chunks, priority, n, T, True)
     chosen = [c for chunk in previews for c in chunk.cells]
 
     def work(cell):
         return schedule.cell_token_layers(schedule.Chunk(cell.start, min(cell.positions), [cell]), cell, n, T, L, packed)
 
-    total = sum(schedule.token_layers(c, n, T, L, packed) for c in chunks)
-    assert all(any(c is p for c in chosen) for p in peaks.values())
-    others = [c for c in chosen if all(c is not p for p in peaks.values())]
-    assert 0 < sum(map(work, others)) <= PREVIEW_SHARE * total
-    assert len(chosen) < len(cells)
+    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n, T, L, packed) for c in chunks)
+    assert all(any(c is p for c in chosen) for p in peaks)
+    others = [c for c in chosen if all(c is not p for p in peaks)]
+    if peak_row == 0:
+        assert sum(map(work, peaks)) > budget and not others
+        return
+    assert others and sum(map(work, chosen)) <= budget
     left = [c for c in cells if all(c is not x for x in chosen)]  # none left out was more important and fit
-    budget_left = PREVIEW_SHARE * total - sum(map(work, chosen))
-    assert not [c for c in left if priority[id(c)] > min(priority[id(x)] for x in others) and work(c) <= budget_left]
+    room = budget - sum(map(work, chosen))
+    assert not [c for c in left if priority[id(c)] > min(priority[id(x)] for x in others) and work(c) <= room]
