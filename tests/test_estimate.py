@@ -208,8 +208,9 @@ def test_importance_brings_the_estimated_peaks_neighbourhood():
     cells += [Cell("attn", 0, layer, (layer, layer + 1), (0,)) for layer in range(2)]
     probs = np.array([0.1, 0.1, 0.1, 0.5, 0.1, 0.1, 0.1, 0.3, 0.2, 0.15])
     got = importance(cells, probs, p_corrupt=0.1)
-    # mlp: the peak (layer 3) 1, layers 1..5 at least 0.9, layer 7 its own 0.2 / 0.4; attn on its own scale
-    assert np.allclose(got, [0, 0.9, 0.9, 1, 0.9, 0.9, 0, 0.5, 1, 0.9])
+    # mlp: the peak (layer 3) 1, layers 1..5 at least 0.9, layer 7 its own 0.2 / 0.4; attn on its own
+    # scale, its layer 1 (0.05 / 0.1 of the peak's effect) in the neighbourhood: 0.9 + 0.1 * 0.5
+    assert np.allclose(got, [0, 0.9, 0.9, 1, 0.9, 0.9, 0, 0.5, 1, 0.95])
     # a window of 10 layers: half of it either side (the first order misplaces a window's plateau)
     wide = [Cell("mlp", 0, layer, window_layers("mlp", layer, 10, 16), (0,)) for layer in range(16)]
     probs = np.full(16, 0.1)

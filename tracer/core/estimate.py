@@ -237,7 +237,8 @@ def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.nda
     relative to the largest of its grid, so every grid's peak comes early; the cells of a grid's
     estimated peak's row within NEIGHBOURHOOD layers of it, or half its window for mlp/attn (the
     first order misplaces the peak along a window's plateau: Eiffel's mlp peak at 'iffel' layer 2
-    was estimated at layer 5), at least NEIGHBOUR_PRIORITY. Cells without an estimate: 0."""
+    was estimated at layer 5), at least NEIGHBOUR_PRIORITY (between it and 1, in the order of their
+    own estimate). Cells without an estimate: 0."""
     effect = np.nan_to_num(np.abs(np.asarray(probs, dtype=np.float64) - p_corrupt), nan=0.0)
     out = np.zeros(len(cells))
     for grid in {c.grid for c in cells}:
@@ -248,9 +249,9 @@ def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.nda
         out[idx] = effect[idx] / top
         peak = cells[idx[int(np.argmax(effect[idx]))]]
         reach = NEIGHBOURHOOD if peak.kind == "hidden" else max(NEIGHBOURHOOD, (peak.layers[1] - peak.layers[0]) // 2)
-        for i in idx:
-            if cells[i].row == peak.row and abs(cells[i].layer - peak.layer) <= reach:
-                out[i] = max(out[i], NEIGHBOUR_PRIORITY)
+        for i in idx:  # at least NEIGHBOUR_PRIORITY, still in the order of their own estimate
+            if cells[i].row == peak.row and abs(cells[i].layer - peak.layer) <= reach and out[i] < NEIGHBOUR_PRIORITY:
+                out[i] = NEIGHBOUR_PRIORITY + (1 - NEIGHBOUR_PRIORITY) * out[i]
     return out
 
 
