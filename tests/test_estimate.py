@@ -327,3 +327,26 @@ def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer, 
     left = [c for c in cells if all(c is not x for x in chosen)]  # none left out was more important and fit
     room = budget - sum(map(work, chosen))
     assert not [c for c in left if priority[id(c)] > min(priority[id(x)] for x in others) and work(c) <= room]
+
+
+def test_progressive_text_output_summarises_the_estimates_error(tiny_model_dir, capsys):
+    """`trace --progressive` text ends its summary with the estimate's correlation per kind
+    (np.corrcoef of the JSON's estimate and exact grids) and each kind's largest error."""
+    import json
+    import re
+
+    args = ["trace", "--model", str(tiny_model_dir), "--prompt", PROMPT, "--subject", SUBJECT, "--samples", "2",
+            "--window", "3", "--progressive"]
+    assert run_cli([*args, "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert run_cli(args) == 0
+    text = capsys.readouterr().out
+    line = next(x for x in text.splitlines() if x.startswith("first-order estimate vs exact P(target)"))
+    printed = dict(re.findall(r"(hidden|mlp|attn) (-?[0-9.]+)", line))
+    for kind in ("hidden", "mlp", "attn"):
+        est = np.array(out["estimate"][kind]["prob"], dtype=np.float64).ravel()
+        ref = np.array(out["grids"][kind]["prob"], dtype=np.float64).ravel()
+        both = ~np.isnan(est) & ~np.isnan(ref)
+        assert float(printed[kind]) == pytest.approx(np.corrcoef(est[both], ref[both])[0, 1], abs=6e-4)
+        worst = int(np.argmax(np.where(both, np.abs(est - ref), -1)))
+        assert f"  {kind}: " in text and f"exact {ref[worst]:.3f}" in text

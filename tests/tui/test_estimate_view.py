@@ -104,3 +104,23 @@ async def test_ctrl_y_shows_estimate_minus_exact_once_exact():
         await pilot.pause(0.3)
         assert ts.pane.current.values == engine.result.grids["hidden"]["prob"]
     assert any(action == "toggle_estimate_error" for _, _, action in COMMANDS)
+
+
+async def test_the_log_summarises_the_estimates_error_once_exact():
+    engine = EstimatingEngine()
+    app = make_app(engine=engine)
+    async with app.run_test(size=(160, 48)) as pilot:
+        await ready(pilot)
+        ts = app.trace_screen
+        await pilot.press("ctrl+r")
+        await wait_for(pilot, lambda: ts.run is not None and ts.run.grid is not None, what="the run")
+        worst = {"row": 2, "layer": 3, "token": "iffel", "estimate": 0.074, "exact": 0.386, "error": -0.312}
+        errors = {kind: {"correlation": r, "mean_abs_error": 0.05, "max_abs_error": 0.312, "largest": [worst]}
+                  for kind, r in (("hidden", 0.961), ("mlp", None), ("attn", 0.5))}
+        engine.result = dataclasses.replace(engine.result, estimate_error=errors)
+        engine.release()
+        await wait_for(pilot, lambda: ts.finished["all"] is not None, what="the finished trace")
+        lines = ts.run_log.lines_text
+        assert any("first-order estimate vs exact P(target): correlation hidden 0.961 · mlp n/a · attn 0.500" in x
+                   for x in lines)
+        assert any("mlp: iffel layer 3: estimated 0.074, exact 0.386" in x for x in lines)

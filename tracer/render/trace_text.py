@@ -249,6 +249,24 @@ def warning_block(result) -> list[str]:
     return lines + [""]
 
 
+def estimate_error_lines(result) -> list[str]:
+    """How far a progressive trace's first-order estimate was from the exact grids
+    (TraceResult.estimate_error): the correlation per kind, then each kind's largest error and
+    where, e.g. "  mlp: 'iffel' layer 2: estimated 0.074, exact 0.386". [] without one."""
+    errors = result.estimate_error or {}
+    if not errors:
+        return []
+    r = " · ".join(f"{kind} {'n/a' if e['correlation'] is None else format(e['correlation'], '.3f')}"
+                   for kind, e in errors.items())
+    lines = [f"first-order estimate vs exact P(target): correlation {r}; largest errors:"]
+    for kind, e in errors.items():
+        if e["largest"]:
+            w = e["largest"][0]
+            where = show_token(w["token"]) if w["token"] is not None else f"row {w['row']}"
+            lines.append(f"  {kind}: {where} layer {w['layer']}: estimated {w['estimate']:.3f}, exact {w['exact']:.3f}")
+    return lines
+
+
 def to_text(result, metric: str = "recovery", *, layout: str = "tokens-down", top: int = 3,
             extra_lines: list[str] | None = None, warnings_first: bool = True) -> str:
     """The text output: header, the grids (or the layers-down table), the summary, any extra lines.
@@ -282,6 +300,8 @@ def to_text(result, metric: str = "recovery", *, layout: str = "tokens-down", to
     if note:
         parts += [note, ""]
     parts += [*summary_lines(summarize(result, top=top)), ""]
+    if result.estimate_error:
+        parts += [*estimate_error_lines(result), ""]
     if extra_lines:
         parts += [*extra_lines, ""]
     marks = "'*' marks subject tokens" if layout != "layers-down" else "'*' marks each column's peak"

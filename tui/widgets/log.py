@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from tracer.render.tokens import escape_controls
+from tracer.render.trace_text import estimate_error_lines
 from tracer.types import TraceRequest, TraceResult
 
 from rich.text import Text
@@ -64,6 +65,8 @@ class RunLog(RichLog):
             self.line(f"  noise {res.request.noise_rule.describe(res.noise_std)}")
         self.line(f"  clean top-{len(res.clean_top)}: {top(res.clean_top)}")
         self.line(f"  corrupted top-{len(res.corrupted_top)}: {top(res.corrupted_top)}")
+        for line in estimate_error_lines(res):  # a progressive trace: how good its estimate was (ctrl+y: per cell)
+            self.line(f"  {line}")
         self.line(f"  finished in {res.seconds:.2f} s", "done")
 
 
