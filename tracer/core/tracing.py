@@ -32,7 +32,7 @@ from ..inputs.prompts import subject_span, tokenize
 from ..metrics import METRIC_NAMES, cell_metrics, interval_grids
 from ..models.load import LoadedModel
 from ..types import Prediction, TraceRequest, TraceResult
-from ..work import ESTIMATE_WORK, trace_work
+from ..work import estimate_work, head_layers, trace_work
 from . import corruption, schedule
 from .estimate import (
     TermsInFlight,
@@ -74,6 +74,8 @@ class Tracer:
         self.target_tokens: int | None = None  # token-rows per forward; None: from batch_limits
         self.context_length = _context_length(lm.model)
         self.workers = Workers(default_workers() if workers is None else workers)
+        anatomy = self.patchable.anatomy  # a forward row's logits, in token-layers (tracer.work)
+        self.head_layers = head_layers(anatomy.vocab_size, anatomy.hidden_size, anatomy.block_weights())
 
     def subject_sigma(self) -> float:
         """ROME's sigma: the std of the known_1000 subjects' token embeddings (float64)."""
@@ -174,7 +176,8 @@ def predicted_work(tracer: Tracer, req: TraceRequest) -> int:
     positions = resolve_positions(req.positions, span, n)
     first = 0 if positions == "all" else min(positions)
     settings = dataclasses.replace(req, samples=samples) if samples != req.samples else req
-    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free)
+    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free,
+                      head=tracer.head_layers)
 
 
 def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix: bool):
@@ -246,7 +249,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
     chunks, packed = plan_chunks(tracer, [] if req.estimate == "only" else cells, prep.n_samples, prep.n_frame,
                                  use_prefix=pm.prefix_cache)
-    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed)
+    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed, tracer.head_layers)
     early = estimated_kinds(cells) if req.estimate != "off" and tracer.workers.n > 1 else ()
     rec = _record(tracer, prep, keep, meter.relay(emit), cancel, estimate_kinds=early)
     clean_logits, corrupt_logits = rec.clean_logits, rec.corrupt_logits
@@ -456,12 +459,14 @@ class WorkMeter:
     done: int = 0
 
     @classmethod
-    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool) -> "WorkMeter":
+    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool,
+             head: int = 0) -> "WorkMeter":
+        """The work of each phase; `head`: a row's logits in token-layers (tracer.work.head_layers)."""
         n_frame, n = prep.n_frame, prep.n_samples
         computed = n_frame - min(prep.first_corrupt, n_frame - 1)  # as _record's batches compute them
-        return cls(len(prep.clean_ids) * n_layers, n * computed * n_layers,
-                   ESTIMATE_WORK * n * n_frame * n_layers if req.estimate != "off" else 0,
-                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed) for c in chunks))
+        return cls(len(prep.clean_ids) * n_layers + head, n * (computed * n_layers + head),
+                   estimate_work(n_frame, n_layers, n, head) if req.estimate != "off" else 0,
+                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed, head) for c in chunks))
 
     @property
     def total(self) -> int:
@@ -516,8 +521,8 @@ def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel):
     # workers may only share evaluated arrays (streams are per thread); a subset's slices are lazy
     mx.eval(run.clean, run.kv_rows, run.kv, run.states, run.embeds)
     for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        yield chunk, probs, diffs, [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed)
-                                    for c in chunk.cells]
+        yield chunk, probs, diffs, [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed,
+                                                      tracer.head_layers) for c in chunk.cells]
 
 
 AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
