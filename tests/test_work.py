@@ -80,3 +80,19 @@ def test_the_predicted_work_is_the_work_the_trace_reports(tiny_tracer, options):
     run_trace(tiny_tracer, request, on_event=events.append)
     reported = next(e for e in events if isinstance(e, Started)).work_total
     assert predicted_work(tiny_tracer, request) == reported
+
+
+def test_the_meter_counts_half_of_the_forwards_in_flight_and_never_goes_back():
+    from tracer.core.tracing import WorkMeter
+
+    meter = WorkMeter(clean=10, corrupted=30, estimate=0, cells=160, done=40)
+    assert meter.shown() == 40
+    meter.fly(100)  # a worker's long forward begins: on average half done
+    assert meter.shown() == 90
+    meter.fly(-100)  # it ends; its cells are delivered kind by kind
+    meter.done += 30
+    assert meter.shown() == 90  # not back to 70 before the rest of its cells arrive
+    meter.done += 70
+    assert meter.shown() == 140
+    meter.done += 60
+    assert meter.shown() == meter.total == 200

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import numpy as np
@@ -443,7 +443,8 @@ class _Grids:
             spent = sum(work[i] for _, i in items) if work else 0
             self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total))
+                                values["logit_diff"], self.done, self.total, spent, self.meter.shown(),
+                                self.meter.total))
 
 
 @dataclass
@@ -457,6 +458,9 @@ class WorkMeter:
     estimate: int  # the first-order estimate (0 without one)
     cells: int  # every planned forward's
     done: int = 0
+    flying: int = 0  # the forwards running on the workers (begun, not ended)
+    _shown: int = 0  # the last work_done reported by shown()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool,
@@ -471,6 +475,19 @@ class WorkMeter:
     @property
     def total(self) -> int:
         return self.clean + self.corrupted + self.estimate + self.cells
+
+    def fly(self, work: int) -> None:
+        """A forward of `work` token-layers begins (on a worker; negative: it ended)."""
+        with self._lock:
+            self.flying += work
+
+    def shown(self) -> int:
+        """The work done to report: the forwards ended and half of those running (on average half
+        done: counted only when they end, a worker's long forward stalls the count and the ETA
+        jumps), never less than reported before (an adaptive round's forwards end before its cells
+        are delivered)."""
+        self._shown = min(self.total, max(self._shown, self.done + self.flying // 2))
+        return self._shown
 
     def relay(self, emit):
         """`emit` for the recording: each Recording event gets the work recorded by then."""
@@ -506,23 +523,35 @@ def _run_cells(tracer: Tracer, run: Corrupted, chunks, packed: bool, estimated, 
     (core/schedule.py), the largest estimated effects first when there is an estimate."""
     if estimated is not None:
         chunks = order_chunks(chunks, estimated.priority)
-    for chunk, probs, diffs, work in _forwards(tracer, run, chunks, packed, cancel):
+    for chunk, probs, diffs, work in _forwards(tracer, run, chunks, packed, cancel, grids.meter):
         grids.deliver(chunk.cells, probs, diffs, work)
     check_cancel(cancel)
 
 
-def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel):
+def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel, meter: WorkMeter | None = None):
     """The chunks' batched forwards on the engine's workers: (chunk, P(target) and logit difference
-    per cell and sample, each cell's token-layers) as each forward ends."""
+    per cell and sample, each cell's token-layers) as each forward ends; `meter` counts the forwards
+    in flight (WorkMeter.fly)."""
     pm = tracer.patchable
     if packed:
         pm.packed.prepare(run)
         run.kv = None  # the packed forward reads the rows only
     # workers may only share evaluated arrays (streams are per thread); a subset's slices are lazy
     mx.eval(run.clean, run.kv_rows, run.kv, run.states, run.embeds)
-    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        yield chunk, probs, diffs, [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed,
-                                                      tracer.head_layers) for c in chunk.cells]
+    def work(chunk):
+        return [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed, tracer.head_layers)
+                for c in chunk.cells]
+
+    def forward(chunk):
+        if meter is not None:
+            meter.fly(sum(work(chunk)))
+        return run_chunk_samples(pm, chunk, run)
+
+    for chunk, (probs, diffs) in tracer.workers.map(forward, chunks, cancel):
+        cells = work(chunk)
+        if meter is not None:
+            meter.fly(-sum(cells))
+        yield chunk, probs, diffs, cells
 
 
 AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
@@ -539,7 +568,7 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
     while pending:
         part = run.subset(done, stop)
         chunks, packed = plan_chunks(tracer, pending, part.n_samples, len(part.ids), use_prefix=pm.prefix_cache)
-        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, cancel):
+        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, cancel, grids.meter):
             for i, cell in enumerate(chunk.cells):
                 values[id(cell)][0].append(probs[i]), values[id(cell)][1].append(diffs[i])
                 work[id(cell)] += cell_work[i]
