@@ -52,6 +52,7 @@ def test_the_trace_events_carry_its_work_counted_cell_by_cell(tiny_tracer, estim
     cells = [e for e in events if isinstance(e, CellsDone)]
     assert sum(e.work for e in cells) == want["cells"]
     assert [e.work_done for e in cells] == sorted(e.work_done for e in cells)  # never backwards
+    assert all(len(e.prob_low) == len(e.prob_high) == len(e.cells) for e in cells)  # noise: each cell's interval
     assert cells[-1].work_done == cells[-1].work_total == total
     for e in cells:  # each event's own cells, counted alone
         one = sum(expected_cell(kind=e.kind, token=r, layer=c, T=T, L=L, window=3, samples=3, first=span[0], head=head)

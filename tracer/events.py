@@ -66,6 +66,8 @@ class CellsDone:
     work: int = 0  # token-layers these cells' forwards cost (schedule.cell_token_layers)
     work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells
     work_total: int = 0  # and in all (0: not counted); work_done / work_total is the share done
+    prob_low: list[float | None] | None = None  # noise mode: each cell's 95% interval of P (None: not known)
+    prob_high: list[float | None] | None = None
 
 
 @dataclass

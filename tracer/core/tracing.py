@@ -444,7 +444,7 @@ class _Grids:
             self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
                                 values["logit_diff"], self.done, self.total, spent, self.meter.shown(),
-                                self.meter.total))
+                                self.meter.total, values.get("prob_low"), values.get("prob_high")))
 
 
 @dataclass
