@@ -64,7 +64,8 @@ class CellsDone:
     done: int  # cells finished so far, all kinds
     total: int
     work: int = 0  # token-layers these cells' forwards cost (schedule.cell_token_layers)
-    work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells
+    work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells (half of
+    # the forwards still running on the workers: core.tracing.WorkMeter.shown)
     work_total: int = 0  # and in all (0: not counted); work_done / work_total is the share done
     prob_low: list[float | None] | None = None  # noise mode: each cell's 95% interval of P (None: not known)
     prob_high: list[float | None] | None = None

@@ -449,9 +449,10 @@ class _Grids:
 
 @dataclass
 class WorkMeter:
-    """One trace's work in token-layers (block evaluations, schedule.token_layers' unit), planned
-    before it starts and counted as it runs: the recorded runs, the estimate, the cells' forwards.
-    The events carry it (work_done, work_total) so a UI's ETA needs no model of the schedule."""
+    """One trace's work in token-layers (block evaluations and each row's logits, schedule.token_layers'
+    unit), planned before it starts and counted as it runs: the recorded runs, the estimate, the cells'
+    forwards (half of those running: shown). The events carry it (work_done, work_total) so a UI's ETA
+    needs no model of the schedule."""
 
     clean: int  # the clean run's recording
     corrupted: int  # the corrupted runs' (the positions from the first corrupted token on)
@@ -538,6 +539,7 @@ def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel, mete
         run.kv = None  # the packed forward reads the rows only
     # workers may only share evaluated arrays (streams are per thread); a subset's slices are lazy
     mx.eval(run.clean, run.kv_rows, run.kv, run.states, run.embeds)
+
     def work(chunk):
         return [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed, tracer.head_layers)
                 for c in chunk.cells]
