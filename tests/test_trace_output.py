@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from tracer.analyses.summary import summarize, thirds
+from tracer.analyses.summary import PartialTrace, sites_line, summarize, thirds
 from tracer.cli import build_parser
 from tracer.cli.common import help_with_default
 from tracer.errors import InputError
@@ -207,6 +207,20 @@ def test_the_headline_names_both_sites_and_leaves_out_trivial_and_noise_cells():
     doc = json.loads(export.to_json_text(result))
     assert doc["summary"]["headline"]["text"] == head["text"] and doc["summary"]["grids"]["hidden"]["peak"]["layer"] == 5
     assert head["text"][:90] in " ".join(line.strip() for line in text.splitlines())
+
+
+def test_a_running_trace_is_read_by_the_same_rules_over_its_cells_so_far():
+    result = make_result(n_layers=6)
+    result.grids["hidden"]["prob"][4][5], result.grids["hidden"]["recovery"][4][5] = 0.6, 100.0  # trivial
+    whole = PartialTrace(result.tokens, result.subject_range, "all", 0.1, result.grids)
+    assert sites_line(whole, ("hidden", "mlp"), "recovery", so_far=True) == sites_line(
+        result, ("hidden", "mlp"), "recovery").replace(" site:", " site so far:")
+    # so far only the last token's row: no subject site yet; the trivial cell is still no headline
+    part = {k: {m: [row if t == 4 else [None] * 6 for t, row in enumerate(g)] for m, g in grid.items()}
+            for k, grid in result.grids.items()}
+    line = sites_line(PartialTrace(result.tokens, (1, 3), "all", 0.1, part), ("hidden",), "recovery", so_far=True)
+    assert line.startswith("subject site so far: none yet · late site so far: hidden layer 3 at ␣in (18.0)")
+    assert "1 trivial" in line
 
 
 def test_substitution_has_no_noise_exclusion_and_positions_rows_are_sites():

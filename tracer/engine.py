@@ -31,6 +31,7 @@ class ModelInfo:
     blas: str
     blas_fast: bool
     device: str
+    head_layers: int = 0  # a forward row's logits in token-layers (tracer.work.head_layers): the app's predictions
 
 
 class Engine:
@@ -140,6 +141,7 @@ class Engine:
             blas=blas.describe(),
             blas_fast=blas.fast,
             device=str(mx.default_device()),
+            head_layers=self._tracer.head_layers,
         )
 
     def _loaded(self):
@@ -198,7 +200,7 @@ class Engine:
             request = result.request
             work = counted["work"] or trace_work(len(result.tokens), result_layers(result), settings=request,
                                                  positions=request.positions, first=_first_position(result),
-                                                 free_before=result.subject_range[0])
+                                                 free_before=result.subject_range[0], head=self._tracer.head_layers)
             self.cost_per_token_layer = _cost(result.seconds, work, counted["first"])  # the app's time estimates
             on_event(Finished(result, result.seconds))
         return result

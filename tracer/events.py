@@ -64,13 +64,16 @@ class CellsDone:
     done: int  # cells finished so far, all kinds
     total: int
     work: int = 0  # token-layers these cells' forwards cost (schedule.cell_token_layers)
-    work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells
+    work_done: int = 0  # token-layers of the whole trace done by now: recording, estimate, cells (half of
+    # the forwards still running on the workers: core.tracing.WorkMeter.shown)
     work_total: int = 0  # and in all (0: not counted); work_done / work_total is the share done
     # exact values of a progressive trace's first cells, computed ahead in small forwards: the same
     # cells arrive again later (counted in `done` then) from the trace's own forwards, equal up to
     # float rounding (the result holds those)
     preview: bool = False
     samples: list[int] | None = None  # adaptive samples: each cell's noise samples (None: the request's)
+    prob_low: list[float | None] | None = None  # noise mode: each cell's 95% interval of P (None: not known)
+    prob_high: list[float | None] | None = None
 
 
 @dataclass

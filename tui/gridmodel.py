@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from tracer.analyses.summary import find_site, headline, headline_cells
+from tracer.analyses.summary import PartialTrace, sites_line
 from tracer.events import CellsDone, Started
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.render.terminal_plot import finite, format_value, format_with_unit, peak, row_label, value_range
@@ -156,6 +156,11 @@ class GridData:
             counts = self.cell_samples.setdefault(event.kind, [[None] * self.n_layers for _ in range(self.n_rows)])
             for (r, c), n in zip(event.cells, event.samples):
                 counts[r][c] = n
+        if event.prob_low is not None and event.prob_high is not None:  # noise mode: the cells' intervals
+            low, high = self.intervals.setdefault(event.kind, tuple([[None] * self.n_layers for _ in range(self.n_rows)]
+                                                                    for _ in range(2)))
+            for (r, c), lo, hi in zip(event.cells, event.prob_low, event.prob_high):
+                low[r][c], high[r][c] = lo, hi
         self.estimated.get(event.kind, set()).difference_update(event.cells)
         self.done, self.total = event.done, event.total
 
@@ -172,6 +177,19 @@ class GridData:
             if table["prob"][r][c] is None:  # not exact yet
                 table["prob"][r][c], table["recovery"][r][c] = p, rec
                 self.estimated.setdefault(event.kind, set()).add((r, c))
+
+    def partial(self, kinds) -> PartialTrace:
+        """The exact cells of `kinds` so far (not those showing the estimate), with their intervals,
+        as the headline rules read them (tracer.analyses.summary.PartialTrace)."""
+        grids = {}
+        for kind in kinds:
+            shown = self.estimated.get(kind, set())
+            grids[kind] = {m: [[None if (r, c) in shown else v for c, v in enumerate(row)] for r, row in enumerate(g)]
+                           for m, g in self.values[kind].items()}
+            if kind in self.intervals:
+                grids[kind]["prob_low"], grids[kind]["prob_high"] = self.intervals[kind]
+        positions = list(self.positions) if self.mode == "positions" else "all"
+        return PartialTrace(self.tokens, self.subject_range, positions, self.corrupted_prob, grids)
 
     @property
     def n_estimated(self) -> int:
@@ -312,14 +330,27 @@ def sites_sentence(result, kinds, metric: str) -> str:
     recovery is not available)."""
     if metric == "recovery" and not result.recovery_available:
         metric = "prob"
-    grids = {k: {"subject_site": find_site(result, k, metric, "subject"), "late_site": find_site(result, k, metric, "late"),
-                 "left_out": headline_cells(result, k)[1]} for k in kinds if k in result.grids}
-    return headline(result, grids, metric)["text"] if grids else ""
+    return sites_line(result, kinds, metric)
+
+
+def running_sites_sentence(grid: GridData, kinds, metric: str) -> str:
+    """A running trace's headline by the same rules, over its exact cells so far, e.g. "subject site so
+    far: mlp layer 3 at ␣Tower (64.2%) · late site so far: none yet" (probability while no cell has a
+    recovery: not available); "" before the first exact cell."""
+    partial = grid.partial([k for k in kinds if k in grid.values])
+    cells = [v for g in partial.grids.values() for row in g["prob"] for v in row]
+    if not any(v is not None for v in cells):
+        return ""
+    if metric == "recovery" and not any(v is not None for g in partial.grids.values() for row in g["recovery"]
+                                        for v in row):
+        metric = "prob"
+    return sites_line(partial, kinds, metric, so_far=True)
 
 
 def peak_sentence(view: GridView) -> str:
-    """The headline of a finished trace (sites_sentence), else the running grid's peak so far, e.g.
-    "peak so far: mlp layer 3 at ' Tower', 64% recovery"."""
+    """The headline of the view (sites_sentence, running_sites_sentence), else the grid's plain peak
+    (a logit-difference or estimate-error view, or no exact cell yet), e.g. "peak so far: mlp layer
+    3 at ' Tower', 64% recovery"."""
     if view.headline:
         return view.headline
     best = peak(view.values)

@@ -85,7 +85,8 @@ class FakeEngine:
             for r in range(rows):
                 n += N_LAYERS
                 emit(CellsDone(kind, [(r, c) for c in range(N_LAYERS)], g["prob"][r], g["recovery"][r],
-                               g["logit_diff"][r], n, total))
+                               g["logit_diff"][r], n, total, prob_low=g["prob_low"][r] if self.intervals else None,
+                               prob_high=g["prob_high"][r] if self.intervals else None))
         warnings = [TraceWarning("small-total-effect", "small total effect (fake)"),
                     TraceWarning("weak-target", "the target is a stop word (fake)")] if self.warnings else []
         top = [Prediction(1, " Paris", 0.8), Prediction(2, " London", 0.05), Prediction(3, " Rome", 0.03)]

@@ -37,12 +37,13 @@ async def test_the_sweep_screen_opens_idle_and_asks_before_a_sweep(engine, tmp_p
         facts = load_facts("known_1000")
         assert plan.n_facts == plan.n_left == len(facts) == 1209
         assert plan.results == str((tmp_path / "out" / "results.jsonl").resolve())
-        n_layers = app.model_info.n_layers
+        n_layers, head = app.model_info.n_layers, app.model_info.head_layers  # a row's logits, in token-layers
+        assert head > 0
         work = 0
         for f in facts:
             tokens, span = engine.tokenize(f.prompt, f.subject)
-            work += len(tokens) * n_layers + trace_work(len(tokens), n_layers, settings=screen.config,
-                                                        free_before=span[0])
+            work += len(tokens) * n_layers + head + trace_work(len(tokens), n_layers, settings=screen.config,
+                                                               free_before=span[0], head=head)
         assert abs(plan.seconds - work * cost) <= 1e-9 * plan.seconds
         text = "\n".join(plan.lines())
         assert "Sweep 1209 facts of known_1000" in text and "estimated time: up to" in text

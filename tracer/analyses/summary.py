@@ -23,13 +23,15 @@ Conventions, the same for every grid:
   nothing: a *trivial* cell (hidden, the last token, the last `trivial_layers(L)` layers: restoring
   the final state restores the output by construction) or a cell *within noise* (noise mode: the
   95% interval of P(target) holds p_corrupted). The summary's `headline` names the largest subject
-  site and late site over the kinds; `peak` stays the plain maximum of the grid.
+  site and late site over the kinds; `peak` stays the plain maximum of the grid. A running trace
+  (the app's live grid, as a PartialTrace of the cells done so far) is read by the same rules.
 """
 
 from __future__ import annotations
 
 import math
 import textwrap
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,6 +45,36 @@ PROFILE = "peak-row"
 def _float(x) -> float | None:
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+@dataclass
+class PartialTrace:
+    """A running trace's cells so far, as plain lists: what the headline rules (find_site,
+    headline_cells) read of a TraceResult, for a trace that has none yet (the app's live grid).
+    The fields mean what TraceResult's do."""
+
+    tokens: list[str]
+    subject_range: tuple[int, int]
+    positions: object  # "all", or the restored positions (one grid row)
+    corrupted_prob: float
+    grids: dict  # kind -> {metric: rows x layers, None where no value yet}; "prob_low"/"prob_high" with noise
+
+    def grid(self, kind: str, metric: str = "prob") -> np.ndarray:
+        """One grid as a float64 array [rows, layers], NaN where no value yet."""
+        rows = self.grids[kind][metric]
+        return np.array([[np.nan if v is None else v for v in row] for row in rows],
+                        dtype=np.float64).reshape(len(rows), -1)
+
+
+def sites_line(result, kinds, metric: str, *, so_far: bool = False) -> str:
+    """The headline (headline_text) over `kinds`, in `metric`: of a TraceResult, or with `so_far` of a
+    running trace's PartialTrace ("subject site so far: ..."). "" when none of the kinds is traced."""
+    grids = {k: {"subject_site": find_site(result, k, metric, "subject"),
+                 "late_site": find_site(result, k, metric, "late"),
+                 "left_out": headline_cells(result, k)[1]} for k in kinds if k in result.grids}
+    if not grids:
+        return ""
+    return headline(result, grids, metric, so_far=so_far)["text"]
 
 
 def summary_metric(result) -> tuple[str, str]:
@@ -159,31 +191,35 @@ def find_site(result, kind: str, metric: str, site: str) -> dict | None:
             "value": _float(values[row, layer]), "prob": _float(result.grid(kind, "prob")[row, layer])}
 
 
-def headline(result, grids: dict, metric: str) -> dict:
+def headline(result, grids: dict, metric: str, *, so_far: bool = False) -> dict:
     """The largest subject site and late site over the kinds ({..peak.., "kind"} or None each), the
-    cells left out over all kinds, and the line the CLI and the app print."""
+    cells left out over all kinds, and the line the CLI and the app print (`so_far`: a running
+    trace's, headline_text)."""
     out = {}
     for site in ("subject_site", "late_site"):
         found = [dict(g[site], kind=kind) for kind, g in grids.items() if g.get(site)]
         out[site] = max(found, key=lambda p: p["value"]) if found else None
     out["left_out"] = {k: sum(g["left_out"][k] for g in grids.values()) for k in ("trivial", "within_noise")}
-    out["text"] = headline_text(out, metric, n_layers=len(result.grid(next(iter(result.grids)))[0]))
+    n_layers = len(result.grid(next(iter(result.grids)))[0])
+    out["text"] = headline_text(out, metric, n_layers=n_layers, so_far=so_far)
     return out
 
 
-def site_text(peak: dict | None, metric: str) -> str:
-    """"mlp layer 5 at ' Tower' (64.2%)" or "none above the noise"."""
+def site_text(peak: dict | None, metric: str, *, so_far: bool = False) -> str:
+    """"mlp layer 5 at ' Tower' (64.2%)" or "none above the noise" ("none yet" `so_far`)."""
     if peak is None:
-        return "none above the noise"
+        return "none yet" if so_far else "none above the noise"
     where = show_token(peak["text"])[:20] if peak["token"] is not None else f"tokens {'+'.join(map(str, peak['tokens']))}"
     kind = f"{peak['kind']} " if "kind" in peak else ""
     return f"{kind}layer {peak['layer']} at {where} ({_value(peak['value'], metric)})"
 
 
-def headline_text(head: dict, metric: str, *, n_layers: int) -> str:
+def headline_text(head: dict, metric: str, *, n_layers: int, so_far: bool = False) -> str:
     """"subject site: mlp layer 5 at ' Tower' (64.2%) · late site: hidden layer 20 at ' of' (81.0%)"
-    and what was left out."""
-    text = f"subject site: {site_text(head['subject_site'], metric)} · late site: {site_text(head['late_site'], metric)}"
+    and what was left out; `so_far`: a running trace's ("subject site so far: ...")."""
+    when = " so far" if so_far else ""
+    text = " · ".join(f"{name} site{when}: {site_text(head[key], metric, so_far=so_far)}"
+                      for name, key in (("subject", "subject_site"), ("late", "late_site")))
     left = head["left_out"]
     notes = []
     if left["trivial"]:

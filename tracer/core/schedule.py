@@ -145,24 +145,25 @@ def _chunk(start: int, cells: list[Cell], use_prefix: bool) -> Chunk:
     return Chunk(start, min(min(c.positions) for c in cells) if use_prefix else 0, cells)
 
 
-def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, packed: bool = False) -> int:
+def token_layers(chunk: Chunk, n_samples: int, n_tokens: int, n_layers: int, packed: bool = False,
+                 head: int = 0) -> int:
     """Block evaluations (token x layer) a chunk costs: the work measure of a schedule.
     Packed: each cell's rows from its own first position, and the last layer at the
-    last position only."""
-    return sum(cell_token_layers(chunk, cell, n_samples, n_tokens, n_layers, packed) for cell in chunk.cells)
+    last position only. Each row's logits cost `head` more (tracer.work.head_layers)."""
+    return sum(cell_token_layers(chunk, cell, n_samples, n_tokens, n_layers, packed, head) for cell in chunk.cells)
 
 
 def cell_token_layers(chunk: Chunk, cell: Cell, n_samples: int, n_tokens: int, n_layers: int,
-                      packed: bool = False) -> int:
+                      packed: bool = False, head: int = 0) -> int:
     """One cell's share of its chunk's token_layers (its n_samples rows): from the chunk's start
     layer, over the chunk's positions (dense) or the cell's own (packed, the last layer at the last
-    position only)."""
+    position only), and each row's logits (`head`)."""
     layers = max(0, n_layers - chunk.start)
     if not packed:
-        return n_samples * (n_tokens - chunk.tmin) * layers
+        return n_samples * ((n_tokens - chunk.tmin) * layers + head)
     if layers == 0:
-        return 0
-    return n_samples * ((n_tokens - min(cell.positions)) * (layers - 1) + 1)
+        return n_samples * head
+    return n_samples * ((n_tokens - min(cell.positions)) * (layers - 1) + 1 + head)
 
 
 def run_chunk_samples(pm: PatchableModel, chunk: Chunk, run: Corrupted) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ import threading
 import time
 from collections import defaultdict
 from concurrent.futures import wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import mlx.core as mx
 import numpy as np
@@ -32,7 +32,7 @@ from ..inputs.prompts import subject_span, tokenize
 from ..metrics import METRIC_NAMES, cell_metrics, interval_grids
 from ..models.load import LoadedModel
 from ..types import Prediction, TraceRequest, TraceResult
-from ..work import ESTIMATE_WORK, trace_work
+from ..work import estimate_work, head_layers, trace_work
 from . import corruption, schedule
 from .estimate import (
     TermsInFlight,
@@ -76,6 +76,8 @@ class Tracer:
         self.target_tokens: int | None = None  # token-rows per forward; None: from batch_limits
         self.context_length = _context_length(lm.model)
         self.workers = Workers(default_workers() if workers is None else workers)
+        anatomy = self.patchable.anatomy  # a forward row's logits, in token-layers (tracer.work)
+        self.head_layers = head_layers(anatomy.vocab_size, anatomy.hidden_size, anatomy.block_weights())
 
     def subject_sigma(self) -> float:
         """ROME's sigma: the std of the known_1000 subjects' token embeddings (float64)."""
@@ -176,7 +178,8 @@ def predicted_work(tracer: Tracer, req: TraceRequest) -> int:
     positions = resolve_positions(req.positions, span, n)
     first = 0 if positions == "all" else min(positions)
     settings = dataclasses.replace(req, samples=samples) if samples != req.samples else req
-    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free)
+    return trace_work(n, tracer.n_layers, settings=settings, positions=positions, first=first, free_before=free,
+                      head=tracer.head_layers)
 
 
 def plan_chunks(tracer: Tracer, cells, n_samples: int, n_tokens: int, use_prefix: bool):
@@ -207,11 +210,12 @@ def plan_previews(tracer: Tracer, cells, chunks, priority: dict, n_samples: int,
     BLAS and GPUs), and the grids must equal today's bit for bit."""
     packed = use_prefix and tracer.patchable.packed is not None
     L = tracer.n_layers
-    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n_samples, n_tokens, L, packed) for c in chunks)
+    head = tracer.head_layers
+    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n_samples, n_tokens, L, packed, head) for c in chunks)
     chosen, spent, peaks = [], 0, set()
     for cell in split_first(cells, priority)[0]:
         work = schedule.cell_token_layers(Chunk(cell.start, min(cell.positions), [cell]), cell, n_samples,
-                                          n_tokens, L, packed)
+                                          n_tokens, L, packed, head)
         if cell.grid not in peaks or spent + work <= budget:  # a grid's first: its estimated peak
             chosen.append(cell)
             spent, peaks = spent + work, peaks | {cell.grid}
@@ -220,7 +224,7 @@ def plan_previews(tracer: Tracer, cells, chunks, priority: dict, n_samples: int,
                            target_tokens=min(PREVIEW_TOKENS, tracer.target_tokens or target),
                            use_prefix=use_prefix, packed=packed)
     return sorted(previews, key=lambda c: (-max(priority[id(cell)] for cell in c.cells),
-                                           schedule.token_layers(c, n_samples, n_tokens, L, packed)))
+                                           schedule.token_layers(c, n_samples, n_tokens, L, packed, head)))
 
 
 def corrupted_kinds(sever) -> tuple[str, ...]:
@@ -288,7 +292,7 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     cells, unaffected = _cells(req, prep, positions, tracer.n_layers)
     chunks, packed = plan_chunks(tracer, [] if req.estimate == "only" else cells, prep.n_samples, prep.n_frame,
                                  use_prefix=pm.prefix_cache)
-    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed)
+    meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed, tracer.head_layers)
     early = estimated_kinds(cells) if req.estimate != "off" and tracer.workers.n > 1 else ()
     rec = _record(tracer, prep, keep, meter.relay(emit), cancel, estimate_kinds=early)
     clean_logits, corrupt_logits = rec.clean_logits, rec.corrupt_logits
@@ -484,33 +488,53 @@ class _Grids:
             spent = sum(work[i] for _, i in items) if work else 0
             self.meter.done += spent
             self.emit(CellsDone(kind, [(c.row, c.layer) for c, _ in items], values["prob"], values["recovery"],
-                                values["logit_diff"], self.done, self.total, spent, self.meter.done, self.meter.total,
+                                values["logit_diff"], self.done, self.total, spent, self.meter.shown(),
+                                self.meter.total, prob_low=values.get("prob_low"), prob_high=values.get("prob_high"),
                                 preview=preview, samples=values.get("samples")))
 
 
 @dataclass
 class WorkMeter:
-    """One trace's work in token-layers (block evaluations, schedule.token_layers' unit), planned
-    before it starts and counted as it runs: the recorded runs, the estimate, the cells' forwards.
-    The events carry it (work_done, work_total) so a UI's ETA needs no model of the schedule."""
+    """One trace's work in token-layers (block evaluations and each row's logits, schedule.token_layers'
+    unit), planned before it starts and counted as it runs: the recorded runs, the estimate, the cells'
+    forwards (half of those running: shown). The events carry it (work_done, work_total) so a UI's ETA
+    needs no model of the schedule."""
 
     clean: int  # the clean run's recording
     corrupted: int  # the corrupted runs' (the positions from the first corrupted token on)
     estimate: int  # the first-order estimate (0 without one)
     cells: int  # every planned forward's
     done: int = 0
+    flying: int = 0  # the forwards running on the workers (begun, not ended)
+    _shown: int = 0  # the last work_done reported by shown()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool) -> "WorkMeter":
+    def plan(cls, prep: PreparedRun, req: TraceRequest, n_layers: int, chunks, packed: bool,
+             head: int = 0) -> "WorkMeter":
+        """The work of each phase; `head`: a row's logits in token-layers (tracer.work.head_layers)."""
         n_frame, n = prep.n_frame, prep.n_samples
         computed = n_frame - min(prep.first_corrupt, n_frame - 1)  # as _record's batches compute them
-        return cls(len(prep.clean_ids) * n_layers, n * computed * n_layers,
-                   ESTIMATE_WORK * n * n_frame * n_layers if req.estimate != "off" else 0,
-                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed) for c in chunks))
+        return cls(len(prep.clean_ids) * n_layers + head, n * (computed * n_layers + head),
+                   estimate_work(n_frame, n_layers, n, head) if req.estimate != "off" else 0,
+                   sum(schedule.token_layers(c, n, n_frame, n_layers, packed, head) for c in chunks))
 
     @property
     def total(self) -> int:
         return self.clean + self.corrupted + self.estimate + self.cells
+
+    def fly(self, work: int) -> None:
+        """A forward of `work` token-layers begins (on a worker; negative: it ended)."""
+        with self._lock:
+            self.flying += work
+
+    def shown(self) -> int:
+        """The work done to report: the forwards ended and half of those running (on average half
+        done: counted only when they end, a worker's long forward stalls the count and the ETA
+        jumps), never less than reported before (an adaptive round's forwards end before its cells
+        are delivered)."""
+        self._shown = min(self.total, max(self._shown, self.done + self.flying // 2))
+        return self._shown
 
     def relay(self, emit):
         """`emit` for the recording: each Recording event gets the work recorded by then."""
@@ -552,7 +576,8 @@ def _run_cells(tracer: Tracer, run: Corrupted, cells, chunks, packed: bool, esti
                                  tracer.patchable.prefix_cache)
         chunks = order_chunks(chunks, estimated.priority)
     ahead = set(map(id, previews))  # not in the work meter: the work predicted before the estimate (trace_work)
-    for chunk, probs, diffs, work in _forwards(tracer, run, previews + chunks, packed, cancel):
+    for chunk, probs, diffs, work in _forwards(tracer, run, previews + chunks, packed, cancel, grids.meter,
+                                               uncounted=ahead):
         if id(chunk) in ahead:
             grids.deliver(chunk.cells, probs, diffs, preview=True)
         else:
@@ -560,18 +585,32 @@ def _run_cells(tracer: Tracer, run: Corrupted, cells, chunks, packed: bool, esti
     check_cancel(cancel)
 
 
-def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel):
+def _forwards(tracer: Tracer, run: Corrupted, chunks, packed: bool, cancel, meter: WorkMeter | None = None, *,
+              uncounted=frozenset()):
     """The chunks' batched forwards on the engine's workers: (chunk, P(target) and logit difference
-    per cell and sample, each cell's token-layers) as each forward ends."""
+    per cell and sample, each cell's token-layers) as each forward ends; `meter` counts the forwards
+    in flight (WorkMeter.fly) but those whose id is in `uncounted` (a progressive trace's previews)."""
     pm = tracer.patchable
     if packed:
         pm.packed.prepare(run)
         run.kv = None  # the packed forward reads the rows only
     # workers may only share evaluated arrays (streams are per thread); a subset's slices are lazy
     mx.eval(run.clean, run.kv_rows, run.kv, run.states, run.embeds)
-    for chunk, (probs, diffs) in tracer.workers.map(lambda c: run_chunk_samples(pm, c, run), chunks, cancel):
-        yield chunk, probs, diffs, [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed)
-                                    for c in chunk.cells]
+
+    def work(chunk):
+        return [cell_token_layers(chunk, c, run.n_samples, len(run.ids), tracer.n_layers, packed, tracer.head_layers)
+                for c in chunk.cells]
+
+    def forward(chunk):
+        if meter is not None and id(chunk) not in uncounted:
+            meter.fly(sum(work(chunk)))
+        return run_chunk_samples(pm, chunk, run)
+
+    for chunk, (probs, diffs) in tracer.workers.map(forward, chunks, cancel):
+        cells = work(chunk)
+        if meter is not None and id(chunk) not in uncounted:
+            meter.fly(-sum(cells))
+        yield chunk, probs, diffs, cells
 
 
 AUTO_FIRST_SAMPLES = 3  # adaptive samples: every cell's first round (the fewest that give a t interval worth reading)
@@ -598,7 +637,7 @@ def _run_cells_adaptive(tracer: Tracer, run: Corrupted, todo, grids: _Grids, can
         part = run.subset(done, stop)
         chunks, packed = plan_chunks(tracer, pending, part.n_samples, len(part.ids), use_prefix=pm.prefix_cache)
         halt = cancel if not done or settle is None else _Either(cancel, settle)  # workers.map: no new forward
-        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, halt):
+        for chunk, probs, diffs, cell_work in _forwards(tracer, part, chunks, packed, halt, grids.meter):
             got.add(chunk.cells, probs, diffs, cell_work)
         check_cancel(cancel)
         pending = _deliver_narrow(grids, got, pending, target, run.n_samples)

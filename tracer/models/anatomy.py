@@ -66,6 +66,22 @@ class Anatomy:
     def embed_weight_dtype(self):
         return unwrap(self.embed.get()).weight.dtype
 
+    @property
+    def vocab_size(self) -> int:
+        """The embedding's rows (the LM head's, tied or not, in every architecture found)."""
+        return unwrap(self.embed.get()).weight.shape[0]
+
+    def block_weights(self) -> int:
+        """The weights of block 0's matrices (attention's projections and the MLP; a quantized m x n
+        matrix counts m * n): what one token through one block multiplies by (tracer.work's unit)."""
+        total = 0
+        for _, module in unwrap(self.layers[0]).named_modules():
+            if isinstance(module, nn.QuantizedLinear):
+                total += module.weight.shape[0] * module.weight.shape[1] * 32 // module.bits
+            elif isinstance(module, nn.Linear):
+                total += module.weight.size
+        return total
+
 
 def unwrap(module):
     """The module a chain of wrappers (each holding it as `.inner`) stands for."""

@@ -441,15 +441,15 @@ class SweepScreen(Screen):
         info = getattr(self.app, "model_info", None)
         if info is None:
             return {}
-        work = {}
+        work, head = {}, getattr(info, "head_layers", 0)  # a forward row's logits (tracer.work.head_layers)
         for fact in facts:
             try:
                 tokens, span = self.engine.tokenize(fact.prompt, fact.subject)
             except TracerError:
                 continue  # a fact the sweep will skip as bad input
             n = len(tokens)
-            work[fact.known_id] = n * info.n_layers + trace_work(n, info.n_layers, settings=self.config,
-                                                                 free_before=span[0] if span else 0)
+            work[fact.known_id] = n * info.n_layers + head + trace_work(n, info.n_layers, settings=self.config,
+                                                                        free_before=span[0] if span else 0, head=head)
         return work
 
     def estimate(self, facts: list) -> float | None:

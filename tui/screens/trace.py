@@ -27,7 +27,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, TabbedContent, TabPane
 
 from .. import exporting
-from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence, sites_sentence
+from ..gridmodel import METRICS, MODES, GridData, cell_readout, peak_sentence, running_sites_sentence, sites_sentence
 from ..messages import CellInspected, CellsArrived, RunEnded, RunEvent
 from ..runstate import RunState
 from ..widgets.facts import TraceFacts, WarningBadge
@@ -435,6 +435,9 @@ class TraceScreen(Screen):
             if stale:
                 view.title = f"STALE: {stale}; ctrl+r traces it · {view.title}"
                 view.headline = f"stale ({stale}): this grid is {done[1].request.prompt[:40]!r} · {view.headline}"
+        elif view is not None and not grid.final:  # a running grid: its sites so far, by the same rules
+            view.headline = running_sites_sentence(grid, grid.kinds if grid.mode == "positions" else (view.kind,),
+                                                   view.metric) or None
         self.pane.set_class(view is not None and view.title.startswith("STALE"), "-stale")
         hint = None
         if view is None and run is not None and run.active and run.mode == self.view_mode:
