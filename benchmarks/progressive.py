@@ -17,8 +17,9 @@ progressive trace.
 the estimated and exact P(target) per kind (None for a random-init model: timings only).
 
 --app measures the same in the app itself (Textual's Pilot, headless, 120x40): from ctrl+r to the
-grid holding the estimate, and to each kind's final peak cell being exact (the grid's model polled
-on the UI thread every 10 ms: what the next frame draws), after a one-sample warm-up run.
+grid holding the estimate (and to the engine sending it: `estimate_sent_s`), and to each kind's final
+peak cell being exact (the grid's model polled on the UI thread every 10 ms: what the next frame
+draws), after a one-sample warm-up run.
 
 --model-shape gpt2-xl / llama-1b / ... builds a random-init model of that shape in memory (shapes.py).
 --quick restricts the cells to positions subject-last and 3 samples (the whole grid of a 1.5B model
@@ -138,7 +139,17 @@ async def in_app() -> dict:
         await pilot.press("ctrl+r")
         await until(ended, 0.05)
         app.query_one("#samples").value = "10"
-        before = screen.run
+        before, emitted = screen.run, {}
+        engine_trace = screen.engine.trace
+
+        def trace(request, on_event=None, *args, **kwargs):  # when the engine sends the estimate
+            def relay(event):
+                if isinstance(event, Estimate):
+                    emitted.setdefault("estimate", time.perf_counter() - started)
+                on_event(event)
+            return engine_trace(request, relay, *args, **kwargs)
+
+        screen.engine.trace = trace
         started, arrived, seen = time.perf_counter(), {}, None
         app.post_message(events.Key("ctrl+r", None))  # as the terminal would (pilot.press waits for idle)
         await until(lambda: screen.run is not before, 0.001)
@@ -163,6 +174,7 @@ async def in_app() -> dict:
         row, layer = np.unravel_index(int(np.nanargmax(grid)), grid.shape)
         peaks[kind] = round(arrived.get((kind, int(row), int(layer)), total), 3)
     return {"case": "eiffel (app)", "estimate_on_screen_s": None if seen is None else round(seen, 3),
+            "estimate_sent_s": round(emitted["estimate"], 3) if emitted else None,
             "exact_peak_s": max(peaks.values()), "exact_peak_s_by_kind": peaks, "total_s": round(total, 3)}
 
 

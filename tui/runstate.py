@@ -5,6 +5,7 @@ for the UI and never touch a widget; `post` is the screen's thread-safe post_mes
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
@@ -15,6 +16,8 @@ from tracer.types import TraceRequest
 
 from .gridmodel import GridData, Progress
 from .messages import CellsArrived, RunEnded, RunEvent
+
+RECORDING_POST_EVERY = 0.1  # seconds between the Recording events posted to the UI (each phase's ends always)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class RunState:
     grid: GridData | None = None
     ended: bool = False
     post: Callable = field(default=lambda message: None, repr=False)
+    _recording_posted: float = 0.0  # time.monotonic() of the last Recording posted (engine thread)
 
     @property
     def active(self) -> bool:
@@ -47,7 +51,14 @@ class RunState:
         if isinstance(event, CellsDone):
             self.cells.append(event)
             self.post(CellsArrived(self.id))
-        elif isinstance(event, (Started, Recording, Estimate, Log)):
+        elif isinstance(event, Recording):
+            # one a layer is 60 messages in the first second, when the engine needs the CPU: a few
+            # a second say as much (each carries the work done by then), each phase's ends always
+            now = time.monotonic()
+            if now - self._recording_posted >= RECORDING_POST_EVERY or event.layer in (0, event.n_layers):
+                self._recording_posted = now
+                self.post(RunEvent(self.id, event))
+        elif isinstance(event, (Started, Estimate, Log)):
             self.post(RunEvent(self.id, event))
 
     def on_done(self, future) -> None:  # engine thread (or the UI's, if it was done already)

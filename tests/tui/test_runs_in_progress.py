@@ -97,3 +97,23 @@ def test_quit_during_a_run_exits_promptly_with_code_0(tiny_model_dir):
     code, seconds = bench.measure(str(tiny_model_dir), samples=3000)
     assert code == 0
     assert seconds < 10  # 1 s on an idle machine (the benchmark); generous here, the suite runs loaded
+
+
+def test_recording_progress_reaches_the_ui_a_few_times_a_second_and_at_each_phases_ends():
+    """A layer's Recording each is 60 messages in a trace's first second, when the engine needs the
+    CPU most: RunState posts a few (each carries the work done by then) and every phase's first and
+    last, so the status line still says where the recording is."""
+    from tracer.events import Recording
+    from tracer.types import TraceRequest
+
+    from tui.messages import RunEvent
+    from tui.runstate import RunState
+
+    posted = []
+    run = RunState(1, TraceRequest("The Eiffel Tower is in", "Eiffel Tower"), "all", post=posted.append)
+    for phase in ("clean", "corrupted"):
+        for layer in range(31):
+            run.on_event(Recording(phase, layer, 30, work_done=layer))
+    said = [(m.event.phase, m.event.layer) for m in posted if isinstance(m, RunEvent)]
+    assert {("clean", 0), ("clean", 30), ("corrupted", 0), ("corrupted", 30)} <= set(said)
+    assert len(said) < 10  # all 62 came within a few milliseconds
