@@ -351,3 +351,37 @@ def test_progressive_text_output_summarises_the_estimates_error(tiny_model_dir, 
         assert float(printed[kind]) == pytest.approx(np.corrcoef(est[both], ref[both])[0, 1], abs=6e-4)
         worst = int(np.argmax(np.where(both, np.abs(est - ref), -1)))
         assert f"  {kind}: " in text and f"exact {ref[worst]:.3f}" in text
+
+
+def test_a_trace_that_fails_before_its_estimate_waits_for_it(tiny_model_dir, monkeypatch):
+    """An error after the recording (here the caller's own event handler) ends the trace only once the
+    estimate's batches, started before the corrupted run, are done: no worker still reads its arrays."""
+    import time
+
+    from tracer.core import estimate as est
+    from tracer.core import tracing
+    from tracer.core.tracing import Tracer
+    from tracer.models.load import load_model
+
+    slow, started = est._terms_batch, []
+
+    def slow_batch(*args):
+        time.sleep(0.3)
+        return slow(*args)
+
+    def spy(*args, **kwargs):
+        started.append(est.start_terms(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(est, "_terms_batch", slow_batch)
+    monkeypatch.setattr(tracing, "start_terms", spy)
+    two = Tracer(load_model(str(tiny_model_dir)), workers=2)
+
+    def on_event(event):
+        if isinstance(event, Started):
+            raise RuntimeError("the caller's handler failed")
+
+    with pytest.raises(RuntimeError, match="handler failed"):
+        run_trace(two, TraceRequest(PROMPT, SUBJECT, samples=4, window=3, estimate="progressive"), on_event=on_event)
+    assert started and all(f.done() for f in started[0].futures)
+    two.workers.close()

@@ -295,21 +295,24 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
     meter = WorkMeter.plan(prep, req, tracer.n_layers, chunks, packed, tracer.head_layers)
     early = estimated_kinds(cells) if req.estimate != "off" and tracer.workers.n > 1 else ()
     rec = _record(tracer, prep, keep, meter.relay(emit), cancel, estimate_kinds=early)
-    clean_logits, corrupt_logits = rec.clean_logits, rec.corrupt_logits
-    base = _baseline(tracer.tokenizer, prep, clean_logits, corrupt_logits)
-    warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
-    grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit, meter)
-    emit(Started(prep.clean.texts, prep.subject, base.p_clean, base.p_corrupt, grids.shape, req.grid_names,
-                 base.target_text, grids.total, meter.total))
-    for w in warnings:
-        emit(Log("warning", w))
-    if unaffected:
-        n = len(unaffected)
-        grids.deliver(unaffected, np.tile(base.probs, (n, 1)), np.tile(base.diffs, (n, 1)))
-    run = dataclasses.replace(rec.run, states=rec.corrupt_states, kv=rec.corrupt_kv, top_id=base.corrupt_top_id,
-                              cancel=cancel)
-    estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel,
-                                rec.in_flight)
+    try:
+        base = _baseline(tracer.tokenizer, prep, rec.clean_logits, rec.corrupt_logits)
+        warnings += _run_guards(tracer.tokenizer, req, prep, base, positions)
+        grids = _Grids(req, prep, base, positions, tracer.n_layers, len(unaffected) + len(cells), emit, meter)
+        emit(Started(prep.clean.texts, prep.subject, base.p_clean, base.p_corrupt, grids.shape, req.grid_names,
+                     base.target_text, grids.total, meter.total))
+        for w in warnings:
+            emit(Log("warning", w))
+        if unaffected:
+            n = len(unaffected)
+            grids.deliver(unaffected, np.tile(base.probs, (n, 1)), np.tile(base.diffs, (n, 1)))
+        run = dataclasses.replace(rec.run, states=rec.corrupt_states, kv=rec.corrupt_kv, top_id=base.corrupt_top_id,
+                                  cancel=cancel)
+        estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel,
+                                    rec.in_flight)
+    finally:  # no worker may still read this trace's arrays once it ends (an error or a cancel before the estimate)
+        if rec.in_flight is not None:
+            wait(rec.in_flight.futures)
     meter.done += meter.estimate  # counted with the next cells
     if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
         stopped = _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width, settle=settle)
