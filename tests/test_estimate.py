@@ -385,3 +385,45 @@ def test_a_trace_that_fails_before_its_estimate_waits_for_it(tiny_model_dir, mon
         run_trace(two, TraceRequest(PROMPT, SUBJECT, samples=4, window=3, estimate="progressive"), on_event=on_event)
     assert started and all(f.done() for f in started[0].futures)
     two.workers.close()
+
+
+def test_a_preview_that_ends_after_its_cells_own_forward_is_dropped(tiny_model_dir, monkeypatch):
+    """The workers yield forwards as they end: a slow preview can end after the forward that runs
+    its cells for the grid. Its values are then dropped (not stored, not sent): the grids stay
+    today's bit for bit and no cell's exact value is replaced by its preview."""
+    import time
+
+    from tracer.core import tracing
+    from tracer.core.tracing import Tracer
+    from tracer.models.load import load_model
+
+    planned, run_chunk = [], tracing.run_chunk_samples
+
+    def spy(*args, **kwargs):
+        planned.append(plan_previews(*args, **kwargs))
+        return planned[-1]
+
+    def slow_first_preview(pm, chunk, run):
+        if planned and chunk is planned[0][0]:
+            time.sleep(1.0)
+        return run_chunk(pm, chunk, run)
+
+    plan_previews = tracing.plan_previews
+    monkeypatch.setattr(tracing, "plan_previews", spy)
+    monkeypatch.setattr(tracing, "run_chunk_samples", slow_first_preview)
+    two = Tracer(load_model(str(tiny_model_dir)), workers=2)
+    base = dict(samples=3, window=3)
+    today = run_trace(two, TraceRequest(PROMPT, SUBJECT, **base))
+    events = []
+    progressive = run_trace(two, TraceRequest(PROMPT, SUBJECT, estimate="progressive", **base), on_event=events.append)
+    assert progressive.grids == today.grids
+    final = set()
+    late = planned[0][0].cells
+    for e in (e for e in events if isinstance(e, CellsDone)):
+        cells = {(e.kind, c) for c in e.cells}
+        if e.preview:
+            assert not cells & final  # never after the cell's own value
+        else:
+            final |= cells
+    assert all((c.grid, (c.row, c.layer)) in final for c in late)
+    two.workers.close()

@@ -466,15 +466,23 @@ class _Grids:
         self.grids = {k: {m: [[None] * n_layers for _ in range(self.shape[0])] for m in metrics}
                       for k in req.grid_names}
         self.base, self.total, self.done, self.emit, self.meter = base, total, 0, emit, meter
+        self.final: set = set()  # (grid, row, layer) of the cells delivered from the trace's own forwards
 
     def deliver(self, batch_cells, probs, diffs, work=None, *, preview: bool = False) -> None:
         """Store and report cells from their per-sample values [cells, N] (float32); `work`: each
         cell's token-layers (schedule.cell_token_layers; None: none, the cells cost nothing);
-        `preview`: values computed ahead (plan_previews), not counted as done: the cells come again."""
+        `preview`: values computed ahead (plan_previews), not counted as done: the cells come again.
+        A preview that ends after its cells' own forward (the workers yield forwards as they end) is
+        dropped: the grids keep the trace's own values, bit for bit."""
         stats = interval_grids(probs, diffs)
         base = self.base
         by_kind = defaultdict(list)
         for i, cell in enumerate(batch_cells):
+            where = (cell.grid, cell.row, cell.layer)
+            if not preview:
+                self.final.add(where)
+            elif where in self.final:
+                continue
             by_kind[cell.grid].append((cell, i))
         for kind, items in by_kind.items():
             g = self.grids[kind]
