@@ -160,11 +160,10 @@ def test_progressive_grids_equal_todays_bit_for_bit(tracers, arch, corrupted):
     assert sum(len(e.cells) for e in events if isinstance(e, CellsDone) and not e.preview) == shape[0] * shape[1] * 3
 
 
-def test_estimate_split_between_workers_and_overlapping_the_recording(tiny_model_dir):
-    """With two workers the estimate's samples are split between them and start before the
-    corrupted run is recorded: the estimate equals one thread's (to float32 rounding), the exact
-    grids equal one thread's bit for bit, and a cancel while the two overlap stops the trace and
-    leaves the workers usable."""
+def test_estimate_on_the_workers_overlapping_the_recording(tiny_model_dir):
+    """With two workers the estimate runs on them and starts before the corrupted run is recorded:
+    the estimate equals one thread's (to float32 rounding), the exact grids equal one thread's bit
+    for bit, and a cancel while the two overlap stops the trace and leaves the workers usable."""
     from tracer.core.tracing import Tracer
     from tracer.errors import TraceCancelled
     from tracer.events import Recording
