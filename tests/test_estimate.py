@@ -310,14 +310,15 @@ def test_previews_hold_each_grids_peak_and_stay_within_their_share(tiny_tracer, 
     peaks = [next(c for c in cells if c.grid == grid and c.row == peak_row and c.layer == 0)
              for grid in ("hidden", "mlp", "attn")]
     priority.update({id(c): 1.0 for c in peaks})
-    previews = plan_previews(tiny_tracer, cells, chunks, priority, n, T, True)
+    total = sum(schedule.token_layers(c, n, T, L, packed, tiny_tracer.head_layers) for c in chunks)
+    previews = plan_previews(tiny_tracer, cells, total, priority, n, T, True)
     chosen = [c for chunk in previews for c in chunk.cells]
 
     def work(cell):
         return schedule.cell_token_layers(schedule.Chunk(cell.start, min(cell.positions), [cell]), cell, n, T, L, packed,
                                           tiny_tracer.head_layers)
 
-    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n, T, L, packed, tiny_tracer.head_layers) for c in chunks)
+    budget = PREVIEW_SHARE * total
     assert all(any(c is p for c in chosen) for p in peaks)
     others = [c for c in chosen if all(c is not p for p in peaks)]
     if peak_row == 0:

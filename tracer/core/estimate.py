@@ -86,8 +86,7 @@ def _batch_terms(pm: PatchableModel, run: Corrupted, rows: slice, kinds) -> tupl
 
 
 def state_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds=KINDS,
-                cancel: threading.Event | None = None, workers: Workers | None = None,
-                ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                cancel: threading.Event | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The corrupted run's P(target) per sample and every state's first-order term.
 
     Args:
@@ -97,15 +96,11 @@ def state_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds
         first_corrupt: the first frame position whose state differs from the clean run's.
         kinds: which outputs.
         cancel: checked between batches of samples.
-        workers: the engine's worker threads, to run the batches on (start_terms); None: every
-            batch on this thread.
 
     Returns:
         (P(target) [N] float64, {kind: [L, N, T] float64}: grad f . (clean - corrupted) of each
         layer, sample and position; zero before `first_corrupt`).
     """
-    if workers is not None and workers.n > 1:
-        return start_terms(pm, run, first_corrupt=first_corrupt, kinds=kinds, workers=workers).wait(cancel)
     batches = []
     for rows in _sample_batches(run.n_samples, record_batch_rows(len(run.ids))):
         batches.append(_terms_batch(pm, run, rows, kinds))
@@ -141,9 +136,14 @@ class TermsInFlight:
     def wait(self, cancel: threading.Event | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """state_terms' result once every batch is done. The batches always finish first (no worker
         may still read a trace's arrays when it ends), then a set `cancel` raises TraceCancelled."""
-        wait(self.futures)
+        self.join()
         check_cancel(cancel)
         return _joined([f.result() for f in self.futures], self.first_corrupt)
+
+    def join(self) -> None:
+        """Wait until no worker runs a batch any more, whatever happened to them (a trace that ends
+        for any reason first joins its estimate: no worker may still read its arrays)."""
+        wait(self.futures)
 
 
 def start_terms(pm: PatchableModel, run: Corrupted, *, first_corrupt: int, kinds=KINDS,
@@ -183,8 +183,8 @@ def estimated_kinds(cells: list[Cell]) -> tuple[str, ...]:
 
 
 def estimate(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_corrupt: int,
-             cancel: threading.Event | None = None, workers: Workers | None = None,
-             in_flight: TermsInFlight | None = None) -> tuple[np.ndarray, float]:
+             cancel: threading.Event | None = None, in_flight: TermsInFlight | None = None,
+             ) -> tuple[np.ndarray, float]:
     """The estimated P(target) of each cell (mean over the samples, float64) and the seconds taken.
 
     Args:
@@ -193,20 +193,19 @@ def estimate(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_cor
         cells: the cells, their positions in the corrupted run's frame.
         first_corrupt: the first frame position that differs from the clean run.
         cancel: checked between batches of samples.
-        workers: the engine's worker threads to run the batches on (state_terms).
-        in_flight: the terms already started (start_terms, for estimated_kinds(cells)): waited for.
+        in_flight: the terms already started on the engine's workers (start_terms, for
+            estimated_kinds(cells)): waited for; None: computed here (state_terms).
 
     Returns:
         ([cells] estimated P(target), NaN for severed cells; seconds, from the terms' start).
     """
     if in_flight is None:
-        in_flight_started = time.perf_counter()
-        base, terms = state_terms(pm, run, first_corrupt=first_corrupt, kinds=estimated_kinds(cells),
-                                  cancel=cancel, workers=workers)
+        started = time.perf_counter()
+        base, terms = state_terms(pm, run, first_corrupt=first_corrupt, kinds=estimated_kinds(cells), cancel=cancel)
     else:
-        in_flight_started = in_flight.started
+        started = in_flight.started
         base, terms = in_flight.wait(cancel)
-    return cell_estimates(cells, base, terms).mean(axis=1), time.perf_counter() - in_flight_started
+    return cell_estimates(cells, base, terms).mean(axis=1), time.perf_counter() - started
 
 
 def estimate_grids(cells: list[Cell], probs: np.ndarray, shape: tuple[int, int], p_clean: float,
@@ -227,10 +226,10 @@ def estimate_grids(cells: list[Cell], probs: np.ndarray, shape: tuple[int, int],
 # its neighbourhood), in small forwards; then today's forwards of the others, those holding a cell at
 # least IMPORTANT first, largest first, the rest in today's order (costliest first: the workers
 # finish together)
-FIRST = 0.9
-IMPORTANT = 0.25
-NEIGHBOURHOOD = 2  # layers either side of a grid's estimated peak (same row) that come with it; at least
+NEIGHBOURHOOD = 2  # layers either side of a grid's estimated peak (same row) that come with it (mlp/attn: half the window, at least this)
 NEIGHBOUR_PRIORITY = 0.9
+FIRST = NEIGHBOUR_PRIORITY  # the peak's neighbourhood is previewed
+IMPORTANT = 0.25
 
 
 def importance(cells: list[Cell], probs: np.ndarray, p_corrupt: float) -> np.ndarray:
@@ -323,7 +322,7 @@ class Estimated:
 def estimate_trace(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, first_corrupt: int,
                    shape: tuple[int, int], p_clean: float, p_corrupt: float, available: bool,
                    delivered=(), emit=None, cancel: threading.Event | None = None,
-                   workers: Workers | None = None, in_flight: TermsInFlight | None = None) -> Estimated:
+                   in_flight: TermsInFlight | None = None) -> Estimated:
     """Estimate every cell of a trace and send one Estimate event per grid.
 
     Args:
@@ -338,14 +337,12 @@ def estimate_trace(pm: PatchableModel, run: Corrupted, cells: list[Cell], *, fir
             the events.
         emit: called with each Estimate event.
         cancel: checked between batches of samples.
-        workers: the engine's worker threads to run the batches on (state_terms).
         in_flight: the terms already started (start_terms): waited for instead.
 
     Returns:
         The Estimated grids and priorities.
     """
-    probs, seconds = estimate(pm, run, cells, first_corrupt=first_corrupt, cancel=cancel, workers=workers,
-                              in_flight=in_flight)
+    probs, seconds = estimate(pm, run, cells, first_corrupt=first_corrupt, cancel=cancel, in_flight=in_flight)
     grids = estimate_grids(cells, probs, shape, p_clean, p_corrupt, available)
     done = {(c.grid, c.row, c.layer) for c in delivered}
     for grid, g in grids.items():

@@ -11,7 +11,6 @@ import dataclasses
 import threading
 import time
 from collections import defaultdict
-from concurrent.futures import wait
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -200,18 +199,19 @@ PREVIEW_TOKENS = 192
 PREVIEW_SHARE = 0.05
 
 
-def plan_previews(tracer: Tracer, cells, chunks, priority: dict, n_samples: int, n_tokens: int,
+def plan_previews(tracer: Tracer, cells, work: int, priority: dict, n_samples: int, n_tokens: int,
                   use_prefix: bool) -> list[Chunk]:
     """A progressive trace's previews: the cells at least estimate.FIRST important (each grid's
-    estimated peak and its neighbourhood), the most important first, within PREVIEW_SHARE of the
-    work of `chunks` (the trace's own forwards), in small forwards (PREVIEW_TOKENS token-rows).
+    estimated peak and its neighbourhood), the most important first, within PREVIEW_SHARE of
+    `work` (the trace's own forwards' token-layers: WorkMeter.cells), in small forwards
+    (PREVIEW_TOKENS token-rows).
     They run before the trace's own forwards, which run them again: a cell's float rounding may
     depend on the cells that share its forward (the GEMMs' blocking follows the batch on some
     BLAS and GPUs), and the grids must equal today's bit for bit."""
     packed = use_prefix and tracer.patchable.packed is not None
     L = tracer.n_layers
     head = tracer.head_layers
-    budget = PREVIEW_SHARE * sum(schedule.token_layers(c, n_samples, n_tokens, L, packed, head) for c in chunks)
+    budget = PREVIEW_SHARE * work
     chosen, spent, peaks = [], 0, set()
     for cell in split_first(cells, priority)[0]:
         work = schedule.cell_token_layers(Chunk(cell.start, min(cell.positions), [cell]), cell, n_samples,
@@ -310,9 +310,9 @@ def run_trace(tracer: Tracer, req: TraceRequest, *, on_event=None, cancel: threa
                                   cancel=cancel)
         estimated, todo = _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, emit, cancel,
                                     rec.in_flight)
-    finally:  # no worker may still read this trace's arrays once it ends (an error or a cancel before the estimate)
+    finally:  # an error or a cancel before the estimate: it is joined all the same
         if rec.in_flight is not None:
-            wait(rec.in_flight.futures)
+            rec.in_flight.join()
     meter.done += meter.estimate  # counted with the next cells
     if req.ci_width is not None:  # the meter planned every cell at the most samples: an upper bound
         stopped = _run_cells_adaptive(tracer, run, todo, grids, cancel, target=req.ci_width, settle=settle)
@@ -369,7 +369,7 @@ def _record(tracer: Tracer, prep: PreparedRun, keep, emit, cancel, *, estimate_k
             shared=(clean_states, clean_kv, prep.first_corrupt), last=k)  # before the corruption: the clean run's
     except BaseException:
         if in_flight is not None:
-            wait(in_flight.futures)  # no worker may still read this trace's arrays once it ends
+            in_flight.join()
         raise
     return _Recorded(run, clean_logits.astype(mx.float32), corrupt_states, corrupt_logits.astype(mx.float32),
                      corrupt_kv, in_flight)
@@ -567,7 +567,7 @@ def _estimate(tracer, req, prep, base, run, grids, cells, unaffected, warnings, 
     estimated = estimate_trace(tracer.patchable, run, unaffected + cells, first_corrupt=prep.first_corrupt,
                                shape=grids.shape, p_clean=base.p_clean, p_corrupt=base.p_corrupt,
                                available=base.available, delivered=unaffected, emit=emit, cancel=cancel,
-                               workers=tracer.workers, in_flight=in_flight)
+                               in_flight=in_flight)
     if req.estimate != "only":
         return estimated, cells
     fill_estimate(grids.grids, cells, estimated)
@@ -583,7 +583,7 @@ def _run_cells(tracer: Tracer, run: Corrupted, cells, chunks, packed: bool, esti
     then the forwards holding the largest estimated effects (estimate.order_chunks)."""
     previews = []
     if estimated is not None:
-        previews = plan_previews(tracer, cells, chunks, estimated.priority, run.n_samples, len(run.ids),
+        previews = plan_previews(tracer, cells, grids.meter.cells, estimated.priority, run.n_samples, len(run.ids),
                                  tracer.patchable.prefix_cache)
         chunks = order_chunks(chunks, estimated.priority)
     ahead = set(map(id, previews))  # not in the work meter: the work predicted before the estimate (trace_work)
