@@ -17,6 +17,12 @@ AUTO_SAMPLES = 40  # `--samples auto`: the most noise samples a cell may get
 AUTO_CI_WIDTH = 0.02  # `--samples auto`: the 95% interval width in P each cell is run to
 
 
+def valid_ci_width(width) -> bool:
+    """Whether `width` can be an adaptive-samples target: a number (not a bool) between 0 and 1,
+    both excluded. The one rule for the request, the app's field and its saved setting."""
+    return not isinstance(width, bool) and isinstance(width, (int, float)) and 0 < width < 1
+
+
 @dataclass(frozen=True)
 class TraceRequest(TraceSettings):
     """One trace: what to trace, with the settings (TraceSettings' fields, keyword-only).
@@ -81,9 +87,8 @@ class TraceRequest(TraceSettings):
         if self.estimate not in ESTIMATE_MODES:
             raise InputError(f"estimate must be one of {', '.join(ESTIMATE_MODES)} (got {self.estimate!r:.40})")
         if self.ci_width is not None:
-            width = self.ci_width
-            if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < 1:
-                raise InputError(f"ci_width must be a number between 0 and 1 (got {width!r:.40})")
+            if not valid_ci_width(self.ci_width):
+                raise InputError(f"ci_width must be a number between 0 and 1 (got {self.ci_width!r:.40})")
             if self.corrupted_prompt is not None:
                 raise InputError("adaptive samples (ci_width) apply to noise corruption only, not to a corrupted prompt")
         if self.corrupted_subject is not None:

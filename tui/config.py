@@ -94,13 +94,12 @@ def saved_adaptive(data: dict) -> tuple[bool, float, str | None]:
     """(Samples auto, its CI width, warning or None) from the saved `data["adaptive"]`
     ({"auto": bool, "ci_width": a number between 0 and 1}); what does not read so is dropped
     with a warning (the defaults: fixed samples, tracer.types.AUTO_CI_WIDTH)."""
-    from tracer.types import AUTO_CI_WIDTH
+    from tracer.types import AUTO_CI_WIDTH, valid_ci_width
 
     saved = data.get("adaptive")
     if not isinstance(saved, dict):
         return False, AUTO_CI_WIDTH, None
     auto, width = saved.get("auto", False), saved.get("ci_width", AUTO_CI_WIDTH)
-    number = isinstance(width, (int, float)) and not isinstance(width, bool)
-    if not isinstance(auto, bool) or not number or not 0 < width < 1:
+    if not isinstance(auto, bool) or not valid_ci_width(width):
         return False, AUTO_CI_WIDTH, f"saved adaptive samples ignored: {saved!r:.80}"
     return auto, float(width), None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 from tracer.errors import InputError
 from tracer.metrics import METRIC_LABELS, VIEW_ORDER
 from tracer.settings import KINDS, SEVERABLE, TraceSettings
-from tracer.types import AUTO_CI_WIDTH, AUTO_SAMPLES
+from tracer.types import AUTO_CI_WIDTH, AUTO_SAMPLES, valid_ci_width
 
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
@@ -127,7 +127,7 @@ class SettingsPanel(VerticalScroll):
             width = float(text)
         except ValueError:
             width = None
-        if width is None or not 0 < width < 1:
+        if not valid_ci_width(width):
             raise SettingsError(f"CI width: {text!r:.20} is not a number between 0 and 1 (e.g. {AUTO_CI_WIDTH})")
         return width
 
