@@ -47,6 +47,14 @@ class EstimatingEngine(FakeEngine):
             self.future.set_result(self.result)
 
 
+async def run_until_started(pilot):
+    """ctrl+r, then wait until the run has its grid (Started and the estimate sent); the trace screen."""
+    ts = pilot.app.trace_screen
+    await pilot.press("ctrl+r")
+    await wait_for(pilot, lambda: ts.run is not None and ts.run.grid is not None, what="the run's grid")
+    return ts
+
+
 async def test_the_estimate_shows_marked_and_exact_cells_replace_it():
     engine = EstimatingEngine()
     app = make_app(engine=engine)
@@ -86,9 +94,7 @@ async def test_ctrl_y_shows_estimate_minus_exact_once_exact():
     app = make_app(engine=engine)
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(pilot)
-        ts = app.trace_screen
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run is not None and ts.run.grid is not None, what="the estimate")
+        ts = await run_until_started(pilot)
         await pilot.press("ctrl+y")  # not exact yet: refused, said so
         await pilot.pause(0.2)
         assert not ts.estimate_error and any("no estimate minus exact yet" in line for line in ts.run_log.lines_text)
@@ -111,9 +117,7 @@ async def test_the_log_summarises_the_estimates_error_once_exact():
     app = make_app(engine=engine)
     async with app.run_test(size=(160, 48)) as pilot:
         await ready(pilot)
-        ts = app.trace_screen
-        await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: ts.run is not None and ts.run.grid is not None, what="the run")
+        ts = await run_until_started(pilot)
         worst = {"row": 2, "layer": 3, "token": "iffel", "estimate": 0.074, "exact": 0.386, "error": -0.312}
         errors = {kind: {"correlation": r, "mean_abs_error": 0.05, "max_abs_error": 0.312, "largest": [worst]}
                   for kind, r in (("hidden", 0.961), ("mlp", None), ("attn", 0.5))}
